@@ -1,0 +1,400 @@
+package stomp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// brokerAddr returns RabbitMQ's STOMP address, skipping the test when it is
+// unreachable locally and failing it under CI.
+func brokerAddr(t *testing.T) string {
+	t.Helper()
+	addr := os.Getenv("WSBRIDGE_TEST_STOMP_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:61613"
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		msg := fmt.Sprintf("RabbitMQ STOMP not reachable at %s (enable rabbitmq_stomp or set WSBRIDGE_TEST_STOMP_ADDR): %v", addr, err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	c.Close()
+	return addr
+}
+
+// testCredential is the identity the gateway injects. CI creates a dedicated
+// RabbitMQ user whose random password exists only in a keyring
+// (WSBRIDGE_TEST_KEYRING, WSBRIDGE_TEST_KEYRING_KEY_FILE, entry "rabbit");
+// locally, without those, a throwaway keyring holding guest/guest stands in.
+func testCredential(t *testing.T) keyring.Credential {
+	t.Helper()
+	path, keyFile := os.Getenv("WSBRIDGE_TEST_KEYRING"), os.Getenv("WSBRIDGE_TEST_KEYRING_KEY_FILE")
+	if path == "" {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI must provide WSBRIDGE_TEST_KEYRING with a dedicated RabbitMQ user")
+		}
+		dir := t.TempDir()
+		keyFile = filepath.Join(dir, "k.key")
+		key, err := keyring.GenerateKeyFile(keyFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path = filepath.Join(dir, "k")
+		kr, err := keyring.Create(path, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := kr.Set("rabbit", keyring.Credential{Username: "guest", Password: keyring.NewSecret("guest")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := keyring.LoadKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Open(path, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kr.Get("rabbit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// tapProxy is a TCP hop between the gateway and the real broker. It keeps a
+// copy of every byte that reached the broker and can cut connections, as a
+// broker crash or network failure would.
+type tapProxy struct {
+	ln     net.Listener
+	target string
+
+	mu     sync.Mutex
+	toBkr  bytes.Buffer
+	conns  []net.Conn
+	ports  []int // local ports of the proxy's broker-side connections
+	wg     sync.WaitGroup
+	closed bool
+}
+
+func newTapProxy(t *testing.T, target string) *tapProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tapProxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *tapProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *tapProxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, b)
+		p.ports = append(p.ports, b.LocalAddr().(*net.TCPAddr).Port)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go func() {
+			defer p.wg.Done()
+			io.Copy(b, io.TeeReader(c, lockedWriter{&p.mu, &p.toBkr}))
+			b.Close()
+		}()
+		go func() {
+			defer p.wg.Done()
+			io.Copy(c, b)
+			c.Close()
+		}()
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// sent is everything that reached the broker so far.
+func (p *tapProxy) sent() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.toBkr.String()
+}
+
+// cut drops every proxied connection.
+func (p *tapProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+}
+
+func (p *tapProxy) close() {
+	p.ln.Close()
+	p.cut()
+	p.wg.Wait()
+}
+
+// gateway is a relay route served on a loopback port.
+type gateway struct {
+	url  string
+	srv  *bridge.Server
+	logs *bytes.Buffer
+}
+
+func startGateway(t *testing.T, o Options) *gateway {
+	t.Helper()
+	logs := &syncBuffer{}
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testLogWriter{t}), nil))
+	}
+	srv := bridge.NewServer(o.Log, 100)
+	if o.Origins == nil {
+		o.Origins, _ = bridge.NewOrigins([]string{"http://allowed.example"})
+	}
+	o.Conns = srv.Conns
+	if o.WS == (bridge.WSOptions{}) {
+		o.WS = bridge.DefaultWSOptions()
+	}
+	if o.Route == "" {
+		o.Route = "/stomp"
+	}
+	if o.Backend == "" {
+		o.Backend = "rabbitmq"
+	}
+	srv.Handle(o.Route, NewRelay(o))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		srv.Serve(ln)
+	}()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return &gateway{url: "ws://" + ln.Addr().String() + o.Route, srv: srv, logs: &logs.buf}
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.Write(p)
+}
+
+type testLogWriter struct{ t *testing.T }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// wsMsg is one WebSocket message received by a test client.
+type wsMsg struct {
+	op   gws.Opcode
+	data []byte
+}
+
+// client is a raw WebSocket client for sending exact bytes and reading
+// exact messages.
+type client struct {
+	conn      *gws.Conn
+	msgs      chan wsMsg
+	done      chan struct{}
+	closeErr  error
+	closeOnce sync.Once
+}
+
+func (c *client) OnOpen(*gws.Conn)             {}
+func (c *client) OnPing(s *gws.Conn, p []byte) { s.WritePong(p) }
+func (c *client) OnPong(*gws.Conn, []byte)     {}
+func (c *client) OnClose(_ *gws.Conn, err error) {
+	c.closeOnce.Do(func() { c.closeErr = err; close(c.done) })
+}
+func (c *client) OnMessage(_ *gws.Conn, m *gws.Message) {
+	c.msgs <- wsMsg{m.Opcode, bytes.Clone(m.Bytes())}
+	m.Close()
+}
+
+func dial(t *testing.T, url string, header http.Header) *client {
+	t.Helper()
+	c, err := tryDial(url, header)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.conn.NetConn().Close(); <-c.done })
+	return c
+}
+
+func tryDial(url string, header http.Header) (*client, error) {
+	c := &client{msgs: make(chan wsMsg, 1024), done: make(chan struct{})}
+	if header == nil {
+		header = http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
+	}
+	conn, resp, err := gws.NewClient(c, &gws.ClientOption{Addr: url, RequestHeader: header, ReadMaxPayloadSize: 64 << 20})
+	if err != nil {
+		if resp != nil {
+			body, _ := io.ReadAll(resp.Body)
+			return nil, fmt.Errorf("status %d: %s: %w", resp.StatusCode, body, err)
+		}
+		return nil, err
+	}
+	c.conn = conn
+	go conn.ReadLoop()
+	return c, nil
+}
+
+func (c *client) send(t *testing.T, s string) {
+	t.Helper()
+	if err := c.conn.WriteMessage(gws.OpcodeText, []byte(s)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// next returns the next message, failing after a generous deadline.
+func (c *client) next(t *testing.T) wsMsg {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-c.done:
+		select {
+		case m := <-c.msgs:
+			return m
+		default:
+		}
+		t.Fatalf("connection closed (%v) while waiting for a message", c.closeErr)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message within 10s")
+	}
+	return wsMsg{}
+}
+
+// frame reads the next message that is a frame, skipping heart-beats. A
+// frame's message may end in EOLs, never hold a second frame.
+func (c *client) frame(t *testing.T) *validate.STOMPFrame {
+	t.Helper()
+	for {
+		m := c.next(t)
+		if len(bytes.Trim(m.data, "\r\n")) == 0 {
+			continue
+		}
+		sc := validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: 64 << 20}, true)
+		n, f, err := sc.Next(m.data)
+		if err != nil || f == nil || len(bytes.Trim(m.data[n:], "\r\n")) != 0 {
+			t.Fatalf("message is not exactly one frame (n=%d, err=%v): %q", n, err, m.data)
+		}
+		return f
+	}
+}
+
+// closed waits for the server's close and returns its code.
+func (c *client) closed(t *testing.T) uint16 {
+	t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection not closed within 10s")
+	}
+	var ce *gws.CloseError
+	if errors.As(c.closeErr, &ce) {
+		return ce.Code
+	}
+	t.Fatalf("closed without a close frame: %v", c.closeErr)
+	return 0
+}
+
+func header(t *testing.T, f *validate.STOMPFrame, name string) string {
+	t.Helper()
+	v, _ := f.Header(name)
+	return string(v)
+}
+
+// waitGoroutines waits for the goroutine count to return to base; there is
+// no event for a goroutine's end, so it polls.
+func waitGoroutines(t *testing.T, base int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > base {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<16)
+			t.Fatalf("goroutines: %d, baseline %d\n%s", runtime.NumGoroutine(), base, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// stompLogin returns the login RabbitMQ recorded for the STOMP connection
+// coming from local port port.
+func stompLogin(t *testing.T, port int) string {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "list_stomp_connections", "peer_port", "auth_login", "-q", "-s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl: %v: %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 2 && f[0] == fmt.Sprint(port) {
+			return f[1]
+		}
+	}
+	t.Fatalf("no STOMP connection from port %d in:\n%s", port, out)
+	return ""
+}
+
+func uniqueName(t *testing.T) string {
+	return fmt.Sprintf("wsbridge-test-%s-%d", strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()), time.Now().UnixNano())
+}

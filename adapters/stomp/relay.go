@@ -1,0 +1,140 @@
+// Package stomp serves STOMP over WebSocket. In relay mode every client
+// frame is checked by validate, the CONNECT frame gets the route's keyring
+// credential instead of anything the client sent, and the checked bytes go
+// to a STOMP broker over TCP; broker frames come back one per WebSocket
+// message.
+package stomp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// Subprotocols are the STOMP WebSocket subprotocols, best first: gws picks
+// the first of these that the client offers.
+var Subprotocols = []string{"v12.stomp", "v11.stomp", "v10.stomp"}
+
+// Options configure one relay route.
+type Options struct {
+	Route   string // the path, for logs
+	Backend string // the backend's name, for logs
+	Address string // host:port of the broker's STOMP listener
+	// Credential replaces the client's login and passcode; nil sends none.
+	Credential *keyring.Credential
+	// VHost is sent as the CONNECT host header (RabbitMQ reads it as the
+	// virtual host); the client's host header is replaced.
+	VHost       string
+	DialTimeout time.Duration
+	// Limits bound client frames.
+	Limits validate.STOMPLimits
+	// MaxBrokerFrameBytes bounds a frame from the broker.
+	MaxBrokerFrameBytes int
+	WS                  bridge.WSOptions
+	Origins             *bridge.Origins
+	Conns               *bridge.Conns
+	Log                 *slog.Logger
+}
+
+// Relay is the http.Handler for a STOMP relay route.
+type Relay struct {
+	opts      Options
+	upgraders *bridge.Upgraders
+	dialer    net.Dialer
+}
+
+// NewRelay makes a relay handler.
+func NewRelay(o Options) *Relay {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.MaxBrokerFrameBytes <= 0 {
+		o.MaxBrokerFrameBytes = 16 << 20
+	}
+	if o.VHost == "" {
+		o.VHost = "/"
+	}
+	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
+	r.upgraders = bridge.NewUpgraders(handler{}, o.WS, Subprotocols, func() gws.SessionStorage {
+		return &session{relay: r}
+	})
+	return r
+}
+
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if !r.opts.Origins.Check(w, req) {
+		r.opts.Log.Info("stomp connection refused", "route", r.opts.Route, "remote", req.RemoteAddr,
+			"outcome", "origin_denied", "origin", req.Header.Get("Origin"))
+		return
+	}
+	if r.opts.Conns.Full() {
+		bridge.Error(w, http.StatusServiceUnavailable, "connection limit reached or shutting down; retry later")
+		r.opts.Log.Warn("stomp connection refused", "route", r.opts.Route, "remote", req.RemoteAddr, "outcome", "over_capacity")
+		return
+	}
+	ws, err := r.upgraders.Upgrade(w, req)
+	if err != nil {
+		r.opts.Log.Info("stomp connection refused", "route", r.opts.Route, "remote", req.RemoteAddr,
+			"outcome", "handshake_failed", "reason", err.Error())
+		return
+	}
+	s := ws.Session().(*session)
+	release, ok := r.opts.Conns.Add(s)
+	if !ok { // lost a race for the last slot, or shutdown began
+		ws.WriteClose(bridge.CloseTryAgainLater, []byte("connection limit reached"))
+		ws.NetConn().Close()
+		return
+	}
+	s.init(ws, req.RemoteAddr, release)
+	go ws.ReadLoop()
+}
+
+// Ready reports whether the broker accepts TCP connections.
+func (r *Relay) Ready(ctx context.Context) error {
+	return bridge.DialCheck(r.opts.Address)(ctx)
+}
+
+// errorFrame renders a STOMP ERROR frame whose message header carries msg,
+// escaped for the session's version.
+func errorFrame(v validate.STOMPVersion, msg, detail string) []byte {
+	if v >= validate.STOMP11 {
+		msg = headerEscaper.Replace(msg)
+	} else {
+		msg = strings.NewReplacer("\n", " ", "\r", " ").Replace(msg)
+	}
+	return fmt.Appendf(nil, "ERROR\nmessage:%s\ncontent-type:text/plain\ncontent-length:%d\n\n%s\x00", msg, len(detail), detail)
+}
+
+var headerEscaper = strings.NewReplacer("\\", "\\\\", "\n", "\\n", "\r", "\\r", ":", "\\c")
+
+// clientMessage turns a validation error into an ERROR message header:
+// what was wrong, without the package prefix and class suffix.
+func clientMessage(err error) string {
+	msg := strings.TrimPrefix(err.Error(), "stomp: ")
+	for _, class := range []error{validate.ErrMalformed, validate.ErrTooLarge, validate.ErrPolicy} {
+		msg = strings.TrimSuffix(msg, ": "+class.Error())
+	}
+	return msg
+}
+
+// closeCode maps a validation failure to the WebSocket close code.
+func closeCode(err error) uint16 {
+	switch {
+	case errors.Is(err, validate.ErrTooLarge):
+		return bridge.CloseTooLarge
+	case errors.Is(err, validate.ErrPolicy):
+		return bridge.ClosePolicy
+	default:
+		return bridge.CloseProtocolError
+	}
+}

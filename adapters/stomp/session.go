@@ -1,0 +1,376 @@
+package stomp
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// A carried-over partial frame buffer larger than this is dropped once
+// empty, so an idle connection does not keep the memory of its largest frame.
+const keepPendingCap = 16 << 10
+
+// upstreamReadBytes is the initial broker read buffer; it grows up to
+// MaxBrokerFrameBytes for large frames and shrinks back when idle.
+const upstreamReadBytes = 4 << 10
+
+// handler dispatches gws events to the connection's session.
+type handler struct{}
+
+func (handler) OnOpen(*gws.Conn) {}
+
+func (handler) OnClose(c *gws.Conn, err error) { c.Session().(*session).onClose(err) }
+
+func (handler) OnPing(c *gws.Conn, p []byte) {
+	s := c.Session().(*session)
+	s.ka.Touch()
+	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
+	_ = c.WritePong(p)
+}
+
+func (handler) OnPong(c *gws.Conn, _ []byte) { c.Session().(*session).ka.Touch() }
+
+func (handler) OnMessage(c *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	c.Session().(*session).onMessage(m.Bytes())
+}
+
+// session is one client connection. The fields under "read loop" belong to
+// the gws read goroutine, those under "upstream" to readUpstream; the rest
+// are shared and synchronised as marked.
+type session struct {
+	relay   *Relay
+	ws      *gws.Conn
+	remote  string
+	opened  time.Time
+	release func()
+	ka      *bridge.Keepalive
+
+	// read loop
+	in       *validate.STOMPScanner
+	pending  []byte // a partial client frame carried to the next message
+	up       net.Conn
+	upDone   chan struct{}
+	framesIn int
+
+	// upstream (read by onClose after upDone is closed)
+	framesOut int
+
+	disconnecting atomic.Bool   // the client sent DISCONNECT
+	version       atomic.Uint32 // negotiated STOMP version, for ERROR escaping
+	closing       atomic.Bool   // finish or onClose has begun
+
+	mu      sync.Mutex
+	outcome string
+	reason  string
+}
+
+// session doubles as the gws SessionStorage so that each event reaches its
+// state with a type assertion instead of a locked map lookup.
+func (*session) Len() int                           { return 0 }
+func (*session) Load(string) (any, bool)            { return nil, false }
+func (*session) Delete(string)                      {}
+func (*session) Store(string, any)                  {}
+func (*session) Range(func(key string, v any) bool) {}
+
+func (s *session) init(ws *gws.Conn, remote string, release func()) {
+	o := &s.relay.opts
+	s.ws, s.remote, s.release, s.opened = ws, remote, release, time.Now()
+	s.in = validate.NewSTOMPScanner(o.Limits, false)
+	s.ka = bridge.StartKeepalive(o.WS.PingInterval, func() error {
+		s.ws.SetWriteDeadline(time.Now().Add(o.WS.WriteTimeout))
+		return s.ws.WritePing(nil)
+	}, func() {
+		s.finish("keepalive_timeout", "", "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
+	})
+	o.Log.Info("stomp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
+}
+
+// GoAway implements bridge.Closer.
+func (s *session) GoAway(reason string) {
+	s.finish("shutdown", reason, reason, bridge.CloseGoingAway)
+}
+
+func (s *session) onMessage(data []byte) {
+	if s.closing.Load() {
+		return // gws may still hand over bytes buffered before we closed
+	}
+	s.ka.Touch()
+	if len(s.pending) > 0 {
+		s.pending = append(s.pending, data...)
+		data = s.pending
+	}
+	start, off := 0, 0
+	for off < len(data) {
+		n, f, err := s.in.Next(data[off:])
+		if err != nil {
+			// Frames before the bad one were valid: they go, it does not.
+			if s.up != nil && off > start && !s.forward(data[start:off]) {
+				return
+			}
+			s.finish("rejected", clientMessage(err), err.Error(), closeCode(err))
+			return
+		}
+		if n == 0 {
+			break
+		}
+		if f != nil {
+			s.framesIn++
+			switch f.Command {
+			case validate.CmdConnect, validate.CmdStomp:
+				if !s.connect(f) {
+					return
+				}
+				start = off + n
+			case validate.CmdDisconnect:
+				s.disconnecting.Store(true)
+			}
+		}
+		off += n
+	}
+	if s.up == nil {
+		start = off // heart-beat EOLs before CONNECT have nowhere to go
+	}
+	if off > start && !s.forward(data[start:off]) {
+		return
+	}
+	s.carry(data[off:])
+}
+
+// carry keeps the unconsumed tail of data, a partial frame, for the next
+// message. The scanner has bounded it by the frame limit.
+func (s *session) carry(rest []byte) {
+	switch {
+	case len(rest) == 0:
+		s.pending = s.pending[:0]
+		if cap(s.pending) > keepPendingCap {
+			s.pending = nil
+		}
+	case len(s.pending) > 0:
+		s.pending = s.pending[:copy(s.pending, rest)]
+	default:
+		s.pending = append(s.pending[:0], rest...)
+	}
+}
+
+// connect dials the broker and sends the client's CONNECT with the route's
+// identity in place of the client's login, passcode and host.
+func (s *session) connect(f *validate.STOMPFrame) bool {
+	o := &s.relay.opts
+	s.version.Store(uint32(s.in.Version))
+	b := make([]byte, 0, len(f.Raw)+128)
+	b = append(b, f.Command.String()...)
+	b = append(b, '\n')
+	for i := range f.NumHeaders() {
+		name, val := f.HeaderAt(i)
+		switch string(name) {
+		case "login", "passcode", "host":
+			continue
+		}
+		b = append(b, name...)
+		b = append(b, ':')
+		b = append(b, val...)
+		b = append(b, '\n')
+	}
+	b = append(b, "host:"...)
+	b = append(b, o.VHost...)
+	b = append(b, '\n')
+	if c := o.Credential; c != nil {
+		b = append(b, "login:"...)
+		b = append(b, c.Username...)
+		b = append(b, "\npasscode:"...)
+		b = append(b, c.Password.Reveal()...)
+		b = append(b, '\n')
+	}
+	b = append(b, '\n', 0)
+
+	up, err := s.relay.dialer.Dial("tcp", o.Address)
+	if err != nil {
+		o.Log.Warn("stomp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
+		s.finish("broker_unavailable", "broker unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
+		return false
+	}
+	s.up, s.upDone = up, make(chan struct{})
+	go s.readUpstream(up)
+	return s.forward(b)
+}
+
+// forward writes checked client bytes to the broker.
+func (s *session) forward(b []byte) bool {
+	s.up.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
+	if _, err := s.up.Write(b); err != nil {
+		s.finish("broker_lost", "broker connection lost", "writing to the broker failed", bridge.CloseInternal)
+		return false
+	}
+	return true
+}
+
+// readUpstream relays broker frames to the client, one per WebSocket
+// message, until the broker or the client goes away.
+func (s *session) readUpstream(up net.Conn) {
+	defer close(s.upDone)
+	o := &s.relay.opts
+	max := o.MaxBrokerFrameBytes
+	sc := validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: max, MaxHeaders: 4096, MaxHeaderLineBytes: max}, true)
+	buf := make([]byte, upstreamReadBytes)
+	filled, brokerError := 0, false
+	for {
+		if filled == len(buf) {
+			nb := make([]byte, min(2*len(buf), max+upstreamReadBytes))
+			copy(nb, buf[:filled])
+			buf = nb
+		}
+		n, rerr := up.Read(buf[filled:])
+		filled += n
+		off := 0
+		for off < filled {
+			k, f, err := sc.Next(buf[off:filled])
+			if err != nil {
+				s.brokerInvalid(err)
+				return
+			}
+			if k == 0 {
+				break
+			}
+			if f != nil {
+				s.framesOut++
+				switch f.Command {
+				case validate.CmdConnected:
+					v := validate.STOMP10
+					if h, ok := f.Header("version"); ok {
+						v = validate.ParseSTOMPVersion(h)
+					}
+					s.version.Store(uint32(v))
+				case validate.CmdError:
+					brokerError = true
+				}
+			}
+			end := off + k
+			// RabbitMQ follows each frame with an EOL; sending it in the
+			// frame's own message saves a write per frame.
+			if f != nil && end < filled && (buf[end] == '\n' || buf[end] == '\r') {
+				e, _, err := sc.Next(buf[end:filled])
+				if err != nil {
+					s.brokerInvalid(err)
+					return
+				}
+				end += e
+			}
+			if !s.toClient(buf[off:end]) {
+				return
+			}
+			off = end
+		}
+		filled = copy(buf, buf[off:filled])
+		if filled == 0 && len(buf) > upstreamReadBytes {
+			buf = make([]byte, upstreamReadBytes)
+		}
+		if rerr != nil {
+			switch {
+			case s.closing.Load():
+			case s.disconnecting.Load():
+				s.finish("disconnected", "", "", bridge.CloseNormal)
+			case brokerError:
+				s.finish("broker_error", "", "broker ended the session with ERROR", bridge.CloseInternal)
+			default:
+				s.finish("broker_lost", "broker connection lost", "the broker closed the connection", bridge.CloseInternal)
+			}
+			return
+		}
+	}
+}
+
+func (s *session) brokerInvalid(err error) {
+	o := &s.relay.opts
+	o.Log.Warn("stomp broker sent an invalid frame", "route", o.Route, "backend", o.Backend, "error", err.Error())
+	s.finish("broker_protocol_error", "broker sent an invalid frame", "", bridge.CloseInternal)
+}
+
+// toClient writes one broker frame (or heart-beat) as one WebSocket
+// message: text when it is valid UTF-8, binary otherwise, so that binary
+// bodies survive browsers' text decoding.
+func (s *session) toClient(frame []byte) bool {
+	op := gws.OpcodeText
+	if !utf8.Valid(frame) {
+		op = gws.OpcodeBinary
+	}
+	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
+	if err := s.ws.WriteMessage(op, frame); err != nil {
+		s.setOutcome("client_write_failed", err.Error())
+		return false
+	}
+	return true
+}
+
+// finish ends the session once. When errMsg is set the client first gets a
+// STOMP ERROR frame with it as the message header and detail as the body;
+// then the WebSocket close with code.
+func (s *session) finish(outcome, errMsg, detail string, code uint16) {
+	if !s.closing.CompareAndSwap(false, true) {
+		return
+	}
+	reason := detail
+	if reason == "" {
+		reason = errMsg
+	}
+	s.setOutcome(outcome, reason)
+	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
+	if errMsg != "" {
+		_ = s.ws.WriteMessage(gws.OpcodeText, errorFrame(validate.STOMPVersion(s.version.Load()), errMsg, detail))
+	}
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	_ = s.ws.WriteClose(code, []byte(reason))
+}
+
+func (s *session) setOutcome(outcome, reason string) {
+	s.mu.Lock()
+	if s.outcome == "" {
+		s.outcome, s.reason = outcome, reason
+	}
+	s.mu.Unlock()
+}
+
+// onClose runs on the read goroutine once the WebSocket has closed, however
+// that came about, and releases everything the session holds.
+func (s *session) onClose(err error) {
+	if s.closing.CompareAndSwap(false, true) {
+		outcome := "client_closed"
+		if s.disconnecting.Load() {
+			outcome = "disconnected"
+		}
+		reason := ""
+		if err != nil {
+			reason = err.Error()
+		}
+		s.setOutcome(outcome, reason)
+	}
+	s.ka.Stop()
+	if s.up != nil {
+		s.up.Close()
+		<-s.upDone
+	}
+	s.release()
+	o := &s.relay.opts
+	s.mu.Lock()
+	outcome, reason := s.outcome, s.reason
+	s.mu.Unlock()
+	level := slog.LevelInfo
+	switch outcome {
+	case "client_closed", "disconnected", "shutdown":
+	default:
+		level = slog.LevelWarn
+	}
+	o.Log.Log(context.Background(), level, "stomp connection closed", "route", o.Route, "remote", s.remote, "outcome", outcome,
+		"reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond).String(),
+		"frames_in", s.framesIn, "frames_out", s.framesOut)
+}

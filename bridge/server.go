@@ -1,0 +1,121 @@
+// Package bridge is wsbridge's protocol-neutral core: the HTTP server and
+// its routes, the registry of live client connections, readiness checks and
+// the process lifecycle. It knows no client protocol's wire format.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// ReadyCheck reports whether one dependency (a backend) is usable.
+type ReadyCheck func(ctx context.Context) error
+
+// Server serves the gateway's routes and tracks the connections they hijack.
+type Server struct {
+	log   *slog.Logger
+	mux   *http.ServeMux
+	http  *http.Server
+	Conns *Conns
+
+	mu     sync.Mutex
+	checks map[string]ReadyCheck
+}
+
+// NewServer makes a server that admits at most maxConns WebSocket
+// connections at once (0: unlimited).
+func NewServer(log *slog.Logger, maxConns int) *Server {
+	s := &Server{
+		log:    log,
+		mux:    http.NewServeMux(),
+		Conns:  NewConns(maxConns),
+		checks: map[string]ReadyCheck{},
+	}
+	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, "ok")
+	})
+	s.mux.HandleFunc("GET /readyz", s.readyz)
+	s.http = &http.Server{
+		Handler:           s.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// Handle routes path to h.
+func (s *Server) Handle(path string, h http.Handler) { s.mux.Handle(path, h) }
+
+// AddReadyCheck makes /readyz depend on check, reported under name.
+func (s *Server) AddReadyCheck(name string, check ReadyCheck) {
+	s.mu.Lock()
+	s.checks[name] = check
+	s.mu.Unlock()
+}
+
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	names := make([]string, 0, len(s.checks))
+	for n := range s.checks {
+		names = append(names, n)
+	}
+	s.mu.Unlock()
+	sort.Strings(names)
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	var failed []string
+	for _, n := range names {
+		s.mu.Lock()
+		check := s.checks[n]
+		s.mu.Unlock()
+		if err := check(ctx); err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", n, err))
+		}
+	}
+	if len(failed) > 0 {
+		Error(w, http.StatusServiceUnavailable, "backends unreachable: "+strings.Join(failed, "; "))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ready")
+}
+
+// DialCheck is a ReadyCheck that opens and closes a TCP connection to addr.
+func DialCheck(addr string) ReadyCheck {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s unreachable", addr)
+		}
+		return c.Close()
+	}
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.http.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, asks every live WebSocket connection to close
+// with 1001 (going away), and waits for them and for in-flight HTTP requests
+// until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.http.Shutdown(ctx)
+	s.Conns.CloseAll(ctx)
+	return err
+}

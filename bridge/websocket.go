@@ -1,0 +1,176 @@
+package bridge
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// WebSocket close codes the adapters send (RFC 6455 section 7.4.1).
+const (
+	CloseNormal        uint16 = 1000
+	CloseGoingAway     uint16 = 1001
+	CloseProtocolError uint16 = 1002
+	ClosePolicy        uint16 = 1008
+	CloseTooLarge      uint16 = 1009
+	CloseInternal      uint16 = 1011
+	CloseTryAgainLater uint16 = 1013
+)
+
+// WSOptions are the WebSocket settings every adapter shares.
+type WSOptions struct {
+	// MaxMessageBytes bounds one WebSocket message; a larger one is closed
+	// with 1009 by the WebSocket layer before any protocol parsing.
+	MaxMessageBytes int
+	// ReadBufferBytes sizes each connection's socket read buffer.
+	ReadBufferBytes int
+	// PingInterval is how often an idle connection is pinged; a peer silent
+	// for two intervals is closed.
+	PingInterval time.Duration
+	// WriteTimeout bounds each write to a client.
+	WriteTimeout time.Duration
+	// HandshakeTimeout bounds the upgrade response write.
+	HandshakeTimeout time.Duration
+	// Compression offers permessage-deflate (no context takeover).
+	Compression bool
+}
+
+// DefaultWSOptions are used where the config is silent.
+func DefaultWSOptions() WSOptions {
+	return WSOptions{
+		MaxMessageBytes:  256 << 10,
+		ReadBufferBytes:  4 << 10,
+		PingInterval:     30 * time.Second,
+		WriteTimeout:     10 * time.Second,
+		HandshakeTimeout: 5 * time.Second,
+	}
+}
+
+// Upgraders holds a gws Upgrader for clients that offer one of the
+// adapter's subprotocols and one for clients that offer none (a gws
+// Upgrader with SubProtocols set rejects those).
+type Upgraders struct {
+	subprotocols []string
+	with         *gws.Upgrader
+	without      *gws.Upgrader
+}
+
+// NewUpgraders builds the upgraders for one route. newSession returns the
+// adapter's per-connection state, reachable later through Conn.Session.
+func NewUpgraders(h gws.Event, o WSOptions, subprotocols []string, newSession func() gws.SessionStorage) *Upgraders {
+	opt := func(sp []string) *gws.ServerOption {
+		return &gws.ServerOption{
+			ReadMaxPayloadSize:  o.MaxMessageBytes,
+			WriteMaxPayloadSize: 64 << 20,
+			ReadBufferSize:      o.ReadBufferBytes,
+			HandshakeTimeout:    o.HandshakeTimeout,
+			CheckUtf8Enabled:    true,
+			SubProtocols:        sp,
+			NewSession:          newSession,
+			PermessageDeflate: gws.PermessageDeflate{
+				Enabled:               o.Compression,
+				ServerContextTakeover: false,
+				ClientContextTakeover: false,
+			},
+		}
+	}
+	u := &Upgraders{subprotocols: subprotocols, without: gws.NewUpgrader(h, opt(nil))}
+	if len(subprotocols) > 0 {
+		u.with = gws.NewUpgrader(h, opt(subprotocols))
+	}
+	return u
+}
+
+// Upgrade completes the handshake, or answers 400 with the subprotocols we
+// speak when the client offered only others. On error the response has been
+// written.
+func (u *Upgraders) Upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, error) {
+	offered := r.Header.Values("Sec-Websocket-Protocol")
+	if len(offered) == 0 || u.with == nil {
+		return u.without.Upgrade(w, r)
+	}
+	for _, line := range offered {
+		for _, p := range strings.Split(line, ",") {
+			for _, ours := range u.subprotocols {
+				if strings.TrimSpace(p) == ours {
+					return u.with.Upgrade(w, r)
+				}
+			}
+		}
+	}
+	msg := fmt.Sprintf("no supported subprotocol offered; this endpoint speaks %s", strings.Join(u.subprotocols, ", "))
+	Error(w, http.StatusBadRequest, msg)
+	return nil, fmt.Errorf("%s", msg)
+}
+
+// Keepalive pings a WebSocket connection that has been quiet for an
+// interval and reports it dead when a further interval passes without
+// anything from the peer. It runs on a timer, not a goroutine of its own,
+// so an idle connection costs no stack for it.
+type Keepalive struct {
+	interval time.Duration
+	activity atomic.Uint32
+	ping     func() error
+	dead     func()
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	seen    uint32
+	pinged  bool
+	stopped bool
+}
+
+// StartKeepalive arms the timer. ping sends a ping; dead is called once when
+// the peer has gone silent.
+func StartKeepalive(interval time.Duration, ping func() error, dead func()) *Keepalive {
+	k := &Keepalive{interval: interval, ping: ping, dead: dead}
+	if interval > 0 {
+		k.timer = time.AfterFunc(interval, k.tick)
+	}
+	return k
+}
+
+// Touch records that the peer sent something. It is cheap enough for
+// every message.
+func (k *Keepalive) Touch() { k.activity.Add(1) }
+
+// Stop disarms the timer.
+func (k *Keepalive) Stop() {
+	k.mu.Lock()
+	k.stopped = true
+	if k.timer != nil {
+		k.timer.Stop()
+	}
+	k.mu.Unlock()
+}
+
+func (k *Keepalive) tick() {
+	k.mu.Lock()
+	if k.stopped {
+		k.mu.Unlock()
+		return
+	}
+	now := k.activity.Load()
+	active := now != k.seen
+	k.seen = now
+	if !active && k.pinged {
+		k.stopped = true
+		k.mu.Unlock()
+		k.dead()
+		return
+	}
+	k.pinged = !active
+	k.timer.Reset(k.interval)
+	k.mu.Unlock()
+	if !active {
+		if err := k.ping(); err != nil {
+			k.Stop()
+			k.dead()
+		}
+	}
+}

@@ -1,0 +1,367 @@
+package main
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"go.yaml.in/yaml/v3"
+)
+
+// defaultConfig is what `wsbridge` serves with no -config.
+//
+//go:embed default.yaml
+var defaultConfig []byte
+
+// Config is the gateway's YAML configuration. README.md documents each key.
+type Config struct {
+	Listen         string                   `yaml:"listen"`
+	AllowedOrigins []string                 `yaml:"allowed_origins"`
+	Log            LogConfig                `yaml:"log"`
+	Keyring        KeyringConfig            `yaml:"keyring"`
+	WebSocket      WebSocketConfig          `yaml:"websocket"`
+	Limits         LimitsConfig             `yaml:"limits"`
+	Backends       map[string]BackendConfig `yaml:"backends"`
+	Routes         []RouteConfig            `yaml:"routes"`
+
+	origins *bridge.Origins
+}
+
+// LogConfig selects the log level and format.
+type LogConfig struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// KeyringConfig locates the keyring and its master key file.
+type KeyringConfig struct {
+	Path    string `yaml:"path"`
+	KeyFile string `yaml:"key_file"`
+}
+
+// WebSocketConfig holds the WebSocket settings shared by all routes.
+type WebSocketConfig struct {
+	MaxMessageBytes  int      `yaml:"max_message_bytes"`
+	ReadBufferBytes  int      `yaml:"read_buffer_bytes"`
+	PingInterval     Duration `yaml:"ping_interval"`
+	WriteTimeout     Duration `yaml:"write_timeout"`
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	Compression      bool     `yaml:"compression"`
+}
+
+// LimitsConfig bounds what clients may do.
+type LimitsConfig struct {
+	MaxConnections int               `yaml:"max_connections"`
+	STOMP          STOMPLimitsConfig `yaml:"stomp"`
+}
+
+// STOMPLimitsConfig bounds STOMP frames.
+type STOMPLimitsConfig struct {
+	MaxFrameBytes       int `yaml:"max_frame_bytes"`
+	MaxHeaders          int `yaml:"max_headers"`
+	MaxHeaderLineBytes  int `yaml:"max_header_line_bytes"`
+	MaxBrokerFrameBytes int `yaml:"max_broker_frame_bytes"`
+}
+
+// BackendConfig is one broker.
+type BackendConfig struct {
+	Protocol    string   `yaml:"protocol"`
+	Address     string   `yaml:"address"`
+	Credential  string   `yaml:"credential"`
+	VHost       string   `yaml:"vhost"`
+	DialTimeout Duration `yaml:"dial_timeout"`
+}
+
+// RouteConfig maps a URL path to a protocol adapter and a backend.
+type RouteConfig struct {
+	Path     string `yaml:"path"`
+	Protocol string `yaml:"protocol"`
+	Backend  string `yaml:"backend"`
+}
+
+// Duration is a time.Duration written as "30s", "1m".
+type Duration time.Duration
+
+// UnmarshalYAML parses a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	// A TypeError lets the decoder go on and report the file's other errors.
+	v, err := time.ParseDuration(n.Value)
+	if n.Kind != yaml.ScalarNode || err != nil || v < 0 {
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration such as 30s or 1m", n.Line, n.Value)}}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// ConfigError is a configuration problem with its place in the file.
+type ConfigError struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *ConfigError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// loadConfig reads and checks a config file; name "" means the embedded
+// default.
+func loadConfig(name string) (*Config, error) {
+	data, label := defaultConfig, "embedded default config"
+	if name != "" {
+		var err error
+		if data, err = os.ReadFile(name); err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		label = name
+	}
+	return parseConfig(label, data)
+}
+
+var (
+	lineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	unknownRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+	typeRE    = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
+)
+
+// parseConfig decodes strictly (unknown keys are errors), fills defaults
+// and checks every value, reporting file:line: reason.
+func parseConfig(file string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlError(file, err)
+	}
+	cfg := &Config{}
+	dec := yaml.NewDecoder(strings.NewReader(string(data)))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(file, err)
+	}
+	c := checker{file: file, root: &root}
+	cfg.check(&c)
+	if len(c.errs) > 0 {
+		return nil, errors.Join(c.errs...)
+	}
+	return cfg, nil
+}
+
+func yamlError(file string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		errs := make([]error, 0, len(te.Errors))
+		for _, e := range te.Errors {
+			errs = append(errs, lineError(file, e))
+		}
+		return errors.Join(errs...)
+	}
+	return lineError(file, strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+func lineError(file, msg string) error {
+	line := 0
+	if m := lineRE.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = m[2]
+	}
+	if m := unknownRE.FindStringSubmatch(msg); m != nil {
+		msg = fmt.Sprintf("unknown key %q", m[1])
+	} else if m := typeRE.FindStringSubmatch(msg); m != nil {
+		msg = fmt.Sprintf("expected %s, got %s %q", friendlyType(m[3]), m[1], m[2])
+	}
+	return &ConfigError{File: file, Line: line, Msg: msg}
+}
+
+func friendlyType(t string) string {
+	switch {
+	case strings.HasPrefix(t, "[]"):
+		return "a list"
+	case strings.HasPrefix(t, "map["):
+		return "a mapping"
+	case t == "int":
+		return "a whole number"
+	case t == "bool":
+		return "true or false"
+	case t == "string":
+		return "a string"
+	}
+	return "a mapping"
+}
+
+// checker collects errors, each located by its YAML path.
+type checker struct {
+	file string
+	root *yaml.Node
+	errs []error
+}
+
+func (c *checker) fail(path string, format string, args ...any) {
+	c.errs = append(c.errs, &ConfigError{File: c.file, Line: c.line(path), Msg: path + ": " + fmt.Sprintf(format, args...)})
+}
+
+// line finds the line of a dotted path like "routes.0.backend"; it falls
+// back to the nearest ancestor present in the file.
+func (c *checker) line(path string) int {
+	n := c.root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := 0
+	for _, part := range strings.Split(path, ".") {
+		var next *yaml.Node
+		switch n.Kind {
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == part {
+					next = n.Content[i+1]
+					line = n.Content[i].Line
+				}
+			}
+		case yaml.SequenceNode:
+			if i, err := strconv.Atoi(part); err == nil && i < len(n.Content) {
+				next = n.Content[i]
+				line = next.Line
+			}
+		}
+		if next == nil {
+			break
+		}
+		n = next
+	}
+	return line
+}
+
+func (c *checker) intIn(path string, v *int, def, lo, hi int) {
+	if *v == 0 {
+		*v = def
+		return
+	}
+	if *v < lo || *v > hi {
+		c.fail(path, "%d is out of range [%d, %d]", *v, lo, hi)
+	}
+}
+
+func (c *checker) durIn(path string, v *Duration, def, lo, hi time.Duration) {
+	if *v == 0 {
+		*v = Duration(def)
+		return
+	}
+	if time.Duration(*v) < lo || time.Duration(*v) > hi {
+		c.fail(path, "%s is out of range [%s, %s]", time.Duration(*v), lo, hi)
+	}
+}
+
+// Protocols the gateway can serve on a route and relay to a backend.
+var protocols = map[string]bool{"stomp": true}
+
+func (cfg *Config) check(c *checker) {
+	if cfg.Listen == "" {
+		cfg.Listen = ":8080"
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		c.fail("listen", "%q is not host:port (for example :8080 or 127.0.0.1:8080)", cfg.Listen)
+	}
+	for i, o := range cfg.AllowedOrigins {
+		if _, err := bridge.NewOrigins([]string{o}); err != nil {
+			c.fail(fmt.Sprintf("allowed_origins.%d", i), "%v", err)
+		}
+	}
+	cfg.origins, _ = bridge.NewOrigins(cfg.AllowedOrigins)
+
+	switch cfg.Log.Level {
+	case "":
+		cfg.Log.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		c.fail("log.level", "%q is not one of debug, info, warn, error", cfg.Log.Level)
+	}
+	switch cfg.Log.Format {
+	case "":
+		cfg.Log.Format = "text"
+	case "text", "json":
+	default:
+		c.fail("log.format", "%q is not text or json", cfg.Log.Format)
+	}
+
+	ws, d := &cfg.WebSocket, bridge.DefaultWSOptions()
+	c.intIn("websocket.max_message_bytes", &ws.MaxMessageBytes, d.MaxMessageBytes, 1<<10, 64<<20)
+	c.intIn("websocket.read_buffer_bytes", &ws.ReadBufferBytes, d.ReadBufferBytes, 512, 1<<20)
+	c.durIn("websocket.ping_interval", &ws.PingInterval, d.PingInterval, time.Second, time.Hour)
+	c.durIn("websocket.write_timeout", &ws.WriteTimeout, d.WriteTimeout, 100*time.Millisecond, 5*time.Minute)
+	c.durIn("websocket.handshake_timeout", &ws.HandshakeTimeout, d.HandshakeTimeout, 100*time.Millisecond, time.Minute)
+
+	c.intIn("limits.max_connections", &cfg.Limits.MaxConnections, 10000, 1, 10_000_000)
+	sl := &cfg.Limits.STOMP
+	c.intIn("limits.stomp.max_frame_bytes", &sl.MaxFrameBytes, 128<<10, 256, 64<<20)
+	c.intIn("limits.stomp.max_headers", &sl.MaxHeaders, 64, 1, 10000)
+	c.intIn("limits.stomp.max_header_line_bytes", &sl.MaxHeaderLineBytes, 8<<10, 64, 1<<20)
+	c.intIn("limits.stomp.max_broker_frame_bytes", &sl.MaxBrokerFrameBytes, 16<<20, 1<<10, 1<<30)
+
+	names := make([]string, 0, len(cfg.Backends))
+	for name := range cfg.Backends {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		b := cfg.Backends[name]
+		p := "backends." + name
+		if !protocols[b.Protocol] {
+			c.fail(p+".protocol", "%q is not a supported protocol (stomp)", b.Protocol)
+		}
+		if _, port, err := net.SplitHostPort(b.Address); err != nil || port == "" {
+			c.fail(p+".address", "%q is not host:port", b.Address)
+		}
+		if b.VHost == "" {
+			b.VHost = "/"
+		}
+		c.durIn(p+".dial_timeout", &b.DialTimeout, 5*time.Second, 10*time.Millisecond, time.Minute)
+		cfg.Backends[name] = b
+	}
+
+	if len(cfg.Routes) == 0 {
+		c.fail("routes", "at least one route is needed")
+	}
+	seen := map[string]bool{"/healthz": true, "/readyz": true}
+	for i := range cfg.Routes {
+		r := &cfg.Routes[i]
+		p := fmt.Sprintf("routes.%d", i)
+		switch {
+		case !strings.HasPrefix(r.Path, "/") || strings.ContainsAny(r.Path, " {}"):
+			c.fail(p+".path", "%q must be an absolute URL path", r.Path)
+		case seen[r.Path]:
+			c.fail(p+".path", "%q is already taken", r.Path)
+		}
+		seen[r.Path] = true
+		if !protocols[r.Protocol] {
+			c.fail(p+".protocol", "%q is not a supported protocol (stomp)", r.Protocol)
+		}
+		b, ok := cfg.Backends[r.Backend]
+		switch {
+		case !ok:
+			c.fail(p+".backend", "%q is not defined under backends", r.Backend)
+		case b.Protocol != r.Protocol:
+			c.fail(p+".backend", "backend %q speaks %s, not %s", r.Backend, b.Protocol, r.Protocol)
+		}
+	}
+}
+
+// needsKeyring reports whether any backend names a keyring entry.
+func (cfg *Config) needsKeyring() bool {
+	for _, b := range cfg.Backends {
+		if b.Credential != "" {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,247 @@
+// Command wsbridge is a WebSocket gateway for message brokers.
+//
+//	wsbridge [serve] [-config FILE] [-listen ADDR] [-keyring FILE]
+//	wsbridge keyring init|set|list|delete ...
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/wsbridge/wsbridge/adapters/stomp"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+const usage = `usage:
+  wsbridge [serve] [-config FILE] [-listen ADDR] [-keyring FILE]
+  wsbridge keyring init   [-config FILE] [-keyring FILE]
+  wsbridge keyring set    NAME -username USER -password-stdin [-config FILE] [-keyring FILE]
+  wsbridge keyring list   [-config FILE] [-keyring FILE]
+  wsbridge keyring delete NAME [-config FILE] [-keyring FILE]
+
+The keyring path comes from -keyring, WSBRIDGE_KEYRING, the config's keyring.path,
+or ./wsbridge.keyring. The master key comes from WSBRIDGE_KEYRING_KEY (the key),
+WSBRIDGE_KEYRING_KEY_FILE, the config's keyring.key_file, or KEYRING.key.
+`
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	cmd := "serve"
+	if len(args) > 0 && (args[0] == "serve" || args[0] == "keyring" || args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serveCommand(ctx, args, stderr, nil)
+	case "keyring":
+		err = keyringCommand(args, stdin, stdout)
+	default:
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		fmt.Fprintln(stderr, "wsbridge:", err)
+		return 1
+	}
+	return 0
+}
+
+// commonFlags are accepted by every subcommand.
+type commonFlags struct {
+	config, keyring string
+}
+
+func (f *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "YAML config file (default: the embedded default)")
+	fs.StringVar(&f.keyring, "keyring", "", "keyring file (overrides WSBRIDGE_KEYRING and keyring.path)")
+}
+
+// parseInterspersed parses flags that may come before or after positional
+// arguments, as in `keyring set NAME -username gw`.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
+// serveCommand runs the gateway until ctx ends. onListen, for tests, learns
+// the bound address.
+func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen func(net.Addr)) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cf commonFlags
+	cf.register(fs)
+	listen := fs.String("listen", "", "listen address, host:port (overrides the config's listen)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	}
+	cfg, err := loadConfig(cf.config)
+	if err != nil {
+		return err
+	}
+	if *listen != "" {
+		cfg.Listen = *listen
+	}
+	log := newLogger(cfg.Log, stderr)
+	var kr *keyring.Keyring
+	if cfg.needsKeyring() {
+		if kr, err = openKeyring(cfg, cf.keyring); err != nil {
+			return err
+		}
+	}
+	srv, err := buildServer(cfg, kr, log)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	source := cf.config
+	if source == "" {
+		source = "embedded default"
+		log.Info("no -config given: serving the embedded default config (development: localhost origins allowed)")
+	}
+	log.Info("wsbridge listening", "addr", ln.Addr().String(), "config", source, "routes", len(cfg.Routes))
+	if onListen != nil {
+		onListen(ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err = <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	<-errc
+	return err
+}
+
+func newLogger(c LogConfig, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// buildServer wires routes to adapters and backends.
+func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*bridge.Server, error) {
+	srv := bridge.NewServer(log, cfg.Limits.MaxConnections)
+	ws := bridge.WSOptions{
+		MaxMessageBytes:  cfg.WebSocket.MaxMessageBytes,
+		ReadBufferBytes:  cfg.WebSocket.ReadBufferBytes,
+		PingInterval:     time.Duration(cfg.WebSocket.PingInterval),
+		WriteTimeout:     time.Duration(cfg.WebSocket.WriteTimeout),
+		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout),
+		Compression:      cfg.WebSocket.Compression,
+	}
+	sl := cfg.Limits.STOMP
+	for _, r := range cfg.Routes {
+		b := cfg.Backends[r.Backend]
+		var cred *keyring.Credential
+		if b.Credential != "" {
+			c, err := kr.Get(b.Credential)
+			if err != nil {
+				return nil, fmt.Errorf("backend %q: %w in %s", r.Backend, err, kr.Path())
+			}
+			cred = &c
+		}
+		relay := stomp.NewRelay(stomp.Options{
+			Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: cred, VHost: b.VHost,
+			DialTimeout: time.Duration(b.DialTimeout),
+			Limits: validate.STOMPLimits{
+				MaxFrameBytes: sl.MaxFrameBytes, MaxHeaders: sl.MaxHeaders, MaxHeaderLineBytes: sl.MaxHeaderLineBytes,
+			},
+			MaxBrokerFrameBytes: sl.MaxBrokerFrameBytes,
+			WS:                  ws, Origins: cfg.origins, Conns: srv.Conns, Log: log,
+		})
+		srv.Handle(r.Path, relay)
+		srv.AddReadyCheck(r.Backend, relay.Ready)
+	}
+	return srv, nil
+}
+
+// keyringLocation resolves the keyring path and how to get its key.
+type keyringLocation struct {
+	path    string
+	keyEnv  string // WSBRIDGE_KEYRING_KEY, the key itself
+	keyFile string
+}
+
+func locateKeyring(cfg *Config, flagPath string) keyringLocation {
+	loc := keyringLocation{path: flagPath}
+	for _, p := range []string{os.Getenv("WSBRIDGE_KEYRING"), cfg.Keyring.Path, "wsbridge.keyring"} {
+		if loc.path == "" {
+			loc.path = p
+		}
+	}
+	loc.keyEnv = os.Getenv("WSBRIDGE_KEYRING_KEY")
+	for _, p := range []string{os.Getenv("WSBRIDGE_KEYRING_KEY_FILE"), cfg.Keyring.KeyFile, loc.path + ".key"} {
+		if loc.keyFile == "" {
+			loc.keyFile = p
+		}
+	}
+	return loc
+}
+
+func (l keyringLocation) key() (keyring.Key, error) {
+	if l.keyEnv != "" {
+		k, err := keyring.ParseKey(l.keyEnv)
+		if err != nil {
+			return k, fmt.Errorf("WSBRIDGE_KEYRING_KEY: %w", err)
+		}
+		return k, nil
+	}
+	k, err := keyring.LoadKeyFile(l.keyFile)
+	if errors.Is(err, keyring.ErrNoKey) {
+		return k, fmt.Errorf("%w (set WSBRIDGE_KEYRING_KEY or WSBRIDGE_KEYRING_KEY_FILE; `wsbridge keyring init` creates a key)", err)
+	}
+	return k, err
+}
+
+func openKeyring(cfg *Config, flagPath string) (*keyring.Keyring, error) {
+	loc := locateKeyring(cfg, flagPath)
+	key, err := loc.key()
+	if err != nil {
+		return nil, err
+	}
+	return keyring.Open(loc.path, key)
+}
