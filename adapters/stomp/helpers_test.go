@@ -9,9 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -20,70 +18,13 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
-// brokerAddr returns RabbitMQ's STOMP address, skipping the test when it is
-// unreachable locally and failing it under CI.
-func brokerAddr(t *testing.T) string {
-	t.Helper()
-	addr := os.Getenv("WSBRIDGE_TEST_STOMP_ADDR")
-	if addr == "" {
-		addr = "127.0.0.1:61613"
-	}
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
-		msg := fmt.Sprintf("RabbitMQ STOMP not reachable at %s (enable rabbitmq_stomp or set WSBRIDGE_TEST_STOMP_ADDR): %v", addr, err)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	c.Close()
-	return addr
-}
-
-// testCredential is the identity the gateway injects. CI creates a dedicated
-// RabbitMQ user whose random password exists only in a keyring
-// (WSBRIDGE_TEST_KEYRING, WSBRIDGE_TEST_KEYRING_KEY_FILE, entry "rabbit");
-// locally, without those, a throwaway keyring holding guest/guest stands in.
-func testCredential(t *testing.T) keyring.Credential {
-	t.Helper()
-	path, keyFile := os.Getenv("WSBRIDGE_TEST_KEYRING"), os.Getenv("WSBRIDGE_TEST_KEYRING_KEY_FILE")
-	if path == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("CI must provide WSBRIDGE_TEST_KEYRING with a dedicated RabbitMQ user")
-		}
-		dir := t.TempDir()
-		keyFile = filepath.Join(dir, "k.key")
-		key, err := keyring.GenerateKeyFile(keyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path = filepath.Join(dir, "k")
-		kr, err := keyring.Create(path, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := kr.Set("rabbit", keyring.Credential{Username: "guest", Password: keyring.NewSecret("guest")}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	key, err := keyring.LoadKeyFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keyring.Open(path, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := kr.Get("rabbit")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
+func brokerAddr(t *testing.T) string                 { return brokertest.RabbitSTOMP(t) }
+func testCredential(t *testing.T) keyring.Credential { return brokertest.RabbitCredential(t) }
 
 // tapProxy is a TCP hop between the gateway and the real broker. It keeps a
 // copy of every byte that reached the broker and can cut connections, as a

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExampleConfigsLoad(t *testing.T) {
+	files, _ := filepath.Glob("../../testdata/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no example configs in testdata/")
+	}
+	for _, f := range files {
+		if _, err := loadConfig(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	cfg, err := loadConfig("")
+	if err != nil {
+		t.Fatalf("embedded default: %v", err)
+	}
+	if cfg.needsKeyring() {
+		t.Fatal("the embedded default must run without a keyring")
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := parseConfig("c.yaml", []byte("backends:\n  b:\n    protocol: stomp\n    address: h:1\nroutes:\n  - {path: /s, protocol: stomp, backend: b}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Listen != ":8080" || cfg.WebSocket.MaxMessageBytes != 256<<10 || time.Duration(cfg.WebSocket.PingInterval) != 30*time.Second ||
+		cfg.Limits.STOMP.MaxFrameBytes != 128<<10 || cfg.Backends["b"].VHost != "/" || cfg.Limits.MaxConnections != 10000 {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
+	const ok = "backends:\n  b:\n    protocol: stomp\n    address: h:1\nroutes:\n  - path: /s\n    protocol: stomp\n    backend: b\n"
+	tests := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"unknown top-level key", "listn: :1\n" + ok, []string{"c.yaml:1: unknown key \"listn\""}},
+		{"unknown nested key", ok + "websocket:\n  ping: 1s\n", []string{"c.yaml:10: unknown key \"ping\""}},
+		{"wrong type", ok + "limits:\n  max_connections: many\n", []string{"c.yaml:10:", "whole number"}},
+		{"bad duration", ok + "websocket:\n  write_timeout: soon\n", []string{"c.yaml:10:", "not a duration"}},
+		{"out of range", ok + "limits:\n  stomp:\n    max_frame_bytes: 10\n", []string{"c.yaml:11: limits.stomp.max_frame_bytes: 10 is out of range"}},
+		{"bad listen", "listen: nowhere\n" + ok, []string{"c.yaml:1: listen:"}},
+		{"bad origin", "allowed_origins: [\"example.com\"]\n" + ok, []string{"c.yaml:1: allowed_origins.0:"}},
+		{"unknown backend", strings.Replace(ok, "backend: b", "backend: x", 1), []string{"c.yaml:8: routes.0.backend: \"x\" is not defined"}},
+		{"unknown protocol", strings.Replace(ok, "protocol: stomp\n    address", "protocol: smtp\n    address", 1), []string{"c.yaml:3: backends.b.protocol"}},
+		{"relative path", strings.Replace(ok, "path: /s", "path: s", 1), []string{"c.yaml:6: routes.0.path"}},
+		{"reserved path", strings.Replace(ok, "path: /s", "path: /healthz", 1), []string{"already taken"}},
+		{"no routes", "listen: :1\n", []string{"at least one route"}},
+		{"bad address", strings.Replace(ok, "address: h:1", "address: h", 1), []string{"c.yaml:4: backends.b.address"}},
+		{"bad log level", ok + "log:\n  level: loud\n", []string{"c.yaml:10: log.level"}},
+		{"syntax error", "routes: [\n", []string{"c.yaml:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig("c.yaml", []byte(tt.yaml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+	if _, err := loadConfig(filepath.Join(t.TempDir(), "missing.yaml")); err == nil || !os.IsNotExist(unwrapAll(err)) {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func unwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}

@@ -1,0 +1,270 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/keyring"
+)
+
+func wsbridge(t *testing.T, stdin string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(context.Background(), args, strings.NewReader(stdin), &out, &errOut)
+	return out.String(), errOut.String(), code
+}
+
+func TestKeyringCommands(t *testing.T) {
+	dir := t.TempDir()
+	kr := filepath.Join(dir, "gw.keyring")
+	t.Setenv("WSBRIDGE_KEYRING", kr)
+	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
+	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", "")
+
+	out, errOut, code := wsbridge(t, "", "keyring", "init")
+	if code != 0 || !strings.Contains(out, kr+".key") {
+		t.Fatalf("init: %d %q %q", code, out, errOut)
+	}
+	for _, f := range []string{kr, kr + ".key"} {
+		st, err := os.Stat(f)
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("%s: %v %v", f, err, st)
+		}
+	}
+	if _, errOut, code := wsbridge(t, "", "keyring", "init"); code == 0 || !strings.Contains(errOut, "already exists") {
+		t.Fatalf("second init: %d %q", code, errOut)
+	}
+
+	if _, errOut, code := wsbridge(t, "", "keyring", "set", "rabbit", "--username", "gw"); code == 0 || !strings.Contains(errOut, "password-stdin") {
+		t.Fatalf("set without -password-stdin: %d %q", code, errOut)
+	}
+	if out, errOut, code := wsbridge(t, "Pa55:word\n", "keyring", "set", "rabbit", "--username", "gw", "--password-stdin"); code != 0 || strings.Contains(out, "Pa55") {
+		t.Fatalf("set: %d %q %q", code, out, errOut)
+	}
+	wsbridge(t, "x\n", "keyring", "set", "other", "-username", "u2", "-password-stdin")
+	out, _, code = wsbridge(t, "", "keyring", "list")
+	if code != 0 || out != "other\tu2\nrabbit\tgw\n" {
+		t.Fatalf("list: %d %q", code, out)
+	}
+	key, _ := keyring.LoadKeyFile(kr + ".key")
+	k, _ := keyring.Open(kr, key)
+	if c, err := k.Get("rabbit"); err != nil || c.Password.Reveal() != "Pa55:word" {
+		t.Fatalf("stored credential: %v %v", c, err)
+	}
+	if _, _, code := wsbridge(t, "", "keyring", "delete", "other"); code != 0 {
+		t.Fatal("delete failed")
+	}
+	if out, _, _ := wsbridge(t, "", "keyring", "list"); out != "rabbit\tgw\n" {
+		t.Fatalf("after delete: %q", out)
+	}
+	if _, errOut, code := wsbridge(t, "", "keyring", "delete", "other"); code == 0 || !strings.Contains(errOut, "no such entry") {
+		t.Fatalf("delete missing: %d %q", code, errOut)
+	}
+
+	// A wrong or missing master key is a clear error, not a panic.
+	other := filepath.Join(dir, "other.key")
+	keyring.GenerateKeyFile(other)
+	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", other)
+	if _, errOut, code := wsbridge(t, "", "keyring", "list"); code != 1 || !strings.Contains(errOut, "does not open") {
+		t.Fatalf("wrong key: %d %q", code, errOut)
+	}
+	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", filepath.Join(dir, "nope.key"))
+	if _, errOut, code := wsbridge(t, "", "keyring", "list"); code != 1 || !strings.Contains(errOut, "WSBRIDGE_KEYRING_KEY") {
+		t.Fatalf("missing key: %d %q", code, errOut)
+	}
+	t.Setenv("WSBRIDGE_KEYRING_KEY", "AGE-SECRET-KEY-1BOGUS")
+	if _, errOut, code := wsbridge(t, "", "keyring", "list"); code != 1 || strings.Contains(errOut, "BOGUS") {
+		t.Fatalf("malformed key: %d %q", code, errOut)
+	}
+}
+
+// gatewayProcess runs `wsbridge serve` in-process until the test ends.
+type gatewayProcess struct {
+	addr string
+	logs *lockedBuffer
+	stop func() error
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func serve(t *testing.T, args ...string) *gatewayProcess {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &lockedBuffer{}
+	addrc := make(chan net.Addr, 1)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- serveCommand(ctx, append(args, "-listen", "127.0.0.1:0"), logs, func(a net.Addr) { addrc <- a })
+	}()
+	select {
+	case a := <-addrc:
+		g := &gatewayProcess{addr: a.String(), logs: logs}
+		var once sync.Once
+		var err error
+		g.stop = func() error {
+			once.Do(func() { cancel(); err = <-errc })
+			return err
+		}
+		t.Cleanup(func() { g.stop() })
+		return g
+	case err := <-errc:
+		cancel()
+		t.Fatalf("serve failed: %v\n%s", err, logs)
+	}
+	return nil
+}
+
+type wsClient struct {
+	gws.BuiltinEventHandler
+	msgs   chan []byte
+	closed chan error
+}
+
+func (c *wsClient) OnMessage(_ *gws.Conn, m *gws.Message) {
+	c.msgs <- bytes.Clone(m.Bytes())
+	m.Close()
+}
+func (c *wsClient) OnClose(_ *gws.Conn, err error) { c.closed <- err }
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// The README's production shape: testdata/rabbitmq.yaml, a keyring from the
+// environment, health and readiness endpoints, one log line per connection
+// open and close, and a clean shutdown.
+func TestServeRabbitMQConfig(t *testing.T) {
+	brokertest.RabbitSTOMP(t)
+	path, keyFile := brokertest.RabbitKeyring(t)
+	cred := brokertest.RabbitCredential(t)
+	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
+	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
+	g := serve(t, "-config", "../../testdata/rabbitmq.yaml", "-keyring", path)
+
+	if code, body := get(t, "http://"+g.addr+"/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("healthz: %d %q", code, body)
+	}
+	if code, body := get(t, "http://"+g.addr+"/readyz"); code != 200 {
+		t.Fatalf("readyz: %d %q", code, body)
+	}
+
+	c := &wsClient{msgs: make(chan []byte, 16), closed: make(chan error, 1)}
+	conn, _, err := gws.NewClient(c, &gws.ClientOption{
+		Addr:          "ws://" + g.addr + "/stomp",
+		RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}, "Origin": {"http://localhost:3000"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go conn.ReadLoop()
+	conn.WriteString("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00")
+	select {
+	case m := <-c.msgs:
+		if !strings.HasPrefix(string(m), "CONNECTED\n") {
+			t.Fatalf("got %q", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no CONNECTED")
+	}
+	if err := g.stop(); err != nil {
+		t.Fatalf("serve returned %v", err)
+	}
+	select {
+	case err := <-c.closed:
+		var ce *gws.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1001 {
+			t.Fatalf("shutdown closed the client with %v, want 1001", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("client not closed by shutdown")
+	}
+	logs := g.logs.String()
+	for _, want := range []string{"stomp connection opened", "stomp connection closed", "outcome=shutdown"} {
+		if !strings.Contains(logs, want) {
+			t.Fatalf("logs lack %q:\n%s", want, logs)
+		}
+	}
+	if strings.Contains(logs, cred.Password.Reveal()) {
+		t.Fatal("the broker password reached the logs")
+	}
+}
+
+func TestServeReadyzReportsDownBackend(t *testing.T) {
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	dead := ln.Addr().String()
+	ln.Close()
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("backends:\n  gone:\n    protocol: stomp\n    address: "+dead+"\nroutes:\n  - {path: /stomp, protocol: stomp, backend: gone}\n"), 0o600)
+	g := serve(t, "-config", cfg)
+	code, body := get(t, "http://"+g.addr+"/readyz")
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "gone") || !strings.Contains(body, dead) {
+		t.Fatalf("readyz with a dead backend: %d %q", code, body)
+	}
+	if code, _ := get(t, "http://"+g.addr+"/healthz"); code != 200 {
+		t.Fatalf("healthz must not depend on backends: %d", code)
+	}
+}
+
+func TestServeStartupErrors(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cfg, []byte("keyring: {path: "+filepath.Join(dir, "k")+"}\nbackends:\n  b: {protocol: stomp, address: 127.0.0.1:1, credential: rabbit}\nroutes:\n  - {path: /s, protocol: stomp, backend: b}\n"), 0o600)
+	t.Setenv("WSBRIDGE_KEYRING", "")
+	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
+	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", "")
+	tests := []struct {
+		name  string
+		setup func()
+		want  string
+	}{
+		{"no key", func() {}, "no master key"},
+		{"no keyring", func() { keyring.GenerateKeyFile(filepath.Join(dir, "k.key")) }, "wsbridge keyring init"},
+		{"wrong key", func() {
+			other := filepath.Join(dir, "other.key")
+			k, _ := keyring.GenerateKeyFile(other)
+			keyring.Create(filepath.Join(dir, "k"), k)
+		}, "does not open"},
+		{"missing entry", func() { os.Rename(filepath.Join(dir, "other.key"), filepath.Join(dir, "k.key")) }, `no such entry: "rabbit"`},
+	}
+	for _, tt := range tests {
+		tt.setup()
+		_, errOut, code := wsbridge(t, "", "-config", cfg, "-listen", "127.0.0.1:0")
+		if code != 1 || !strings.Contains(errOut, tt.want) {
+			t.Fatalf("%s: exit %d, stderr %q, want %q", tt.name, code, errOut, tt.want)
+		}
+	}
+}

@@ -1,0 +1,93 @@
+// Package brokertest finds the real brokers integration tests talk to and
+// the credentials the gateway is to inject. A broker that cannot be reached
+// skips the test locally, naming the variable to set, and fails it under
+// CI=true.
+package brokertest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/wsbridge/wsbridge/keyring"
+)
+
+// Addr returns the address in env (or def) once it accepts TCP connections.
+func Addr(t testing.TB, env, def, what string) string {
+	t.Helper()
+	addr := os.Getenv(env)
+	if addr == "" {
+		addr = def
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		msg := fmt.Sprintf("%s not reachable at %s (start it or set %s): %v", what, addr, env, err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	c.Close()
+	return addr
+}
+
+// RabbitSTOMP is RabbitMQ's STOMP listener.
+func RabbitSTOMP(t testing.TB) string {
+	return Addr(t, "WSBRIDGE_TEST_STOMP_ADDR", "127.0.0.1:61613", "RabbitMQ STOMP (rabbitmq-plugins enable rabbitmq_stomp)")
+}
+
+// RabbitEntry is the keyring entry holding the RabbitMQ test identity.
+const RabbitEntry = "rabbit"
+
+// RabbitKeyring returns a keyring file and its key file holding the
+// RabbitMQ identity under RabbitEntry. CI creates a dedicated user whose
+// random password exists only there (WSBRIDGE_TEST_KEYRING,
+// WSBRIDGE_TEST_KEYRING_KEY_FILE); locally, without those, a throwaway
+// keyring with guest/guest stands in.
+func RabbitKeyring(t testing.TB) (path, keyFile string) {
+	t.Helper()
+	path, keyFile = os.Getenv("WSBRIDGE_TEST_KEYRING"), os.Getenv("WSBRIDGE_TEST_KEYRING_KEY_FILE")
+	if path != "" {
+		return path, keyFile
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("CI must provide WSBRIDGE_TEST_KEYRING and WSBRIDGE_TEST_KEYRING_KEY_FILE with a dedicated RabbitMQ user")
+	}
+	dir := t.TempDir()
+	keyFile = filepath.Join(dir, "test.keyring.key")
+	key, err := keyring.GenerateKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(dir, "test.keyring")
+	kr, err := keyring.Create(path, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.Set(RabbitEntry, keyring.Credential{Username: "guest", Password: keyring.NewSecret("guest")}); err != nil {
+		t.Fatal(err)
+	}
+	return path, keyFile
+}
+
+// RabbitCredential opens RabbitKeyring and returns the RabbitMQ identity.
+func RabbitCredential(t testing.TB) keyring.Credential {
+	t.Helper()
+	path, keyFile := RabbitKeyring(t)
+	key, err := keyring.LoadKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Open(path, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kr.Get(RabbitEntry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
