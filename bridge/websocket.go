@@ -130,7 +130,9 @@ type Keepalive struct {
 func StartKeepalive(interval time.Duration, ping func() error, dead func()) *Keepalive {
 	k := &Keepalive{interval: interval, ping: ping, dead: dead}
 	if interval > 0 {
+		k.mu.Lock() // the timer may fire before the assignment is visible
 		k.timer = time.AfterFunc(interval, k.tick)
+		k.mu.Unlock()
 	}
 	return k
 }

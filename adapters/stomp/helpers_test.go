@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -123,12 +124,12 @@ func (p *tapProxy) close() {
 type gateway struct {
 	url  string
 	srv  *bridge.Server
-	logs *bytes.Buffer
+	logs *syncBuffer
 }
 
 func startGateway(t *testing.T, o Options) *gateway {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := newSyncBuffer()
 	if o.Log == nil {
 		o.Log = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testLogWriter{t}), nil))
 	}
@@ -162,18 +163,45 @@ func startGateway(t *testing.T, o Options) *gateway {
 		srv.Shutdown(ctx)
 		<-done
 	})
-	return &gateway{url: "ws://" + ln.Addr().String() + o.Route, srv: srv, logs: &logs.buf}
+	return &gateway{url: "ws://" + ln.Addr().String() + o.Route, srv: srv, logs: logs}
 }
 
+// syncBuffer collects log output and lets a test wait for a line.
 type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	wrote chan struct{}
 }
+
+func newSyncBuffer() *syncBuffer { return &syncBuffer{wrote: make(chan struct{}, 1)} }
 
 func (s *syncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	select {
+	case s.wrote <- struct{}{}:
+	default:
+	}
 	return s.buf.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.buf.String()
+}
+
+// waitFor waits until the logs contain want.
+func (s *syncBuffer) waitFor(t *testing.T, want string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for !strings.Contains(s.String(), want) {
+		select {
+		case <-s.wrote:
+		case <-timeout:
+			t.Fatalf("logs lack %q within 10s:\n%s", want, s)
+		}
+	}
 }
 
 type testLogWriter struct{ t *testing.T }
@@ -197,11 +225,21 @@ type client struct {
 	done      chan struct{}
 	closeErr  error
 	closeOnce sync.Once
+	mute      atomic.Bool   // do not answer pings, like a dead peer
+	pings     chan struct{} // one per ping received
 }
 
-func (c *client) OnOpen(*gws.Conn)             {}
-func (c *client) OnPing(s *gws.Conn, p []byte) { s.WritePong(p) }
-func (c *client) OnPong(*gws.Conn, []byte)     {}
+func (c *client) OnOpen(*gws.Conn) {}
+func (c *client) OnPing(s *gws.Conn, p []byte) {
+	select {
+	case c.pings <- struct{}{}:
+	default:
+	}
+	if !c.mute.Load() {
+		s.WritePong(p)
+	}
+}
+func (c *client) OnPong(*gws.Conn, []byte) {}
 func (c *client) OnClose(_ *gws.Conn, err error) {
 	c.closeOnce.Do(func() { c.closeErr = err; close(c.done) })
 }
@@ -221,7 +259,7 @@ func dial(t *testing.T, url string, header http.Header) *client {
 }
 
 func tryDial(url string, header http.Header) (*client, error) {
-	c := &client{msgs: make(chan wsMsg, 1024), done: make(chan struct{})}
+	c := &client{msgs: make(chan wsMsg, 1024), done: make(chan struct{}), pings: make(chan struct{}, 16)}
 	if header == nil {
 		header = http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
 	}

@@ -230,6 +230,8 @@ func TestRelayClientCredentialsAreReplaced(t *testing.T) {
 	if got := stompLogin(t, port); got != cred.Username {
 		t.Fatalf("RabbitMQ says the connection is %q, want the keyring's %q", got, cred.Username)
 	}
+	c.send(t, "DISCONNECT\n\n\x00")
+	gw.logs.waitFor(t, "stomp connection closed")
 	if strings.Contains(gw.logs.String(), cred.Password.Reveal()) {
 		t.Fatal("the broker password reached the logs")
 	}
@@ -343,9 +345,7 @@ func TestRelayBrokerUnreachable(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("took %v to report an unreachable broker", d)
 	}
-	if !strings.Contains(gw.logs.String(), "outcome=broker_unavailable") {
-		t.Fatalf("close log line lacks the outcome:\n%s", gw.logs)
-	}
+	gw.logs.waitFor(t, "outcome=broker_unavailable")
 	waitGoroutines(t, base)
 }
 
@@ -498,5 +498,35 @@ func TestRelayShutdownClosesWithGoingAway(t *testing.T) {
 	}
 	if code := c.closed(t); code != bridge.CloseGoingAway {
 		t.Fatalf("close code %d, want 1001", code)
+	}
+}
+
+// A peer that answers pings stays; one that goes silent is closed.
+func TestRelayKeepalive(t *testing.T) {
+	ws := bridge.DefaultWSOptions()
+	ws.PingInterval = 50 * time.Millisecond
+	gw := startGateway(t, Options{Address: "127.0.0.1:1", WS: ws})
+
+	alive := dial(t, gw.url, nil)
+	for range 5 {
+		select {
+		case <-alive.pings:
+		case <-alive.done:
+			t.Fatalf("a client answering pings was closed: %v", alive.closeErr)
+		case <-time.After(5 * time.Second):
+			t.Fatal("no ping within 5s")
+		}
+	}
+
+	silent := dial(t, gw.url, nil)
+	silent.mute.Store(true)
+	if code := silent.closed(t); code != bridge.CloseGoingAway {
+		t.Fatalf("silent client closed with %d, want 1001", code)
+	}
+	gw.logs.waitFor(t, "outcome=keepalive_timeout")
+	select {
+	case <-alive.done:
+		t.Fatalf("the live client was closed too: %v", alive.closeErr)
+	default:
 	}
 }
