@@ -131,8 +131,13 @@ func startGateway(t *testing.T, o Options) *gateway {
 	t.Helper()
 	logs := newSyncBuffer()
 	if o.Log == nil {
-		o.Log = slog.New(slog.NewTextHandler(io.MultiWriter(logs, testLogWriter{t}), nil))
+		o.Log = slog.New(slog.NewTextHandler(logs, nil))
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gateway logs:\n%s", logs)
+		}
+	})
 	srv := bridge.NewServer(o.Log, 100)
 	if o.Origins == nil {
 		o.Origins, _ = bridge.NewOrigins([]string{"http://allowed.example"})
@@ -202,13 +207,6 @@ func (s *syncBuffer) waitFor(t *testing.T, want string) {
 			t.Fatalf("logs lack %q within 10s:\n%s", want, s)
 		}
 	}
-}
-
-type testLogWriter struct{ t *testing.T }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }
 
 // wsMsg is one WebSocket message received by a test client.

@@ -359,7 +359,6 @@ func (s *session) onClose(err error) {
 		s.up.Close()
 		<-s.upDone
 	}
-	s.release()
 	o := &s.relay.opts
 	s.mu.Lock()
 	outcome, reason := s.outcome, s.reason
@@ -373,4 +372,5 @@ func (s *session) onClose(err error) {
 	o.Log.Log(context.Background(), level, "stomp connection closed", "route", o.Route, "remote", s.remote, "outcome", outcome,
 		"reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond).String(),
 		"frames_in", s.framesIn, "frames_out", s.framesOut)
+	s.release() // last: shutdown waits for it, and so sees the line logged
 }
