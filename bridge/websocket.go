@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -90,6 +91,11 @@ func NewUpgraders(h gws.Event, o WSOptions, subprotocols []string, newSession fu
 // speak when the client offered only others. On error the response has been
 // written.
 func (u *Upgraders) Upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, error) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		w.Header().Set("Upgrade", "websocket")
+		Error(w, http.StatusUpgradeRequired, "this endpoint speaks WebSocket; connect with a WebSocket client")
+		return nil, errors.New("not a WebSocket upgrade request")
+	}
 	offered := r.Header.Values("Sec-Websocket-Protocol")
 	if len(offered) == 0 || u.with == nil {
 		return u.without.Upgrade(w, r)

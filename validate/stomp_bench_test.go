@@ -53,3 +53,23 @@ func itoa(n int) string {
 // path: one whole SEND frame of 128 bytes or 4 KiB.
 func BenchmarkSTOMPSend128(b *testing.B) { benchmarkSTOMPSend(b, 128) }
 func BenchmarkSTOMPSend4K(b *testing.B)  { benchmarkSTOMPSend(b, 4096) }
+
+// BenchmarkSTOMPSend4KNoLength is the worst case for the scanner: a 4 KiB
+// body without content-length, searched for its NUL.
+func BenchmarkSTOMPSend4KNoLength(b *testing.B) {
+	frame := []byte("SEND\ndestination:/exchange/amq.topic/prices.eur\n\n")
+	frame = append(frame, bytes.Repeat([]byte("x"), 4096-len(frame)-1)...)
+	frame = append(frame, 0)
+	s := NewSTOMPScanner(STOMPLimits{}, false)
+	if _, _, err := s.Next([]byte(connect12)); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(frame)))
+	for b.Loop() {
+		if n, f, err := s.Next(frame); err != nil || f == nil || n != len(frame) {
+			b.Fatalf("n=%d err=%v", n, err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+}

@@ -61,20 +61,6 @@ func stompOverWS(t *testing.T, url string) *stomp.Conn {
 	return conn
 }
 
-// directSTOMP is a broker connection that bypasses the gateway, to observe
-// what reached the broker.
-func directSTOMP(t *testing.T, addr string) *stomp.Conn {
-	t.Helper()
-	cred := testCredential(t)
-	conn, err := stomp.Dial("tcp", addr, stomp.ConnOpt.Host("/"), stomp.ConnOpt.HeartBeat(0, 0),
-		stomp.ConnOpt.Login(cred.Username, cred.Password.Reveal()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Disconnect() })
-	return conn
-}
-
 func recv(t *testing.T, sub *stomp.Subscription) *stomp.Message {
 	t.Helper()
 	select {
@@ -442,6 +428,15 @@ func TestRelayHandshake(t *testing.T) {
 			t.Fatalf("offered %q, got %q, want %q", tt.offer, got, tt.want)
 		}
 	}
+	resp, err = http.Get(httpURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUpgradeRequired || !strings.Contains(string(body), "WebSocket") {
+		t.Fatalf("plain GET: %d %q", resp.StatusCode, body)
+	}
 	_, err = tryDial(gw.url, http.Header{"Sec-Websocket-Protocol": {"mqtt"}})
 	if err == nil || !strings.Contains(err.Error(), "400") || !strings.Contains(err.Error(), "v12.stomp") {
 		t.Fatalf("unsupported subprotocol: %v", err)
@@ -528,5 +523,85 @@ func TestRelayKeepalive(t *testing.T) {
 	case <-alive.done:
 		t.Fatalf("the live client was closed too: %v", alive.closeErr)
 	default:
+	}
+}
+
+// RabbitMQ's destination kinds all pass through unchanged.
+func TestRelayDestinationKinds(t *testing.T) {
+	addr := brokerAddr(t)
+	cred := testCredential(t)
+	gw := startGateway(t, Options{Address: addr, Credential: &cred})
+	conn := stompOverWS(t, gw.url)
+	name := uniqueName(t)
+	// /amq/queue needs an existing queue: a /queue subscription declares it.
+	declare, err := conn.Subscribe("/queue/"+name+"-amq", stomp.AckAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := declare.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ sub, send string }{
+		{"/queue/" + name, "/queue/" + name},
+		{"/topic/" + name + ".*", "/topic/" + name + ".eur"},
+		{"/exchange/amq.topic/" + name + ".#", "/exchange/amq.topic/" + name + ".a.b"},
+		{"/amq/queue/" + name + "-amq", "/queue/" + name + "-amq"},
+	}
+	for _, tt := range tests {
+		sub, err := conn.Subscribe(tt.sub, stomp.AckAuto)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.sub, err)
+		}
+		if err := conn.Send(tt.send, "text/plain", []byte("to "+tt.send), stomp.SendOpt.Receipt); err != nil {
+			t.Fatalf("%s: %v", tt.send, err)
+		}
+		if m := recv(t, sub); string(m.Body) != "to "+tt.send {
+			t.Fatalf("%s: got %q", tt.sub, m.Body)
+		}
+		sub.Unsubscribe()
+	}
+	conn.Disconnect()
+}
+
+// permessage-deflate, when enabled, carries frames both ways.
+func TestRelayCompression(t *testing.T) {
+	addr := brokerAddr(t)
+	cred := testCredential(t)
+	ws := bridge.DefaultWSOptions()
+	ws.Compression = true
+	gw := startGateway(t, Options{Address: addr, Credential: &cred, WS: ws})
+	c := &client{msgs: make(chan wsMsg, 64), done: make(chan struct{}), pings: make(chan struct{}, 1)}
+	conn, resp, err := gws.NewClient(c, &gws.ClientOption{Addr: gw.url, PermessageDeflate: gws.PermessageDeflate{Enabled: true},
+		RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(resp.Header.Get("Sec-Websocket-Extensions"), "permessage-deflate") {
+		t.Fatalf("compression not negotiated: %q", resp.Header.Get("Sec-Websocket-Extensions"))
+	}
+	c.conn = conn
+	go conn.ReadLoop()
+	t.Cleanup(func() { conn.NetConn().Close(); <-c.done })
+	q := "/queue/" + uniqueName(t)
+	body := strings.Repeat("compressible ", 200)
+	c.send(t, connect12+"SUBSCRIBE\nid:1\ndestination:"+q+"\n\n\x00SEND\ndestination:"+q+"\n\n"+body+"\x00")
+	if f := c.frame(t); f.Command != validate.CmdConnected {
+		t.Fatalf("got %s", f.Command)
+	}
+	if f := c.frame(t); f.Command != validate.CmdMessage || string(f.Body()) != body {
+		t.Fatalf("got %s with %d-byte body", f.Command, len(f.Body()))
+	}
+}
+
+// A single WebSocket message over max_message_bytes is refused by the
+// WebSocket layer with 1009 before any parsing.
+func TestRelayOversizeMessage(t *testing.T) {
+	ws := bridge.DefaultWSOptions()
+	ws.MaxMessageBytes = 4096
+	gw := startGateway(t, Options{Address: "127.0.0.1:1", WS: ws})
+	c := dial(t, gw.url, nil)
+	c.send(t, strings.Repeat("\n", 5000))
+	if code := c.closed(t); code != bridge.CloseTooLarge {
+		t.Fatalf("close code %d, want 1009", code)
 	}
 }
