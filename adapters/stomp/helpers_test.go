@@ -24,8 +24,8 @@ import (
 	"github.com/wsbridge/wsbridge/validate"
 )
 
-func brokerAddr(t *testing.T) string                 { return brokertest.RabbitSTOMP(t) }
-func testCredential(t *testing.T) keyring.Credential { return brokertest.RabbitCredential(t) }
+func brokerAddr(t testing.TB) string                 { return brokertest.RabbitSTOMP(t) }
+func testCredential(t testing.TB) keyring.Credential { return brokertest.RabbitCredential(t) }
 
 // tapProxy is a TCP hop between the gateway and the real broker. It keeps a
 // copy of every byte that reached the broker and can cut connections, as a
@@ -127,7 +127,7 @@ type gateway struct {
 	logs *syncBuffer
 }
 
-func startGateway(t *testing.T, o Options) *gateway {
+func startGateway(t testing.TB, o Options) *gateway {
 	t.Helper()
 	logs := newSyncBuffer()
 	if o.Log == nil {

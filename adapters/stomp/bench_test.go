@@ -1,0 +1,147 @@
+package stomp
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// benchWindow bounds the messages in flight, as a real publisher with
+// flow control would.
+const benchWindow = 256
+
+// counter counts MESSAGE frames and frees a window slot for each.
+type counter struct {
+	n     atomic.Int64
+	slots chan struct{}
+	done  chan struct{}
+	want  int64
+}
+
+func (c *counter) saw(cmd validate.STOMPCommand) {
+	if cmd != validate.CmdMessage {
+		return
+	}
+	<-c.slots
+	if c.n.Add(1) == c.want {
+		close(c.done)
+	}
+}
+
+// pubSub sends b.N SEND frames of about 128 bytes on one connection that
+// is subscribed to the same queue, and waits until all came back.
+func pubSub(b *testing.B, write func([]byte) error, c *counter, queue string) {
+	frame := []byte(fmt.Sprintf("SEND\ndestination:%s\ncontent-type:text/plain\n\n%s\x00", queue, strings.Repeat("x", 64)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		c.slots <- struct{}{}
+		if err := write(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-c.done
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+type benchWS struct {
+	gws.BuiltinEventHandler
+	c       *counter
+	ready   chan struct{}
+	scanner *validate.STOMPScanner
+}
+
+func (h *benchWS) OnMessage(_ *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	data := m.Bytes()
+	for len(data) > 0 {
+		n, f, err := h.scanner.Next(data)
+		if err != nil || n == 0 {
+			return
+		}
+		if f != nil {
+			switch f.Command {
+			case validate.CmdReceipt:
+				close(h.ready)
+			default:
+				h.c.saw(f.Command)
+			}
+		}
+		data = data[n:]
+	}
+}
+
+// BenchmarkRelayPubSub measures messages through the gateway: the client
+// over WebSocket, the gateway relaying to RabbitMQ's STOMP port. Compare
+// with BenchmarkDirectPubSub in the same run.
+func BenchmarkRelayPubSub(b *testing.B) {
+	addr := brokerAddr(b)
+	cred := testCredential(b)
+	gw := startGateway(b, Options{Address: addr, Credential: &cred})
+	c := &counter{slots: make(chan struct{}, benchWindow), done: make(chan struct{}), want: int64(b.N)}
+	h := &benchWS{c: c, ready: make(chan struct{}), scanner: validate.NewSTOMPScanner(validate.STOMPLimits{}, true)}
+	conn, _, err := gws.NewClient(h, &gws.ClientOption{Addr: gw.url, RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	go conn.ReadLoop()
+	defer conn.WriteClose(1000, nil)
+	queue := fmt.Sprintf("/queue/wsbridge-bench-%d", b.N)
+	conn.WriteString(connect12 + "SUBSCRIBE\nid:1\ndestination:" + queue + "\nreceipt:ok\n\n\x00")
+	<-h.ready
+	pubSub(b, func(p []byte) error { return conn.WriteMessage(gws.OpcodeText, p) }, c, queue)
+}
+
+// BenchmarkDirectPubSub is the ceiling: the same load on a plain TCP STOMP
+// connection to RabbitMQ.
+func BenchmarkDirectPubSub(b *testing.B) {
+	addr := brokerAddr(b)
+	cred := testCredential(b)
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	c := &counter{slots: make(chan struct{}, benchWindow), done: make(chan struct{}), want: int64(b.N)}
+	ready := make(chan struct{})
+	go func() {
+		r := bufio.NewReaderSize(conn, 64<<10)
+		sc := validate.NewSTOMPScanner(validate.STOMPLimits{}, true)
+		var buf []byte
+		chunk := make([]byte, 64<<10)
+		for {
+			n, err := r.Read(chunk)
+			if err != nil {
+				return
+			}
+			buf = append(buf, chunk[:n]...)
+			for {
+				k, f, err := sc.Next(buf)
+				if err != nil || k == 0 {
+					break
+				}
+				if f != nil {
+					if f.Command == validate.CmdReceipt {
+						close(ready)
+					} else {
+						c.saw(f.Command)
+					}
+				}
+				buf = buf[k:]
+			}
+			buf = append([]byte(nil), buf...)
+		}
+	}()
+	queue := fmt.Sprintf("/queue/wsbridge-bench-direct-%d", b.N)
+	fmt.Fprintf(conn, "CONNECT\naccept-version:1.2\nhost:/\nlogin:%s\npasscode:%s\n\n\x00SUBSCRIBE\nid:1\ndestination:%s\nreceipt:ok\n\n\x00",
+		cred.Username, cred.Password.Reveal(), queue)
+	<-ready
+	pubSub(b, func(p []byte) error { _, err := conn.Write(p); return err }, c, queue)
+}
