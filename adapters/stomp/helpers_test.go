@@ -334,6 +334,31 @@ func (c *client) closed(t *testing.T) uint16 {
 	return 0
 }
 
+// connect sends a STOMP 1.2 CONNECT and expects CONNECTED.
+func (c *client) connect(t *testing.T) {
+	t.Helper()
+	c.send(t, connect12)
+	if f := c.frame(t); f.Command != validate.CmdConnected {
+		t.Fatalf("got %s %q, want CONNECTED", f.Command, f.Raw)
+	}
+}
+
+// expectError expects an ERROR frame whose message mentions mention, then
+// the close code.
+func (c *client) expectError(t *testing.T, mention string, code uint16) {
+	t.Helper()
+	f := c.frame(t)
+	if f.Command != validate.CmdError {
+		t.Fatalf("got %s %q, want ERROR", f.Command, f.Raw)
+	}
+	if msg := header(t, f, "message"); !strings.Contains(msg, mention) {
+		t.Fatalf("ERROR message %q does not mention %q", msg, mention)
+	}
+	if got := c.closed(t); got != code {
+		t.Fatalf("close code %d, want %d", got, code)
+	}
+}
+
 func header(t *testing.T, f *validate.STOMPFrame, name string) string {
 	t.Helper()
 	v, _ := f.Header(name)

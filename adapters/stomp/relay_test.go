@@ -125,10 +125,7 @@ func TestRelayBinaryBodyIsABinaryMessage(t *testing.T) {
 	cred := testCredential(t)
 	gw := startGateway(t, Options{Address: addr, Credential: &cred})
 	c := dial(t, gw.url, nil)
-	c.send(t, connect12)
-	if f := c.frame(t); f.Command != validate.CmdConnected {
-		t.Fatalf("got %s", f.Command)
-	}
+	c.connect(t)
 	q := "/queue/" + uniqueName(t)
 	c.send(t, "SUBSCRIBE\nid:s1\ndestination:"+q+"\nreceipt:r1\n\n\x00")
 	if f := c.frame(t); f.Command != validate.CmdReceipt || header(t, f, "receipt-id") != "r1" {
@@ -273,10 +270,7 @@ func TestRelayRejectsMalformedFrames(t *testing.T) {
 			gw := startGateway(t, Options{Address: tap.addr(), Credential: &cred, Limits: lim})
 			c := dial(t, gw.url, nil)
 			if !tt.noConn {
-				c.send(t, connect12)
-				if f := c.frame(t); f.Command != validate.CmdConnected {
-					t.Fatalf("got %s", f.Command)
-				}
+				c.connect(t)
 			}
 			for _, m := range tt.messages {
 				op := gws.OpcodeText
@@ -287,16 +281,7 @@ func TestRelayRejectsMalformedFrames(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			f := c.frame(t)
-			if f.Command != validate.CmdError {
-				t.Fatalf("got %s, want ERROR", f.Command)
-			}
-			if msg := header(t, f, "message"); !strings.Contains(msg, tt.mention) {
-				t.Fatalf("ERROR message %q does not mention %q", msg, tt.mention)
-			}
-			if code := c.closed(t); code != tt.code {
-				t.Fatalf("close code %d, want %d", code, tt.code)
-			}
+			c.expectError(t, tt.mention, tt.code)
 			tap.close() // waits until every byte the gateway sent has passed
 			sent := tap.sent()
 			if strings.Contains(sent, tt.bad) {
@@ -321,13 +306,7 @@ func TestRelayBrokerUnreachable(t *testing.T) {
 	c := dial(t, gw.url, nil)
 	start := time.Now()
 	c.send(t, connect12)
-	f := c.frame(t)
-	if f.Command != validate.CmdError || !strings.Contains(header(t, f, "message"), "broker unavailable") {
-		t.Fatalf("got %s %q", f.Command, f.Raw)
-	}
-	if code := c.closed(t); code != bridge.CloseInternal {
-		t.Fatalf("close code %d, want 1011", code)
-	}
+	c.expectError(t, "broker unavailable", bridge.CloseInternal)
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("took %v to report an unreachable broker", d)
 	}
@@ -342,18 +321,9 @@ func TestRelayBrokerDrops(t *testing.T) {
 	gw := startGateway(t, Options{Address: tap.addr(), Credential: &cred})
 	base := runtime.NumGoroutine()
 	c := dial(t, gw.url, nil)
-	c.send(t, connect12)
-	if f := c.frame(t); f.Command != validate.CmdConnected {
-		t.Fatalf("got %s", f.Command)
-	}
+	c.connect(t)
 	tap.cut()
-	f := c.frame(t)
-	if f.Command != validate.CmdError || !strings.Contains(header(t, f, "message"), "broker connection lost") {
-		t.Fatalf("got %s %q", f.Command, f.Raw)
-	}
-	if code := c.closed(t); code != bridge.CloseInternal {
-		t.Fatalf("close code %d, want 1011", code)
-	}
+	c.expectError(t, "broker connection lost", bridge.CloseInternal)
 	waitGoroutines(t, base)
 }
 
@@ -484,16 +454,9 @@ func TestRelayShutdownClosesWithGoingAway(t *testing.T) {
 	cred := testCredential(t)
 	gw := startGateway(t, Options{Address: addr, Credential: &cred})
 	c := dial(t, gw.url, nil)
-	c.send(t, connect12)
-	c.frame(t)
+	c.connect(t)
 	go gw.srv.Conns.CloseAll(t.Context())
-	f := c.frame(t)
-	if f.Command != validate.CmdError {
-		t.Fatalf("got %s", f.Command)
-	}
-	if code := c.closed(t); code != bridge.CloseGoingAway {
-		t.Fatalf("close code %d, want 1001", code)
-	}
+	c.expectError(t, "shutting down", bridge.CloseGoingAway)
 }
 
 // A peer that answers pings stays; one that goes silent is closed.

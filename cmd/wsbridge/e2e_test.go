@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
 
 // e2eDir holds the real JavaScript clients (npm ci --prefix testdata/e2e).
@@ -33,12 +31,7 @@ func requireNodeClients(t *testing.T) {
 // real RabbitMQ, with no broker credential on the client side.
 func TestStompJSThroughGateway(t *testing.T) {
 	requireNodeClients(t)
-	brokertest.RabbitSTOMP(t)
-	path, keyFile := brokertest.RabbitKeyring(t)
-	cred := brokertest.RabbitCredential(t)
-	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
-	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
-	g := serve(t, "-config", "../../testdata/rabbitmq.yaml", "-keyring", path)
+	g, cred := serveRabbitMQExample(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

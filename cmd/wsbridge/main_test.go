@@ -141,6 +141,16 @@ func serve(t *testing.T, args ...string) *gatewayProcess {
 	return nil
 }
 
+// serveRabbitMQExample serves testdata/rabbitmq.yaml with the test keyring.
+func serveRabbitMQExample(t *testing.T) (*gatewayProcess, keyring.Credential) {
+	t.Helper()
+	brokertest.RabbitSTOMP(t)
+	path, keyFile := brokertest.RabbitKeyring(t)
+	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
+	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
+	return serve(t, "-config", "../../testdata/rabbitmq.yaml", "-keyring", path), brokertest.RabbitCredential(t)
+}
+
 type wsClient struct {
 	gws.BuiltinEventHandler
 	msgs   chan []byte
@@ -168,12 +178,7 @@ func get(t *testing.T, url string) (int, string) {
 // environment, health and readiness endpoints, one log line per connection
 // open and close, and a clean shutdown.
 func TestServeRabbitMQConfig(t *testing.T) {
-	brokertest.RabbitSTOMP(t)
-	path, keyFile := brokertest.RabbitKeyring(t)
-	cred := brokertest.RabbitCredential(t)
-	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
-	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
-	g := serve(t, "-config", "../../testdata/rabbitmq.yaml", "-keyring", path)
+	g, cred := serveRabbitMQExample(t)
 
 	if code, body := get(t, "http://"+g.addr+"/healthz"); code != 200 || body != "ok\n" {
 		t.Fatalf("healthz: %d %q", code, body)
