@@ -568,3 +568,22 @@ func TestRelayOversizeMessage(t *testing.T) {
 		t.Fatalf("close code %d, want 1009", code)
 	}
 }
+
+// A 1.1 session refuses the 1.2-only \r escape before RabbitMQ sees it.
+func TestRelayEnforcesSessionVersion(t *testing.T) {
+	addr := brokerAddr(t)
+	cred := testCredential(t)
+	tap := newTapProxy(t, addr)
+	gw := startGateway(t, Options{Address: tap.addr(), Credential: &cred})
+	c := dial(t, gw.url, nil)
+	c.send(t, "CONNECT\naccept-version:1.1\nheart-beat:0,0\n\n\x00")
+	if f := c.frame(t); header(t, f, "version") != "1.1" {
+		t.Fatalf("broker chose %q", header(t, f, "version"))
+	}
+	c.send(t, "SEND\ndestination:/queue/x\nx-h:a\\rb\n\nv12-only\x00")
+	c.expectError(t, "escape", bridge.CloseProtocolError)
+	tap.close()
+	if strings.Contains(tap.sent(), "v12-only") {
+		t.Fatal("a 1.2 escape reached a 1.1 session's broker")
+	}
+}

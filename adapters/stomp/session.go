@@ -104,6 +104,11 @@ func (s *session) onMessage(data []byte) {
 		return // gws may still hand over bytes buffered before we closed
 	}
 	s.ka.Touch()
+	// Escaping follows the version the broker chose, which may be lower
+	// than the highest the client offered.
+	if v := validate.STOMPVersion(s.version.Load()); v != 0 && v < s.in.Version {
+		s.in.Version = v
+	}
 	if len(s.pending) > 0 {
 		s.pending = append(s.pending, data...)
 		data = s.pending
