@@ -112,11 +112,10 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
-// Shutdown stops accepting, asks every live WebSocket connection to close
-// with 1001 (going away), and waits for them and for in-flight HTTP requests
-// until ctx ends.
+// Shutdown asks every live connection (WebSocket sessions, SSE streams) to
+// go away and waits for them, then stops the HTTP server, all until ctx
+// ends. Streams go first: http.Server.Shutdown would otherwise wait on them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	err := s.http.Shutdown(ctx)
 	s.Conns.CloseAll(ctx)
-	return err
+	return s.http.Shutdown(ctx)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/go-stomp/stomp/v3"
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -190,15 +191,15 @@ func TestRelayTransactionsAndNack(t *testing.T) {
 func TestRelayClientCredentialsAreReplaced(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	tap := newTapProxy(t, addr)
-	gw := startGateway(t, Options{Address: tap.addr(), Credential: &cred})
+	tap := brokertest.NewTapProxy(t, addr)
+	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred})
 	c := dial(t, gw.url, nil)
 	c.send(t, "CONNECT\naccept-version:1.2\nhost:evil-vhost\nlogin:intruder\npasscode:letmein\nlogin:second\n\n\x00")
 	f := c.frame(t)
 	if f.Command != validate.CmdConnected {
 		t.Fatalf("got %s %q", f.Command, f.Raw)
 	}
-	sent := tap.sent()
+	sent := tap.Sent()
 	for _, bad := range []string{"intruder", "letmein", "second", "evil-vhost"} {
 		if strings.Contains(sent, bad) {
 			t.Fatalf("client-supplied %q reached the broker: %q", bad, sent)
@@ -207,9 +208,7 @@ func TestRelayClientCredentialsAreReplaced(t *testing.T) {
 	if !strings.Contains(sent, "login:"+cred.Username+"\n") || !strings.Contains(sent, "host:/\n") {
 		t.Fatalf("injected identity missing from %q", strings.ReplaceAll(sent, cred.Password.Reveal(), "<pw>"))
 	}
-	tap.mu.Lock()
-	port := tap.ports[0]
-	tap.mu.Unlock()
+	port := tap.Ports()[0]
 	if got := stompLogin(t, port); got != cred.Username {
 		t.Fatalf("RabbitMQ says the connection is %q, want the keyring's %q", got, cred.Username)
 	}
@@ -266,8 +265,8 @@ func TestRelayRejectsMalformedFrames(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			tap := newTapProxy(t, addr)
-			gw := startGateway(t, Options{Address: tap.addr(), Credential: &cred, Limits: lim})
+			tap := brokertest.NewTapProxy(t, addr)
+			gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred, Limits: lim})
 			c := dial(t, gw.url, nil)
 			if !tt.noConn {
 				c.connect(t)
@@ -282,8 +281,8 @@ func TestRelayRejectsMalformedFrames(t *testing.T) {
 				}
 			}
 			c.expectError(t, tt.mention, tt.code)
-			tap.close() // waits until every byte the gateway sent has passed
-			sent := tap.sent()
+			tap.Close() // waits until every byte the gateway sent has passed
+			sent := tap.Sent()
 			if strings.Contains(sent, tt.bad) {
 				t.Fatalf("offending bytes %q reached the broker: %q", tt.bad, sent)
 			}
@@ -317,12 +316,12 @@ func TestRelayBrokerUnreachable(t *testing.T) {
 func TestRelayBrokerDrops(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	tap := newTapProxy(t, addr)
-	gw := startGateway(t, Options{Address: tap.addr(), Credential: &cred})
+	tap := brokertest.NewTapProxy(t, addr)
+	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred})
 	base := runtime.NumGoroutine()
 	c := dial(t, gw.url, nil)
 	c.connect(t)
-	tap.cut()
+	tap.Cut()
 	c.expectError(t, "broker connection lost", bridge.CloseInternal)
 	waitGoroutines(t, base)
 }
@@ -573,8 +572,8 @@ func TestRelayOversizeMessage(t *testing.T) {
 func TestRelayEnforcesSessionVersion(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	tap := newTapProxy(t, addr)
-	gw := startGateway(t, Options{Address: tap.addr(), Credential: &cred})
+	tap := brokertest.NewTapProxy(t, addr)
+	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred})
 	c := dial(t, gw.url, nil)
 	c.send(t, "CONNECT\naccept-version:1.1\nheart-beat:0,0\n\n\x00")
 	if f := c.frame(t); header(t, f, "version") != "1.1" {
@@ -582,8 +581,8 @@ func TestRelayEnforcesSessionVersion(t *testing.T) {
 	}
 	c.send(t, "SEND\ndestination:/queue/x\nx-h:a\\rb\n\nv12-only\x00")
 	c.expectError(t, "escape", bridge.CloseProtocolError)
-	tap.close()
-	if strings.Contains(tap.sent(), "v12-only") {
+	tap.Close()
+	if strings.Contains(tap.Sent(), "v12-only") {
 		t.Fatal("a 1.2 escape reached a 1.1 session's broker")
 	}
 }

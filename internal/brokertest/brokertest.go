@@ -91,3 +91,25 @@ func RabbitCredential(t testing.TB) keyring.Credential {
 	}
 	return c
 }
+
+// RabbitAMQP is RabbitMQ's AMQP 0-9-1 listener.
+func RabbitAMQP(t testing.TB) string {
+	return Addr(t, "WSBRIDGE_TEST_AMQP_ADDR", "127.0.0.1:5672", "RabbitMQ AMQP")
+}
+
+// NATS is a NATS server.
+func NATS(t testing.TB) string {
+	return Addr(t, "WSBRIDGE_TEST_NATS_ADDR", "127.0.0.1:4222", "NATS")
+}
+
+// DeadAddr is a loopback address where nothing listens.
+func DeadAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}

@@ -1,0 +1,193 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/wsbridge/wsbridge/keyring"
+)
+
+// AMQPOptions configure an AMQP 0-9-1 broker (RabbitMQ).
+type AMQPOptions struct {
+	Address    string // host:port
+	VHost      string
+	Credential *keyring.Credential
+	// Exchange is the topic exchange topics are routing keys on.
+	Exchange    string
+	DialTimeout time.Duration
+	// Prefetch bounds unacknowledged deliveries per subscription, so a
+	// subscription's buffer in the gateway is bounded too.
+	Prefetch int
+	Log      *slog.Logger
+}
+
+// AMQP is a Broker on amqp091-go. Topics are routing keys on a topic
+// exchange (default amq.topic); each subscription is an exclusive,
+// auto-delete queue bound with the topic as its key. Publishes wait for
+// the broker's confirm. The connection is dialled on first use and again
+// after it is lost.
+type AMQP struct {
+	o AMQPOptions
+
+	mu    sync.Mutex
+	conn  *amqp.Connection
+	pubCh *amqp.Channel
+}
+
+// NewAMQP returns an AMQP broker; it connects lazily.
+func NewAMQP(o AMQPOptions) *AMQP {
+	if o.Exchange == "" {
+		o.Exchange = "amq.topic"
+	}
+	if o.VHost == "" {
+		o.VHost = "/"
+	}
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.Prefetch <= 0 {
+		o.Prefetch = 256
+	}
+	return &AMQP{o: o}
+}
+
+// connection returns the live connection, dialling if needed. Call with
+// a.mu held.
+func (a *AMQP) connection() (*amqp.Connection, error) {
+	if a.conn != nil && !a.conn.IsClosed() {
+		return a.conn, nil
+	}
+	cfg := amqp.Config{
+		Vhost:     a.o.VHost,
+		Heartbeat: 10 * time.Second,
+		Dial:      amqp.DefaultDial(a.o.DialTimeout),
+		Properties: amqp.Table{
+			"connection_name": "wsbridge",
+		},
+	}
+	if c := a.o.Credential; c != nil {
+		cfg.SASL = []amqp.Authentication{&amqp.PlainAuth{Username: c.Username, Password: c.Password.Reveal()}}
+	}
+	// Credentials go through SASL, never the URL, so no error can echo them.
+	conn, err := amqp.DialConfig("amqp://"+a.o.Address+"/", cfg)
+	if err != nil {
+		return nil, fmt.Errorf("amqp %s: %v: %w", a.o.Address, err, ErrUnavailable)
+	}
+	a.conn, a.pubCh = conn, nil
+	return conn, nil
+}
+
+// Publish implements Broker.
+func (a *AMQP) Publish(ctx context.Context, m Message) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	conn, err := a.connection()
+	if err != nil {
+		return err
+	}
+	if a.pubCh == nil || a.pubCh.IsClosed() {
+		ch, err := conn.Channel()
+		if err != nil {
+			return fmt.Errorf("amqp: opening a channel: %v: %w", err, ErrUnavailable)
+		}
+		if err := ch.Confirm(false); err != nil {
+			ch.Close()
+			return fmt.Errorf("amqp: enabling confirms: %v: %w", err, ErrUnavailable)
+		}
+		a.pubCh = ch
+	}
+	dc, err := a.pubCh.PublishWithDeferredConfirmWithContext(ctx, a.o.Exchange, m.Topic, false, false,
+		amqp.Publishing{ContentType: m.ContentType, Body: m.Data})
+	if err != nil {
+		return fmt.Errorf("amqp: publish: %v: %w", err, ErrUnavailable)
+	}
+	ok, err := dc.WaitContext(ctx)
+	if err != nil {
+		return fmt.Errorf("amqp: waiting for the broker's confirm: %v: %w", err, ErrUnavailable)
+	}
+	if !ok {
+		return fmt.Errorf("amqp: the broker refused the message (nack): %w", ErrUnavailable)
+	}
+	return nil
+}
+
+// Subscribe implements Broker.
+func (a *AMQP) Subscribe(_ context.Context, topic string, fn func(Message)) (Subscription, error) {
+	a.mu.Lock()
+	conn, err := a.connection()
+	a.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("amqp: opening a channel: %v: %w", err, ErrUnavailable)
+	}
+	fail := func(what string, err error) (Subscription, error) {
+		ch.Close()
+		return nil, fmt.Errorf("amqp: %s for topic %q: %v: %w", what, topic, err, ErrUnavailable)
+	}
+	if err := ch.Qos(a.o.Prefetch, 0, false); err != nil {
+		return fail("setting prefetch", err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		return fail("declaring a queue", err)
+	}
+	if err := ch.QueueBind(q.Name, topic, a.o.Exchange, false, nil); err != nil {
+		return fail("binding to "+a.o.Exchange, err)
+	}
+	// Not ConsumeWithContext: ctx is the first subscriber's request, and the
+	// subscription outlives it.
+	deliveries, err := ch.Consume(q.Name, "", false, true, false, false, nil)
+	if err != nil {
+		return fail("consuming", err)
+	}
+	s := &amqpSub{ch: ch, done: make(chan struct{}), ended: make(chan struct{})}
+	go func() {
+		defer close(s.ended)
+		for d := range deliveries {
+			fn(Message{Topic: topic, Data: d.Body, ContentType: d.ContentType})
+			if err := d.Ack(false); err != nil {
+				break
+			}
+		}
+		s.once.Do(func() { close(s.done) })
+	}()
+	return s, nil
+}
+
+type amqpSub struct {
+	ch    *amqp.Channel
+	once  sync.Once
+	done  chan struct{} // closed when the subscription ends by itself
+	ended chan struct{} // closed when the delivery goroutine has returned
+}
+
+func (s *amqpSub) Done() <-chan struct{} { return s.done }
+
+func (s *amqpSub) Unsubscribe() error {
+	s.once.Do(func() {}) // an unsubscribe is not a loss: Done stays open
+	err := s.ch.Close()
+	<-s.ended
+	return err
+}
+
+// Ready implements Broker.
+func (a *AMQP) Ready(ctx context.Context) error { return DialCheck(a.o.Address)(ctx) }
+
+// Close implements Broker.
+func (a *AMQP) Close() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.conn == nil {
+		return nil
+	}
+	err := a.conn.Close()
+	a.conn, a.pubCh = nil, nil
+	return err
+}

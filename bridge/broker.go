@@ -1,0 +1,41 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrUnavailable means the broker cannot be reached now; callers answer
+// 503 and let the client retry.
+var ErrUnavailable = errors.New("broker unavailable")
+
+// Message is one broker message in broker-neutral form.
+type Message struct {
+	Topic       string
+	Data        []byte
+	ContentType string
+}
+
+// Broker is the broker-neutral publish/subscribe API that the SSE hub and
+// translating adapters use. Topics are validate.Topic names ("prices.eur");
+// each implementation maps them onto its broker's naming.
+type Broker interface {
+	// Publish sends m and returns once the broker has taken it (confirmed,
+	// where the protocol can confirm).
+	Publish(ctx context.Context, m Message) error
+	// Subscribe delivers the topic's messages to fn in order, one call at a
+	// time. fn must not block: it runs on the broker client's goroutine.
+	Subscribe(ctx context.Context, topic string, fn func(Message)) (Subscription, error)
+	// Ready reports whether the broker is reachable.
+	Ready(ctx context.Context) error
+	// Close releases the broker connection and ends every subscription.
+	Close() error
+}
+
+// Subscription is one live upstream subscription.
+type Subscription interface {
+	// Done is closed when the subscription ends without Unsubscribe, as when
+	// the broker connection is lost.
+	Done() <-chan struct{}
+	Unsubscribe() error
+}

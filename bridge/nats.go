@@ -1,0 +1,141 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/wsbridge/wsbridge/keyring"
+)
+
+// NATSOptions configure a NATS broker.
+type NATSOptions struct {
+	// URL is a nats:// URL or host:port.
+	URL         string
+	Credential  *keyring.Credential
+	DialTimeout time.Duration
+	// PendingMessages bounds the messages a subscription may buffer in the
+	// gateway; beyond it NATS drops them and the loss is logged.
+	PendingMessages int
+	// InProcess, when set, connects to an embedded server without a socket.
+	InProcess nats.InProcessConnProvider
+	Log       *slog.Logger
+}
+
+// NATS is a Broker on nats.go. Topics are subjects as they are. The client
+// reconnects by itself; subscriptions survive reconnects.
+type NATS struct {
+	o      NATSOptions
+	nc     *nats.Conn
+	closed chan struct{}
+}
+
+// NewNATS connects to NATS. A server that is down at startup is retried in
+// the background; until then Publish and Subscribe return ErrUnavailable.
+func NewNATS(o NATSOptions) (*NATS, error) {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.PendingMessages <= 0 {
+		o.PendingMessages = 8192
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	n := &NATS{o: o, closed: make(chan struct{})}
+	var once sync.Once
+	opts := []nats.Option{
+		nats.Name("wsbridge"),
+		nats.Timeout(o.DialTimeout),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(n.closed) }) }),
+		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
+			subject := ""
+			if s != nil {
+				subject = s.Subject
+			}
+			o.Log.Warn("nats subscription error; messages may have been dropped", "subject", subject, "error", err.Error())
+		}),
+	}
+	if c := o.Credential; c != nil {
+		opts = append(opts, nats.UserInfo(c.Username, c.Password.Reveal()))
+	}
+	if o.InProcess != nil {
+		opts = append(opts, nats.InProcessServer(o.InProcess))
+	}
+	nc, err := nats.Connect(o.URL, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats %s: %v", o.URL, err)
+	}
+	n.nc = nc
+	return n, nil
+}
+
+// Publish implements Broker. It returns after a round trip to the server,
+// so the server has the message.
+func (n *NATS) Publish(ctx context.Context, m Message) error {
+	if !n.nc.IsConnected() {
+		return fmt.Errorf("nats: not connected: %w", ErrUnavailable)
+	}
+	msg := &nats.Msg{Subject: m.Topic, Data: m.Data}
+	if m.ContentType != "" {
+		msg.Header = nats.Header{"Content-Type": {m.ContentType}}
+	}
+	if err := n.nc.PublishMsg(msg); err != nil {
+		return fmt.Errorf("nats: publish: %v: %w", err, ErrUnavailable)
+	}
+	if err := n.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("nats: flush: %v: %w", err, ErrUnavailable)
+	}
+	return nil
+}
+
+// Subscribe implements Broker.
+func (n *NATS) Subscribe(ctx context.Context, topic string, fn func(Message)) (Subscription, error) {
+	if !n.nc.IsConnected() {
+		return nil, fmt.Errorf("nats: not connected: %w", ErrUnavailable)
+	}
+	sub, err := n.nc.Subscribe(topic, func(m *nats.Msg) {
+		fn(Message{Topic: topic, Data: m.Data, ContentType: m.Header.Get("Content-Type")})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nats: subscribe %q: %v: %w", topic, err, ErrUnavailable)
+	}
+	if err := sub.SetPendingLimits(n.o.PendingMessages, 64<<20); err != nil {
+		sub.Unsubscribe()
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	// The SUB must reach the server before we report the subscription live,
+	// or a message published right after could be missed.
+	if err := n.nc.FlushWithContext(ctx); err != nil {
+		sub.Unsubscribe()
+		return nil, fmt.Errorf("nats: subscribe %q: %v: %w", topic, err, ErrUnavailable)
+	}
+	return natsSub{sub, n.closed}, nil
+}
+
+type natsSub struct {
+	s      *nats.Subscription
+	closed chan struct{}
+}
+
+func (s natsSub) Done() <-chan struct{} { return s.closed }
+func (s natsSub) Unsubscribe() error    { return s.s.Unsubscribe() }
+
+// Ready implements Broker.
+func (n *NATS) Ready(context.Context) error {
+	if !n.nc.IsConnected() {
+		return fmt.Errorf("nats %s: not connected", n.o.URL)
+	}
+	return nil
+}
+
+// Close implements Broker.
+func (n *NATS) Close() error {
+	n.nc.Close()
+	return nil
+}

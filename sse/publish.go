@@ -1,0 +1,73 @@
+package sse
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// PublishHandler serves POST PREFIX/<topic>: the body and its Content-Type
+// go to the broker unchanged. It answers 202 with {"topic":..,"bytes":..}
+// once the broker has taken the message.
+func (h *Hub) PublishHandler(prefix string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowCORS(w, r, h.o.Origins, "POST") {
+			return
+		}
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", "POST, OPTIONS")
+			bridge.Error(w, http.StatusMethodNotAllowed, "publish with POST")
+			return
+		}
+		topic := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, prefix), "/")
+		if topic == "" {
+			topic = r.URL.Query().Get("topic")
+		}
+		if err := validate.Topic(topic); err != nil {
+			bridge.Error(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		max := int64(h.o.MaxPublishBytes)
+		if r.ContentLength > max {
+			bridge.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the %d-byte limit", r.ContentLength, max))
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				bridge.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the %d-byte limit", max))
+				return
+			}
+			bridge.Error(w, http.StatusBadRequest, "reading the body: "+err.Error())
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), h.o.PublishTimeout)
+		defer cancel()
+		err = h.broker.Publish(ctx, bridge.Message{Topic: topic, Data: body, ContentType: r.Header.Get("Content-Type")})
+		if err != nil {
+			h.o.Log.Warn("publish failed", "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
+			w.Header().Set("Retry-After", strconv.Itoa(int(h.o.Retry.Seconds()+0.5)))
+			bridge.Error(w, http.StatusServiceUnavailable, "backend unavailable; the message was not published")
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusAccepted)
+		json.NewEncoder(w).Encode(struct {
+			Topic string `json:"topic"`
+			Bytes int    `json:"bytes"`
+		}{topic, len(body)})
+	})
+}

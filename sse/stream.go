@@ -1,0 +1,257 @@
+package sse
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// maxBatch bounds the events written between two flushes.
+const maxBatch = 64
+
+// StreamHandler serves GET PREFIX/<topic> and GET PREFIX?topic=a&topic=b.
+func (h *Hub) StreamHandler(prefix string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !allowCORS(w, r, h.o.Origins, "GET") {
+			return
+		}
+		if r.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if r.Method != http.MethodGet {
+			w.Header().Set("Allow", "GET, OPTIONS")
+			bridge.Error(w, http.StatusMethodNotAllowed, "subscribe with GET")
+			return
+		}
+		topics, err := streamTopics(r, prefix, h.o.MaxTopics)
+		if err != nil {
+			bridge.Error(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		h.serve(w, r, topics)
+	})
+}
+
+// streamTopics reads the topic from the path or the topic query
+// parameters, checked and without repeats.
+func streamTopics(r *http.Request, prefix string, max int) ([]string, error) {
+	var topics []string
+	if rest := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, prefix), "/"); rest != "" {
+		topics = append(topics, rest)
+	}
+	topics = append(topics, r.URL.Query()["topic"]...)
+	if len(topics) == 0 {
+		return nil, fmt.Errorf("name a topic: %s/<topic> or %s?topic=a&topic=b", prefix, prefix)
+	}
+	slices.Sort(topics)
+	topics = slices.Compact(topics)
+	if len(topics) > max {
+		return nil, fmt.Errorf("%d topics requested; a stream may follow at most %d", len(topics), max)
+	}
+	for _, t := range topics {
+		if err := validate.Topic(t); err != nil {
+			return nil, err
+		}
+	}
+	return topics, nil
+}
+
+// parseLastID reads "<epoch>-<seq>". ok is false for an id this process
+// did not issue (another epoch, or garbage): the stream then starts with a
+// reset event.
+func (h *Hub) parseLastID(id string) (seq uint64, ok bool) {
+	epoch, n, found := strings.Cut(id, "-")
+	if !found || epoch != h.epoch {
+		return 0, false
+	}
+	seq, err := strconv.ParseUint(n, 10, 64)
+	return seq, err == nil && seq > 0
+}
+
+func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string) {
+	log := h.o.Log.With("remote", r.RemoteAddr, "topics", strings.Join(names, ","))
+	lastID := r.Header.Get("Last-Event-ID")
+	if lastID == "" {
+		lastID = r.URL.Query().Get("lastEventId")
+	}
+	var lastSeq uint64
+	reset := false
+	if lastID != "" {
+		var ok bool
+		if lastSeq, ok = h.parseLastID(lastID); !ok {
+			reset, lastSeq = true, 0
+		}
+	}
+
+	c := newClient(h.o.ClientQueue)
+	release, ok := h.o.Conns.Add(c)
+	if !ok {
+		w.Header().Set("Retry-After", "5")
+		bridge.Error(w, http.StatusServiceUnavailable, "connection limit reached or shutting down; retry later")
+		return
+	}
+	defer release()
+
+	var (
+		held   []*topic
+		replay []*event
+	)
+	defer func() {
+		for _, t := range held {
+			t.release(c)
+		}
+	}()
+	for _, name := range names {
+		t, rp, rs, err := h.acquire(r.Context(), name, c, lastSeq)
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return
+			}
+			log.Warn("sse stream refused: backend unavailable", "error", err.Error())
+			w.Header().Set("Retry-After", strconv.Itoa(int(h.o.Retry.Seconds()+0.5)))
+			bridge.Error(w, http.StatusServiceUnavailable, "backend unavailable; retry shortly")
+			return
+		}
+		held = append(held, t)
+		replay = append(replay, rp...)
+		reset = reset || rs
+	}
+	sort.Slice(replay, func(i, j int) bool { return replay[i].seq < replay[j].seq })
+
+	hd := w.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "no-cache")
+	hd.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	multi := len(names) > 1
+
+	h.clients.Add(1)
+	defer h.clients.Add(-1)
+	log.Debug("sse stream opened", "resume", lastID != "", "replay", len(replay), "reset", reset)
+	outcome := "client_closed"
+	defer func() { log.Debug("sse stream closed", "outcome", outcome) }()
+
+	write := func(b []byte) bool {
+		_, err := w.Write(b)
+		return err == nil
+	}
+	rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
+	ok = write(fmt.Appendf(nil, "retry: %d\n\n", h.o.Retry.Milliseconds()))
+	if reset {
+		msg, _ := json.Marshal(map[string]any{"lastEventId": lastID, "topics": names,
+			"reason": "events after lastEventId are no longer kept; state may have changed"})
+		ok = ok && write(fmt.Appendf(nil, "event: reset\ndata: %s\n\n", msg))
+	}
+	for _, ev := range replay {
+		ok = ok && write(ev.bytesFor(multi))
+	}
+	if !ok || rc.Flush() != nil {
+		outcome = "write_failed"
+		return
+	}
+
+	ended := make([]<-chan struct{}, len(held))
+	for i, t := range held {
+		ended[i] = t.ended
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	anyEnded := mergeDone(ended, stop)
+	heartbeat := time.NewTicker(h.o.Heartbeat)
+	defer heartbeat.Stop()
+	for {
+		select {
+		case ev := <-c.q:
+			rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
+			ok := write(ev.bytesFor(multi))
+		drain: // more queued events go out with the same flush
+			for n := 1; ok && n < maxBatch; n++ {
+				select {
+				case ev = <-c.q:
+					ok = write(ev.bytesFor(multi))
+				default:
+					break drain
+				}
+			}
+			if !ok || rc.Flush() != nil {
+				outcome = "write_failed"
+				return
+			}
+			heartbeat.Reset(h.o.Heartbeat)
+		case <-heartbeat.C:
+			rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
+			if !write([]byte(": heartbeat\n\n")) || rc.Flush() != nil {
+				outcome = "write_failed"
+				return
+			}
+		case <-c.kick:
+			h.slowDropped.Add(1)
+			outcome = "slow_client"
+			log.Warn("sse client fell behind and was disconnected; it can resume with Last-Event-ID",
+				"queue", h.o.ClientQueue)
+			return
+		case <-anyEnded:
+			outcome = "upstream_ended"
+			return
+		case <-c.away:
+			outcome = "shutdown"
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+// mergeDone returns a channel closed when any of chans is, until stop
+// closes. A single-topic stream gets its one channel back and costs no
+// goroutine.
+func mergeDone(chans []<-chan struct{}, stop <-chan struct{}) <-chan struct{} {
+	if len(chans) == 1 {
+		return chans[0]
+	}
+	out := make(chan struct{})
+	var once sync.Once
+	for _, ch := range chans {
+		go func() {
+			select {
+			case <-ch:
+				once.Do(func() { close(out) })
+			case <-stop:
+			}
+		}()
+	}
+	return out
+}
+
+// allowCORS sets CORS headers for an allowed browser origin, or answers
+// 403 and returns false.
+func allowCORS(w http.ResponseWriter, r *http.Request, origins *bridge.Origins, methods string) bool {
+	origin := r.Header.Get("Origin")
+	if !origins.Check(w, r) {
+		return false
+	}
+	if origin != "" {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", methods+", OPTIONS")
+			h.Set("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID")
+			h.Set("Access-Control-Max-Age", "600")
+		}
+	}
+	return true
+}
