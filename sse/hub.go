@@ -257,7 +257,9 @@ func (t *topic) deliver(m bridge.Message) {
 		t.head = (t.head + 1) % max
 	}
 	for c := range t.clients {
-		c.offer(ev)
+		if c.offer(ev) {
+			h.slowDropped.Add(1)
+		}
 	}
 	n := len(t.clients)
 	t.mu.Unlock()
@@ -334,14 +336,18 @@ func newClient(queue int) *client {
 	return &client{q: make(chan *event, queue), kick: make(chan struct{}), away: make(chan struct{})}
 }
 
-// offer queues ev without ever blocking the broker's goroutine.
-func (c *client) offer(ev *event) {
+// offer queues ev without ever blocking the broker's goroutine. It
+// reports whether the client just fell behind.
+func (c *client) offer(ev *event) (fellBehind bool) {
 	select {
 	case c.q <- ev:
+		return false
 	default:
 		if c.kicked.CompareAndSwap(false, true) {
 			close(c.kick)
+			return true
 		}
+		return false
 	}
 }
 

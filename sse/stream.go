@@ -198,7 +198,6 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string) {
 				return
 			}
 		case <-c.kick:
-			h.slowDropped.Add(1)
 			outcome = "slow_client"
 			log.Warn("sse client fell behind and was disconnected; it can resume with Last-Event-ID",
 				"queue", h.o.ClientQueue)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/sse"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -29,6 +30,7 @@ type Config struct {
 	Log            LogConfig                `yaml:"log"`
 	Keyring        KeyringConfig            `yaml:"keyring"`
 	WebSocket      WebSocketConfig          `yaml:"websocket"`
+	SSE            SSEConfig                `yaml:"sse"`
 	Limits         LimitsConfig             `yaml:"limits"`
 	Backends       map[string]BackendConfig `yaml:"backends"`
 	Routes         []RouteConfig            `yaml:"routes"`
@@ -58,6 +60,17 @@ type WebSocketConfig struct {
 	Compression      bool     `yaml:"compression"`
 }
 
+// SSEConfig holds the settings of SSE streams and HTTP publishes.
+type SSEConfig struct {
+	Heartbeat          Duration `yaml:"heartbeat"`
+	Retry              Duration `yaml:"retry"`
+	ReplayEvents       int      `yaml:"replay_events"`
+	ClientQueueEvents  int      `yaml:"client_queue_events"`
+	Linger             Duration `yaml:"linger"`
+	MaxTopicsPerStream int      `yaml:"max_topics_per_stream"`
+	MaxPublishBytes    int      `yaml:"max_publish_bytes"`
+}
+
 // LimitsConfig bounds what clients may do.
 type LimitsConfig struct {
 	MaxConnections int               `yaml:"max_connections"`
@@ -78,6 +91,7 @@ type BackendConfig struct {
 	Address     string   `yaml:"address"`
 	Credential  string   `yaml:"credential"`
 	VHost       string   `yaml:"vhost"`
+	Exchange    string   `yaml:"exchange"`
 	DialTimeout Duration `yaml:"dial_timeout"`
 }
 
@@ -262,8 +276,17 @@ func (c *checker) durIn(path string, v *Duration, def, lo, hi time.Duration) {
 	}
 }
 
-// Protocols the gateway can serve on a route and relay to a backend.
-var protocols = map[string]bool{"stomp": true}
+// backendProtocols are the brokers the gateway can talk to.
+var backendProtocols = map[string]bool{"stomp": true, "amqp": true, "nats": true}
+
+// routeBackends says, for each route protocol, which backend protocols can
+// serve it: STOMP relays to a STOMP broker; SSE and HTTP publish go
+// through a bridge.Broker.
+var routeBackends = map[string]map[string]bool{
+	"stomp":   {"stomp": true},
+	"sse":     {"amqp": true, "nats": true},
+	"publish": {"amqp": true, "nats": true},
+}
 
 func (cfg *Config) check(c *checker) {
 	if cfg.Listen == "" {
@@ -301,6 +324,15 @@ func (cfg *Config) check(c *checker) {
 	c.durIn("websocket.write_timeout", &ws.WriteTimeout, d.WriteTimeout, 100*time.Millisecond, 5*time.Minute)
 	c.durIn("websocket.handshake_timeout", &ws.HandshakeTimeout, d.HandshakeTimeout, 100*time.Millisecond, time.Minute)
 
+	sc, sd := &cfg.SSE, sse.DefaultOptions()
+	c.durIn("sse.heartbeat", &sc.Heartbeat, sd.Heartbeat, 100*time.Millisecond, 10*time.Minute)
+	c.durIn("sse.retry", &sc.Retry, sd.Retry, 100*time.Millisecond, 10*time.Minute)
+	c.intIn("sse.replay_events", &sc.ReplayEvents, sd.Replay, 1, 1<<20)
+	c.intIn("sse.client_queue_events", &sc.ClientQueueEvents, sd.ClientQueue, 1, 1<<20)
+	c.durIn("sse.linger", &sc.Linger, sd.Linger, time.Millisecond, time.Hour)
+	c.intIn("sse.max_topics_per_stream", &sc.MaxTopicsPerStream, sd.MaxTopics, 1, 1024)
+	c.intIn("sse.max_publish_bytes", &sc.MaxPublishBytes, sd.MaxPublishBytes, 1, 64<<20)
+
 	c.intIn("limits.max_connections", &cfg.Limits.MaxConnections, 10000, 1, 10_000_000)
 	sl := &cfg.Limits.STOMP
 	c.intIn("limits.stomp.max_frame_bytes", &sl.MaxFrameBytes, 128<<10, 256, 64<<20)
@@ -316,14 +348,20 @@ func (cfg *Config) check(c *checker) {
 	for _, name := range names {
 		b := cfg.Backends[name]
 		p := "backends." + name
-		if !protocols[b.Protocol] {
-			c.fail(p+".protocol", "%q is not a supported protocol (stomp)", b.Protocol)
+		if !backendProtocols[b.Protocol] {
+			c.fail(p+".protocol", "%q is not a supported protocol (stomp, amqp, nats)", b.Protocol)
+		}
+		if b.Exchange != "" && b.Protocol != "amqp" {
+			c.fail(p+".exchange", "only amqp backends have an exchange")
 		}
 		if _, port, err := net.SplitHostPort(b.Address); err != nil || port == "" {
 			c.fail(p+".address", "%q is not host:port", b.Address)
 		}
 		if b.VHost == "" {
 			b.VHost = "/"
+		}
+		if b.Exchange == "" && b.Protocol == "amqp" {
+			b.Exchange = "amq.topic"
 		}
 		c.durIn(p+".dial_timeout", &b.DialTimeout, 5*time.Second, 10*time.Millisecond, time.Minute)
 		cfg.Backends[name] = b
@@ -343,15 +381,16 @@ func (cfg *Config) check(c *checker) {
 			c.fail(p+".path", "%q is already taken", r.Path)
 		}
 		seen[r.Path] = true
-		if !protocols[r.Protocol] {
-			c.fail(p+".protocol", "%q is not a supported protocol (stomp)", r.Protocol)
+		serves, known := routeBackends[r.Protocol]
+		if !known {
+			c.fail(p+".protocol", "%q is not a supported route protocol (stomp, sse, publish)", r.Protocol)
 		}
 		b, ok := cfg.Backends[r.Backend]
 		switch {
 		case !ok:
 			c.fail(p+".backend", "%q is not defined under backends", r.Backend)
-		case b.Protocol != r.Protocol:
-			c.fail(p+".backend", "backend %q speaks %s, not %s", r.Backend, b.Protocol, r.Protocol)
+		case known && !serves[b.Protocol]:
+			c.fail(p+".backend", "backend %q speaks %s, which cannot serve a %s route", r.Backend, b.Protocol, r.Protocol)
 		}
 	}
 }

@@ -14,12 +14,14 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/sse"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -120,10 +122,12 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen
 			return err
 		}
 	}
-	srv, err := buildServer(cfg, kr, log)
+	gw, err := buildServer(cfg, kr, log)
 	if err != nil {
 		return err
 	}
+	defer gw.close()
+	srv := gw.srv
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
@@ -162,9 +166,27 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// gateway is the wired server and what must be closed after it.
+type gateway struct {
+	srv     *bridge.Server
+	hubs    []*sse.Hub
+	brokers []bridge.Broker
+}
+
+// close ends SSE topics and broker connections once the server is down.
+func (g *gateway) close() {
+	for _, h := range g.hubs {
+		h.Close()
+	}
+	for _, b := range g.brokers {
+		b.Close()
+	}
+}
+
 // buildServer wires routes to adapters and backends.
-func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*bridge.Server, error) {
-	srv := bridge.NewServer(log, cfg.Limits.MaxConnections)
+func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, error) {
+	g := &gateway{srv: bridge.NewServer(log, cfg.Limits.MaxConnections)}
+	srv := g.srv
 	ws := bridge.WSOptions{
 		MaxMessageBytes:  cfg.WebSocket.MaxMessageBytes,
 		ReadBufferBytes:  cfg.WebSocket.ReadBufferBytes,
@@ -173,30 +195,82 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*bridge.Se
 		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout),
 		Compression:      cfg.WebSocket.Compression,
 	}
+	creds := map[string]*keyring.Credential{}
+	for name, b := range cfg.Backends {
+		if b.Credential == "" {
+			continue
+		}
+		c, err := kr.Get(b.Credential)
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("backend %q: %w in %s", name, err, kr.Path())
+		}
+		creds[name] = &c
+	}
+	hubs := map[string]*sse.Hub{}
+	hubFor := func(name string) (*sse.Hub, error) {
+		if h, ok := hubs[name]; ok {
+			return h, nil
+		}
+		b := cfg.Backends[name]
+		var broker bridge.Broker
+		switch b.Protocol {
+		case "amqp":
+			broker = bridge.NewAMQP(bridge.AMQPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name],
+				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log})
+		case "nats":
+			n, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + b.Address, Credential: creds[name],
+				DialTimeout: time.Duration(b.DialTimeout), Log: log})
+			if err != nil {
+				return nil, fmt.Errorf("backend %q: %w", name, err)
+			}
+			broker = n
+		}
+		g.brokers = append(g.brokers, broker)
+		srv.AddReadyCheck(name, broker.Ready)
+		sc := cfg.SSE
+		h := sse.NewHub(broker, sse.Options{
+			Heartbeat: time.Duration(sc.Heartbeat), Retry: time.Duration(sc.Retry), Replay: sc.ReplayEvents,
+			ClientQueue: sc.ClientQueueEvents, Linger: time.Duration(sc.Linger), WriteTimeout: ws.WriteTimeout,
+			MaxTopics: sc.MaxTopicsPerStream, MaxPublishBytes: sc.MaxPublishBytes,
+			Origins: cfg.origins, Conns: srv.Conns, Log: log,
+		})
+		hubs[name] = h
+		g.hubs = append(g.hubs, h)
+		return h, nil
+	}
 	sl := cfg.Limits.STOMP
 	for _, r := range cfg.Routes {
 		b := cfg.Backends[r.Backend]
-		var cred *keyring.Credential
-		if b.Credential != "" {
-			c, err := kr.Get(b.Credential)
+		path := strings.TrimSuffix(r.Path, "/")
+		switch r.Protocol {
+		case "stomp":
+			relay := stomp.NewRelay(stomp.Options{
+				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHost: b.VHost,
+				DialTimeout: time.Duration(b.DialTimeout),
+				Limits: validate.STOMPLimits{
+					MaxFrameBytes: sl.MaxFrameBytes, MaxHeaders: sl.MaxHeaders, MaxHeaderLineBytes: sl.MaxHeaderLineBytes,
+				},
+				MaxBrokerFrameBytes: sl.MaxBrokerFrameBytes,
+				WS:                  ws, Origins: cfg.origins, Conns: srv.Conns, Log: log,
+			})
+			srv.Handle(r.Path, relay)
+			srv.AddReadyCheck(r.Backend, relay.Ready)
+		case "sse", "publish":
+			h, err := hubFor(r.Backend)
 			if err != nil {
-				return nil, fmt.Errorf("backend %q: %w in %s", r.Backend, err, kr.Path())
+				g.close()
+				return nil, err
 			}
-			cred = &c
+			handler := h.StreamHandler(path)
+			if r.Protocol == "publish" {
+				handler = h.PublishHandler(path)
+			}
+			srv.Handle(path, handler)
+			srv.Handle(path+"/", handler)
 		}
-		relay := stomp.NewRelay(stomp.Options{
-			Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: cred, VHost: b.VHost,
-			DialTimeout: time.Duration(b.DialTimeout),
-			Limits: validate.STOMPLimits{
-				MaxFrameBytes: sl.MaxFrameBytes, MaxHeaders: sl.MaxHeaders, MaxHeaderLineBytes: sl.MaxHeaderLineBytes,
-			},
-			MaxBrokerFrameBytes: sl.MaxBrokerFrameBytes,
-			WS:                  ws, Origins: cfg.origins, Conns: srv.Conns, Log: log,
-		})
-		srv.Handle(r.Path, relay)
-		srv.AddReadyCheck(r.Backend, relay.Ready)
 	}
-	return srv, nil
+	return g, nil
 }
 
 // keyringLocation resolves the keyring path and how to get its key.

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -270,6 +272,63 @@ func TestServeStartupErrors(t *testing.T) {
 		_, errOut, code := wsbridge(t, "", "-config", cfg, "-listen", "127.0.0.1:0")
 		if code != 1 || !strings.Contains(errOut, tt.want) {
 			t.Fatalf("%s: exit %d, stderr %q, want %q", tt.name, code, errOut, tt.want)
+		}
+	}
+}
+
+// One config serves /stomp, /sse and /publish on RabbitMQ: a STOMP SEND to
+// /topic/prices.eur and an HTTP publish both reach an SSE subscriber of
+// prices.eur, and an SSE stream sees what STOMP subscribers see.
+func TestCrossProtocolSTOMPToSSE(t *testing.T) {
+	brokertest.RabbitAMQP(t)
+	g, _ := serveRabbitMQExample(t)
+	topic := fmt.Sprintf("prices.eur%d", time.Now().UnixNano())
+
+	resp, err := http.Get("http://" + g.addr + "/sse/" + topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+
+	c := &wsClient{msgs: make(chan []byte, 16), closed: make(chan error, 1)}
+	conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: "ws://" + g.addr + "/stomp",
+		RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go conn.ReadLoop()
+	defer conn.WriteClose(1000, nil)
+	conn.WriteString("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00SEND\ndestination:/topic/" + topic + "\n\nfrom stomp\x00")
+	post, err := http.Post("http://"+g.addr+"/publish/"+topic, "application/json", strings.NewReader(`{"p":1.01}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post.Body.Close()
+	if post.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish: %d", post.StatusCode)
+	}
+	want := map[string]bool{"data: from stomp": false, `data: {"p":1.01}`: false}
+	timeout := time.After(10 * time.Second)
+	for seen := 0; seen < len(want); {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			if done, ok := want[l]; ok && !done {
+				want[l] = true
+				seen++
+			}
+		case <-timeout:
+			t.Fatalf("SSE subscriber did not get everything: %v", want)
 		}
 	}
 }

@@ -1,0 +1,205 @@
+package sse
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
+)
+
+func natsBroker(t testing.TB) bridge.Broker {
+	t.Helper()
+	b, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + brokertest.NATS(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func amqpBroker(t testing.TB, addr string) bridge.Broker {
+	t.Helper()
+	cred := brokertest.RabbitCredential(t)
+	b := bridge.NewAMQP(bridge.AMQPOptions{Address: addr, Credential: &cred, DialTimeout: time.Second})
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// backends are the brokers every behaviour test runs against.
+func backends(t *testing.T) map[string]func(testing.TB) bridge.Broker {
+	return map[string]func(testing.TB) bridge.Broker{
+		"nats": natsBroker,
+		"amqp": func(t testing.TB) bridge.Broker { return amqpBroker(t, brokertest.RabbitAMQP(t)) },
+	}
+}
+
+type hubServer struct {
+	url string
+	hub *Hub
+	srv *bridge.Server
+}
+
+func startHub(t testing.TB, b bridge.Broker, o Options) *hubServer {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := bridge.NewServer(log, 0)
+	if o.Origins == nil {
+		o.Origins, _ = bridge.NewOrigins([]string{"http://app.example"})
+	}
+	o.Conns, o.Log = srv.Conns, log
+	h := NewHub(b, o)
+	srv.Handle("/sse", h.StreamHandler("/sse"))
+	srv.Handle("/sse/", h.StreamHandler("/sse"))
+	srv.Handle("/publish/", h.PublishHandler("/publish"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		h.Close()
+		<-done
+	})
+	return &hubServer{url: "http://" + ln.Addr().String(), hub: h, srv: srv}
+}
+
+func (s *hubServer) publish(t testing.TB, topic, body string) {
+	t.Helper()
+	resp, err := http.Post(s.url+"/publish/"+topic, "text/plain", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("publish %s: %d %s", topic, resp.StatusCode, b)
+	}
+}
+
+// sseEvent is one parsed event.
+type sseEvent struct {
+	id, typ, data, retry string
+	comment              bool
+}
+
+// stream is an open SSE response being parsed.
+type stream struct {
+	resp   *http.Response
+	events chan sseEvent
+	done   chan struct{}
+	cancel context.CancelFunc
+}
+
+func openStream(t testing.TB, url string, header http.Header) *stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		cancel()
+		t.Fatalf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	s := &stream{resp: resp, events: make(chan sseEvent, 4096), done: make(chan struct{}), cancel: cancel}
+	go s.read()
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *stream) close() {
+	s.cancel()
+	s.resp.Body.Close()
+	<-s.done
+}
+
+// read parses the stream per the HTML5 EventSource rules that matter here.
+func (s *stream) read() {
+	defer close(s.done)
+	sc := bufio.NewScanner(s.resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var ev sseEvent
+	var data []string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if ev.comment || data != nil || ev.typ != "" || ev.retry != "" {
+				ev.data = strings.Join(data, "\n")
+				s.events <- ev
+			}
+			ev, data = sseEvent{}, nil
+		case strings.HasPrefix(line, ":"):
+			ev.comment = true
+		default:
+			field, value, _ := strings.Cut(line, ":")
+			value = strings.TrimPrefix(value, " ")
+			switch field {
+			case "id":
+				ev.id = value
+			case "event":
+				ev.typ = value
+			case "data":
+				data = append(data, value)
+			case "retry":
+				ev.retry = value
+			}
+		}
+	}
+}
+
+// next returns the next event that is not a comment or retry hint.
+func (s *stream) next(t testing.TB) sseEvent {
+	t.Helper()
+	for {
+		select {
+		case ev := <-s.events:
+			if ev.comment || ev.retry != "" {
+				continue
+			}
+			return ev
+		case <-s.done:
+			t.Fatal("stream ended while waiting for an event")
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event within 10s")
+		}
+	}
+}
+
+// ended waits for the server to end the stream.
+func (s *stream) ended(t testing.TB) {
+	t.Helper()
+	for {
+		select {
+		case <-s.events:
+		case <-s.done:
+			return
+		case <-time.After(10 * time.Second):
+			t.Fatal("stream not ended within 10s")
+		}
+	}
+}
+
+func uniqueTopic(t testing.TB) string {
+	return fmt.Sprintf("wsbridge.test.%s.%d", strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()), time.Now().UnixNano())
+}

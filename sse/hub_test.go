@@ -1,0 +1,368 @@
+package sse
+
+import (
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
+)
+
+func TestStreamDeliversPublishes(t *testing.T) {
+	for name, newBroker := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			s := startHub(t, newBroker(t), Options{})
+			topic := uniqueTopic(t)
+			st := openStream(t, s.url+"/sse/"+topic, nil)
+			h := st.resp.Header
+			if h.Get("Content-Type") != "text/event-stream" || h.Get("Cache-Control") != "no-cache" || h.Get("X-Accel-Buffering") != "no" {
+				t.Fatalf("headers: %v", h)
+			}
+			first := <-st.events // the retry hint comes first
+			if first.retry != "2000" {
+				t.Fatalf("first event %+v, want the retry hint", first)
+			}
+			s.publish(t, topic, `{"p":1.01}`)
+			s.publish(t, topic, "line one\nline two\r\nline three")
+			e1, e2 := st.next(t), st.next(t)
+			if e1.data != `{"p":1.01}` || e1.typ != "" || e1.id == "" {
+				t.Fatalf("event 1: %+v", e1)
+			}
+			if e2.data != "line one\nline two\nline three" {
+				t.Fatalf("multi-line event: %q", e2.data)
+			}
+			if e1.id >= e2.id && len(e1.id) == len(e2.id) {
+				t.Fatalf("ids not increasing: %q then %q", e1.id, e2.id)
+			}
+		})
+	}
+}
+
+func TestMultiTopicStreamNamesTopics(t *testing.T) {
+	s := startHub(t, natsBroker(t), Options{})
+	a, b := uniqueTopic(t)+".a", uniqueTopic(t)+".b"
+	st := openStream(t, s.url+"/sse?topic="+a+"&topic="+b, nil)
+	s.publish(t, a, "to a")
+	s.publish(t, b, "to b")
+	if e := st.next(t); e.typ != a || e.data != "to a" {
+		t.Fatalf("got %+v", e)
+	}
+	if e := st.next(t); e.typ != b || e.data != "to b" {
+		t.Fatalf("got %+v", e)
+	}
+}
+
+func TestBinaryPayloadIsBase64(t *testing.T) {
+	s := startHub(t, natsBroker(t), Options{})
+	topic := uniqueTopic(t)
+	st := openStream(t, s.url+"/sse/"+topic, nil)
+	raw := "\xff\x00\xfebinary\n"
+	s.publish(t, topic, raw)
+	e := st.next(t)
+	got, err := base64.StdEncoding.DecodeString(e.data)
+	if e.typ != "binary" || err != nil || string(got) != raw {
+		t.Fatalf("got %+v (%v)", e, err)
+	}
+}
+
+// Every one of many clients gets every event, in order, from one upstream
+// subscription.
+func TestManyClientsGetEverythingInOrder(t *testing.T) {
+	for name, newBroker := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			s := startHub(t, newBroker(t), Options{ClientQueue: 1024})
+			topic := uniqueTopic(t)
+			const clients, events = 200, 100
+			streams := make([]*stream, clients)
+			for i := range streams {
+				streams[i] = openStream(t, s.url+"/sse/"+topic, nil)
+			}
+			for i := range events {
+				s.publish(t, topic, fmt.Sprint(i))
+			}
+			var wg sync.WaitGroup
+			errs := make(chan string, clients)
+			for i, st := range streams {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for want := 0; want < events; {
+						select {
+						case ev := <-st.events:
+							if ev.comment || ev.retry != "" {
+								continue
+							}
+							if ev.data != fmt.Sprint(want) {
+								errs <- fmt.Sprintf("client %d: event %d is %q", i, want, ev.data)
+								return
+							}
+							want++
+						case <-time.After(10 * time.Second):
+							errs <- fmt.Sprintf("client %d: stuck at event %d", i, want)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			close(errs)
+			for e := range errs {
+				t.Error(e)
+			}
+			if st := s.hub.Stats(); st.UpstreamSubs != 1 || st.Topics != 1 {
+				t.Fatalf("%d upstream subscriptions for one topic (stats %+v)", st.UpstreamSubs, st)
+			}
+		})
+	}
+}
+
+// After a disconnect, Last-Event-ID (or lastEventId) gets exactly the
+// missed events; an id the hub no longer covers gets a reset event.
+func TestResumeWithLastEventID(t *testing.T) {
+	for name, newBroker := range backends(t) {
+		t.Run(name, func(t *testing.T) {
+			s := startHub(t, newBroker(t), Options{Replay: 8, Linger: time.Minute})
+			topic := uniqueTopic(t)
+			st := openStream(t, s.url+"/sse/"+topic, nil)
+			for i := 1; i <= 3; i++ {
+				s.publish(t, topic, fmt.Sprint(i))
+			}
+			var last sseEvent
+			for range 3 {
+				last = st.next(t)
+			}
+			st.close()
+			for i := 4; i <= 6; i++ {
+				s.publish(t, topic, fmt.Sprint(i))
+			}
+			for _, how := range []string{"header", "query"} {
+				url, hdr := s.url+"/sse/"+topic, http.Header{"Last-Event-ID": {last.id}}
+				if how == "query" {
+					url, hdr = url+"?lastEventId="+last.id, nil
+				}
+				again := openStream(t, url, hdr)
+				var got []string
+				for range 3 {
+					got = append(got, again.next(t).data)
+				}
+				if strings.Join(got, ",") != "4,5,6" {
+					t.Fatalf("%s resume got %v, want 4,5,6", how, got)
+				}
+				s.publish(t, topic, "live")
+				if e := again.next(t); e.data != "live" {
+					t.Fatalf("%s resume: after the replay got %q, want live (a duplicate or gap)", how, e.data)
+				}
+				again.close()
+			}
+			// 10 more events push event 3 out of the 8-event ring.
+			for i := range 10 {
+				s.publish(t, topic, fmt.Sprint(100+i))
+			}
+			old := openStream(t, s.url+"/sse/"+topic, http.Header{"Last-Event-ID": {last.id}})
+			if e := old.next(t); e.typ != "reset" || !strings.Contains(e.data, last.id) {
+				t.Fatalf("too-old id: got %+v, want a reset event", e)
+			}
+			foreign := openStream(t, s.url+"/sse/"+topic, http.Header{"Last-Event-ID": {"cafebabe-7"}})
+			if e := foreign.next(t); e.typ != "reset" {
+				t.Fatalf("id from another process: got %+v, want reset", e)
+			}
+		})
+	}
+}
+
+// The upstream subscription outlives its last client by the linger time,
+// then goes.
+func TestUpstreamSubscriptionLingersThenGoes(t *testing.T) {
+	s := startHub(t, natsBroker(t), Options{Linger: 100 * time.Millisecond})
+	topic := uniqueTopic(t)
+	a := openStream(t, s.url+"/sse/"+topic, nil)
+	b := openStream(t, s.url+"/sse/"+topic, nil)
+	s.publish(t, topic, "x")
+	a.next(t)
+	b.next(t)
+	a.close()
+	b.close()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.hub.Stats().Topics != 0 { // no event marks the timer's end; poll
+		if time.Now().After(deadline) {
+			t.Fatalf("topic still subscribed: %+v", s.hub.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := openStream(t, s.url+"/sse/"+topic, nil)
+	s.publish(t, topic, "y")
+	if e := c.next(t); e.data != "y" {
+		t.Fatalf("after resubscribing got %q", e.data)
+	}
+	if n := s.hub.Stats().UpstreamSubs; n != 2 {
+		t.Fatalf("%d upstream subscriptions, want 2 (one per lifetime)", n)
+	}
+}
+
+// A client that stops reading is dropped once its queue is full; the
+// others keep receiving everything, and the hub holds no more than the
+// queue for it.
+func TestSlowClientIsDroppedOthersUnaffected(t *testing.T) {
+	s := startHub(t, natsBroker(t), Options{ClientQueue: 4, WriteTimeout: 500 * time.Millisecond, MaxPublishBytes: 128 << 10})
+	topic := uniqueTopic(t)
+	fast := openStream(t, s.url+"/sse/"+topic, nil)
+	// The slow client asks for the stream and never reads a byte.
+	slow, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.(*net.TCPConn).SetReadBuffer(4096)
+	fmt.Fprintf(slow, "GET /sse/%s HTTP/1.1\r\nHost: x\r\n\r\n", topic)
+	for s.hub.Stats().Clients != 2 { // no event tells when the server registered it
+		time.Sleep(5 * time.Millisecond)
+	}
+	big := strings.Repeat("x", 100<<10)
+	const n = 300 // 30 MB: more than loopback socket buffers hold
+	go func() {
+		for i := range n {
+			s.publish(t, topic, fmt.Sprintf("%d:%s", i, big))
+		}
+	}()
+	for i := range n {
+		e := fast.next(t)
+		if !strings.HasPrefix(e.data, fmt.Sprintf("%d:", i)) {
+			t.Fatalf("fast client: event %d is %.10q", i, e.data)
+		}
+	}
+	st := s.hub.Stats()
+	if st.SlowDropped != 1 || st.Clients != 1 {
+		t.Fatalf("stats %+v: want the slow client dropped and only the fast one left", st)
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	s := startHub(t, natsBroker(t), Options{MaxPublishBytes: 1024, MaxTopics: 2})
+	tests := []struct {
+		name, method, path, origin, body string
+		status                           int
+		mention                          string
+	}{
+		{"no topic", "GET", "/sse", "", "", 400, "name a topic"},
+		{"wildcard", "GET", "/sse/prices.*", "", "", 400, "wildcard"},
+		{"mqtt wildcard", "GET", "/sse?topic=a.%23", "", "", 400, "wildcard"},
+		{"empty word", "GET", "/sse/a..b", "", "", 400, "empty word"},
+		{"control character", "GET", "/sse?topic=a%0Ab", "", "", 400, "not allowed"},
+		{"too long", "GET", "/sse/" + strings.Repeat("x", 300), "", "", 400, "longer than"},
+		{"too many topics", "GET", "/sse?topic=a&topic=b&topic=c", "", "", 400, "at most 2"},
+		{"foreign origin", "GET", "/sse/a", "http://evil.example", "", 403, "allowed_origins"},
+		{"publish foreign origin", "POST", "/publish/a", "http://evil.example", "x", 403, "allowed_origins"},
+		{"publish bad topic", "POST", "/publish/a/b", "", "x", 400, "not allowed"},
+		{"publish too large", "POST", "/publish/a", "", strings.Repeat("x", 2000), 413, "1024-byte limit"},
+		{"publish with GET", "GET", "/publish/a", "", "", 405, "POST"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest(tt.method, s.url+tt.path, strings.NewReader(tt.body))
+			if tt.origin != "" {
+				req.Header.Set("Origin", tt.origin)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || !strings.Contains(string(b), tt.mention) {
+				t.Fatalf("%d %q, want %d mentioning %q", resp.StatusCode, b, tt.status, tt.mention)
+			}
+		})
+	}
+	// A chunked body without Content-Length is cut at the limit too.
+	pr, pw := io.Pipe()
+	go func() { pw.Write([]byte(strings.Repeat("y", 4096))); pw.Close() }()
+	resp, err := http.Post(s.url+"/publish/a", "text/plain", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Fatalf("chunked oversize publish: %d", resp.StatusCode)
+	}
+}
+
+func TestCORS(t *testing.T) {
+	s := startHub(t, natsBroker(t), Options{})
+	req, _ := http.NewRequest("OPTIONS", s.url+"/publish/a", nil)
+	req.Header.Set("Origin", "http://app.example")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "http://app.example" ||
+		!strings.Contains(resp.Header.Get("Access-Control-Allow-Methods"), "POST") {
+		t.Fatalf("preflight: %d %v", resp.StatusCode, resp.Header)
+	}
+	st := openStream(t, s.url+"/sse/"+uniqueTopic(t), http.Header{"Origin": {"http://app.example"}})
+	if st.resp.Header.Get("Access-Control-Allow-Origin") != "http://app.example" {
+		t.Fatalf("stream CORS headers: %v", st.resp.Header)
+	}
+}
+
+func TestBackendDown(t *testing.T) {
+	dead := brokertest.DeadAddr(t)
+	s := startHub(t, amqpBroker(t, dead), Options{})
+	for _, req := range []struct{ method, path string }{{"GET", "/sse/a"}, {"POST", "/publish/a"}} {
+		r, _ := http.NewRequest(req.method, s.url+req.path, strings.NewReader("x"))
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "unavailable") {
+			t.Fatalf("%s %s with the broker down: %d %q %v", req.method, req.path, resp.StatusCode, b, resp.Header)
+		}
+	}
+}
+
+// When the broker connection drops, open streams end so EventSource
+// reconnects; the reconnect resubscribes.
+func TestStreamsEndWhenBrokerDrops(t *testing.T) {
+	tap := brokertest.NewTapProxy(t, brokertest.RabbitAMQP(t))
+	s := startHub(t, amqpBroker(t, tap.Addr()), Options{})
+	topic := uniqueTopic(t)
+	st := openStream(t, s.url+"/sse/"+topic, nil)
+	s.publish(t, topic, "before")
+	if e := st.next(t); e.data != "before" {
+		t.Fatalf("got %q", e.data)
+	}
+	tap.Cut()
+	st.ended(t)
+	again := openStream(t, s.url+"/sse/"+topic, nil)
+	s.publish(t, topic, "after")
+	if e := again.next(t); e.data != "after" {
+		t.Fatalf("after reconnect got %q", e.data)
+	}
+}
+
+func TestHeartbeatComments(t *testing.T) {
+	s := startHub(t, natsBroker(t), Options{Heartbeat: 50 * time.Millisecond})
+	st := openStream(t, s.url+"/sse/"+uniqueTopic(t), nil)
+	for seen := 0; seen < 2; {
+		select {
+		case e := <-st.events:
+			if e.comment {
+				seen++
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no heartbeat comment")
+		}
+	}
+}
+
+var _ bridge.Broker = (*bridge.NATS)(nil)
