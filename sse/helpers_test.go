@@ -39,6 +39,17 @@ func backends(t *testing.T) map[string]func(testing.TB) bridge.Broker {
 	return map[string]func(testing.TB) bridge.Broker{
 		"nats": natsBroker,
 		"amqp": func(t testing.TB) bridge.Broker { return amqpBroker(t, brokertest.RabbitAMQP(t)) },
+		"mqtt": func(t testing.TB) bridge.Broker {
+			b := bridge.NewMQTT(bridge.MQTTOptions{Address: brokertest.Mosquitto(t)})
+			t.Cleanup(func() { b.Close() })
+			return b
+		},
+		"stomp": func(t testing.TB) bridge.Broker {
+			cred := brokertest.RabbitCredential(t)
+			b := bridge.NewSTOMP(bridge.STOMPOptions{Address: brokertest.RabbitSTOMP(t), Credential: &cred})
+			t.Cleanup(func() { b.Close() })
+			return b
+		},
 	}
 }
 

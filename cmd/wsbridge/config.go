@@ -277,15 +277,15 @@ func (c *checker) durIn(path string, v *Duration, def, lo, hi time.Duration) {
 }
 
 // backendProtocols are the brokers the gateway can talk to.
-var backendProtocols = map[string]bool{"stomp": true, "amqp": true, "nats": true}
+var backendProtocols = map[string]bool{"stomp": true, "amqp": true, "nats": true, "mqtt": true}
 
 // routeBackends says, for each route protocol, which backend protocols can
 // serve it: STOMP relays to a STOMP broker; SSE and HTTP publish go
 // through a bridge.Broker.
 var routeBackends = map[string]map[string]bool{
 	"stomp":   {"stomp": true},
-	"sse":     {"amqp": true, "nats": true},
-	"publish": {"amqp": true, "nats": true},
+	"sse":     {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
+	"publish": {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
 }
 
 func (cfg *Config) check(c *checker) {
@@ -349,7 +349,7 @@ func (cfg *Config) check(c *checker) {
 		b := cfg.Backends[name]
 		p := "backends." + name
 		if !backendProtocols[b.Protocol] {
-			c.fail(p+".protocol", "%q is not a supported protocol (stomp, amqp, nats)", b.Protocol)
+			c.fail(p+".protocol", "%q is not a supported protocol (stomp, amqp, nats, mqtt)", b.Protocol)
 		}
 		if b.Exchange != "" && b.Protocol != "amqp" {
 			c.fail(p+".exchange", "only amqp backends have an exchange")

@@ -225,9 +225,15 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 				return nil, fmt.Errorf("backend %q: %w", name, err)
 			}
 			broker = n
+		case "mqtt":
+			broker = bridge.NewMQTT(bridge.MQTTOptions{Address: b.Address, Credential: creds[name],
+				DialTimeout: time.Duration(b.DialTimeout), Log: log})
+		case "stomp":
+			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name],
+				DialTimeout: time.Duration(b.DialTimeout), Log: log})
 		}
 		g.brokers = append(g.brokers, broker)
-		srv.AddReadyCheck(name, broker.Ready)
+		srv.AddReadyCheck(name, broker.Ready) // replaces a relay's check of the same backend
 		sc := cfg.SSE
 		h := sse.NewHub(broker, sse.Options{
 			Heartbeat: time.Duration(sc.Heartbeat), Retry: time.Duration(sc.Retry), Replay: sc.ReplayEvents,

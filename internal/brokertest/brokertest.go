@@ -113,3 +113,8 @@ func DeadAddr(t testing.TB) string {
 	ln.Close()
 	return addr
 }
+
+// Mosquitto is an MQTT broker (anonymous on our machines).
+func Mosquitto(t testing.TB) string {
+	return Addr(t, "WSBRIDGE_TEST_MQTT_ADDR", "127.0.0.1:1883", "Mosquitto")
+}

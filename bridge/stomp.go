@@ -1,0 +1,174 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/go-stomp/stomp/v3"
+	"github.com/wsbridge/wsbridge/keyring"
+)
+
+// STOMPOptions configure a STOMP broker used through bridge.Broker.
+type STOMPOptions struct {
+	Address     string // host:port
+	VHost       string // CONNECT host; RabbitMQ reads it as the vhost
+	Credential  *keyring.Credential
+	DialTimeout time.Duration
+	Log         *slog.Logger
+}
+
+// STOMP is a Broker on go-stomp. Topic "x" is destination /topic/x;
+// publishes wait for a RECEIPT. A lost connection ends its subscriptions;
+// the next use dials again.
+type STOMP struct {
+	o STOMPOptions
+
+	mu   sync.Mutex
+	conn *stomp.Conn
+	lost chan struct{} // closed when conn fails
+}
+
+// NewSTOMP returns a STOMP broker; it connects on first use.
+func NewSTOMP(o STOMPOptions) *STOMP {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.VHost == "" {
+		o.VHost = "/"
+	}
+	return &STOMP{o: o}
+}
+
+func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil {
+		return s.conn, s.lost, nil
+	}
+	d := net.Dialer{Timeout: s.o.DialTimeout}
+	nc, err := d.DialContext(ctx, "tcp", s.o.Address)
+	if err != nil {
+		return nil, nil, fmt.Errorf("stomp %s: %v: %w", s.o.Address, err, ErrUnavailable)
+	}
+	opts := []func(*stomp.Conn) error{stomp.ConnOpt.Host(s.o.VHost), stomp.ConnOpt.HeartBeat(10*time.Second, 10*time.Second)}
+	if c := s.o.Credential; c != nil {
+		opts = append(opts, stomp.ConnOpt.Login(c.Username, c.Password.Reveal()))
+	}
+	conn, err := stomp.Connect(nc, opts...)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("stomp %s: %v: %w", s.o.Address, err, ErrUnavailable)
+	}
+	s.conn, s.lost = conn, make(chan struct{})
+	return conn, s.lost, nil
+}
+
+// drop forgets a failed connection so the next use dials again, and ends
+// its subscriptions.
+func (s *STOMP) drop(conn *stomp.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn == conn {
+		close(s.lost)
+		s.conn = nil
+		conn.MustDisconnect()
+	}
+}
+
+// Publish implements Broker.
+func (s *STOMP) Publish(ctx context.Context, m Message) error {
+	conn, _, err := s.connection(ctx)
+	if err != nil {
+		return err
+	}
+	if err := conn.Send("/topic/"+m.Topic, m.ContentType, m.Data, stomp.SendOpt.Receipt); err != nil {
+		s.drop(conn)
+		return fmt.Errorf("stomp: send: %v: %w", err, ErrUnavailable)
+	}
+	return nil
+}
+
+// Subscribe implements Broker.
+func (s *STOMP) Subscribe(ctx context.Context, topic string, fn func(Message)) (Subscription, error) {
+	conn, lost, err := s.connection(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sub, err := conn.Subscribe("/topic/"+topic, stomp.AckAuto)
+	if err != nil {
+		s.drop(conn)
+		return nil, fmt.Errorf("stomp: subscribe: %v: %w", err, ErrUnavailable)
+	}
+	ss := &stompSub{sub: sub, done: make(chan struct{}), ended: make(chan struct{})}
+	go func() {
+		defer close(ss.ended)
+		for m := range sub.C {
+			if m.Err != nil {
+				if !ss.unsubscribed() {
+					s.drop(conn)
+				}
+				break
+			}
+			fn(Message{Topic: topic, Data: m.Body, ContentType: m.ContentType})
+		}
+		ss.once.Do(func() { close(ss.done) })
+	}()
+	go func() { // a loss seen by another user of the connection ends this one too
+		select {
+		case <-lost:
+			ss.once.Do(func() { close(ss.done) })
+		case <-ss.ended:
+		}
+	}()
+	return ss, nil
+}
+
+type stompSub struct {
+	sub   *stomp.Subscription
+	once  sync.Once
+	done  chan struct{}
+	ended chan struct{}
+	unsub sync.Once
+	gone  bool
+	mu    sync.Mutex
+}
+
+func (s *stompSub) unsubscribed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.gone
+}
+
+func (s *stompSub) Done() <-chan struct{} { return s.done }
+
+func (s *stompSub) Unsubscribe() error {
+	var err error
+	s.unsub.Do(func() {
+		s.mu.Lock()
+		s.gone = true
+		s.mu.Unlock()
+		s.once.Do(func() {}) // not a loss: Done stays open
+		err = s.sub.Unsubscribe()
+		<-s.ended
+	})
+	return err
+}
+
+// Ready implements Broker.
+func (s *STOMP) Ready(ctx context.Context) error { return DialCheck(s.o.Address)(ctx) }
+
+// Close implements Broker.
+func (s *STOMP) Close() error {
+	s.mu.Lock()
+	conn := s.conn
+	s.conn = nil
+	s.mu.Unlock()
+	if conn != nil {
+		return conn.Disconnect()
+	}
+	return nil
+}
