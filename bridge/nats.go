@@ -75,9 +75,19 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 	return n, nil
 }
 
+// bounded gives ctx a deadline if it has none: nats.go's flush needs one.
+func (n *NATS) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, n.o.DialTimeout)
+}
+
 // Publish implements Broker. It returns after a round trip to the server,
 // so the server has the message.
 func (n *NATS) Publish(ctx context.Context, m Message) error {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	if !n.nc.IsConnected() {
 		return fmt.Errorf("nats: not connected: %w", ErrUnavailable)
 	}
@@ -96,6 +106,8 @@ func (n *NATS) Publish(ctx context.Context, m Message) error {
 
 // Subscribe implements Broker.
 func (n *NATS) Subscribe(ctx context.Context, topic string, fn func(Message)) (Subscription, error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	if !n.nc.IsConnected() {
 		return nil, fmt.Errorf("nats: not connected: %w", ErrUnavailable)
 	}

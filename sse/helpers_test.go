@@ -214,3 +214,7 @@ func (s *stream) ended(t testing.TB) {
 func uniqueTopic(t testing.TB) string {
 	return fmt.Sprintf("wsbridge.test.%s.%d", strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()), time.Now().UnixNano())
 }
+
+func brokerMessage(topic, body string) bridge.Message {
+	return bridge.Message{Topic: topic, Data: []byte(body)}
+}
