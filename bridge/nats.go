@@ -106,12 +106,22 @@ func (n *NATS) Publish(ctx context.Context, m Message) error {
 
 // Subscribe implements Broker.
 func (n *NATS) Subscribe(ctx context.Context, topic string, fn func(Message)) (Subscription, error) {
+	return n.subscribe(ctx, topic, "", fn)
+}
+
+// QueueSubscribe is Subscribe within a queue group: each message goes to
+// one member of the group.
+func (n *NATS) QueueSubscribe(ctx context.Context, topic, group string, fn func(Message)) (Subscription, error) {
+	return n.subscribe(ctx, topic, group, fn)
+}
+
+func (n *NATS) subscribe(ctx context.Context, topic, group string, fn func(Message)) (Subscription, error) {
 	ctx, cancel := n.bounded(ctx)
 	defer cancel()
 	if !n.nc.IsConnected() {
 		return nil, fmt.Errorf("nats: not connected: %w", ErrUnavailable)
 	}
-	sub, err := n.nc.Subscribe(topic, func(m *nats.Msg) {
+	sub, err := n.nc.QueueSubscribe(topic, group, func(m *nats.Msg) {
 		fn(Message{Topic: topic, Data: m.Data, ContentType: m.Header.Get("Content-Type")})
 	})
 	if err != nil {

@@ -1,0 +1,88 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// EmbeddedNATSOptions configure the in-process NATS server, wsbridge's
+// zero-setup default broker.
+type EmbeddedNATSOptions struct {
+	// Host must be a loopback address; the default is 127.0.0.1.
+	Host string
+	// Port is tried first (default 4222); when it is taken a free port is
+	// used and logged.
+	Port int
+	// StoreDir enables JetStream with storage there; empty leaves it off.
+	StoreDir string
+	Log      *slog.Logger
+}
+
+// EmbeddedNATS is a NATS server running inside the gateway process.
+type EmbeddedNATS struct {
+	s *server.Server
+}
+
+// StartEmbeddedNATS starts the server and waits until it accepts clients.
+func StartEmbeddedNATS(o EmbeddedNATSOptions) (*EmbeddedNATS, error) {
+	if o.Host == "" {
+		o.Host = "127.0.0.1"
+	}
+	if ip := net.ParseIP(o.Host); ip == nil || !ip.IsLoopback() {
+		return nil, fmt.Errorf("embedded nats: host %q is not a loopback address; the embedded server never listens beyond this machine", o.Host)
+	}
+	if o.Port == 0 {
+		o.Port = 4222
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	port := o.Port
+	if ln, err := net.Listen("tcp", net.JoinHostPort(o.Host, strconv.Itoa(port))); err != nil {
+		port = server.RANDOM_PORT
+	} else {
+		ln.Close()
+	}
+	opts := &server.Options{
+		ServerName: "wsbridge-embedded",
+		Host:       o.Host,
+		Port:       port,
+		NoLog:      true,
+		NoSigs:     true,
+		JetStream:  o.StoreDir != "",
+		StoreDir:   o.StoreDir,
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats: %w", err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("embedded nats: not ready within 10s")
+	}
+	e := &EmbeddedNATS{s: s}
+	if port != o.Port {
+		o.Log.Info("embedded nats: port taken, using a free one", "wanted", o.Port, "addr", e.Addr())
+	}
+	o.Log.Info("embedded nats started", "addr", e.Addr(), "jetstream", opts.JetStream)
+	return e, nil
+}
+
+// Addr is where the server listens.
+func (e *EmbeddedNATS) Addr() string { return e.s.Addr().String() }
+
+// Server is the in-process connection provider for bridge.NATSOptions.
+func (e *EmbeddedNATS) Server() *server.Server { return e.s }
+
+// Shutdown stops the server and waits for it.
+func (e *EmbeddedNATS) Shutdown() {
+	e.s.Shutdown()
+	e.s.WaitForShutdown()
+}
