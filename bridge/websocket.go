@@ -147,6 +147,9 @@ func StartKeepalive(interval time.Duration, ping func() error, dead func()) *Kee
 // every message.
 func (k *Keepalive) Touch() { k.activity.Add(1) }
 
+// Activity is a counter that changes whenever the peer sends something.
+func (k *Keepalive) Activity() uint32 { return k.activity.Load() }
+
 // Stop disarms the timer.
 func (k *Keepalive) Stop() {
 	k.mu.Lock()

@@ -1,8 +1,9 @@
-// Package stomp serves STOMP over WebSocket. In relay mode every client
-// frame is checked by validate, the CONNECT frame gets the route's keyring
-// credential instead of anything the client sent, and the checked bytes go
-// to a STOMP broker over TCP; broker frames come back one per WebSocket
-// message.
+// Package stomp serves STOMP over WebSocket. Every client frame is checked
+// by validate first. In relay mode the CONNECT frame gets the route's
+// keyring credential instead of anything the client sent, and the checked
+// bytes go to a STOMP broker over TCP; broker frames come back one per
+// WebSocket message. In translation mode the gateway terminates STOMP and
+// maps it onto a bridge.Broker (NATS, AMQP, MQTT).
 package stomp
 
 import (
@@ -29,7 +30,13 @@ var Subprotocols = []string{"v12.stomp", "v11.stomp", "v10.stomp"}
 type Options struct {
 	Route   string // the path, for logs
 	Backend string // the backend's name, for logs
-	Address string // host:port of the broker's STOMP listener
+	Address string // host:port of the broker's STOMP listener (relay mode)
+	// Broker, when set, selects translation mode: STOMP is terminated here
+	// and mapped onto it; Address and Credential are then unused.
+	Broker bridge.Broker
+	// HeartBeat is the gateway's own heart-beat offer in translation mode
+	// (default 10s); in relay mode the broker negotiates.
+	HeartBeat time.Duration
 	// Credential replaces the client's login and passcode; nil sends none.
 	Credential *keyring.Credential
 	// VHost is sent as the CONNECT host header (RabbitMQ reads it as the
@@ -63,6 +70,9 @@ func NewRelay(o Options) *Relay {
 	}
 	if o.VHost == "" {
 		o.VHost = "/"
+	}
+	if o.HeartBeat <= 0 {
+		o.HeartBeat = defaultHeartBeat
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
 	r.upgraders = bridge.NewUpgraders(handler{}, o.WS, Subprotocols, func() gws.SessionStorage {
@@ -99,8 +109,11 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	go ws.ReadLoop()
 }
 
-// Ready reports whether the broker accepts TCP connections.
+// Ready reports whether the broker is reachable.
 func (r *Relay) Ready(ctx context.Context) error {
+	if r.opts.Broker != nil {
+		return r.opts.Broker.Ready(ctx)
+	}
 	return bridge.DialCheck(r.opts.Address)(ctx)
 }
 

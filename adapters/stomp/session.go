@@ -61,8 +61,10 @@ type session struct {
 	upDone   chan struct{}
 	framesIn int
 
-	// upstream (read by onClose after upDone is closed)
-	framesOut int
+	tr *translator // translation mode only
+
+	framesOut atomic.Int64
+	done      chan struct{} // closed when the session has ended
 
 	disconnecting atomic.Bool   // the client sent DISCONNECT
 	version       atomic.Uint32 // negotiated STOMP version, for ERROR escaping
@@ -85,6 +87,10 @@ func (s *session) init(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.ws, s.remote, s.release, s.opened = ws, remote, release, time.Now()
 	s.in = validate.NewSTOMPScanner(o.Limits, false)
+	s.done = make(chan struct{})
+	if o.Broker != nil {
+		s.tr = newTranslator(s, o.Broker)
+	}
 	s.ka = bridge.StartKeepalive(o.WS.PingInterval, func() error {
 		s.ws.SetWriteDeadline(time.Now().Add(o.WS.WriteTimeout))
 		return s.ws.WritePing(nil)
@@ -127,7 +133,12 @@ func (s *session) onMessage(data []byte) {
 		if n == 0 {
 			break
 		}
-		if f != nil {
+		if f != nil && s.tr != nil {
+			s.framesIn++
+			if !s.tr.frame(f) {
+				return
+			}
+		} else if f != nil {
 			s.framesIn++
 			switch f.Command {
 			case validate.CmdConnect, validate.CmdStomp:
@@ -142,7 +153,7 @@ func (s *session) onMessage(data []byte) {
 		off += n
 	}
 	if s.up == nil {
-		start = off // heart-beat EOLs before CONNECT have nowhere to go
+		start = off // translation mode, or heart-beat EOLs before CONNECT: nothing to forward
 	}
 	if off > start && !s.forward(data[start:off]) {
 		return
@@ -246,7 +257,7 @@ func (s *session) readUpstream(up net.Conn) {
 				break
 			}
 			if f != nil {
-				s.framesOut++
+				s.framesOut.Add(1)
 				switch f.Command {
 				case validate.CmdConnected:
 					v := validate.STOMP10
@@ -297,6 +308,16 @@ func (s *session) brokerInvalid(err error) {
 	o := &s.relay.opts
 	o.Log.Warn("stomp broker sent an invalid frame", "route", o.Route, "backend", o.Backend, "error", err.Error())
 	s.finish("broker_protocol_error", "broker sent an invalid frame", "", bridge.CloseInternal)
+}
+
+// writeText writes a frame the gateway made itself.
+func (s *session) writeText(b []byte) bool {
+	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
+	if err := s.ws.WriteMessage(gws.OpcodeText, b); err != nil {
+		s.setOutcome("client_write_failed", err.Error())
+		return false
+	}
+	return true
 }
 
 // toClient writes one broker frame (or heart-beat) as one WebSocket
@@ -360,9 +381,13 @@ func (s *session) onClose(err error) {
 		s.setOutcome(outcome, reason)
 	}
 	s.ka.Stop()
+	close(s.done)
 	if s.up != nil {
 		s.up.Close()
 		<-s.upDone
+	}
+	if s.tr != nil {
+		s.tr.close()
 	}
 	o := &s.relay.opts
 	s.mu.Lock()
@@ -376,6 +401,6 @@ func (s *session) onClose(err error) {
 	}
 	o.Log.Log(context.Background(), level, "stomp connection closed", "route", o.Route, "remote", s.remote, "outcome", outcome,
 		"reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond).String(),
-		"frames_in", s.framesIn, "frames_out", s.framesOut)
+		"frames_in", s.framesIn, "frames_out", s.framesOut.Load())
 	s.release() // last: shutdown waits for it, and so sees the line logged
 }

@@ -1,0 +1,397 @@
+package stomp
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// Translation-mode limits per session.
+const (
+	maxSubscriptions  = 64
+	maxTransactions   = 16
+	maxTxMessages     = 1000
+	publishTimeout    = 10 * time.Second
+	defaultHeartBeat  = 10 * time.Second
+	heartBeatGraceMul = 2
+)
+
+// queueSubscriber is what /queue/ destinations need: NATS queue groups.
+type queueSubscriber interface {
+	QueueSubscribe(ctx context.Context, topic, group string, fn func(bridge.Message)) (bridge.Subscription, error)
+}
+
+// translator terminates STOMP for one session and maps it onto a
+// bridge.Broker: /topic/x is topic x, /queue/x is topic x in queue group
+// "queue.x" (one consumer gets each message).
+type translator struct {
+	s      *session
+	broker bridge.Broker
+
+	mu   sync.Mutex // guards subs against delivery callbacks
+	subs map[string]*tsub
+
+	txs   map[string][]bridge.Message // read loop only
+	msgID atomic.Uint64
+
+	hbOut, hbIn time.Duration
+	hbTimer     *time.Timer
+	hbSeen      uint32
+}
+
+type tsub struct {
+	id, dest string
+	ackMode  string
+	sub      bridge.Subscription
+}
+
+func newTranslator(s *session, b bridge.Broker) *translator {
+	return &translator{s: s, broker: b, subs: map[string]*tsub{}, txs: map[string][]bridge.Message{}}
+}
+
+// frame handles one checked client frame. It returns false when the
+// session has been ended.
+func (t *translator) frame(f *validate.STOMPFrame) bool {
+	s := t.s
+	var ok bool
+	switch f.Command {
+	case validate.CmdConnect, validate.CmdStomp:
+		ok = t.connect(f)
+	case validate.CmdSend:
+		ok = t.send(f)
+	case validate.CmdSubscribe:
+		ok = t.subscribe(f)
+	case validate.CmdUnsubscribe:
+		ok = t.unsubscribe(f)
+	case validate.CmdAck, validate.CmdNack:
+		ok = true // NATS core has no redelivery: acknowledgements are accepted and have no effect
+	case validate.CmdBegin, validate.CmdCommit, validate.CmdAbort:
+		ok = t.transaction(f)
+	case validate.CmdDisconnect:
+		s.disconnecting.Store(true)
+		if r, has := f.Header("receipt"); has {
+			s.writeText(fmt.Appendf(nil, "RECEIPT\nreceipt-id:%s\n\n\x00", r))
+		}
+		s.finish("disconnected", "", "", bridge.CloseNormal)
+		return false
+	}
+	if !ok {
+		return false
+	}
+	if r, has := f.Header("receipt"); has && f.Command != validate.CmdConnect && f.Command != validate.CmdStomp {
+		return s.writeText(fmt.Appendf(nil, "RECEIPT\nreceipt-id:%s\n\n\x00", r))
+	}
+	return true
+}
+
+// refuse ends the session with an ERROR for a frame the translation
+// cannot honour.
+func (t *translator) refuse(msg string) bool {
+	t.s.finish("rejected", msg, msg, bridge.ClosePolicy)
+	return false
+}
+
+func (t *translator) connect(f *validate.STOMPFrame) bool {
+	s := t.s
+	v := s.in.Version
+	s.version.Store(uint32(v))
+	var cx, cy time.Duration
+	if hb, ok := f.Header("heart-beat"); ok {
+		a, b, _ := strings.Cut(string(hb), ",")
+		x, _ := strconv.Atoi(a)
+		y, _ := strconv.Atoi(b)
+		cx, cy = time.Duration(x)*time.Millisecond, time.Duration(y)*time.Millisecond
+	}
+	ours := s.relay.opts.HeartBeat
+	if cy > 0 {
+		t.hbOut = max(cy, ours)
+	}
+	if cx > 0 {
+		t.hbIn = max(cx, ours)
+	}
+	frame := fmt.Appendf(nil, "CONNECTED\nversion:%s\nheart-beat:%d,%d\nserver:wsbridge\nsession:%p\n\n\x00",
+		v, ours.Milliseconds(), ours.Milliseconds(), s)
+	if v == validate.STOMP10 {
+		frame = fmt.Appendf(nil, "CONNECTED\nsession:%p\n\n\x00", s)
+		t.hbOut, t.hbIn = 0, 0
+	}
+	if !s.writeText(frame) {
+		return false
+	}
+	t.startHeartBeats()
+	return true
+}
+
+// startHeartBeats sends an EOL every hbOut and ends the session when the
+// client is silent for heartBeatGraceMul*hbIn, on one timer.
+func (t *translator) startHeartBeats() {
+	if t.hbOut == 0 && t.hbIn == 0 {
+		return
+	}
+	tick := t.hbOut
+	if tick == 0 || (t.hbIn > 0 && t.hbIn < tick) {
+		tick = t.hbIn
+	}
+	var lastIn time.Time = time.Now()
+	var lastOut time.Time = time.Now()
+	var fire func()
+	fire = func() {
+		s := t.s
+		if s.closing.Load() {
+			return
+		}
+		now := time.Now()
+		if seen := s.ka.Activity(); seen != t.hbSeen {
+			t.hbSeen, lastIn = seen, now
+		}
+		if t.hbIn > 0 && now.Sub(lastIn) > heartBeatGraceMul*t.hbIn {
+			s.finish("heartbeat_timeout", "no heart-beat from the client", "", bridge.CloseGoingAway)
+			return
+		}
+		if t.hbOut > 0 && now.Sub(lastOut) >= t.hbOut-tick/2 {
+			if !s.writeText([]byte("\n")) {
+				return
+			}
+			lastOut = now
+		}
+		t.s.mu.Lock()
+		if !s.closing.Load() {
+			t.hbTimer.Reset(tick)
+		}
+		t.s.mu.Unlock()
+	}
+	t.s.mu.Lock()
+	t.hbTimer = time.AfterFunc(tick, fire)
+	t.s.mu.Unlock()
+}
+
+// topicOf maps a STOMP destination onto a topic and, for /queue/, a queue
+// group.
+func topicOf(dest string) (topic, group string, err error) {
+	switch {
+	case strings.HasPrefix(dest, "/topic/"):
+		topic = dest[len("/topic/"):]
+	case strings.HasPrefix(dest, "/queue/"):
+		topic = dest[len("/queue/"):]
+		group = "queue." + topic
+	default:
+		return "", "", fmt.Errorf("destination %q: use /topic/<name> or /queue/<name>", dest)
+	}
+	if err := validate.Topic(topic); err != nil {
+		return "", "", err
+	}
+	return topic, group, nil
+}
+
+func (t *translator) send(f *validate.STOMPFrame) bool {
+	dest, _ := f.Header("destination")
+	topic, _, err := topicOf(unescape(dest, t.s.in.Version))
+	if err != nil {
+		return t.refuse(err.Error())
+	}
+	ct, _ := f.Header("content-type")
+	m := bridge.Message{Topic: topic, Data: append([]byte(nil), f.Body()...), ContentType: string(ct)}
+	if tx, ok := f.Header("transaction"); ok {
+		msgs, open := t.txs[string(tx)]
+		if !open {
+			return t.refuse(fmt.Sprintf("transaction %q is not open", tx))
+		}
+		if len(msgs) >= maxTxMessages {
+			return t.refuse(fmt.Sprintf("transaction %q holds more than %d messages", tx, maxTxMessages))
+		}
+		t.txs[string(tx)] = append(msgs, m)
+		return true
+	}
+	return t.publish(m)
+}
+
+func (t *translator) publish(m bridge.Message) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	if err := t.broker.Publish(ctx, m); err != nil {
+		t.s.relay.opts.Log.Warn("stomp publish failed", "route", t.s.relay.opts.Route, "error", err.Error())
+		t.s.finish("broker_unavailable", "broker unavailable", "the message was not published", bridge.CloseInternal)
+		return false
+	}
+	return true
+}
+
+func (t *translator) transaction(f *validate.STOMPFrame) bool {
+	txb, _ := f.Header("transaction")
+	tx := string(txb)
+	msgs, open := t.txs[tx]
+	switch f.Command {
+	case validate.CmdBegin:
+		if open {
+			return t.refuse(fmt.Sprintf("transaction %q is already open", tx))
+		}
+		if len(t.txs) >= maxTransactions {
+			return t.refuse(fmt.Sprintf("more than %d open transactions", maxTransactions))
+		}
+		t.txs[tx] = nil
+		return true
+	case validate.CmdCommit:
+		if !open {
+			return t.refuse(fmt.Sprintf("transaction %q is not open", tx))
+		}
+		delete(t.txs, tx)
+		for _, m := range msgs {
+			if !t.publish(m) {
+				return false
+			}
+		}
+		return true
+	default: // ABORT
+		if !open {
+			return t.refuse(fmt.Sprintf("transaction %q is not open", tx))
+		}
+		delete(t.txs, tx)
+		return true
+	}
+}
+
+func (t *translator) subscribe(f *validate.STOMPFrame) bool {
+	v := t.s.in.Version
+	idb, _ := f.Header("id")
+	id := unescape(idb, v)
+	if id == "" {
+		id = "default" // STOMP 1.0 allows SUBSCRIBE without an id
+	}
+	destb, _ := f.Header("destination")
+	dest := unescape(destb, v)
+	topic, group, err := topicOf(dest)
+	if err != nil {
+		return t.refuse(err.Error())
+	}
+	ack := "auto"
+	if a, ok := f.Header("ack"); ok {
+		ack = string(a)
+	}
+	t.mu.Lock()
+	_, dup := t.subs[id]
+	n := len(t.subs)
+	t.mu.Unlock()
+	if dup {
+		return t.refuse(fmt.Sprintf("subscription id %q is already in use", id))
+	}
+	if n >= maxSubscriptions {
+		return t.refuse(fmt.Sprintf("more than %d subscriptions on one connection", maxSubscriptions))
+	}
+	ts := &tsub{id: id, dest: dest, ackMode: ack}
+	deliver := func(m bridge.Message) { t.deliver(ts, m) }
+	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	defer cancel()
+	var sub bridge.Subscription
+	if group != "" {
+		qs, ok := t.broker.(queueSubscriber)
+		if !ok {
+			return t.refuse("/queue/ destinations need a NATS backend")
+		}
+		sub, err = qs.QueueSubscribe(ctx, topic, group, deliver)
+	} else {
+		sub, err = t.broker.Subscribe(ctx, topic, deliver)
+	}
+	if err != nil {
+		t.s.finish("broker_unavailable", "broker unavailable", "subscribing failed", bridge.CloseInternal)
+		return false
+	}
+	ts.sub = sub
+	t.mu.Lock()
+	t.subs[id] = ts
+	t.mu.Unlock()
+	go func() { // a lost broker connection ends the session, as in relay mode
+		select {
+		case <-sub.Done():
+			t.s.finish("broker_lost", "broker connection lost", "the subscription to "+dest+" ended", bridge.CloseInternal)
+		case <-t.s.done:
+		}
+	}()
+	return true
+}
+
+func (t *translator) unsubscribe(f *validate.STOMPFrame) bool {
+	idb, ok := f.Header("id")
+	if !ok {
+		idb, _ = f.Header("destination") // STOMP 1.0 may name the destination
+	}
+	id := unescape(idb, t.s.in.Version)
+	t.mu.Lock()
+	ts, ok := t.subs[id]
+	if !ok && t.s.in.Version == validate.STOMP10 {
+		ts, ok = t.subs["default"]
+		id = "default"
+	}
+	delete(t.subs, id)
+	t.mu.Unlock()
+	if !ok {
+		return t.refuse(fmt.Sprintf("no subscription with id %q", id))
+	}
+	ts.sub.Unsubscribe()
+	return true
+}
+
+// deliver writes one broker message to the client as a MESSAGE frame. It
+// runs on the broker client's goroutine; the write is bounded by the write
+// timeout, after which the session ends.
+func (t *translator) deliver(ts *tsub, m bridge.Message) {
+	s := t.s
+	if s.closing.Load() {
+		return
+	}
+	v := validate.STOMPVersion(s.version.Load())
+	esc := func(x string) string {
+		if v >= validate.STOMP11 {
+			return headerEscaper.Replace(x)
+		}
+		return x
+	}
+	id := t.msgID.Add(1)
+	b := make([]byte, 0, len(m.Data)+160)
+	b = fmt.Appendf(b, "MESSAGE\ndestination:%s\nmessage-id:%d\nsubscription:%s\n", esc(ts.dest), id, esc(ts.id))
+	if ts.ackMode != "auto" && v >= validate.STOMP12 {
+		b = fmt.Appendf(b, "ack:%d\n", id)
+	}
+	if m.ContentType != "" {
+		b = fmt.Appendf(b, "content-type:%s\n", esc(m.ContentType))
+	}
+	b = fmt.Appendf(b, "content-length:%d\n\n", len(m.Data))
+	b = append(b, m.Data...)
+	b = append(b, 0)
+	if s.toClient(b) {
+		s.framesOut.Add(1)
+	}
+}
+
+// close releases the session's subscriptions and timers.
+func (t *translator) close() {
+	t.s.mu.Lock()
+	if t.hbTimer != nil {
+		t.hbTimer.Stop()
+	}
+	t.s.mu.Unlock()
+	t.mu.Lock()
+	subs := t.subs
+	t.subs = map[string]*tsub{}
+	t.mu.Unlock()
+	for _, ts := range subs {
+		ts.sub.Unsubscribe()
+	}
+}
+
+// unescape decodes a 1.1+ header value (\\ \n \c, and \r in 1.2); the
+// validator has already rejected undefined escapes.
+func unescape(b []byte, v validate.STOMPVersion) string {
+	if v < validate.STOMP11 || !strings.Contains(string(b), "\\") {
+		return string(b)
+	}
+	return headerUnescaper.Replace(string(b))
+}
+
+var headerUnescaper = strings.NewReplacer("\\\\", "\\", "\\n", "\n", "\\r", "\r", "\\c", ":")

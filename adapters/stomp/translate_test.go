@@ -1,0 +1,190 @@
+package stomp
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-stomp/stomp/v3"
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// embeddedNATS is a real NATS server in the test process.
+func embeddedNATS(t testing.TB) *bridge.NATS {
+	t.Helper()
+	e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Port: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + e.Addr(), InProcess: e.Server()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close(); e.Shutdown() })
+	return n
+}
+
+func startTranslator(t *testing.T, o Options) (*gateway, *bridge.NATS) {
+	t.Helper()
+	n := embeddedNATS(t)
+	o.Broker = n
+	return startGateway(t, o), n
+}
+
+func TestTranslateTopicsQueuesReceipts(t *testing.T) {
+	gw, _ := startTranslator(t, Options{})
+	a, b := stompOverWS(t, gw.url), stompOverWS(t, gw.url)
+	subA, err := a.Subscribe("/topic/chat.room1", stomp.AckAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subB, err := b.Subscribe("/topic/chat.room1", stomp.AckAuto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Send("/topic/chat.room1", "text/plain", []byte("hello all"), stomp.SendOpt.Receipt); err != nil {
+		t.Fatalf("send with receipt: %v", err)
+	}
+	for _, sub := range []*stomp.Subscription{subA, subB} {
+		m := recv(t, sub)
+		if string(m.Body) != "hello all" || m.ContentType != "text/plain" || m.Destination != "/topic/chat.room1" {
+			t.Fatalf("got %q %q %q", m.Body, m.ContentType, m.Destination)
+		}
+	}
+
+	// /queue/: each message reaches exactly one of the consumers.
+	qa, _ := a.Subscribe("/queue/jobs", stomp.AckClientIndividual)
+	qb, _ := b.Subscribe("/queue/jobs", stomp.AckClientIndividual)
+	const n = 20
+	for i := range n {
+		if err := a.Send("/queue/jobs", "", []byte(fmt.Sprint(i)), stomp.SendOpt.Receipt); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]int{}
+	for range n {
+		select {
+		case m := <-qa.C:
+			got[string(m.Body)]++
+			a.Ack(m) // accepted, no effect on NATS core
+		case m := <-qb.C:
+			got[string(m.Body)]++
+			b.Ack(m)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("queue delivered %d of %d", len(got), n)
+		}
+	}
+	for k, c := range got {
+		if c != 1 {
+			t.Fatalf("queue message %s delivered %d times", k, c)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("queue delivered %d distinct messages, want %d", len(got), n)
+	}
+	if err := subA.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	a.Send("/topic/chat.room1", "", []byte("after unsubscribe"), stomp.SendOpt.Receipt)
+	if m := recv(t, subB); string(m.Body) != "after unsubscribe" {
+		t.Fatalf("b got %q", m.Body)
+	}
+	if err := a.Disconnect(); err != nil {
+		t.Fatalf("disconnect: %v", err)
+	}
+	b.Disconnect()
+}
+
+func TestTranslateTransactions(t *testing.T) {
+	gw, _ := startTranslator(t, Options{})
+	c := stompOverWS(t, gw.url)
+	sub, _ := c.Subscribe("/topic/tx", stomp.AckAuto)
+	tx, _ := c.BeginWithError()
+	tx.Send("/topic/tx", "", []byte("aborted"))
+	tx.Abort()
+	tx, _ = c.BeginWithError()
+	tx.Send("/topic/tx", "", []byte("one"))
+	tx.Send("/topic/tx", "", []byte("two"))
+	select {
+	case m := <-sub.C:
+		t.Fatalf("%q delivered before COMMIT", m.Body)
+	case <-time.After(50 * time.Millisecond): // nothing may arrive; no event marks "nothing"
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, sub); string(m.Body) != "one" {
+		t.Fatalf("got %q, want one (the aborted send leaked?)", m.Body)
+	}
+	if m := recv(t, sub); string(m.Body) != "two" {
+		t.Fatalf("got %q", m.Body)
+	}
+}
+
+func TestTranslateRefusals(t *testing.T) {
+	gw, _ := startTranslator(t, Options{})
+	tests := []struct {
+		name, frames, mention string
+		code                  uint16
+	}{
+		{"unsupported destination", "SEND\ndestination:/exchange/x\n\nx\x00", "use /topic/", bridge.ClosePolicy},
+		{"wildcard topic", "SUBSCRIBE\nid:1\ndestination:/topic/a.*\n\n\x00", "wildcard", bridge.ClosePolicy},
+		{"duplicate subscription id", "SUBSCRIBE\nid:1\ndestination:/topic/a\n\n\x00SUBSCRIBE\nid:1\ndestination:/topic/b\n\n\x00", "already in use", bridge.ClosePolicy},
+		{"unknown subscription", "UNSUBSCRIBE\nid:9\n\n\x00", "no subscription", bridge.ClosePolicy},
+		{"commit without begin", "COMMIT\ntransaction:t\n\n\x00", "not open", bridge.ClosePolicy},
+		{"malformed frame", "SEND\ndestination:/topic/a\nx:\\q\n\n\x00", "escape", bridge.CloseProtocolError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dial(t, gw.url, nil)
+			c.connect(t)
+			c.send(t, tt.frames)
+			c.expectError(t, tt.mention, tt.code)
+		})
+	}
+}
+
+func TestTranslateHeartBeats(t *testing.T) {
+	gw, _ := startTranslator(t, Options{HeartBeat: 50 * time.Millisecond})
+	c := dial(t, gw.url, nil)
+	c.send(t, "CONNECT\naccept-version:1.2\nheart-beat:0,50\n\n\x00")
+	f := c.frame(t)
+	if header(t, f, "heart-beat") != "50,50" || header(t, f, "version") != "1.2" {
+		t.Fatalf("CONNECTED %q", f.Raw)
+	}
+	for beats := 0; beats < 3; {
+		if m := c.next(t); string(m.data) == "\n" {
+			beats++
+		}
+	}
+	// A client that promises beats and goes silent is dropped.
+	silent := dial(t, gw.url, nil)
+	silent.send(t, "CONNECT\naccept-version:1.2\nheart-beat:50,0\n\n\x00")
+	silent.frame(t)
+	silent.expectError(t, "no heart-beat", bridge.CloseGoingAway)
+}
+
+func TestTranslateBinaryAndEscapes(t *testing.T) {
+	gw, _ := startTranslator(t, Options{})
+	c := dial(t, gw.url, nil)
+	c.connect(t)
+	c.send(t, "SUBSCRIBE\nid:s\\c1\ndestination:/topic/bin\nreceipt:r\n\n\x00")
+	if f := c.frame(t); f.Command != validate.CmdReceipt {
+		t.Fatalf("got %s", f.Command)
+	}
+	body := "\x00\xff\xfe"
+	send := fmt.Sprintf("SEND\ndestination:/topic/bin\ncontent-type:application/octet-stream\ncontent-length:%d\n\n%s\x00", len(body), body)
+	if err := c.conn.WriteMessage(gws.OpcodeBinary, []byte(send)); err != nil {
+		t.Fatal(err)
+	}
+	m := c.next(t)
+	if !strings.HasPrefix(string(m.data), "MESSAGE\n") || !strings.Contains(string(m.data), "subscription:s\\c1\n") {
+		t.Fatalf("got %q", m.data)
+	}
+	if m.op != gws.OpcodeBinary || !strings.HasSuffix(string(m.data), "\n\n"+body+"\x00") {
+		t.Fatalf("binary MESSAGE sent as opcode %d", m.op)
+	}
+}
