@@ -26,6 +26,7 @@ var defaultConfig []byte
 // Config is the gateway's YAML configuration. README.md documents each key.
 type Config struct {
 	Listen         string                   `yaml:"listen"`
+	Demo           bool                     `yaml:"demo"`
 	AllowedOrigins []string                 `yaml:"allowed_origins"`
 	Log            LogConfig                `yaml:"log"`
 	Keyring        KeyringConfig            `yaml:"keyring"`
@@ -93,6 +94,9 @@ type BackendConfig struct {
 	VHost       string   `yaml:"vhost"`
 	Exchange    string   `yaml:"exchange"`
 	DialTimeout Duration `yaml:"dial_timeout"`
+	// Embedded runs a NATS server inside the gateway (protocol nats only).
+	Embedded bool   `yaml:"embedded"`
+	StoreDir string `yaml:"store_dir"`
 }
 
 // RouteConfig maps a URL path to a protocol adapter and a backend.
@@ -100,6 +104,8 @@ type RouteConfig struct {
 	Path     string `yaml:"path"`
 	Protocol string `yaml:"protocol"`
 	Backend  string `yaml:"backend"`
+	// Mode is relay (default) or translate, for stomp routes.
+	Mode string `yaml:"mode"`
 }
 
 // Duration is a time.Duration written as "30s", "1m".
@@ -283,9 +289,10 @@ var backendProtocols = map[string]bool{"stomp": true, "amqp": true, "nats": true
 // serve it: STOMP relays to a STOMP broker; SSE and HTTP publish go
 // through a bridge.Broker.
 var routeBackends = map[string]map[string]bool{
-	"stomp":   {"stomp": true},
-	"sse":     {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
-	"publish": {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
+	"stomp":           {"stomp": true},
+	"stomp/translate": {"nats": true, "amqp": true, "mqtt": true},
+	"sse":             {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
+	"publish":         {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
 }
 
 func (cfg *Config) check(c *checker) {
@@ -354,6 +361,22 @@ func (cfg *Config) check(c *checker) {
 		if b.Exchange != "" && b.Protocol != "amqp" {
 			c.fail(p+".exchange", "only amqp backends have an exchange")
 		}
+		if b.Embedded || b.StoreDir != "" {
+			if b.Protocol != "nats" {
+				c.fail(p+".embedded", "only a nats backend can be embedded")
+			}
+			if b.Address == "" {
+				b.Address = "127.0.0.1:4222"
+			}
+			if host, _, err := net.SplitHostPort(b.Address); err == nil {
+				if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+					c.fail(p+".address", "an embedded server listens on loopback only, not %q", host)
+				}
+			}
+		}
+		if b.StoreDir != "" && !b.Embedded {
+			c.fail(p+".store_dir", "store_dir (JetStream storage) needs embedded: true")
+		}
 		if _, port, err := net.SplitHostPort(b.Address); err != nil || port == "" {
 			c.fail(p+".address", "%q is not host:port", b.Address)
 		}
@@ -371,6 +394,9 @@ func (cfg *Config) check(c *checker) {
 		c.fail("routes", "at least one route is needed")
 	}
 	seen := map[string]bool{"/healthz": true, "/readyz": true}
+	if cfg.Demo {
+		seen["/"] = true
+	}
 	for i := range cfg.Routes {
 		r := &cfg.Routes[i]
 		p := fmt.Sprintf("routes.%d", i)
@@ -381,7 +407,16 @@ func (cfg *Config) check(c *checker) {
 			c.fail(p+".path", "%q is already taken", r.Path)
 		}
 		seen[r.Path] = true
-		serves, known := routeBackends[r.Protocol]
+		key := r.Protocol
+		switch {
+		case r.Mode == "translate" && r.Protocol == "stomp":
+			key = "stomp/translate"
+		case r.Mode != "" && r.Mode != "relay":
+			c.fail(p+".mode", "%q is not a mode (relay, or translate for stomp routes)", r.Mode)
+		case r.Mode == "relay" && r.Protocol != "stomp":
+			c.fail(p+".mode", "only stomp routes have a mode")
+		}
+		serves, known := routeBackends[key]
 		if !known {
 			c.fail(p+".protocol", "%q is not a supported route protocol (stomp, sse, publish)", r.Protocol)
 		}
@@ -390,7 +425,7 @@ func (cfg *Config) check(c *checker) {
 		case !ok:
 			c.fail(p+".backend", "%q is not defined under backends", r.Backend)
 		case known && !serves[b.Protocol]:
-			c.fail(p+".backend", "backend %q speaks %s, which cannot serve a %s route", r.Backend, b.Protocol, r.Protocol)
+			c.fail(p+".backend", "backend %q speaks %s, which cannot serve a %s route (stomp routes relay to stomp backends; mode: translate maps onto nats, amqp or mqtt)", r.Backend, b.Protocol, key)
 		}
 	}
 }

@@ -45,3 +45,34 @@ func TestStompJSThroughGateway(t *testing.T) {
 		t.Fatal("the broker password reached the logs")
 	}
 }
+
+// The embedded default serves the demo page; two pages chat over STOMP
+// and the SSE panel follows, in headless Chromium. A screenshot goes to
+// artifacts/demo.png (gitignored).
+func TestDemoPageInChromium(t *testing.T) {
+	requireNodeClients(t)
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		msg := "Chromium not installed (apt-get install chromium, or set CHROMIUM)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	g := serve(t)
+	if err := os.MkdirAll("../../artifacts", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "demo.mjs"), "http://"+g.addr, "../../artifacts/demo.png")
+	cmd.Env = append(os.Environ(), "CHROMIUM="+chromium)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "OK ") {
+		t.Fatalf("demo page: %v\n%s\ngateway logs:\n%s", err, out, g.logs)
+	}
+	t.Logf("%s", strings.TrimSpace(string(out)))
+}

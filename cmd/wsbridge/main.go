@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -138,6 +139,10 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen
 		log.Info("no -config given: serving the embedded default config (development: localhost origins allowed)")
 	}
 	log.Info("wsbridge listening", "addr", ln.Addr().String(), "config", source, "routes", len(cfg.Routes))
+	if cfg.Demo {
+		base := "http://" + displayAddr(ln.Addr())
+		log.Info("open the demo page: " + base + "/   follow it from a terminal: curl -N " + base + "/sse/demo   publish: curl -d hi " + base + "/publish/demo")
+	}
 	if onListen != nil {
 		onListen(ln.Addr())
 	}
@@ -168,18 +173,23 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 
 // gateway is the wired server and what must be closed after it.
 type gateway struct {
-	srv     *bridge.Server
-	hubs    []*sse.Hub
-	brokers []bridge.Broker
+	srv      *bridge.Server
+	hubs     []*sse.Hub
+	brokers  []bridge.Broker
+	embedded []*bridge.EmbeddedNATS
 }
 
-// close ends SSE topics and broker connections once the server is down.
+// close ends SSE topics, broker connections and embedded servers once the
+// server is down.
 func (g *gateway) close() {
 	for _, h := range g.hubs {
 		h.Close()
 	}
 	for _, b := range g.brokers {
 		b.Close()
+	}
+	for _, e := range g.embedded {
+		e.Shutdown()
 	}
 }
 
@@ -207,10 +217,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		}
 		creds[name] = &c
 	}
-	hubs := map[string]*sse.Hub{}
-	hubFor := func(name string) (*sse.Hub, error) {
-		if h, ok := hubs[name]; ok {
-			return h, nil
+	brokers := map[string]bridge.Broker{}
+	brokerFor := func(name string) (bridge.Broker, error) {
+		if b, ok := brokers[name]; ok {
+			return b, nil
 		}
 		b := cfg.Backends[name]
 		var broker bridge.Broker
@@ -219,8 +229,19 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			broker = bridge.NewAMQP(bridge.AMQPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name],
 				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log})
 		case "nats":
-			n, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + b.Address, Credential: creds[name],
-				DialTimeout: time.Duration(b.DialTimeout), Log: log})
+			o := bridge.NATSOptions{URL: "nats://" + b.Address, Credential: creds[name],
+				DialTimeout: time.Duration(b.DialTimeout), Log: log}
+			if b.Embedded {
+				host, port, _ := net.SplitHostPort(b.Address)
+				p, _ := strconv.Atoi(port)
+				e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Host: host, Port: p, StoreDir: b.StoreDir, Log: log})
+				if err != nil {
+					return nil, fmt.Errorf("backend %q: %w", name, err)
+				}
+				g.embedded = append(g.embedded, e)
+				o.URL, o.InProcess = "nats://"+e.Addr(), e.Server()
+			}
+			n, err := bridge.NewNATS(o)
 			if err != nil {
 				return nil, fmt.Errorf("backend %q: %w", name, err)
 			}
@@ -232,8 +253,20 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name],
 				DialTimeout: time.Duration(b.DialTimeout), Log: log})
 		}
+		brokers[name] = broker
 		g.brokers = append(g.brokers, broker)
 		srv.AddReadyCheck(name, broker.Ready) // replaces a relay's check of the same backend
+		return broker, nil
+	}
+	hubs := map[string]*sse.Hub{}
+	hubFor := func(name string) (*sse.Hub, error) {
+		if h, ok := hubs[name]; ok {
+			return h, nil
+		}
+		broker, err := brokerFor(name)
+		if err != nil {
+			return nil, err
+		}
 		sc := cfg.SSE
 		h := sse.NewHub(broker, sse.Options{
 			Heartbeat: time.Duration(sc.Heartbeat), Retry: time.Duration(sc.Retry), Replay: sc.ReplayEvents,
@@ -251,8 +284,17 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		path := strings.TrimSuffix(r.Path, "/")
 		switch r.Protocol {
 		case "stomp":
+			var broker bridge.Broker
+			if r.Mode == "translate" {
+				var err error
+				if broker, err = brokerFor(r.Backend); err != nil {
+					g.close()
+					return nil, err
+				}
+			}
 			relay := stomp.NewRelay(stomp.Options{
-				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHost: b.VHost,
+				Broker: broker,
+				Route:  r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHost: b.VHost,
 				DialTimeout: time.Duration(b.DialTimeout),
 				Limits: validate.STOMPLimits{
 					MaxFrameBytes: sl.MaxFrameBytes, MaxHeaders: sl.MaxHeaders, MaxHeaderLineBytes: sl.MaxHeaderLineBytes,
@@ -261,7 +303,9 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 				WS:                  ws, Origins: cfg.origins, Conns: srv.Conns, Log: log,
 			})
 			srv.Handle(r.Path, relay)
-			srv.AddReadyCheck(r.Backend, relay.Ready)
+			if broker == nil {
+				srv.AddReadyCheck(r.Backend, relay.Ready)
+			}
 		case "sse", "publish":
 			h, err := hubFor(r.Backend)
 			if err != nil {
@@ -275,6 +319,9 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			srv.Handle(path, handler)
 			srv.Handle(path+"/", handler)
 		}
+	}
+	if cfg.Demo {
+		srv.Handle("GET /{$}", demoHandler())
 	}
 	return g, nil
 }

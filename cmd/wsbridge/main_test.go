@@ -332,3 +332,66 @@ func TestCrossProtocolSTOMPToSSE(t *testing.T) {
 		}
 	}
 }
+
+// With no config at all: embedded NATS, STOMP translated onto it, SSE and
+// publish on the same topics, and the demo page.
+func TestEmbeddedDefaultWorksWithNoSetup(t *testing.T) {
+	g := serve(t)
+	if code, body := get(t, "http://"+g.addr+"/"); code != 200 || !strings.Contains(body, "wsbridge demo") {
+		t.Fatalf("demo page: %d", code)
+	}
+	if code, body := get(t, "http://"+g.addr+"/readyz"); code != 200 {
+		t.Fatalf("readyz: %d %q", code, body)
+	}
+	resp, err := http.Get("http://" + g.addr + "/sse/demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	c := &wsClient{msgs: make(chan []byte, 16), closed: make(chan error, 1)}
+	conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: "ws://" + g.addr + "/stomp",
+		RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}, "Origin": {"http://localhost:5173"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go conn.ReadLoop()
+	defer conn.WriteClose(1000, nil)
+	conn.WriteString("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00SUBSCRIBE\nid:1\ndestination:/topic/demo\nreceipt:r\n\n\x00")
+	for _, want := range []string{"CONNECTED\n", "RECEIPT\n"} {
+		select {
+		case m := <-c.msgs:
+			if !strings.HasPrefix(string(m), want) {
+				t.Fatalf("got %q, want %s", m, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s", want)
+		}
+	}
+	post, err := http.Post("http://"+g.addr+"/publish/demo", "text/plain", strings.NewReader("hi"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	post.Body.Close()
+	select {
+	case m := <-c.msgs:
+		if !strings.HasPrefix(string(m), "MESSAGE\n") || !strings.Contains(string(m), "\n\nhi\x00") {
+			t.Fatalf("STOMP subscriber got %q", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("STOMP subscriber got nothing")
+	}
+	for l := range lines {
+		if l == "data: hi" {
+			return
+		}
+	}
+	t.Fatal("SSE stream ended without the message")
+}
