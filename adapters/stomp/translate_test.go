@@ -9,6 +9,7 @@ import (
 	"github.com/go-stomp/stomp/v3"
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -186,5 +187,43 @@ func TestTranslateBinaryAndEscapes(t *testing.T) {
 	}
 	if m.op != gws.OpcodeBinary || !strings.HasSuffix(string(m.data), "\n\n"+body+"\x00") {
 		t.Fatalf("binary MESSAGE sent as opcode %d", m.op)
+	}
+}
+
+// Translation works on any bridge.Broker for /topic/: an external NATS
+// server and RabbitMQ over AMQP here.
+func TestTranslateOnExternalBrokers(t *testing.T) {
+	cred := testCredential(t)
+	brokers := map[string]func(t *testing.T) bridge.Broker{
+		"external nats": func(t *testing.T) bridge.Broker {
+			n, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + brokertest.NATS(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		},
+		"amqp": func(t *testing.T) bridge.Broker {
+			return bridge.NewAMQP(bridge.AMQPOptions{Address: brokertest.RabbitAMQP(t), Credential: &cred})
+		},
+	}
+	for name, mk := range brokers {
+		t.Run(name, func(t *testing.T) {
+			b := mk(t)
+			t.Cleanup(func() { b.Close() })
+			gw := startGateway(t, Options{Broker: b})
+			c := stompOverWS(t, gw.url)
+			topic := fmt.Sprintf("/topic/wsbridge.translate.%d", time.Now().UnixNano())
+			sub, err := c.Subscribe(topic, stomp.AckAuto)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Send(topic, "text/plain", []byte("via "+name), stomp.SendOpt.Receipt); err != nil {
+				t.Fatal(err)
+			}
+			if m := recv(t, sub); string(m.Body) != "via "+name {
+				t.Fatalf("got %q", m.Body)
+			}
+			c.Disconnect()
+		})
 	}
 }
