@@ -165,6 +165,43 @@ func (c *wsClient) OnMessage(_ *gws.Conn, m *gws.Message) {
 }
 func (c *wsClient) OnClose(_ *gws.Conn, err error) { c.closed <- err }
 
+// dialSTOMP opens a STOMP WebSocket to the gateway at addr, from origin
+// when it is not empty.
+func dialSTOMP(t *testing.T, addr, origin string) (*gws.Conn, *wsClient) {
+	t.Helper()
+	h := http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
+	if origin != "" {
+		h.Set("Origin", origin)
+	}
+	c := &wsClient{msgs: make(chan []byte, 16), closed: make(chan error, 1)}
+	conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: "ws://" + addr + "/stomp", RequestHeader: h})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go conn.ReadLoop()
+	t.Cleanup(func() { conn.NetConn().Close() })
+	return conn, c
+}
+
+// sseLines follows an SSE stream and yields its lines until it ends.
+func sseLines(t *testing.T, url string) <-chan string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	lines := make(chan string, 64)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return lines
+}
+
 func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -189,15 +226,7 @@ func TestServeRabbitMQConfig(t *testing.T) {
 		t.Fatalf("readyz: %d %q", code, body)
 	}
 
-	c := &wsClient{msgs: make(chan []byte, 16), closed: make(chan error, 1)}
-	conn, _, err := gws.NewClient(c, &gws.ClientOption{
-		Addr:          "ws://" + g.addr + "/stomp",
-		RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}, "Origin": {"http://localhost:3000"}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go conn.ReadLoop()
+	conn, c := dialSTOMP(t, g.addr, "http://localhost:3000")
 	conn.WriteString("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00")
 	select {
 	case m := <-c.msgs:
@@ -284,28 +313,9 @@ func TestCrossProtocolSTOMPToSSE(t *testing.T) {
 	g, _ := serveRabbitMQExample(t)
 	topic := fmt.Sprintf("prices.eur%d", time.Now().UnixNano())
 
-	resp, err := http.Get("http://" + g.addr + "/sse/" + topic)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
+	lines := sseLines(t, "http://"+g.addr+"/sse/"+topic)
 
-	c := &wsClient{msgs: make(chan []byte, 16), closed: make(chan error, 1)}
-	conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: "ws://" + g.addr + "/stomp",
-		RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go conn.ReadLoop()
-	defer conn.WriteClose(1000, nil)
+	conn, _ := dialSTOMP(t, g.addr, "")
 	conn.WriteString("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00SEND\ndestination:/topic/" + topic + "\n\nfrom stomp\x00")
 	post, err := http.Post("http://"+g.addr+"/publish/"+topic, "application/json", strings.NewReader(`{"p":1.01}`))
 	if err != nil {
@@ -343,27 +353,8 @@ func TestEmbeddedDefaultWorksWithNoSetup(t *testing.T) {
 	if code, body := get(t, "http://"+g.addr+"/readyz"); code != 200 {
 		t.Fatalf("readyz: %d %q", code, body)
 	}
-	resp, err := http.Get("http://" + g.addr + "/sse/demo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	lines := make(chan string, 64)
-	go func() {
-		sc := bufio.NewScanner(resp.Body)
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	c := &wsClient{msgs: make(chan []byte, 16), closed: make(chan error, 1)}
-	conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: "ws://" + g.addr + "/stomp",
-		RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}, "Origin": {"http://localhost:5173"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go conn.ReadLoop()
-	defer conn.WriteClose(1000, nil)
+	lines := sseLines(t, "http://"+g.addr+"/sse/demo")
+	conn, c := dialSTOMP(t, g.addr, "http://localhost:5173")
 	conn.WriteString("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00SUBSCRIBE\nid:1\ndestination:/topic/demo\nreceipt:r\n\n\x00")
 	for _, want := range []string{"CONNECTED\n", "RECEIPT\n"} {
 		select {
