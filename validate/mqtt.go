@@ -95,6 +95,9 @@ func NewMQTTScanner(lim MQTTLimits) *MQTTScanner {
 	return &MQTTScanner{Limits: lim}
 }
 
+// Connected reports whether a CONNECT has been accepted.
+func (s *MQTTScanner) Connected() bool { return s.connected }
+
 // Next examines buf, which starts at a packet boundary: it returns the
 // packet's length and a view of it, 0 and nil when more bytes are needed,
 // or an error (*MQTTError) after which the scanner must not be used.
@@ -224,11 +227,10 @@ func reasonOf(err error) byte {
 func (s *MQTTScanner) checkConnect(p *MQTTPacket) error {
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: MQTTConnect, Remaining: len(p.Body)}}
 	if err := pk.ConnectDecode(p.Body); err != nil {
-		reason := reasonOf(err)
 		if pk.ProtocolVersion != 5 && pk.ProtocolVersion != 4 && pk.ProtocolVersion != 3 {
-			reason = MQTTReasonBadVersion
+			return mqttErr(ErrPolicy, MQTTReasonBadVersion, "CONNECT: protocol level %d (this gateway speaks MQTT 3.1, 3.1.1 and 5)", pk.ProtocolVersion)
 		}
-		return mqttErr(ErrMalformed, reason, "CONNECT: %v", err)
+		return mqttErr(ErrMalformed, reasonOf(err), "CONNECT: %v", err)
 	}
 	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
 		reason := code.Code

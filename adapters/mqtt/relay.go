@@ -1,0 +1,438 @@
+// Package mqtt serves MQTT 3.1, 3.1.1 and 5 over WebSocket and relays to
+// an MQTT broker over TCP. Every client packet is checked by validate; the
+// CONNECT's username and password are replaced by the route's keyring
+// credential (or removed when the route has none), so a browser never
+// chooses the broker identity.
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// Subprotocols are the MQTT WebSocket subprotocols: "mqtt" (3.1.1 and 5)
+// and "mqttv3.1".
+var Subprotocols = []string{"mqtt", "mqttv3.1"}
+
+// upstreamReadBytes is the initial broker read buffer.
+const upstreamReadBytes = 4 << 10
+
+// Options configure one MQTT relay route.
+type Options struct {
+	Route, Backend string
+	Address        string // broker host:port
+	// Credential replaces the client's username and password; nil removes
+	// them (for brokers that allow anonymous clients).
+	Credential  *keyring.Credential
+	DialTimeout time.Duration
+	Limits      validate.MQTTLimits
+	// MaxBrokerPacketBytes bounds a packet from the broker.
+	MaxBrokerPacketBytes int
+	WS                   bridge.WSOptions
+	Origins              *bridge.Origins
+	Conns                *bridge.Conns
+	Log                  *slog.Logger
+}
+
+// Relay is the http.Handler for an MQTT relay route.
+type Relay struct {
+	opts      Options
+	upgraders *bridge.Upgraders
+	dialer    net.Dialer
+}
+
+// NewRelay makes a relay handler.
+func NewRelay(o Options) *Relay {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if o.MaxBrokerPacketBytes <= 0 {
+		o.MaxBrokerPacketBytes = 16 << 20
+	}
+	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
+	r.upgraders = bridge.NewUpgraders(handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
+	return r
+}
+
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	o := &r.opts
+	if !o.Origins.Check(w, req) {
+		o.Log.Info("mqtt connection refused", "route", o.Route, "remote", req.RemoteAddr, "outcome", "origin_denied")
+		return
+	}
+	if o.Conns.Full() {
+		bridge.Error(w, http.StatusServiceUnavailable, "connection limit reached or shutting down; retry later")
+		return
+	}
+	ws, err := r.upgraders.Upgrade(w, req)
+	if err != nil {
+		o.Log.Info("mqtt connection refused", "route", o.Route, "remote", req.RemoteAddr, "outcome", "handshake_failed", "reason", err.Error())
+		return
+	}
+	s := ws.Session().(*session)
+	release, ok := o.Conns.Add(s)
+	if !ok {
+		ws.WriteClose(bridge.CloseTryAgainLater, []byte("connection limit reached"))
+		return
+	}
+	s.init(ws, req.RemoteAddr, release)
+	go ws.ReadLoop()
+}
+
+// Ready reports whether the broker accepts TCP connections.
+func (r *Relay) Ready(ctx context.Context) error { return bridge.DialCheck(r.opts.Address)(ctx) }
+
+type handler struct{}
+
+func (handler) OnOpen(*gws.Conn)               {}
+func (handler) OnClose(c *gws.Conn, err error) { c.Session().(*session).onClose(err) }
+func (handler) OnPing(c *gws.Conn, p []byte) {
+	s := c.Session().(*session)
+	s.ka.Touch()
+	c.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
+	_ = c.WritePong(p)
+}
+func (handler) OnPong(c *gws.Conn, _ []byte) { c.Session().(*session).ka.Touch() }
+func (handler) OnMessage(c *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	c.Session().(*session).onMessage(m.Bytes())
+}
+
+// session is one client connection; fields under "read loop" belong to the
+// gws read goroutine.
+type session struct {
+	relay   *Relay
+	ws      *gws.Conn
+	remote  string
+	opened  time.Time
+	release func()
+	ka      *bridge.Keepalive
+
+	// read loop
+	in        *validate.MQTTScanner
+	pending   []byte
+	up        net.Conn
+	upDone    chan struct{}
+	packetsIn int
+
+	packetsOut atomic.Int64
+	version    atomic.Uint32 // protocol level once CONNECT is seen
+	closing    atomic.Bool
+
+	mu              sync.Mutex
+	outcome, reason string
+}
+
+func (*session) Len() int                           { return 0 }
+func (*session) Load(string) (any, bool)            { return nil, false }
+func (*session) Delete(string)                      {}
+func (*session) Store(string, any)                  {}
+func (*session) Range(func(key string, v any) bool) {}
+
+func (s *session) init(ws *gws.Conn, remote string, release func()) {
+	o := &s.relay.opts
+	s.ws, s.remote, s.release, s.opened = ws, remote, release, time.Now()
+	s.in = validate.NewMQTTScanner(o.Limits)
+	s.ka = bridge.StartKeepalive(o.WS.PingInterval, func() error {
+		ws.SetWriteDeadline(time.Now().Add(o.WS.WriteTimeout))
+		return ws.WritePing(nil)
+	}, func() {
+		s.finish("keepalive_timeout", nil, "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
+	})
+	o.Log.Info("mqtt connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
+}
+
+// GoAway implements bridge.Closer.
+func (s *session) GoAway(reason string) {
+	var answer []byte
+	if s.version.Load() == 5 {
+		answer = []byte{0xE0, 0x02, 0x8B, 0x00} // DISCONNECT: server shutting down
+	}
+	s.finish("shutdown", answer, reason, bridge.CloseGoingAway)
+}
+
+func (s *session) onMessage(data []byte) {
+	if s.closing.Load() {
+		return
+	}
+	s.ka.Touch()
+	if len(s.pending) > 0 {
+		s.pending = append(s.pending, data...)
+		data = s.pending
+	}
+	start, off := 0, 0
+	for off < len(data) {
+		n, p, err := s.in.Next(data[off:])
+		if err != nil {
+			if s.up != nil && off > start && !s.forward(data[start:off]) {
+				return
+			}
+			s.reject(err, data[off:])
+			return
+		}
+		if n == 0 {
+			break
+		}
+		s.packetsIn++
+		if p.Type == validate.MQTTConnect {
+			if !s.connect() {
+				return
+			}
+			start = off + n
+		}
+		off += n
+	}
+	if s.up != nil && off > start && !s.forward(data[start:off]) {
+		return
+	}
+	rest := data[off:]
+	switch {
+	case len(rest) == 0:
+		s.pending = s.pending[:0]
+		if cap(s.pending) > 16<<10 {
+			s.pending = nil
+		}
+	case len(s.pending) > 0:
+		s.pending = s.pending[:copy(s.pending, rest)]
+	default:
+		s.pending = append(s.pending[:0], rest...)
+	}
+}
+
+// reject answers a violation the MQTT way — CONNACK with a reason before
+// the session is up, DISCONNECT with a reason in MQTT 5 after — then closes.
+// MQTT 3.1.1 has no way to say why after CONNECT: the connection just ends.
+func (s *session) reject(err error, bad []byte) {
+	var me *validate.MQTTError
+	reason := validate.MQTTReasonMalformed
+	if errors.As(err, &me) {
+		reason = me.Reason
+	}
+	v := byte(s.version.Load())
+	var answer []byte
+	switch {
+	case !s.in.Connected():
+		if v == 0 {
+			v = connectVersion(bad)
+		}
+		switch {
+		case v == 5:
+			answer = []byte{0x20, 0x03, 0x00, reason, 0x00}
+		case reason == validate.MQTTReasonBadVersion:
+			answer = []byte{0x20, 0x02, 0x00, validate.MQTTReturnBadVersionV311}
+		}
+	case v == 5:
+		answer = []byte{0xE0, 0x02, reason, 0x00}
+	}
+	code := bridge.CloseProtocolError
+	switch {
+	case errors.Is(err, validate.ErrTooLarge):
+		code = bridge.CloseTooLarge
+	case errors.Is(err, validate.ErrPolicy):
+		code = bridge.ClosePolicy
+	}
+	s.finish("rejected", answer, err.Error(), code)
+}
+
+// connectVersion peeks at a CONNECT's protocol level, 0 when unreadable.
+func connectVersion(b []byte) byte {
+	if len(b) < 2 || b[0]>>4 != validate.MQTTConnect {
+		return 0
+	}
+	i := 1
+	for i < len(b) && i < 5 && b[i]&0x80 != 0 {
+		i++
+	}
+	i++
+	if i+2 > len(b) {
+		return 0
+	}
+	n := int(b[i])<<8 | int(b[i+1])
+	if i+2+n >= len(b) {
+		return 0
+	}
+	return b[i+2+n]
+}
+
+// connect rewrites the CONNECT with the route's identity, dials the broker
+// and sends it.
+func (s *session) connect() bool {
+	o := &s.relay.opts
+	pk := s.in.Connect
+	s.version.Store(uint32(pk.ProtocolVersion))
+	pk.Connect.UsernameFlag, pk.Connect.Username = false, nil
+	pk.Connect.PasswordFlag, pk.Connect.Password = false, nil
+	if c := o.Credential; c != nil {
+		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(c.Username)
+		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(c.Password.Reveal())
+	}
+	pk.Mods.AllowResponseInfo = true // or mochi drops will properties when encoding v5
+	var buf bytes.Buffer
+	if err := pk.ConnectEncode(&buf); err != nil {
+		s.finish("rejected", connackFor(pk.ProtocolVersion, validate.MQTTReasonMalformed), "re-encoding CONNECT: "+err.Error(), bridge.CloseProtocolError)
+		return false
+	}
+	up, err := s.relay.dialer.Dial("tcp", o.Address)
+	if err != nil {
+		o.Log.Warn("mqtt broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
+		s.finish("broker_unavailable", connackFor(pk.ProtocolVersion, 0x88), "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
+		return false
+	}
+	s.up, s.upDone = up, make(chan struct{})
+	go s.readUpstream(up)
+	return s.forward(buf.Bytes())
+}
+
+// connackFor is a refusing CONNACK: MQTT 5 reason codes, or the 3.1.1
+// "server unavailable" return code.
+func connackFor(v, reason byte) []byte {
+	if v == 5 {
+		return []byte{0x20, 0x03, 0x00, reason, 0x00}
+	}
+	return []byte{0x20, 0x02, 0x00, 0x03}
+}
+
+func (s *session) forward(b []byte) bool {
+	s.up.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
+	if _, err := s.up.Write(b); err != nil {
+		s.finish("broker_lost", nil, "writing to the broker failed", bridge.CloseInternal)
+		return false
+	}
+	return true
+}
+
+// readUpstream relays broker packets to the client. All complete packets
+// read at once go out as one WebSocket message, which MQTT over WebSocket
+// allows and which saves a write per packet under load.
+func (s *session) readUpstream(up net.Conn) {
+	defer close(s.upDone)
+	o := &s.relay.opts
+	buf := make([]byte, upstreamReadBytes)
+	filled := 0
+	for {
+		if filled == len(buf) {
+			nb := make([]byte, min(2*len(buf), o.MaxBrokerPacketBytes+upstreamReadBytes))
+			copy(nb, buf[:filled])
+			buf = nb
+		}
+		n, rerr := up.Read(buf[filled:])
+		filled += n
+		end, count, err := completePackets(buf[:filled], o.MaxBrokerPacketBytes)
+		if err != nil {
+			o.Log.Warn("mqtt broker sent an invalid packet", "route", o.Route, "backend", o.Backend, "error", err.Error())
+			s.finish("broker_protocol_error", nil, "broker sent an invalid packet", bridge.CloseInternal)
+			return
+		}
+		if end > 0 {
+			s.ws.SetWriteDeadline(time.Now().Add(o.WS.WriteTimeout))
+			if err := s.ws.WriteMessage(gws.OpcodeBinary, buf[:end]); err != nil {
+				s.setOutcome("client_write_failed", err.Error())
+				return
+			}
+			s.packetsOut.Add(int64(count))
+			filled = copy(buf, buf[end:filled])
+		}
+		if filled == 0 && len(buf) > upstreamReadBytes {
+			buf = make([]byte, upstreamReadBytes)
+		}
+		if rerr != nil {
+			s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
+			return
+		}
+	}
+}
+
+// completePackets returns how many leading bytes of b are whole packets.
+func completePackets(b []byte, max int) (end, count int, err error) {
+	for end < len(b) {
+		rl, mult, i := 0, 1, end+1
+		for ; ; i++ {
+			if i-end > 4 {
+				return 0, 0, fmt.Errorf("remaining length longer than 4 bytes")
+			}
+			if i >= len(b) {
+				return end, count, nil
+			}
+			rl += int(b[i]&0x7f) * mult
+			mult <<= 7
+			if b[i]&0x80 == 0 {
+				break
+			}
+		}
+		total := i + 1 - end + rl
+		if total > max {
+			return 0, 0, fmt.Errorf("packet of %d bytes over the %d-byte limit", total, max)
+		}
+		if end+total > len(b) {
+			return end, count, nil
+		}
+		end += total
+		count++
+	}
+	return end, count, nil
+}
+
+// finish ends the session once: answer (an MQTT packet) first if any, then
+// the WebSocket close.
+func (s *session) finish(outcome string, answer []byte, reason string, code uint16) {
+	if !s.closing.CompareAndSwap(false, true) {
+		return
+	}
+	s.setOutcome(outcome, reason)
+	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
+	if answer != nil {
+		_ = s.ws.WriteMessage(gws.OpcodeBinary, answer)
+	}
+	if len(reason) > 123 {
+		reason = reason[:123]
+	}
+	_ = s.ws.WriteClose(code, []byte(reason))
+}
+
+func (s *session) setOutcome(outcome, reason string) {
+	s.mu.Lock()
+	if s.outcome == "" {
+		s.outcome, s.reason = outcome, reason
+	}
+	s.mu.Unlock()
+}
+
+func (s *session) onClose(err error) {
+	if s.closing.CompareAndSwap(false, true) {
+		reason := ""
+		if err != nil {
+			reason = err.Error()
+		}
+		s.setOutcome("client_closed", reason)
+	}
+	s.ka.Stop()
+	if s.up != nil {
+		s.up.Close()
+		<-s.upDone
+	}
+	o := &s.relay.opts
+	s.mu.Lock()
+	outcome, reason := s.outcome, s.reason
+	s.mu.Unlock()
+	level := slog.LevelInfo
+	if outcome != "client_closed" && outcome != "shutdown" {
+		level = slog.LevelWarn
+	}
+	o.Log.Log(context.Background(), level, "mqtt connection closed", "route", o.Route, "remote", s.remote, "outcome", outcome,
+		"reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond).String(),
+		"packets_in", s.packetsIn, "packets_out", s.packetsOut.Load())
+	s.release()
+}

@@ -1,0 +1,343 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.mqtt.golang"
+	"github.com/lxzan/gws"
+	"github.com/mochi-mqtt/server/v2/packets"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+func startRelay(t *testing.T, o Options) string {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := bridge.NewServer(log, 100)
+	o.Origins, _ = bridge.NewOrigins([]string{"http://allowed.example"})
+	o.Conns, o.Log, o.Route, o.Backend = srv.Conns, log, "/mqtt", "mosquitto"
+	if o.WS == (bridge.WSOptions{}) {
+		o.WS = bridge.DefaultWSOptions()
+	}
+	srv.Handle("/mqtt", NewRelay(o))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return "ws://" + ln.Addr().String() + "/mqtt"
+}
+
+func pahoClient(t *testing.T, broker, id string) paho.Client {
+	t.Helper()
+	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(true).
+		SetUsername("browser-user").SetPassword("browser-secret").SetConnectTimeout(5 * time.Second).SetAutoReconnect(false)
+	c := paho.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect to %s: %v", broker, tok.Error())
+	}
+	t.Cleanup(func() { c.Disconnect(100) })
+	return c
+}
+
+func wait(t *testing.T, tok paho.Token) {
+	t.Helper()
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("token: %v", tok.Error())
+	}
+}
+
+// paho.mqtt.golang (3.1.1) over ws:// through the gateway: QoS 0, 1 and
+// 2, retained messages, and a direct TCP subscriber on Mosquitto sees the
+// same messages.
+func TestRelayPahoOverWebSocket(t *testing.T) {
+	addr := brokertest.Mosquitto(t)
+	url := startRelay(t, Options{Address: addr})
+	topic := fmt.Sprintf("wsbridge/test/%d", time.Now().UnixNano())
+	direct := pahoClient(t, "tcp://"+addr, "direct-"+topic[len(topic)-6:])
+	viaGW := pahoClient(t, url, "gw-"+topic[len(topic)-6:])
+
+	got, directGot := make(chan paho.Message, 16), make(chan paho.Message, 16)
+	wait(t, viaGW.Subscribe(topic+"/#", 2, func(_ paho.Client, m paho.Message) { got <- m }))
+	wait(t, direct.Subscribe(topic+"/#", 2, func(_ paho.Client, m paho.Message) { directGot <- m }))
+	for qos := byte(0); qos <= 2; qos++ {
+		wait(t, viaGW.Publish(fmt.Sprintf("%s/q%d", topic, qos), qos, false, fmt.Sprintf("qos %d", qos)))
+	}
+	for _, ch := range []chan paho.Message{got, directGot} {
+		seen := map[string]bool{}
+		for range 3 {
+			select {
+			case m := <-ch:
+				seen[string(m.Payload())] = true
+			case <-time.After(10 * time.Second):
+				t.Fatalf("got %v", seen)
+			}
+		}
+		if len(seen) != 3 {
+			t.Fatalf("got %v", seen)
+		}
+	}
+	// Retained: a later subscriber through the gateway gets it.
+	wait(t, viaGW.Publish(topic+"/retained", 1, true, "kept"))
+	late := pahoClient(t, url, "late-"+topic[len(topic)-6:])
+	lateGot := make(chan paho.Message, 1)
+	wait(t, late.Subscribe(topic+"/retained", 1, func(_ paho.Client, m paho.Message) { lateGot <- m }))
+	select {
+	case m := <-lateGot:
+		if string(m.Payload()) != "kept" || !m.Retained() {
+			t.Fatalf("retained: %q %v", m.Payload(), m.Retained())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no retained message")
+	}
+	wait(t, viaGW.Publish(topic+"/retained", 1, true, []byte{})) // clear it
+}
+
+// rawClient speaks exact bytes over the WebSocket.
+type rawClient struct {
+	gws.BuiltinEventHandler
+	conn   *gws.Conn
+	msgs   chan []byte
+	closed chan error
+}
+
+func (c *rawClient) OnMessage(_ *gws.Conn, m *gws.Message) {
+	c.msgs <- bytes.Clone(m.Bytes())
+	m.Close()
+}
+func (c *rawClient) OnClose(_ *gws.Conn, err error) { c.closed <- err }
+
+func dialRaw(t *testing.T, url string) *rawClient {
+	t.Helper()
+	c := &rawClient{msgs: make(chan []byte, 64), closed: make(chan error, 1)}
+	conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: url, RequestHeader: http.Header{"Sec-Websocket-Protocol": {"mqtt"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.conn = conn
+	go conn.ReadLoop()
+	t.Cleanup(func() { conn.NetConn().Close() })
+	return c
+}
+
+func (c *rawClient) send(t *testing.T, b ...[]byte) {
+	t.Helper()
+	for _, m := range b {
+		if err := c.conn.WriteMessage(gws.OpcodeBinary, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func (c *rawClient) next(t *testing.T) []byte {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case err := <-c.closed:
+		c.closed <- err // keep it for closeCode
+		select {
+		case m := <-c.msgs: // the packet came just before the close
+			return m
+		default:
+		}
+		t.Fatalf("closed (%v) while waiting for a packet", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no packet within 10s")
+	}
+	return nil
+}
+
+func (c *rawClient) closeCode(t *testing.T) uint16 {
+	t.Helper()
+	select {
+	case err := <-c.closed:
+		var ce *gws.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		t.Fatalf("closed without a close frame: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("not closed within 10s")
+	}
+	return 0
+}
+
+func enc(t *testing.T, pk packets.Packet) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	var err error
+	switch pk.FixedHeader.Type {
+	case packets.Connect:
+		if pk.Connect.ProtocolName == nil {
+			pk.Connect.ProtocolName = []byte("MQTT")
+		}
+		err = pk.ConnectEncode(&b)
+	case packets.Publish:
+		err = pk.PublishEncode(&b)
+	case packets.Subscribe:
+		err = pk.SubscribeEncode(&b)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+func connect(t *testing.T, v byte, id string) []byte {
+	return enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: v,
+		Connect: packets.ConnectParams{Clean: true, Keepalive: 60, ClientIdentifier: id,
+			UsernameFlag: true, Username: []byte("browser-user"), PasswordFlag: true, Password: []byte("browser-secret")}})
+}
+
+// The broker never sees the client's username and password; with a
+// credential configured it sees that instead.
+func TestRelayReplacesCredentials(t *testing.T) {
+	addr := brokertest.Mosquitto(t)
+	for _, cred := range []*keyring.Credential{nil, {Username: "gateway-identity", Password: keyring.NewSecret("gw-pass")}} {
+		tap := brokertest.NewTapProxy(t, addr)
+		url := startRelay(t, Options{Address: tap.Addr(), Credential: cred})
+		c := dialRaw(t, url)
+		c.send(t, connect(t, 4, fmt.Sprintf("creds-%d", time.Now().UnixNano())))
+		if ack := c.next(t); !bytes.Equal(ack, []byte{0x20, 0x02, 0x00, 0x00}) {
+			t.Fatalf("CONNACK %x", ack)
+		}
+		c.conn.WriteClose(1000, nil)
+		tap.Close()
+		sent := tap.Sent()
+		if strings.Contains(sent, "browser-user") || strings.Contains(sent, "browser-secret") {
+			t.Fatalf("client credentials reached the broker: %q", sent)
+		}
+		if cred != nil && !strings.Contains(sent, "gateway-identity") {
+			t.Fatalf("injected identity missing: %q", sent)
+		}
+	}
+}
+
+func TestRelayRejectsMalformedPackets(t *testing.T) {
+	addr := brokertest.Mosquitto(t)
+	pub := func(v byte, topic string) []byte {
+		return enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: v, TopicName: topic, Payload: []byte("bad-payload")})
+	}
+	badVersion := connect(t, 5, "x")
+	badVersion[8] = 9
+	tests := []struct {
+		name    string
+		v       byte // 0: no CONNECT first
+		packets [][]byte
+		answer  []byte // nil: no MQTT answer possible
+		code    uint16
+	}{
+		// A level we do not know gets the 3.1.1-format refusal, as Mosquitto answers.
+		{"unsupported protocol level", 0, [][]byte{badVersion}, []byte{0x20, 0x02, 0x00, 0x01}, bridge.ClosePolicy},
+		{"publish before connect", 0, [][]byte{pub(4, "a")}, nil, bridge.ClosePolicy},
+		{"v5 wildcard topic name", 5, [][]byte{pub(5, "a/+")}, []byte{0xE0, 0x02, 0x90, 0x00}, bridge.CloseProtocolError},
+		{"v311 wildcard topic name", 4, [][]byte{pub(4, "a/#")}, nil, bridge.CloseProtocolError},
+		{"v5 packet too large", 5, [][]byte{enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 5, TopicName: "a", Payload: bytes.Repeat([]byte("x"), 2000)})}, []byte{0xE0, 0x02, 0x95, 0x00}, bridge.CloseTooLarge},
+		{"v5 qos 3", 5, [][]byte{{0x36, 0x04, 0, 1, 'a', 0}}, []byte{0xE0, 0x02, 0x81, 0x00}, bridge.CloseProtocolError},
+		{"v311 second connect", 4, [][]byte{connect(t, 4, "again")}, nil, bridge.ClosePolicy},
+		{"v5 bad packet split across messages", 5, [][]byte{{0x30}, {0x08, 0, 3, 'a'}, {'/', '#', 0x00, 'b', 'a'}}, []byte{0xE0, 0x02, 0x90, 0x00}, bridge.CloseProtocolError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tap := brokertest.NewTapProxy(t, addr)
+			url := startRelay(t, Options{Address: tap.Addr(), Limits: validate.MQTTLimits{MaxPacketBytes: 1024}})
+			c := dialRaw(t, url)
+			if tt.v != 0 {
+				c.send(t, connect(t, tt.v, fmt.Sprintf("mal-%d", time.Now().UnixNano())))
+				if ack := c.next(t); ack[0] != 0x20 {
+					t.Fatalf("CONNACK %x", ack)
+				}
+			}
+			c.send(t, tt.packets...)
+			if tt.answer != nil {
+				if got := c.next(t); !bytes.Equal(got, tt.answer) {
+					t.Fatalf("answer %x, want %x", got, tt.answer)
+				}
+			}
+			if code := c.closeCode(t); code != tt.code {
+				t.Fatalf("close code %d, want %d", code, tt.code)
+			}
+			tap.Close()
+			if strings.Contains(tap.Sent(), "bad-payload") || strings.Contains(tap.Sent(), "a/#") || strings.Contains(tap.Sent(), "a/+") {
+				t.Fatalf("offending packet reached the broker: %q", tap.Sent())
+			}
+		})
+	}
+}
+
+// Packets split across messages and packed into one both arrive; MQTT 5
+// properties pass through.
+func TestRelaySplitPackedAndV5Properties(t *testing.T) {
+	addr := brokertest.Mosquitto(t)
+	url := startRelay(t, Options{Address: addr})
+	topic := fmt.Sprintf("wsbridge/split/%d", time.Now().UnixNano())
+	c := dialRaw(t, url)
+	conn := connect(t, 5, fmt.Sprintf("split-%d", time.Now().UnixNano()))
+	c.send(t, conn[:3], conn[3:10], conn[10:])
+	if ack := c.next(t); ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK %x", ack)
+	}
+	c.send(t, enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Subscribe, Qos: 1}, ProtocolVersion: 5, PacketID: 1,
+		Filters: packets.Subscriptions{{Filter: topic, Qos: 1}}}))
+	if ack := c.next(t); ack[0] != 0x90 {
+		t.Fatalf("SUBACK %x", ack)
+	}
+	var packed []byte
+	for i := range 5 {
+		packed = append(packed, enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 5, TopicName: topic,
+			Payload: []byte(fmt.Sprint(i)), Properties: packets.Properties{User: []packets.UserProperty{{Key: "k", Val: fmt.Sprint(i)}}, MessageExpiryInterval: 60}})...)
+	}
+	c.send(t, packed)
+	var stream []byte
+	for n := 0; n < 5; {
+		stream = append(stream, c.next(t)...)
+		_, count, err := completePackets(stream, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n = count
+	}
+	for i := range 5 {
+		if !bytes.Contains(stream, []byte{1, 'k', 0, 1, byte('0' + i)}) {
+			t.Fatalf("user property %d lost: %x", i, stream)
+		}
+	}
+}
+
+func TestRelayBrokerUnreachable(t *testing.T) {
+	url := startRelay(t, Options{Address: brokertest.DeadAddr(t), DialTimeout: time.Second})
+	for _, v := range []byte{4, 5} {
+		c := dialRaw(t, url)
+		c.send(t, connect(t, v, "x"))
+		want := []byte{0x20, 0x02, 0x00, 0x03}
+		if v == 5 {
+			want = []byte{0x20, 0x03, 0x00, 0x88, 0x00}
+		}
+		if got := c.next(t); !bytes.Equal(got, want) {
+			t.Fatalf("v%d: CONNACK %x, want %x", v, got, want)
+		}
+		if code := c.closeCode(t); code != bridge.CloseInternal {
+			t.Fatalf("v%d: close %d", v, code)
+		}
+	}
+}
