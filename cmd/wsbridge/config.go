@@ -76,6 +76,13 @@ type SSEConfig struct {
 type LimitsConfig struct {
 	MaxConnections int               `yaml:"max_connections"`
 	STOMP          STOMPLimitsConfig `yaml:"stomp"`
+	MQTT           MQTTLimitsConfig  `yaml:"mqtt"`
+}
+
+// MQTTLimitsConfig bounds MQTT packets.
+type MQTTLimitsConfig struct {
+	MaxPacketBytes       int `yaml:"max_packet_bytes"`
+	MaxBrokerPacketBytes int `yaml:"max_broker_packet_bytes"`
 }
 
 // STOMPLimitsConfig bounds STOMP frames.
@@ -290,6 +297,7 @@ var backendProtocols = map[string]bool{"stomp": true, "amqp": true, "nats": true
 // through a bridge.Broker.
 var routeBackends = map[string]map[string]bool{
 	"stomp":           {"stomp": true},
+	"mqtt":            {"mqtt": true},
 	"stomp/translate": {"nats": true, "amqp": true, "mqtt": true},
 	"sse":             {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
 	"publish":         {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
@@ -346,6 +354,9 @@ func (cfg *Config) check(c *checker) {
 	c.intIn("limits.stomp.max_headers", &sl.MaxHeaders, 64, 1, 10000)
 	c.intIn("limits.stomp.max_header_line_bytes", &sl.MaxHeaderLineBytes, 8<<10, 64, 1<<20)
 	c.intIn("limits.stomp.max_broker_frame_bytes", &sl.MaxBrokerFrameBytes, 16<<20, 1<<10, 1<<30)
+	ml := &cfg.Limits.MQTT
+	c.intIn("limits.mqtt.max_packet_bytes", &ml.MaxPacketBytes, 256<<10, 16, 256<<20)
+	c.intIn("limits.mqtt.max_broker_packet_bytes", &ml.MaxBrokerPacketBytes, 16<<20, 1<<10, 256<<20)
 
 	names := make([]string, 0, len(cfg.Backends))
 	for name := range cfg.Backends {
@@ -418,7 +429,7 @@ func (cfg *Config) check(c *checker) {
 		}
 		serves, known := routeBackends[key]
 		if !known {
-			c.fail(p+".protocol", "%q is not a supported route protocol (stomp, sse, publish)", r.Protocol)
+			c.fail(p+".protocol", "%q is not a supported route protocol (stomp, mqtt, sse, publish)", r.Protocol)
 		}
 		b, ok := cfg.Backends[r.Backend]
 		switch {

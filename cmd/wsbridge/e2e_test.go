@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
 
 // e2eDir holds the real JavaScript clients (npm ci --prefix testdata/e2e).
@@ -75,4 +77,21 @@ func TestDemoPageInChromium(t *testing.T) {
 		t.Fatalf("demo page: %v\n%s\ngateway logs:\n%s", err, out, g.logs)
 	}
 	t.Logf("%s", strings.TrimSpace(string(out)))
+}
+
+// mqtt.js, v4 and v5, through the gateway to Mosquitto with
+// testdata/mosquitto.yaml.
+func TestMQTTJSThroughGateway(t *testing.T) {
+	requireNodeClients(t)
+	brokertest.Mosquitto(t)
+	g := serve(t, "-config", "../../testdata/mosquitto.yaml")
+	for _, v := range []string{"4", "5"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		out, err := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "mqttjs.mjs"), "ws://"+g.addr+"/mqtt", v).CombinedOutput()
+		cancel()
+		if err != nil || !strings.HasPrefix(string(out), "OK ") {
+			t.Fatalf("mqtt.js v%s: %v\n%s\ngateway logs:\n%s", v, err, out, g.logs)
+		}
+		t.Logf("mqtt.js: %s", strings.TrimSpace(string(out)))
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsbridge/wsbridge/adapters/mqtt"
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/keyring"
@@ -306,6 +307,16 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			if broker == nil {
 				srv.AddReadyCheck(r.Backend, relay.Ready)
 			}
+		case "mqtt":
+			relay := mqtt.NewRelay(mqtt.Options{
+				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend],
+				DialTimeout:          time.Duration(b.DialTimeout),
+				Limits:               validate.MQTTLimits{MaxPacketBytes: cfg.Limits.MQTT.MaxPacketBytes},
+				MaxBrokerPacketBytes: cfg.Limits.MQTT.MaxBrokerPacketBytes,
+				WS:                   ws, Origins: cfg.origins, Conns: srv.Conns, Log: log,
+			})
+			srv.Handle(r.Path, relay)
+			srv.AddReadyCheck(r.Backend, relay.Ready)
 		case "sse", "publish":
 			h, err := hubFor(r.Backend)
 			if err != nil {
