@@ -207,13 +207,25 @@ func (s *MQTTScanner) checkBody(p *MQTTPacket) error {
 // mochiDecode decodes a rare packet with mochi-mqtt and applies check.
 func (s *MQTTScanner) mochiDecode(p *MQTTPacket, decode func(*packets.Packet, []byte) error, check func(*packets.Packet) error) error {
 	pk := packets.Packet{ProtocolVersion: s.Version, FixedHeader: packets.FixedHeader{Type: p.Type, Qos: p.Flags >> 1 & 3, Remaining: len(p.Body)}}
-	if err := decode(&pk, p.Body); err != nil {
+	if err := safeDecode(decode, &pk, p.Body); err != nil {
 		return mqttErr(ErrMalformed, reasonOf(err), "packet type %d: %v", p.Type, err)
 	}
 	if check != nil {
 		return check(&pk)
 	}
 	return nil
+}
+
+// safeDecode runs a mochi-mqtt decoder on client bytes. Fuzzing found
+// inputs that make SubscribeDecode index past its buffer (mochi-mqtt
+// v2.7.9); a decoder panic is a malformed packet, never a crash.
+func safeDecode(decode func(*packets.Packet, []byte) error, pk *packets.Packet, b []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("undecodable (%v)", r)
+		}
+	}()
+	return decode(pk, b)
 }
 
 func reasonOf(err error) byte {
@@ -226,7 +238,7 @@ func reasonOf(err error) byte {
 
 func (s *MQTTScanner) checkConnect(p *MQTTPacket) error {
 	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: MQTTConnect, Remaining: len(p.Body)}}
-	if err := pk.ConnectDecode(p.Body); err != nil {
+	if err := safeDecode((*packets.Packet).ConnectDecode, &pk, p.Body); err != nil {
 		if pk.ProtocolVersion != 5 && pk.ProtocolVersion != 4 && pk.ProtocolVersion != 3 {
 			return mqttErr(ErrPolicy, MQTTReasonBadVersion, "CONNECT: protocol level %d (this gateway speaks MQTT 3.1, 3.1.1 and 5)", pk.ProtocolVersion)
 		}

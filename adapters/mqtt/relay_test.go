@@ -254,6 +254,8 @@ func TestRelayRejectsMalformedPackets(t *testing.T) {
 		{"v311 wildcard topic name", 4, [][]byte{pub(4, "a/#")}, nil, bridge.CloseProtocolError},
 		{"v5 packet too large", 5, [][]byte{enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 5, TopicName: "a", Payload: bytes.Repeat([]byte("x"), 2000)})}, []byte{0xE0, 0x02, 0x95, 0x00}, bridge.CloseTooLarge},
 		{"v5 qos 3", 5, [][]byte{{0x36, 0x04, 0, 1, 'a', 0}}, []byte{0xE0, 0x02, 0x81, 0x00}, bridge.CloseProtocolError},
+		// Crashed mochi-mqtt's SubscribeDecode (found by FuzzMQTTScanner).
+		{"v5 subscribe that panicked the decoder", 5, [][]byte{{0x82, 0x05, '0', '0', 0, 0, 0}}, []byte{0xE0, 0x02, 0x81, 0x00}, bridge.CloseProtocolError},
 		{"v311 second connect", 4, [][]byte{connect(t, 4, "again")}, nil, bridge.ClosePolicy},
 		{"v5 bad packet split across messages", 5, [][]byte{{0x30}, {0x08, 0, 3, 'a'}, {'/', '#', 0x00, 'b', 'a'}}, []byte{0xE0, 0x02, 0x90, 0x00}, bridge.CloseProtocolError},
 	}
