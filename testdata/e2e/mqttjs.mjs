@@ -64,7 +64,32 @@ try {
   dying.stream.destroy();
   if ((await willGot) !== 'gone') fail('will');
 
-  console.log(`OK v${v}: qos 0/1/2, ${protocolVersion === 5 ? 'user properties, topic alias, ' : ''}retained, will`);
+  // Persistent session: a QoS 1 message published while the client is away
+  // is delivered when it comes back with clean: false.
+  const sessionId = `persist-${v}-${Date.now()}`;
+  const sessionOpts = protocolVersion === 5 ? { clean: false, properties: { sessionExpiryInterval: 300 } } : { clean: false };
+  const away = await open(sessionId, sessionOpts);
+  await away.subscribeAsync(`${base}/offline`, { qos: 1 });
+  await away.endAsync();
+  await pub.publishAsync(`${base}/offline`, 'while away', { qos: 1 });
+  const queued = new Promise((resolve) => {
+    const back = mqtt.connect(url, { protocolVersion, clientId: sessionId, reconnectPeriod: 0, ...sessionOpts });
+    back.on('message', (t, p) => resolve({ back, p: p.toString() }));
+    back.on('error', (e) => fail('persistent reconnect: ' + e.message));
+  });
+  const { back, p: offline } = await queued;
+  if (offline !== 'while away') fail('persistent session delivered ' + offline);
+  await back.endAsync();
+
+  // Keepalive: PINGREQ/PINGRESP through the gateway keep an idle client up.
+  const idle = await open(`idle-${v}-${Date.now()}`, { keepalive: 1 });
+  let pongs = 0;
+  idle.on('packetreceive', (pk) => { if (pk.cmd === 'pingresp') pongs++; });
+  await new Promise((r) => setTimeout(r, 2500));
+  if (pongs < 1 || !idle.connected) fail(`keepalive: ${pongs} PINGRESP, connected=${idle.connected}`);
+  await idle.endAsync();
+
+  console.log(`OK v${v}: qos 0/1/2, ${protocolVersion === 5 ? 'user properties, topic alias, ' : ''}retained, will, persistent session, keepalive`);
   for (const c of [sub, pub, late]) await c.endAsync();
   process.exit(0);
 } catch (e) {
