@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,7 +62,7 @@ func NewRelay(o Options) *Relay {
 		o.MaxBrokerPacketBytes = 16 << 20
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.upgraders = bridge.NewUpgraders(handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
+	r.upgraders = bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
 	return r
 }
 
@@ -95,31 +94,11 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 // Ready reports whether the broker accepts TCP connections.
 func (r *Relay) Ready(ctx context.Context) error { return bridge.DialCheck(r.opts.Address)(ctx) }
 
-type handler struct{}
-
-func (handler) OnOpen(*gws.Conn)               {}
-func (handler) OnClose(c *gws.Conn, err error) { c.Session().(*session).onClose(err) }
-func (handler) OnPing(c *gws.Conn, p []byte) {
-	s := c.Session().(*session)
-	s.ka.Touch()
-	c.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
-	_ = c.WritePong(p)
-}
-func (handler) OnPong(c *gws.Conn, _ []byte) { c.Session().(*session).ka.Touch() }
-func (handler) OnMessage(c *gws.Conn, m *gws.Message) {
-	defer m.Close()
-	c.Session().(*session).onMessage(m.Bytes())
-}
-
 // session is one client connection; fields under "read loop" belong to the
 // gws read goroutine.
 type session struct {
-	relay   *Relay
-	ws      *gws.Conn
-	remote  string
-	opened  time.Time
-	release func()
-	ka      *bridge.Keepalive
+	bridge.Session
+	relay *Relay
 
 	// read loop
 	in        *validate.MQTTScanner
@@ -130,28 +109,14 @@ type session struct {
 
 	packetsOut atomic.Int64
 	version    atomic.Uint32 // protocol level once CONNECT is seen
-	closing    atomic.Bool
-
-	mu              sync.Mutex
-	outcome, reason string
 }
-
-func (*session) Len() int                           { return 0 }
-func (*session) Load(string) (any, bool)            { return nil, false }
-func (*session) Delete(string)                      {}
-func (*session) Store(string, any)                  {}
-func (*session) Range(func(key string, v any) bool) {}
 
 func (s *session) init(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
-	s.ws, s.remote, s.release, s.opened = ws, remote, release, time.Now()
-	s.in = validate.NewMQTTScanner(o.Limits)
-	s.ka = bridge.StartKeepalive(o.WS.PingInterval, func() error {
-		ws.SetWriteDeadline(time.Now().Add(o.WS.WriteTimeout))
-		return ws.WritePing(nil)
-	}, func() {
+	s.Start(ws, remote, release, o.WS, func() {
 		s.finish("keepalive_timeout", nil, "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
 	})
+	s.in = validate.NewMQTTScanner(o.Limits)
 	o.Log.Info("mqtt connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }
 
@@ -164,11 +129,12 @@ func (s *session) GoAway(reason string) {
 	s.finish("shutdown", answer, reason, bridge.CloseGoingAway)
 }
 
-func (s *session) onMessage(data []byte) {
-	if s.closing.Load() {
+// OnMessage handles one client WebSocket message.
+func (s *session) OnMessage(data []byte) {
+	if s.Closing() {
 		return
 	}
-	s.ka.Touch()
+	s.KA.Touch()
 	if len(s.pending) > 0 {
 		s.pending = append(s.pending, data...)
 		data = s.pending
@@ -198,18 +164,7 @@ func (s *session) onMessage(data []byte) {
 	if s.up != nil && off > start && !s.forward(data[start:off]) {
 		return
 	}
-	rest := data[off:]
-	switch {
-	case len(rest) == 0:
-		s.pending = s.pending[:0]
-		if cap(s.pending) > 16<<10 {
-			s.pending = nil
-		}
-	case len(s.pending) > 0:
-		s.pending = s.pending[:copy(s.pending, rest)]
-	default:
-		s.pending = append(s.pending[:0], rest...)
-	}
+	s.pending = bridge.Carry(s.pending, data[off:])
 }
 
 // reject answers a violation the MQTT way — CONNACK with a reason before
@@ -337,9 +292,7 @@ func (s *session) readUpstream(up net.Conn) {
 			return
 		}
 		if end > 0 {
-			s.ws.SetWriteDeadline(time.Now().Add(o.WS.WriteTimeout))
-			if err := s.ws.WriteMessage(gws.OpcodeBinary, buf[:end]); err != nil {
-				s.setOutcome("client_write_failed", err.Error())
+			if !s.Write(gws.OpcodeBinary, buf[:end]) {
 				return
 			}
 			s.packetsOut.Add(int64(count))
@@ -388,51 +341,23 @@ func completePackets(b []byte, max int) (end, count int, err error) {
 // finish ends the session once: answer (an MQTT packet) first if any, then
 // the WebSocket close.
 func (s *session) finish(outcome string, answer []byte, reason string, code uint16) {
-	if !s.closing.CompareAndSwap(false, true) {
-		return
-	}
-	s.setOutcome(outcome, reason)
-	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
-	if answer != nil {
-		_ = s.ws.WriteMessage(gws.OpcodeBinary, answer)
-	}
-	if len(reason) > 123 {
-		reason = reason[:123]
-	}
-	_ = s.ws.WriteClose(code, []byte(reason))
+	s.Finish(outcome, reason, code, gws.OpcodeBinary, answer)
 }
 
-func (s *session) setOutcome(outcome, reason string) {
-	s.mu.Lock()
-	if s.outcome == "" {
-		s.outcome, s.reason = outcome, reason
-	}
-	s.mu.Unlock()
-}
-
-func (s *session) onClose(err error) {
-	if s.closing.CompareAndSwap(false, true) {
-		reason := ""
-		if err != nil {
-			reason = err.Error()
-		}
-		s.setOutcome("client_closed", reason)
-	}
-	s.ka.Stop()
+// OnClose runs on the read goroutine once the WebSocket has closed and
+// releases everything the session holds.
+func (s *session) OnClose(err error) {
+	outcome, reason, lasted := s.Ended(err, "client_closed")
 	if s.up != nil {
 		s.up.Close()
 		<-s.upDone
 	}
 	o := &s.relay.opts
-	s.mu.Lock()
-	outcome, reason := s.outcome, s.reason
-	s.mu.Unlock()
 	level := slog.LevelInfo
 	if outcome != "client_closed" && outcome != "shutdown" {
 		level = slog.LevelWarn
 	}
-	o.Log.Log(context.Background(), level, "mqtt connection closed", "route", o.Route, "remote", s.remote, "outcome", outcome,
-		"reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond).String(),
-		"packets_in", s.packetsIn, "packets_out", s.packetsOut.Load())
-	s.release()
+	o.Log.Log(context.Background(), level, "mqtt connection closed", "route", o.Route, "remote", s.Remote, "outcome", outcome,
+		"reason", reason, "duration", lasted.String(), "packets_in", s.packetsIn, "packets_out", s.packetsOut.Load())
+	s.Release()
 }

@@ -75,7 +75,7 @@ func NewRelay(o Options) *Relay {
 		o.HeartBeat = defaultHeartBeat
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.upgraders = bridge.NewUpgraders(handler{}, o.WS, Subprotocols, func() gws.SessionStorage {
+	r.upgraders = bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage {
 		return &session{relay: r}
 	})
 	return r
@@ -102,7 +102,6 @@ func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	release, ok := r.opts.Conns.Add(s)
 	if !ok { // lost a race for the last slot, or shutdown began
 		ws.WriteClose(bridge.CloseTryAgainLater, []byte("connection limit reached"))
-		ws.NetConn().Close()
 		return
 	}
 	s.init(ws, req.RemoteAddr, release)

@@ -14,45 +14,16 @@ import (
 	"github.com/wsbridge/wsbridge/validate"
 )
 
-// A carried-over partial frame buffer larger than this is dropped once
-// empty, so an idle connection does not keep the memory of its largest frame.
-const keepPendingCap = 16 << 10
-
 // upstreamReadBytes is the initial broker read buffer; it grows up to
 // MaxBrokerFrameBytes for large frames and shrinks back when idle.
 const upstreamReadBytes = 4 << 10
-
-// handler dispatches gws events to the connection's session.
-type handler struct{}
-
-func (handler) OnOpen(*gws.Conn) {}
-
-func (handler) OnClose(c *gws.Conn, err error) { c.Session().(*session).onClose(err) }
-
-func (handler) OnPing(c *gws.Conn, p []byte) {
-	s := c.Session().(*session)
-	s.ka.Touch()
-	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
-	_ = c.WritePong(p)
-}
-
-func (handler) OnPong(c *gws.Conn, _ []byte) { c.Session().(*session).ka.Touch() }
-
-func (handler) OnMessage(c *gws.Conn, m *gws.Message) {
-	defer m.Close()
-	c.Session().(*session).onMessage(m.Bytes())
-}
 
 // session is one client connection. The fields under "read loop" belong to
 // the gws read goroutine, those under "upstream" to readUpstream; the rest
 // are shared and synchronised as marked.
 type session struct {
-	relay   *Relay
-	ws      *gws.Conn
-	remote  string
-	opened  time.Time
-	release func()
-	ka      *bridge.Keepalive
+	bridge.Session
+	relay *Relay
 
 	// read loop
 	in       *validate.STOMPScanner
@@ -85,18 +56,14 @@ func (*session) Range(func(key string, v any) bool) {}
 
 func (s *session) init(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
-	s.ws, s.remote, s.release, s.opened = ws, remote, release, time.Now()
+	s.Start(ws, remote, release, o.WS, func() {
+		s.finish("keepalive_timeout", "", "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
+	})
 	s.in = validate.NewSTOMPScanner(o.Limits, false)
 	s.done = make(chan struct{})
 	if o.Broker != nil {
 		s.tr = newTranslator(s, o.Broker)
 	}
-	s.ka = bridge.StartKeepalive(o.WS.PingInterval, func() error {
-		s.ws.SetWriteDeadline(time.Now().Add(o.WS.WriteTimeout))
-		return s.ws.WritePing(nil)
-	}, func() {
-		s.finish("keepalive_timeout", "", "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
-	})
 	o.Log.Info("stomp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }
 
@@ -105,11 +72,12 @@ func (s *session) GoAway(reason string) {
 	s.finish("shutdown", reason, reason, bridge.CloseGoingAway)
 }
 
-func (s *session) onMessage(data []byte) {
-	if s.closing.Load() {
+// OnMessage handles one client WebSocket message.
+func (s *session) OnMessage(data []byte) {
+	if s.Closing() {
 		return // gws may still hand over bytes buffered before we closed
 	}
-	s.ka.Touch()
+	s.KA.Touch()
 	// Escaping follows the version the broker chose, which may be lower
 	// than the highest the client offered.
 	if v := validate.STOMPVersion(s.version.Load()); v != 0 && v < s.in.Version {
@@ -158,23 +126,7 @@ func (s *session) onMessage(data []byte) {
 	if off > start && !s.forward(data[start:off]) {
 		return
 	}
-	s.carry(data[off:])
-}
-
-// carry keeps the unconsumed tail of data, a partial frame, for the next
-// message. The scanner has bounded it by the frame limit.
-func (s *session) carry(rest []byte) {
-	switch {
-	case len(rest) == 0:
-		s.pending = s.pending[:0]
-		if cap(s.pending) > keepPendingCap {
-			s.pending = nil
-		}
-	case len(s.pending) > 0:
-		s.pending = s.pending[:copy(s.pending, rest)]
-	default:
-		s.pending = append(s.pending[:0], rest...)
-	}
+	s.pending = bridge.Carry(s.pending, data[off:])
 }
 
 // connect dials the broker and sends the client's CONNECT with the route's
@@ -291,7 +243,7 @@ func (s *session) readUpstream(up net.Conn) {
 		}
 		if rerr != nil {
 			switch {
-			case s.closing.Load():
+			case s.Closing():
 			case s.disconnecting.Load():
 				s.finish("disconnected", "", "", bridge.CloseNormal)
 			case brokerError:
@@ -311,14 +263,7 @@ func (s *session) brokerInvalid(err error) {
 }
 
 // writeText writes a frame the gateway made itself.
-func (s *session) writeText(b []byte) bool {
-	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
-	if err := s.ws.WriteMessage(gws.OpcodeText, b); err != nil {
-		s.setOutcome("client_write_failed", err.Error())
-		return false
-	}
-	return true
-}
+func (s *session) writeText(b []byte) bool { return s.Write(gws.OpcodeText, b) }
 
 // toClient writes one broker frame (or heart-beat) as one WebSocket
 // message: text when it is valid UTF-8, binary otherwise, so that binary
@@ -328,59 +273,32 @@ func (s *session) toClient(frame []byte) bool {
 	if !utf8.Valid(frame) {
 		op = gws.OpcodeBinary
 	}
-	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
-	if err := s.ws.WriteMessage(op, frame); err != nil {
-		s.setOutcome("client_write_failed", err.Error())
-		return false
-	}
-	return true
+	return s.Write(op, frame)
 }
 
 // finish ends the session once. When errMsg is set the client first gets a
 // STOMP ERROR frame with it as the message header and detail as the body;
 // then the WebSocket close with code.
 func (s *session) finish(outcome, errMsg, detail string, code uint16) {
-	if !s.closing.CompareAndSwap(false, true) {
-		return
-	}
 	reason := detail
 	if reason == "" {
 		reason = errMsg
 	}
-	s.setOutcome(outcome, reason)
-	s.ws.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
-	if errMsg != "" {
-		_ = s.ws.WriteMessage(gws.OpcodeText, errorFrame(validate.STOMPVersion(s.version.Load()), errMsg, detail))
+	var answer []byte
+	if errMsg != "" && !s.Closing() {
+		answer = errorFrame(validate.STOMPVersion(s.version.Load()), errMsg, detail)
 	}
-	if len(reason) > 123 {
-		reason = reason[:123]
-	}
-	_ = s.ws.WriteClose(code, []byte(reason))
+	s.Finish(outcome, reason, code, gws.OpcodeText, answer)
 }
 
-func (s *session) setOutcome(outcome, reason string) {
-	s.mu.Lock()
-	if s.outcome == "" {
-		s.outcome, s.reason = outcome, reason
-	}
-	s.mu.Unlock()
-}
-
-// onClose runs on the read goroutine once the WebSocket has closed, however
+// OnClose runs on the read goroutine once the WebSocket has closed, however
 // that came about, and releases everything the session holds.
-func (s *session) onClose(err error) {
-	if s.closing.CompareAndSwap(false, true) {
-		outcome := "client_closed"
-		if s.disconnecting.Load() {
-			outcome = "disconnected"
-		}
-		reason := ""
-		if err != nil {
-			reason = err.Error()
-		}
-		s.setOutcome(outcome, reason)
+func (s *session) OnClose(err error) {
+	clientOutcome := "client_closed"
+	if s.disconnecting.Load() {
+		clientOutcome = "disconnected"
 	}
-	s.ka.Stop()
+	outcome, reason, lasted := s.Ended(err, clientOutcome)
 	close(s.done)
 	if s.up != nil {
 		s.up.Close()
@@ -390,17 +308,13 @@ func (s *session) onClose(err error) {
 		s.tr.close()
 	}
 	o := &s.relay.opts
-	s.mu.Lock()
-	outcome, reason := s.outcome, s.reason
-	s.mu.Unlock()
 	level := slog.LevelInfo
 	switch outcome {
 	case "client_closed", "disconnected", "shutdown":
 	default:
 		level = slog.LevelWarn
 	}
-	o.Log.Log(context.Background(), level, "stomp connection closed", "route", o.Route, "remote", s.remote, "outcome", outcome,
-		"reason", reason, "duration", time.Since(s.opened).Round(time.Millisecond).String(),
-		"frames_in", s.framesIn, "frames_out", s.framesOut.Load())
-	s.release() // last: shutdown waits for it, and so sees the line logged
+	o.Log.Log(context.Background(), level, "stomp connection closed", "route", o.Route, "remote", s.Remote, "outcome", outcome,
+		"reason", reason, "duration", lasted.String(), "frames_in", s.framesIn, "frames_out", s.framesOut.Load())
+	s.Release() // last: shutdown waits for it, and so sees the line logged
 }

@@ -35,7 +35,7 @@ type translator struct {
 	s      *session
 	broker bridge.Broker
 
-	mu   sync.Mutex // guards subs against delivery callbacks
+	mu   sync.Mutex // guards subs and hbTimer
 	subs map[string]*tsub
 
 	txs   map[string][]bridge.Message // read loop only
@@ -144,11 +144,11 @@ func (t *translator) startHeartBeats() {
 	var fire func()
 	fire = func() {
 		s := t.s
-		if s.closing.Load() {
+		if s.Closing() {
 			return
 		}
 		now := time.Now()
-		if seen := s.ka.Activity(); seen != t.hbSeen {
+		if seen := s.KA.Activity(); seen != t.hbSeen {
 			t.hbSeen, lastIn = seen, now
 		}
 		if t.hbIn > 0 && now.Sub(lastIn) > heartBeatGraceMul*t.hbIn {
@@ -161,15 +161,15 @@ func (t *translator) startHeartBeats() {
 			}
 			lastOut = now
 		}
-		t.s.mu.Lock()
-		if !s.closing.Load() {
+		t.mu.Lock()
+		if !s.Closing() {
 			t.hbTimer.Reset(tick)
 		}
-		t.s.mu.Unlock()
+		t.mu.Unlock()
 	}
-	t.s.mu.Lock()
+	t.mu.Lock()
 	t.hbTimer = time.AfterFunc(tick, fire)
-	t.s.mu.Unlock()
+	t.mu.Unlock()
 }
 
 // topicOf maps a STOMP destination onto a topic and, for /queue/, a queue
@@ -342,7 +342,7 @@ func (t *translator) unsubscribe(f *validate.STOMPFrame) bool {
 // timeout, after which the session ends.
 func (t *translator) deliver(ts *tsub, m bridge.Message) {
 	s := t.s
-	if s.closing.Load() {
+	if s.Closing() {
 		return
 	}
 	v := validate.STOMPVersion(s.version.Load())
@@ -371,11 +371,11 @@ func (t *translator) deliver(ts *tsub, m bridge.Message) {
 
 // close releases the session's subscriptions and timers.
 func (t *translator) close() {
-	t.s.mu.Lock()
+	t.mu.Lock()
 	if t.hbTimer != nil {
 		t.hbTimer.Stop()
 	}
-	t.s.mu.Unlock()
+	t.mu.Unlock()
 	t.mu.Lock()
 	subs := t.subs
 	t.subs = map[string]*tsub{}

@@ -46,6 +46,9 @@ func TestTranslateTopicsQueuesReceipts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// go-stomp's Subscribe does not wait; a receipted frame after it does,
+	// and the gateway handles a connection's frames in order.
+	b.Send("/topic/warmup", "", nil, stomp.SendOpt.Receipt)
 	if err := a.Send("/topic/chat.room1", "text/plain", []byte("hello all"), stomp.SendOpt.Receipt); err != nil {
 		t.Fatalf("send with receipt: %v", err)
 	}
@@ -56,10 +59,24 @@ func TestTranslateTopicsQueuesReceipts(t *testing.T) {
 		}
 	}
 
-	// /queue/: each message reaches exactly one of the consumers.
-	qa, _ := a.Subscribe("/queue/jobs", stomp.AckClientIndividual)
-	qb, _ := b.Subscribe("/queue/jobs", stomp.AckClientIndividual)
+	// /queue/: each message reaches exactly one of the consumers. The
+	// consumers are drained while sending: go-stomp stops reading frames
+	// (receipts included) when a subscription's channel is full.
+	qa, _ := a.Subscribe("/queue/jobs", stomp.AckAuto)
+	qb, _ := b.Subscribe("/queue/jobs", stomp.AckAuto)
+	b.Send("/topic/warmup", "", nil, stomp.SendOpt.Receipt)
 	const n = 20
+	delivered := make(chan string, 2*n)
+	for _, q := range []*stomp.Subscription{qa, qb} {
+		go func() {
+			for m := range q.C {
+				if m.Err != nil {
+					return
+				}
+				delivered <- string(m.Body)
+			}
+		}()
+	}
 	for i := range n {
 		if err := a.Send("/queue/jobs", "", []byte(fmt.Sprint(i)), stomp.SendOpt.Receipt); err != nil {
 			t.Fatal(err)
@@ -68,12 +85,8 @@ func TestTranslateTopicsQueuesReceipts(t *testing.T) {
 	got := map[string]int{}
 	for range n {
 		select {
-		case m := <-qa.C:
-			got[string(m.Body)]++
-			a.Ack(m) // accepted, no effect on NATS core
-		case m := <-qb.C:
-			got[string(m.Body)]++
-			b.Ack(m)
+		case body := <-delivered:
+			got[body]++
 		case <-time.After(10 * time.Second):
 			t.Fatalf("queue delivered %d of %d", len(got), n)
 		}
@@ -86,6 +99,8 @@ func TestTranslateTopicsQueuesReceipts(t *testing.T) {
 	if len(got) != n {
 		t.Fatalf("queue delivered %d distinct messages, want %d", len(got), n)
 	}
+	qa.Unsubscribe()
+	qb.Unsubscribe()
 	if err := subA.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
@@ -172,9 +187,16 @@ func TestTranslateBinaryAndEscapes(t *testing.T) {
 	gw, _ := startTranslator(t, Options{})
 	c := dial(t, gw.url, nil)
 	c.connect(t)
-	c.send(t, "SUBSCRIBE\nid:s\\c1\ndestination:/topic/bin\nreceipt:r\n\n\x00")
+	c.send(t, "SUBSCRIBE\nid:s\\c1\ndestination:/topic/bin\nack:client-individual\nreceipt:r\n\n\x00")
 	if f := c.frame(t); f.Command != validate.CmdReceipt {
 		t.Fatalf("got %s", f.Command)
+	}
+	// ACK and NACK are accepted (and have no effect on NATS core).
+	c.send(t, "ACK\nid:1\nreceipt:a\n\n\x00NACK\nid:2\nreceipt:n\n\n\x00")
+	for _, want := range []string{"a", "n"} {
+		if f := c.frame(t); f.Command != validate.CmdReceipt || header(t, f, "receipt-id") != want {
+			t.Fatalf("got %s %q", f.Command, f.Raw)
+		}
 	}
 	body := "\x00\xff\xfe"
 	send := fmt.Sprintf("SEND\ndestination:/topic/bin\ncontent-type:application/octet-stream\ncontent-length:%d\n\n%s\x00", len(body), body)
@@ -182,7 +204,7 @@ func TestTranslateBinaryAndEscapes(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := c.next(t)
-	if !strings.HasPrefix(string(m.data), "MESSAGE\n") || !strings.Contains(string(m.data), "subscription:s\\c1\n") {
+	if !strings.HasPrefix(string(m.data), "MESSAGE\n") || !strings.Contains(string(m.data), "subscription:s\\c1\n") || !strings.Contains(string(m.data), "\nack:") {
 		t.Fatalf("got %q", m.data)
 	}
 	if m.op != gws.OpcodeBinary || !strings.HasSuffix(string(m.data), "\n\n"+body+"\x00") {

@@ -1,0 +1,162 @@
+package bridge
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// Session is the protocol-neutral part of one client WebSocket session,
+// embedded by each adapter's session: the connection, its keepalive, a
+// close that happens once, and the outcome for the close log line.
+//
+// An adapter's session is also the gws SessionStorage of its connection
+// (Session provides the no-op methods), so each gws event reaches the
+// adapter's state with a type assertion instead of a locked map lookup.
+type Session struct {
+	WS     *gws.Conn
+	Remote string
+	KA     *Keepalive
+
+	opened       time.Time
+	release      func()
+	writeTimeout time.Duration
+	closing      atomic.Bool
+
+	mu              sync.Mutex
+	outcome, reason string
+}
+
+// SessionEvents is what Handler needs from an adapter's session.
+type SessionEvents interface {
+	Core() *Session
+	OnMessage(data []byte)
+	OnClose(err error)
+}
+
+// Handler dispatches gws events to the connection's SessionEvents.
+type Handler struct{}
+
+func (Handler) OnOpen(*gws.Conn) {}
+
+func (Handler) OnClose(c *gws.Conn, err error) { c.Session().(SessionEvents).OnClose(err) }
+
+func (Handler) OnPing(c *gws.Conn, p []byte) {
+	s := c.Session().(SessionEvents).Core()
+	s.KA.Touch()
+	c.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	_ = c.WritePong(p)
+}
+
+func (Handler) OnPong(c *gws.Conn, _ []byte) { c.Session().(SessionEvents).Core().KA.Touch() }
+
+func (Handler) OnMessage(c *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	c.Session().(SessionEvents).OnMessage(m.Bytes())
+}
+
+// Core returns s, for SessionEvents.
+func (s *Session) Core() *Session { return s }
+
+// The gws SessionStorage methods, unused: state lives in the adapter's
+// session itself.
+func (*Session) Len() int                           { return 0 }
+func (*Session) Load(string) (any, bool)            { return nil, false }
+func (*Session) Delete(string)                      {}
+func (*Session) Store(string, any)                  {}
+func (*Session) Range(func(key string, v any) bool) {}
+
+// Start fills in the connection and arms the keepalive; dead runs when
+// the peer has gone silent.
+func (s *Session) Start(ws *gws.Conn, remote string, release func(), o WSOptions, dead func()) {
+	s.WS, s.Remote, s.release, s.opened, s.writeTimeout = ws, remote, release, time.Now(), o.WriteTimeout
+	s.KA = StartKeepalive(o.PingInterval, func() error {
+		ws.SetWriteDeadline(time.Now().Add(o.WriteTimeout))
+		return ws.WritePing(nil)
+	}, dead)
+}
+
+// Closing reports whether the session has begun to end.
+func (s *Session) Closing() bool { return s.closing.Load() }
+
+// Write sends one message with the write timeout; a failure is recorded as
+// the outcome (gws closes the connection itself).
+func (s *Session) Write(op gws.Opcode, b []byte) bool {
+	s.WS.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	if err := s.WS.WriteMessage(op, b); err != nil {
+		s.SetOutcome("client_write_failed", err.Error())
+		return false
+	}
+	return true
+}
+
+// Finish ends the session once: answer (the protocol's own error, if any)
+// goes out as one message with opcode op, then the WebSocket close with
+// code and reason. Later calls do nothing.
+func (s *Session) Finish(outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
+	if !s.closing.CompareAndSwap(false, true) {
+		return
+	}
+	s.SetOutcome(outcome, reason)
+	s.WS.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	if answer != nil {
+		_ = s.WS.WriteMessage(op, answer)
+	}
+	if len(reason) > 123 { // a close frame's reason must fit in 123 bytes
+		reason = reason[:123]
+	}
+	_ = s.WS.WriteClose(code, []byte(reason))
+}
+
+// SetOutcome records why the session ended; the first call wins.
+func (s *Session) SetOutcome(outcome, reason string) {
+	s.mu.Lock()
+	if s.outcome == "" {
+		s.outcome, s.reason = outcome, reason
+	}
+	s.mu.Unlock()
+}
+
+// Ended is called from OnClose: when nothing else ended the session, the
+// client did (outcome clientOutcome, reason err). It stops the keepalive
+// and returns what the close log line reports.
+func (s *Session) Ended(err error, clientOutcome string) (outcome, reason string, lasted time.Duration) {
+	if s.closing.CompareAndSwap(false, true) {
+		r := ""
+		if err != nil {
+			r = err.Error()
+		}
+		s.SetOutcome(clientOutcome, r)
+	}
+	s.KA.Stop()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.outcome, s.reason, time.Since(s.opened).Round(time.Millisecond)
+}
+
+// Release gives the connection's slot back to the registry; call it last.
+func (s *Session) Release() { s.release() }
+
+// keepPendingCap: a carried-over partial frame buffer larger than this is
+// dropped once empty, so an idle connection does not keep the memory of
+// its largest frame.
+const keepPendingCap = 16 << 10
+
+// Carry keeps rest, the unconsumed tail of a message (a partial frame), in
+// pending for the next message and returns the new pending. rest may alias
+// pending.
+func Carry(pending, rest []byte) []byte {
+	switch {
+	case len(rest) == 0:
+		if cap(pending) > keepPendingCap {
+			return nil
+		}
+		return pending[:0]
+	case len(pending) > 0:
+		return pending[:copy(pending, rest)]
+	default:
+		return append(pending[:0], rest...)
+	}
+}
