@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
@@ -184,4 +185,45 @@ func (k *Keepalive) tick() {
 			k.dead()
 		}
 	}
+}
+
+// Admission is what every WebSocket route does before its protocol starts:
+// the Origin check (403), the connection limit (503), the upgrade and the
+// registration for shutdown.
+type Admission struct {
+	Protocol, Route string // for logs
+	Origins         *Origins
+	Conns           *Conns
+	Log             *slog.Logger
+	Upgraders       *Upgraders
+}
+
+// Admit returns the upgraded connection and the function that gives its
+// slot back, or false when the request was refused (the answer has been
+// written). The connection's gws session must implement Closer.
+func (a *Admission) Admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, func(), bool) {
+	refused := func(level slog.Level, outcome string, args ...any) {
+		a.Log.Log(r.Context(), level, a.Protocol+" connection refused",
+			append([]any{"route", a.Route, "remote", r.RemoteAddr, "outcome", outcome}, args...)...)
+	}
+	if !a.Origins.Check(w, r) {
+		refused(slog.LevelInfo, "origin_denied", "origin", r.Header.Get("Origin"))
+		return nil, nil, false
+	}
+	if a.Conns.Full() {
+		Error(w, http.StatusServiceUnavailable, "connection limit reached or shutting down; retry later")
+		refused(slog.LevelWarn, "over_capacity")
+		return nil, nil, false
+	}
+	ws, err := a.Upgraders.Upgrade(w, r)
+	if err != nil {
+		refused(slog.LevelInfo, "handshake_failed", "reason", err.Error())
+		return nil, nil, false
+	}
+	release, ok := a.Conns.Add(ws.Session().(Closer))
+	if !ok { // lost a race for the last slot, or shutdown began
+		ws.WriteClose(CloseTryAgainLater, []byte("connection limit reached"))
+		return nil, nil, false
+	}
+	return ws, release, true
 }

@@ -49,7 +49,7 @@ type Options struct {
 // Relay is the http.Handler for an MQTT relay route.
 type Relay struct {
 	opts      Options
-	upgraders *bridge.Upgraders
+	admission bridge.Admission
 	dialer    net.Dialer
 }
 
@@ -62,32 +62,17 @@ func NewRelay(o Options) *Relay {
 		o.MaxBrokerPacketBytes = 16 << 20
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.upgraders = bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
+	r.admission = bridge.Admission{Protocol: "mqtt", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
+		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
 	return r
 }
 
 func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	o := &r.opts
-	if !o.Origins.Check(w, req) {
-		o.Log.Info("mqtt connection refused", "route", o.Route, "remote", req.RemoteAddr, "outcome", "origin_denied")
-		return
-	}
-	if o.Conns.Full() {
-		bridge.Error(w, http.StatusServiceUnavailable, "connection limit reached or shutting down; retry later")
-		return
-	}
-	ws, err := r.upgraders.Upgrade(w, req)
-	if err != nil {
-		o.Log.Info("mqtt connection refused", "route", o.Route, "remote", req.RemoteAddr, "outcome", "handshake_failed", "reason", err.Error())
-		return
-	}
-	s := ws.Session().(*session)
-	release, ok := o.Conns.Add(s)
+	ws, release, ok := r.admission.Admit(w, req)
 	if !ok {
-		ws.WriteClose(bridge.CloseTryAgainLater, []byte("connection limit reached"))
 		return
 	}
-	s.init(ws, req.RemoteAddr, release)
+	ws.Session().(*session).init(ws, req.RemoteAddr, release)
 	go ws.ReadLoop()
 }
 

@@ -56,7 +56,7 @@ type Options struct {
 // Relay is the http.Handler for a STOMP relay route.
 type Relay struct {
 	opts      Options
-	upgraders *bridge.Upgraders
+	admission bridge.Admission
 	dialer    net.Dialer
 }
 
@@ -75,36 +75,17 @@ func NewRelay(o Options) *Relay {
 		o.HeartBeat = defaultHeartBeat
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.upgraders = bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage {
-		return &session{relay: r}
-	})
+	r.admission = bridge.Admission{Protocol: "stomp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
+		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
 	return r
 }
 
 func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	if !r.opts.Origins.Check(w, req) {
-		r.opts.Log.Info("stomp connection refused", "route", r.opts.Route, "remote", req.RemoteAddr,
-			"outcome", "origin_denied", "origin", req.Header.Get("Origin"))
+	ws, release, ok := r.admission.Admit(w, req)
+	if !ok {
 		return
 	}
-	if r.opts.Conns.Full() {
-		bridge.Error(w, http.StatusServiceUnavailable, "connection limit reached or shutting down; retry later")
-		r.opts.Log.Warn("stomp connection refused", "route", r.opts.Route, "remote", req.RemoteAddr, "outcome", "over_capacity")
-		return
-	}
-	ws, err := r.upgraders.Upgrade(w, req)
-	if err != nil {
-		r.opts.Log.Info("stomp connection refused", "route", r.opts.Route, "remote", req.RemoteAddr,
-			"outcome", "handshake_failed", "reason", err.Error())
-		return
-	}
-	s := ws.Session().(*session)
-	release, ok := r.opts.Conns.Add(s)
-	if !ok { // lost a race for the last slot, or shutdown began
-		ws.WriteClose(bridge.CloseTryAgainLater, []byte("connection limit reached"))
-		return
-	}
-	s.init(ws, req.RemoteAddr, release)
+	ws.Session().(*session).init(ws, req.RemoteAddr, release)
 	go ws.ReadLoop()
 }
 
