@@ -21,12 +21,16 @@ type EmbeddedNATSOptions struct {
 	Port int
 	// StoreDir enables JetStream with storage there; empty leaves it off.
 	StoreDir string
+	// MQTTPort, when set, opens NATS's MQTT listener on Host (it needs
+	// JetStream, so StoreDir too). -1 picks a free port.
+	MQTTPort int
 	Log      *slog.Logger
 }
 
 // EmbeddedNATS is a NATS server running inside the gateway process.
 type EmbeddedNATS struct {
-	s *server.Server
+	s        *server.Server
+	mqttAddr string
 }
 
 // StartEmbeddedNATS starts the server and waits until it accepts clients.
@@ -58,6 +62,20 @@ func StartEmbeddedNATS(o EmbeddedNATSOptions) (*EmbeddedNATS, error) {
 		JetStream:  o.StoreDir != "",
 		StoreDir:   o.StoreDir,
 	}
+	if o.MQTTPort != 0 {
+		if o.StoreDir == "" {
+			return nil, errors.New("embedded nats: the MQTT listener needs JetStream: set store_dir")
+		}
+		if o.MQTTPort < 0 { // the server cannot tell us a port it picked, so pick it here
+			ln, err := net.Listen("tcp", net.JoinHostPort(o.Host, "0"))
+			if err != nil {
+				return nil, fmt.Errorf("embedded nats: %w", err)
+			}
+			o.MQTTPort = ln.Addr().(*net.TCPAddr).Port
+			ln.Close()
+		}
+		opts.MQTT.Host, opts.MQTT.Port = o.Host, o.MQTTPort
+	}
 	s, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("embedded nats: %w", err)
@@ -68,15 +86,21 @@ func StartEmbeddedNATS(o EmbeddedNATSOptions) (*EmbeddedNATS, error) {
 		return nil, errors.New("embedded nats: not ready within 10s")
 	}
 	e := &EmbeddedNATS{s: s}
+	if o.MQTTPort != 0 {
+		e.mqttAddr = net.JoinHostPort(o.Host, strconv.Itoa(o.MQTTPort))
+	}
 	if port != o.Port {
 		o.Log.Info("embedded nats: port taken, using a free one", "wanted", o.Port, "addr", e.Addr())
 	}
-	o.Log.Info("embedded nats started", "addr", e.Addr(), "jetstream", opts.JetStream)
+	o.Log.Info("embedded nats started", "addr", e.Addr(), "jetstream", opts.JetStream, "mqtt", e.MQTTAddr())
 	return e, nil
 }
 
 // Addr is where the server listens.
 func (e *EmbeddedNATS) Addr() string { return e.s.Addr().String() }
+
+// MQTTAddr is where the MQTT listener is, or "" without one.
+func (e *EmbeddedNATS) MQTTAddr() string { return e.mqttAddr }
 
 // Server is the in-process connection provider for bridge.NATSOptions.
 func (e *EmbeddedNATS) Server() *server.Server { return e.s }

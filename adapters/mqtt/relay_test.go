@@ -343,3 +343,45 @@ func TestRelayBrokerUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// The embedded NATS server's MQTT listener is another backend a route can
+// name: paho through the gateway to it, and the message is on NATS too.
+func TestRelayToEmbeddedNATSMQTT(t *testing.T) {
+	e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Port: -1, StoreDir: t.TempDir(), MQTTPort: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Shutdown)
+	n, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + e.Addr(), InProcess: e.Server()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	onNATS := make(chan bridge.Message, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.Subscribe(ctx, "sensors.room1", func(m bridge.Message) { onNATS <- m }); err != nil {
+		t.Fatal(err)
+	}
+	url := startRelay(t, Options{Address: e.MQTTAddr()})
+	c := pahoClient(t, url, "via-gateway")
+	got := make(chan paho.Message, 1)
+	wait(t, c.Subscribe("sensors/room1", 1, func(_ paho.Client, m paho.Message) { got <- m }))
+	wait(t, c.Publish("sensors/room1", 1, false, "21.5"))
+	select {
+	case m := <-got:
+		if string(m.Payload()) != "21.5" {
+			t.Fatalf("got %q", m.Payload())
+		}
+	case <-ctx.Done():
+		t.Fatal("no MQTT message back")
+	}
+	select {
+	case m := <-onNATS:
+		if string(m.Data) != "21.5" {
+			t.Fatalf("NATS got %q", m.Data)
+		}
+	case <-ctx.Done():
+		t.Fatal("NATS subscriber got nothing")
+	}
+}

@@ -104,6 +104,8 @@ type BackendConfig struct {
 	// Embedded runs a NATS server inside the gateway (protocol nats only).
 	Embedded bool   `yaml:"embedded"`
 	StoreDir string `yaml:"store_dir"`
+	// MQTTAddress opens the embedded server's MQTT listener (needs store_dir).
+	MQTTAddress string `yaml:"mqtt_address"`
 }
 
 // RouteConfig maps a URL path to a protocol adapter and a backend.
@@ -387,6 +389,18 @@ func (cfg *Config) check(c *checker) {
 		}
 		if b.StoreDir != "" && !b.Embedded {
 			c.fail(p+".store_dir", "store_dir (JetStream storage) needs embedded: true")
+		}
+		if b.MQTTAddress != "" {
+			host, port, err := net.SplitHostPort(b.MQTTAddress)
+			ip := net.ParseIP(host)
+			switch {
+			case !b.Embedded:
+				c.fail(p+".mqtt_address", "only an embedded nats server has an MQTT listener to open")
+			case err != nil || port == "" || ip == nil || !ip.IsLoopback():
+				c.fail(p+".mqtt_address", "%q is not a loopback host:port", b.MQTTAddress)
+			case b.StoreDir == "":
+				c.fail(p+".mqtt_address", "NATS's MQTT listener needs JetStream: set store_dir")
+			}
 		}
 		if _, port, err := net.SplitHostPort(b.Address); err != nil || port == "" {
 			c.fail(p+".address", "%q is not host:port", b.Address)

@@ -59,6 +59,9 @@ func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
 		{"bad address", strings.Replace(ok, "address: h:1", "address: h", 1), []string{"c.yaml:4: backends.b.address"}},
 		{"bad log level", ok + "log:\n  level: loud\n", []string{"c.yaml:10: log.level"}},
 		{"syntax error", "routes: [\n", []string{"c.yaml:"}},
+		{"mqtt listener without jetstream", "backends:\n  n:\n    protocol: nats\n    embedded: true\n    mqtt_address: 127.0.0.1:1884\nroutes:\n  - {path: /s, protocol: sse, backend: n}\n", []string{"c.yaml:5: backends.n.mqtt_address", "store_dir"}},
+		{"embedded on a public address", "backends:\n  n:\n    protocol: nats\n    embedded: true\n    address: 0.0.0.0:4222\nroutes:\n  - {path: /s, protocol: sse, backend: n}\n", []string{"c.yaml:5: backends.n.address", "loopback"}},
+		{"translate onto a stomp backend", strings.Replace(ok, "backend: b", "backend: b\n    mode: translate", 1), []string{"routes.0.backend", "translate"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -218,6 +219,29 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		}
 		creds[name] = &c
 	}
+	// Embedded servers start first: an MQTT route may name one's MQTT
+	// listener through a separate mqtt backend.
+	embedded := map[string]*bridge.EmbeddedNATS{}
+	for _, name := range sortedKeys(cfg.Backends) {
+		b := cfg.Backends[name]
+		if !b.Embedded {
+			continue
+		}
+		host, port, _ := net.SplitHostPort(b.Address)
+		p, _ := strconv.Atoi(port)
+		eo := bridge.EmbeddedNATSOptions{Host: host, Port: p, StoreDir: b.StoreDir, Log: log}
+		if b.MQTTAddress != "" {
+			_, mport, _ := net.SplitHostPort(b.MQTTAddress)
+			eo.MQTTPort, _ = strconv.Atoi(mport)
+		}
+		e, err := bridge.StartEmbeddedNATS(eo)
+		if err != nil {
+			g.close()
+			return nil, fmt.Errorf("backend %q: %w", name, err)
+		}
+		embedded[name] = e
+		g.embedded = append(g.embedded, e)
+	}
 	brokers := map[string]bridge.Broker{}
 	brokerFor := func(name string) (bridge.Broker, error) {
 		if b, ok := brokers[name]; ok {
@@ -232,14 +256,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		case "nats":
 			o := bridge.NATSOptions{URL: "nats://" + b.Address, Credential: creds[name],
 				DialTimeout: time.Duration(b.DialTimeout), Log: log}
-			if b.Embedded {
-				host, port, _ := net.SplitHostPort(b.Address)
-				p, _ := strconv.Atoi(port)
-				e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Host: host, Port: p, StoreDir: b.StoreDir, Log: log})
-				if err != nil {
-					return nil, fmt.Errorf("backend %q: %w", name, err)
-				}
-				g.embedded = append(g.embedded, e)
+			if e := embedded[name]; e != nil {
 				o.URL, o.InProcess = "nats://"+e.Addr(), e.Server()
 			}
 			n, err := bridge.NewNATS(o)
@@ -335,6 +352,15 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		srv.Handle("GET /{$}", demoHandler())
 	}
 	return g, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // keyringLocation resolves the keyring path and how to get its key.
