@@ -1,6 +1,9 @@
 package bridge
 
 import (
+	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -54,7 +57,17 @@ func (Handler) OnPong(c *gws.Conn, _ []byte) { c.Session().(SessionEvents).Core(
 
 func (Handler) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
-	c.Session().(SessionEvents).OnMessage(m.Bytes())
+	ev := c.Session().(SessionEvents)
+	// A bug while handling one client's bytes ends that session (1011),
+	// not the gateway with every other session in it.
+	defer func() {
+		if r := recover(); r != nil {
+			slog.Error("panic while handling a client message; closing that connection",
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			ev.Core().Finish("internal_error", fmt.Sprint("internal error: ", r), CloseInternal, gws.OpcodeText, nil)
+		}
+	}()
+	ev.OnMessage(m.Bytes())
 }
 
 // Core returns s, for SessionEvents.

@@ -47,6 +47,8 @@ try {
   if (protocolVersion === 5) {
     const q1 = got.find((m) => m.payload === 'qos 1');
     if (q1.packet.properties?.userProperties?.k !== 'v') fail('user property lost: ' + JSON.stringify(q1.packet.properties));
+    const expiry = q1.packet.properties?.messageExpiryInterval;
+    if (!(expiry > 0 && expiry <= 60)) fail('message expiry lost: ' + JSON.stringify(q1.packet.properties));
   }
 
   // Retained message for a later subscriber.
@@ -89,7 +91,7 @@ try {
   if (pongs < 1 || !idle.connected) fail(`keepalive: ${pongs} PINGRESP, connected=${idle.connected}`);
   await idle.endAsync();
 
-  console.log(`OK v${v}: qos 0/1/2, ${protocolVersion === 5 ? 'user properties, topic alias, ' : ''}retained, will, persistent session, keepalive`);
+  console.log(`OK v${v}: qos 0/1/2, ${protocolVersion === 5 ? 'user properties, message expiry, topic alias, ' : ''}retained, will, persistent session, keepalive`);
   for (const c of [sub, pub, late]) await c.endAsync();
   process.exit(0);
 } catch (e) {
