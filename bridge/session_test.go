@@ -16,7 +16,7 @@ type panicky struct {
 	closed chan struct{}
 }
 
-func (p *panicky) GoAway(string)   {}
+func (p *panicky) GoAway(string)    {}
 func (p *panicky) OnMessage([]byte) { panic("adapter bug") }
 func (p *panicky) OnClose(error)    { p.Ended(nil, "client_closed"); close(p.closed) }
 
