@@ -1,0 +1,348 @@
+// Package amqp serves AMQP 0-9-1 over WebSocket (binary frames, as
+// @cloudamqp/amqp-client's AMQPWebSocketClient sends them) and relays to
+// RabbitMQ over TCP. Every client frame is checked by validate; the SASL
+// response in connection.start-ok is replaced by the route's keyring
+// credential, frame-max in connection.tune-ok is capped to the gateway's
+// limit, and the virtual host in connection.open must be one the route
+// allows.
+package amqp
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// Subprotocols: clients may offer "amqp"; those that offer none (as
+// AMQPWebSocketClient) are accepted too.
+var Subprotocols = []string{"amqp"}
+
+const upstreamReadBytes = 4 << 10
+
+// Options configure one AMQP relay route.
+type Options struct {
+	Route, Backend string
+	Address        string // broker host:port
+	// Credential is sent as the SASL PLAIN response; nil forwards none,
+	// which RabbitMQ refuses, so AMQP routes normally name one.
+	Credential *keyring.Credential
+	// VHosts are the virtual hosts clients may open; empty allows "/" only.
+	VHosts      []string
+	DialTimeout time.Duration
+	Limits      validate.AMQPLimits
+	WS          bridge.WSOptions
+	Origins     *bridge.Origins
+	Conns       *bridge.Conns
+	Log         *slog.Logger
+}
+
+// Relay is the http.Handler for an AMQP relay route.
+type Relay struct {
+	opts      Options
+	admission bridge.Admission
+	dialer    net.Dialer
+}
+
+// NewRelay makes a relay handler.
+func NewRelay(o Options) *Relay {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	if len(o.VHosts) == 0 {
+		o.VHosts = []string{"/"}
+	}
+	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
+	r.admission = bridge.Admission{Protocol: "amqp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
+		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
+	return r
+}
+
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	ws, release, ok := r.admission.Admit(w, req)
+	if !ok {
+		return
+	}
+	ws.Session().(*session).init(ws, req.RemoteAddr, release)
+	go ws.ReadLoop()
+}
+
+// Ready reports whether the broker accepts TCP connections.
+func (r *Relay) Ready(ctx context.Context) error { return bridge.DialCheck(r.opts.Address)(ctx) }
+
+type session struct {
+	bridge.Session
+	relay *Relay
+
+	// read loop
+	in       *validate.AMQPScanner
+	pending  []byte
+	up       net.Conn
+	upDone   chan struct{}
+	framesIn int
+
+	framesOut     atomic.Int64
+	clientClosing atomic.Bool // the client sent connection.close or close-ok
+}
+
+func (s *session) init(ws *gws.Conn, remote string, release func()) {
+	o := &s.relay.opts
+	s.Start(ws, remote, release, o.WS, func() {
+		s.Finish("keepalive_timeout", "no traffic from the client for two ping intervals", bridge.CloseGoingAway, 0, nil)
+	})
+	s.in = validate.NewAMQPScanner(o.Limits)
+	o.Log.Info("amqp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
+}
+
+// GoAway implements bridge.Closer: connection.close 320 (connection
+// forced), then 1001.
+func (s *session) GoAway(reason string) {
+	s.Finish("shutdown", reason, bridge.CloseGoingAway, gws.OpcodeBinary, connectionClose(320, "CONNECTION_FORCED - "+reason))
+}
+
+// OnMessage handles one client WebSocket message.
+func (s *session) OnMessage(data []byte) {
+	if s.Closing() {
+		return
+	}
+	s.KA.Touch()
+	if len(s.pending) > 0 {
+		s.pending = append(s.pending, data...)
+		data = s.pending
+	}
+	start, off := 0, 0
+	for off < len(data) {
+		n, f, err := s.in.Next(data[off:])
+		if err != nil {
+			if s.up != nil && off > start && !s.forward(data[start:off]) {
+				return
+			}
+			s.reject(err)
+			return
+		}
+		if n == 0 {
+			break
+		}
+		s.framesIn++
+		var replace []byte
+		switch {
+		case f == nil: // the protocol header: time to reach the broker
+			if !s.dial() {
+				return
+			}
+			start = off + n // dial sent it
+		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 11:
+			replace = s.startOk(f)
+		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 31:
+			replace = s.tuneOk(f)
+		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 40:
+			if !s.vhostAllowed(f) {
+				return
+			}
+		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && (f.Method == 50 || f.Method == 51):
+			s.clientClosing.Store(true)
+		}
+		if replace != nil {
+			if (off > start && !s.forward(data[start:off])) || !s.forward(replace) {
+				return
+			}
+			start = off + n
+		}
+		off += n
+	}
+	if s.up != nil && off > start && !s.forward(data[start:off]) {
+		return
+	}
+	s.pending = bridge.Carry(s.pending, data[off:])
+}
+
+// reject answers a violation: a bad protocol header gets the right one
+// back, as a broker does; anything else gets connection.close with the
+// reply code, then the WebSocket close.
+func (s *session) reject(err error) {
+	code := bridge.CloseProtocolError
+	switch {
+	case errors.Is(err, validate.ErrTooLarge):
+		code = bridge.CloseTooLarge
+	case errors.Is(err, validate.ErrPolicy):
+		code = bridge.ClosePolicy
+	}
+	if err == validate.ErrAMQPHeader {
+		s.Finish("rejected", err.Error(), code, gws.OpcodeBinary, []byte(validate.AMQPProtocolHeader))
+		return
+	}
+	reply := validate.AMQPSyntaxError
+	var ae *validate.AMQPError
+	if errors.As(err, &ae) {
+		reply = ae.Code
+	}
+	s.Finish("rejected", err.Error(), code, gws.OpcodeBinary, connectionClose(reply, err.Error()))
+}
+
+// connectionClose encodes connection.close on channel 0.
+func connectionClose(code int, text string) []byte {
+	if len(text) > 255 {
+		text = text[:255]
+	}
+	p := []byte{0, 10, 0, 50, byte(code >> 8), byte(code), byte(len(text))}
+	p = append(p, text...)
+	p = append(p, 0, 0, 0, 0)
+	return frame(validate.AMQPFrameMethod, 0, p)
+}
+
+func frame(typ byte, ch uint16, payload []byte) []byte {
+	b := make([]byte, 7, 8+len(payload))
+	b[0] = typ
+	binary.BigEndian.PutUint16(b[1:], ch)
+	binary.BigEndian.PutUint32(b[3:], uint32(len(payload)))
+	return append(append(b, payload...), 0xCE)
+}
+
+func (s *session) dial() bool {
+	o := &s.relay.opts
+	up, err := s.relay.dialer.Dial("tcp", o.Address)
+	if err != nil {
+		o.Log.Warn("amqp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
+		s.Finish("broker_unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal,
+			gws.OpcodeBinary, connectionClose(320, "CONNECTION_FORCED - broker unavailable"))
+		return false
+	}
+	s.up, s.upDone = up, make(chan struct{})
+	go s.readUpstream(up)
+	return s.forward([]byte(validate.AMQPProtocolHeader))
+}
+
+// startOk rebuilds connection.start-ok with the route's identity: client
+// properties and locale are kept, the mechanism becomes PLAIN and the
+// response carries the keyring credential.
+func (s *session) startOk(f *validate.AMQPFrame) []byte {
+	p := f.Payload
+	props := 4 + 4 + int(binary.BigEndian.Uint32(p[4:]))
+	mech := props + 1 + int(p[props])
+	resp := mech + 4 + int(binary.BigEndian.Uint32(p[mech:]))
+	locale := p[resp:]
+	var response []byte
+	if c := s.relay.opts.Credential; c != nil {
+		response = append(append(append([]byte{0}, c.Username...), 0), c.Password.Reveal()...)
+	}
+	out := append([]byte(nil), p[:props]...)
+	out = append(out, 5, 'P', 'L', 'A', 'I', 'N')
+	out = binary.BigEndian.AppendUint32(out, uint32(len(response)))
+	out = append(out, response...)
+	out = append(out, locale...)
+	return frame(validate.AMQPFrameMethod, 0, out)
+}
+
+// tuneOk forwards connection.tune-ok with channel-max and frame-max as the
+// validator now enforces them, so the broker is held to the same limits.
+func (s *session) tuneOk(f *validate.AMQPFrame) []byte {
+	p := append([]byte(nil), f.Payload...)
+	binary.BigEndian.PutUint16(p[4:], uint16(s.in.ChannelMax))
+	binary.BigEndian.PutUint32(p[6:], uint32(s.in.FrameMax))
+	return frame(validate.AMQPFrameMethod, 0, p)
+}
+
+func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
+	p := f.Payload
+	vhost := string(p[5 : 5+int(p[4])])
+	if slices.Contains(s.relay.opts.VHosts, vhost) {
+		return true
+	}
+	s.Finish("rejected", fmt.Sprintf("virtual host %q not allowed", vhost), bridge.ClosePolicy, gws.OpcodeBinary,
+		connectionClose(530, fmt.Sprintf("NOT_ALLOWED - virtual host %q is not open to this route", vhost)))
+	return false
+}
+
+func (s *session) forward(b []byte) bool {
+	s.up.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
+	if _, err := s.up.Write(b); err != nil {
+		s.Finish("broker_lost", "writing to the broker failed", bridge.CloseInternal, 0, nil)
+		return false
+	}
+	return true
+}
+
+// readUpstream relays broker frames; frames read together go out as one
+// binary WebSocket message.
+func (s *session) readUpstream(up net.Conn) {
+	defer close(s.upDone)
+	max := s.relay.opts.Limits.MaxFrameBytes
+	if max <= 0 {
+		max = validate.DefaultAMQPLimits().MaxFrameBytes
+	}
+	buf := make([]byte, upstreamReadBytes)
+	filled := 0
+	for {
+		if filled == len(buf) {
+			nb := make([]byte, min(2*len(buf), max+upstreamReadBytes))
+			copy(nb, buf[:filled])
+			buf = nb
+		}
+		n, rerr := up.Read(buf[filled:])
+		filled += n
+		end, count := 0, 0
+		// The broker's first bytes may be a protocol header of its own
+		// (refusing ours); pass them through whole.
+		if filled >= 8 && string(buf[:4]) == "AMQP" {
+			end = 8
+		}
+		for end+7 <= filled {
+			size := int(binary.BigEndian.Uint32(buf[end+3:]))
+			if size+8 > max {
+				s.Finish("broker_protocol_error", "broker frame over the gateway's frame-max", bridge.CloseInternal, 0, nil)
+				return
+			}
+			if end+size+8 > filled {
+				break
+			}
+			end += size + 8
+			count++
+		}
+		if end > 0 {
+			if !s.Write(gws.OpcodeBinary, buf[:end]) {
+				return
+			}
+			s.framesOut.Add(int64(count))
+			filled = copy(buf, buf[end:filled])
+		}
+		if filled == 0 && len(buf) > upstreamReadBytes {
+			buf = make([]byte, upstreamReadBytes)
+		}
+		if rerr != nil {
+			if s.clientClosing.Load() {
+				s.Finish("client_closed", "connection.close completed", bridge.CloseNormal, 0, nil)
+			} else {
+				s.Finish("broker_closed", "the broker closed the connection", bridge.CloseInternal, 0, nil)
+			}
+			return
+		}
+	}
+}
+
+// OnClose releases everything the session holds.
+func (s *session) OnClose(err error) {
+	outcome, reason, lasted := s.Ended(err, "client_closed")
+	if s.up != nil {
+		s.up.Close()
+		<-s.upDone
+	}
+	o := &s.relay.opts
+	level := slog.LevelInfo
+	if outcome != "client_closed" && outcome != "shutdown" {
+		level = slog.LevelWarn
+	}
+	o.Log.Log(context.Background(), level, "amqp connection closed", "route", o.Route, "remote", s.Remote, "outcome", outcome,
+		"reason", reason, "duration", lasted.String(), "frames_in", s.framesIn, "frames_out", s.framesOut.Load())
+	s.Release()
+}

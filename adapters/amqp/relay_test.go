@@ -1,0 +1,281 @@
+package amqp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+func startRelay(t *testing.T, o Options) string {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	srv := bridge.NewServer(log, 100)
+	o.Origins, _ = bridge.NewOrigins([]string{"http://allowed.example"})
+	o.Conns, o.Log, o.Route, o.Backend = srv.Conns, log, "/amqp", "rabbitmq"
+	if o.WS == (bridge.WSOptions{}) {
+		o.WS = bridge.DefaultWSOptions()
+	}
+	srv.Handle("/amqp", NewRelay(o))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		<-done
+	})
+	return "ws://" + ln.Addr().String() + "/amqp"
+}
+
+// wsConn is a net.Conn over a WebSocket, so amqp091-go can dial through
+// the gateway: every Write is one binary message.
+type wsConn struct {
+	gws.BuiltinEventHandler
+	conn   *gws.Conn
+	msgs   chan []byte
+	buf    []byte
+	closed chan struct{}
+	err    error
+}
+
+func (c *wsConn) OnMessage(_ *gws.Conn, m *gws.Message) { c.msgs <- bytes.Clone(m.Bytes()); m.Close() }
+func (c *wsConn) OnClose(_ *gws.Conn, err error)        { c.err = err; close(c.closed) }
+
+func (c *wsConn) Read(p []byte) (int, error) {
+	for len(c.buf) == 0 {
+		select {
+		case c.buf = <-c.msgs:
+		case <-c.closed:
+			select {
+			case c.buf = <-c.msgs:
+			default:
+				return 0, io.EOF
+			}
+		}
+	}
+	n := copy(p, c.buf)
+	c.buf = c.buf[n:]
+	return n, nil
+}
+func (c *wsConn) Write(p []byte) (int, error) {
+	return len(p), c.conn.WriteMessage(gws.OpcodeBinary, p)
+}
+func (c *wsConn) Close() error                       { return c.conn.NetConn().Close() }
+func (c *wsConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
+func (c *wsConn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
+func (c *wsConn) SetDeadline(t time.Time) error      { return nil }
+func (c *wsConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *wsConn) SetWriteDeadline(t time.Time) error { return nil }
+
+func dialWS(t *testing.T, url string) *wsConn {
+	t.Helper()
+	c := &wsConn{msgs: make(chan []byte, 256), closed: make(chan struct{})}
+	conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.conn = conn
+	go conn.ReadLoop()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// amqpThrough opens an amqp091-go connection through the gateway with
+// placeholder credentials.
+func amqpThrough(t *testing.T, url string) *amqp091.Connection {
+	t.Helper()
+	conn, err := amqp091.DialConfig("amqp://placeholder:placeholder@gateway/", amqp091.Config{
+		Dial: func(network, addr string) (net.Conn, error) { return dialWS(t, url), nil },
+	})
+	if err != nil {
+		t.Fatalf("amqp through the gateway: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func TestRelayAMQP091(t *testing.T) {
+	cred := brokertest.RabbitCredential(t)
+	tap := brokertest.NewTapProxy(t, brokertest.RabbitAMQP(t))
+	url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
+	conn := amqpThrough(t, url)
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := fmt.Sprintf("wsbridge-test-%d", time.Now().UnixNano())
+	if err := ch.ExchangeDeclare(ex, "topic", false, true, false, false, amqp091.Table{"x-test": int32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, amqp091.Table{"x-max-length": int32(100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.QueueBind(q.Name, "prices.*", ex, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Qos(10, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	big := strings.Repeat("x", 300<<10) // spans many frames
+	for i, body := range []string{"one", "two", big} {
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, ex, "prices.eur", false, false, amqp091.Publishing{
+			ContentType: "text/plain", Headers: amqp091.Table{"n": int32(i)}, Body: []byte(body)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := dc.WaitContext(ctx); !ok || err != nil {
+			t.Fatalf("confirm %d: %v %v", i, ok, err)
+		}
+	}
+	got, ok, err := ch.Get(q.Name, false)
+	if err != nil || !ok || string(got.Body) != "one" || got.Headers["n"] != int32(0) {
+		t.Fatalf("basic.get: %v %v %q %v", ok, err, got.Body, got.Headers)
+	}
+	got.Reject(true) // requeue
+	deliveries, err := ch.Consume(q.Name, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for len(seen) < 3 {
+		select {
+		case d := <-deliveries:
+			seen[string(d.Body[:min(3, len(d.Body))])] = true
+			if d.ContentType != "text/plain" {
+				t.Fatalf("content type %q", d.ContentType)
+			}
+			d.Ack(false)
+		case <-ctx.Done():
+			t.Fatalf("consumed %v", seen)
+		}
+	}
+	if err := conn.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	tap.Close()
+	sent := tap.Sent()
+	if strings.Contains(sent, "placeholder") {
+		t.Fatal("the client's credentials reached RabbitMQ")
+	}
+	if !strings.Contains(sent, "\x00"+cred.Username+"\x00") {
+		t.Fatal("the keyring identity was not sent")
+	}
+}
+
+func TestRelayAMQPBrokerSeesKeyringIdentity(t *testing.T) {
+	cred := brokertest.RabbitCredential(t)
+	tap := brokertest.NewTapProxy(t, brokertest.RabbitAMQP(t))
+	url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
+	conn := amqpThrough(t, url)
+	port := fmt.Sprint(tap.Ports()[0])
+	out, err := exec.Command("rabbitmqctl", "list_connections", "peer_port", "user", "-q", "-s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl: %v %s", err, out)
+	}
+	found := false
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == port {
+			found = true
+			if f[1] != cred.Username {
+				t.Fatalf("RabbitMQ says the user is %q, want %q", f[1], cred.Username)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("connection from port %s not listed:\n%s", port, out)
+	}
+	conn.Close()
+}
+
+func TestRelayAMQPRejects(t *testing.T) {
+	cred := brokertest.RabbitCredential(t)
+	addr := brokertest.RabbitAMQP(t)
+	t.Run("bad protocol header gets the right one back", func(t *testing.T) {
+		url := startRelay(t, Options{Address: addr, Credential: &cred})
+		c := dialWS(t, url)
+		c.Write([]byte("AMQP\x00\x01\x00\x00"))
+		b := make([]byte, 8)
+		if _, err := io.ReadFull(c, b); err != nil || string(b) != validate.AMQPProtocolHeader {
+			t.Fatalf("got %q %v", b, err)
+		}
+		<-c.closed
+		var ce *gws.CloseError
+		if !errors.As(c.err, &ce) || ce.Code != bridge.CloseProtocolError {
+			t.Fatalf("close %v", c.err)
+		}
+	})
+	t.Run("vhost not allowed", func(t *testing.T) {
+		tap := brokertest.NewTapProxy(t, addr)
+		url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
+		_, err := amqp091.DialConfig("amqp://x:y@gateway/secret-vhost", amqp091.Config{
+			Dial: func(network, a string) (net.Conn, error) { return dialWS(t, url), nil },
+		})
+		// amqp091-go reports a connection.close during open as ErrVhost.
+		if !errors.Is(err, amqp091.ErrVhost) {
+			t.Fatalf("got %v, want the vhost refused", err)
+		}
+		tap.Close()
+		if strings.Contains(tap.Sent(), "secret-vhost") {
+			t.Fatal("the refused connection.open reached RabbitMQ")
+		}
+	})
+	t.Run("malformed frame after open", func(t *testing.T) {
+		tap := brokertest.NewTapProxy(t, addr)
+		url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
+		var raw *wsConn
+		conn, err := amqp091.DialConfig("amqp://x:y@gateway/", amqp091.Config{
+			Dial: func(network, a string) (net.Conn, error) { raw = dialWS(t, url); return raw, nil },
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
+		// channel.open on channel 5 with a short string claiming 9 bytes.
+		raw.Write([]byte{1, 0, 5, 0, 0, 0, 6, 0, 20, 0, 10, 9, 'z', 0xCE})
+		select {
+		case e := <-closed:
+			if e == nil || e.Code != validate.AMQPSyntaxError {
+				t.Fatalf("got %v, want connection.close 502", e)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no connection.close")
+		}
+		tap.Close()
+		if bytes.Contains([]byte(tap.Sent()), []byte{0, 20, 0, 10, 9, 'z'}) {
+			t.Fatal("the malformed frame reached RabbitMQ")
+		}
+	})
+	t.Run("broker unreachable", func(t *testing.T) {
+		url := startRelay(t, Options{Address: brokertest.DeadAddr(t), Credential: &cred, DialTimeout: time.Second})
+		_, err := amqp091.DialConfig("amqp://x:y@gateway/", amqp091.Config{
+			Dial: func(network, a string) (net.Conn, error) { return dialWS(t, url), nil },
+		})
+		if err == nil {
+			t.Fatal("connected with the broker down")
+		}
+	})
+}
