@@ -15,6 +15,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/sse"
+	"github.com/wsbridge/wsbridge/validate"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -77,6 +78,14 @@ type LimitsConfig struct {
 	MaxConnections int               `yaml:"max_connections"`
 	STOMP          STOMPLimitsConfig `yaml:"stomp"`
 	MQTT           MQTTLimitsConfig  `yaml:"mqtt"`
+	AMQP           AMQPLimitsConfig  `yaml:"amqp"`
+}
+
+// AMQPLimitsConfig bounds AMQP frames.
+type AMQPLimitsConfig struct {
+	MaxFrameBytes int `yaml:"max_frame_bytes"`
+	MaxChannels   int `yaml:"max_channels"`
+	MaxTableDepth int `yaml:"max_table_depth"`
 }
 
 // MQTTLimitsConfig bounds MQTT packets.
@@ -115,6 +124,8 @@ type RouteConfig struct {
 	Backend  string `yaml:"backend"`
 	// Mode is relay (default) or translate, for stomp routes.
 	Mode string `yaml:"mode"`
+	// VHosts are the virtual hosts an amqp route's clients may open.
+	VHosts []string `yaml:"vhosts"`
 }
 
 // Duration is a time.Duration written as "30s", "1m".
@@ -300,6 +311,7 @@ var backendProtocols = map[string]bool{"stomp": true, "amqp": true, "nats": true
 var routeBackends = map[string]map[string]bool{
 	"stomp":           {"stomp": true},
 	"mqtt":            {"mqtt": true},
+	"amqp":            {"amqp": true},
 	"stomp/translate": {"nats": true, "amqp": true, "mqtt": true},
 	"sse":             {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
 	"publish":         {"amqp": true, "nats": true, "mqtt": true, "stomp": true},
@@ -359,6 +371,10 @@ func (cfg *Config) check(c *checker) {
 	ml := &cfg.Limits.MQTT
 	c.intIn("limits.mqtt.max_packet_bytes", &ml.MaxPacketBytes, 256<<10, 16, 256<<20)
 	c.intIn("limits.mqtt.max_broker_packet_bytes", &ml.MaxBrokerPacketBytes, 16<<20, 1<<10, 256<<20)
+	al, ad := &cfg.Limits.AMQP, validate.DefaultAMQPLimits()
+	c.intIn("limits.amqp.max_frame_bytes", &al.MaxFrameBytes, ad.MaxFrameBytes, validate.AMQPMinFrameMax, 64<<20)
+	c.intIn("limits.amqp.max_channels", &al.MaxChannels, ad.MaxChannels, 1, 65535)
+	c.intIn("limits.amqp.max_table_depth", &al.MaxTableDepth, ad.MaxTableDepth, 1, 64)
 
 	names := make([]string, 0, len(cfg.Backends))
 	for name := range cfg.Backends {
@@ -441,9 +457,12 @@ func (cfg *Config) check(c *checker) {
 		case r.Mode == "relay" && r.Protocol != "stomp":
 			c.fail(p+".mode", "only stomp routes have a mode")
 		}
+		if len(r.VHosts) > 0 && r.Protocol != "amqp" {
+			c.fail(p+".vhosts", "only amqp routes open virtual hosts")
+		}
 		serves, known := routeBackends[key]
 		if !known {
-			c.fail(p+".protocol", "%q is not a supported route protocol (stomp, mqtt, sse, publish)", r.Protocol)
+			c.fail(p+".protocol", "%q is not a supported route protocol (stomp, mqtt, amqp, sse, publish)", r.Protocol)
 		}
 		b, ok := cfg.Backends[r.Backend]
 		switch {

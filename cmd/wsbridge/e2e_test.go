@@ -95,3 +95,21 @@ func TestMQTTJSThroughGateway(t *testing.T) {
 		t.Logf("mqtt.js: %s", strings.TrimSpace(string(out)))
 	}
 }
+
+// @cloudamqp/amqp-client's AMQPWebSocketClient through /amqp of
+// testdata/rabbitmq.yaml, with the keyring identity injected.
+func TestAMQPClientThroughGateway(t *testing.T) {
+	requireNodeClients(t)
+	brokertest.RabbitAMQP(t)
+	g, cred := serveRabbitMQExample(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "amqpclient.mjs"), "ws://"+g.addr+"/amqp").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "OK ") {
+		t.Fatalf("amqp-client: %v\n%s\ngateway logs:\n%s", err, out, g.logs)
+	}
+	t.Logf("amqp-client: %s", strings.TrimSpace(string(out)))
+	if strings.Contains(g.logs.String(), cred.Password.Reveal()) {
+		t.Fatal("the broker password reached the logs")
+	}
+}

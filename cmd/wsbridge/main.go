@@ -20,6 +20,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsbridge/wsbridge/adapters/amqp"
 	"github.com/wsbridge/wsbridge/adapters/mqtt"
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/bridge"
@@ -334,6 +335,15 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			})
 			srv.Handle(r.Path, relay)
 			srv.AddReadyCheck(r.Backend, relay.Ready)
+		case "amqp":
+			al := cfg.Limits.AMQP
+			relay := amqp.NewRelay(amqp.Options{
+				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHosts: r.VHosts,
+				DialTimeout: time.Duration(b.DialTimeout),
+				Limits:      validate.AMQPLimits{MaxFrameBytes: al.MaxFrameBytes, MaxChannels: al.MaxChannels, MaxTableDepth: al.MaxTableDepth},
+				WS:          ws, Origins: cfg.origins, Conns: srv.Conns, Log: log,
+			})
+			srv.Handle(r.Path, relay)
 		case "sse", "publish":
 			h, err := hubFor(r.Backend)
 			if err != nil {
