@@ -243,32 +243,53 @@ func TestRelayAMQPRejects(t *testing.T) {
 			t.Fatal("the refused connection.open reached RabbitMQ")
 		}
 	})
-	t.Run("malformed frame after open", func(t *testing.T) {
-		tap := brokertest.NewTapProxy(t, addr)
-		url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
-		var raw *wsConn
-		conn, err := amqp091.DialConfig("amqp://x:y@gateway/", amqp091.Config{
-			Dial: func(network, a string) (net.Conn, error) { raw = dialWS(t, url); return raw, nil },
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
-		// channel.open on channel 5 with a short string claiming 9 bytes.
-		raw.Write([]byte{1, 0, 5, 0, 0, 0, 6, 0, 20, 0, 10, 9, 'z', 0xCE})
-		select {
-		case e := <-closed:
-			if e == nil || e.Code != validate.AMQPSyntaxError {
-				t.Fatalf("got %v, want connection.close 502", e)
+	// After a real handshake, each class of bad frame gets connection.close
+	// with its reply code and the WebSocket close, and never reaches RabbitMQ.
+	bad := []struct {
+		name  string
+		frame []byte
+		reply int
+		code  uint16
+	}{
+		{"truncated short string", []byte{1, 0, 5, 0, 0, 0, 6, 0, 20, 0, 10, 9, 'z', 0xCE}, validate.AMQPSyntaxError, bridge.CloseProtocolError},
+		{"bad frame end", []byte{1, 0, 5, 0, 0, 0, 5, 0, 20, 0, 10, 0, 'z'}, validate.AMQPFrameError, bridge.CloseProtocolError},
+		{"unknown method", []byte{1, 0, 5, 0, 0, 0, 4, 0, 60, 0, 99, 0xCE}, validate.AMQPCommandInvalid, bridge.CloseProtocolError},
+		{"body without publish", []byte{3, 0, 5, 0, 0, 0, 1, 'z', 0xCE}, validate.AMQPUnexpectedFrame, bridge.CloseProtocolError},
+		{"channel beyond channel-max", []byte{1, 0x7f, 0xff, 0, 0, 0, 5, 0, 20, 0, 10, 0, 0xCE}, validate.AMQPChannelError, bridge.CloseProtocolError},
+		{"frame over frame-max", []byte{3, 0, 5, 0, 0x10, 0, 0}, validate.AMQPFrameError, bridge.CloseTooLarge},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			tap := brokertest.NewTapProxy(t, addr)
+			url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
+			var raw *wsConn
+			conn, err := amqp091.DialConfig("amqp://x:y@gateway/", amqp091.Config{
+				Dial: func(network, a string) (net.Conn, error) { raw = dialWS(t, url); return raw, nil },
+			})
+			if err != nil {
+				t.Fatal(err)
 			}
-		case <-time.After(10 * time.Second):
-			t.Fatal("no connection.close")
-		}
-		tap.Close()
-		if bytes.Contains([]byte(tap.Sent()), []byte{0, 20, 0, 10, 9, 'z'}) {
-			t.Fatal("the malformed frame reached RabbitMQ")
-		}
-	})
+			closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
+			raw.Write(tt.frame)
+			select {
+			case e := <-closed:
+				if e == nil || e.Code != tt.reply {
+					t.Fatalf("got %v, want connection.close %d", e, tt.reply)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("no connection.close")
+			}
+			<-raw.closed
+			var ce *gws.CloseError
+			if !errors.As(raw.err, &ce) || ce.Code != tt.code {
+				t.Fatalf("WebSocket close %v, want %d", raw.err, tt.code)
+			}
+			tap.Close()
+			if bytes.Contains([]byte(tap.Sent()), tt.frame[:7]) {
+				t.Fatal("the bad frame reached RabbitMQ")
+			}
+		})
+	}
 	t.Run("broker unreachable", func(t *testing.T) {
 		url := startRelay(t, Options{Address: brokertest.DeadAddr(t), Credential: &cred, DialTimeout: time.Second})
 		_, err := amqp091.DialConfig("amqp://x:y@gateway/", amqp091.Config{
