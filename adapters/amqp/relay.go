@@ -29,8 +29,6 @@ import (
 // AMQPWebSocketClient) are accepted too.
 var Subprotocols = []string{"amqp"}
 
-const upstreamReadBytes = 4 << 10
-
 // Options configure one AMQP relay route.
 type Options struct {
 	Route, Backend string
@@ -88,8 +86,7 @@ type session struct {
 	// read loop
 	in       *validate.AMQPScanner
 	pending  []byte
-	up       net.Conn
-	upDone   chan struct{}
+	up       *bridge.Upstream
 	framesIn int
 
 	framesOut     atomic.Int64
@@ -211,15 +208,15 @@ func frame(typ byte, ch uint16, payload []byte) []byte {
 
 func (s *session) dial() bool {
 	o := &s.relay.opts
-	up, err := s.relay.dialer.Dial("tcp", o.Address)
+	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.WS.WriteTimeout)
 	if err != nil {
 		o.Log.Warn("amqp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
 		s.Finish("broker_unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal,
 			gws.OpcodeBinary, connectionClose(320, "CONNECTION_FORCED - broker unavailable"))
 		return false
 	}
-	s.up, s.upDone = up, make(chan struct{})
-	go s.readUpstream(up)
+	s.up = up
+	go s.readUpstream()
 	return s.forward([]byte(validate.AMQPProtocolHeader))
 }
 
@@ -265,8 +262,7 @@ func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
 }
 
 func (s *session) forward(b []byte) bool {
-	s.up.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
-	if _, err := s.up.Write(b); err != nil {
+	if err := s.up.Write(b); err != nil {
 		s.Finish("broker_lost", "writing to the broker failed", bridge.CloseInternal, 0, nil)
 		return false
 	}
@@ -275,58 +271,41 @@ func (s *session) forward(b []byte) bool {
 
 // readUpstream relays broker frames; frames read together go out as one
 // binary WebSocket message.
-func (s *session) readUpstream(up net.Conn) {
-	defer close(s.upDone)
-	max := s.relay.opts.Limits.MaxFrameBytes
-	if max <= 0 {
-		max = validate.DefaultAMQPLimits().MaxFrameBytes
-	}
-	buf := make([]byte, upstreamReadBytes)
-	filled := 0
-	for {
-		if filled == len(buf) {
-			nb := make([]byte, min(2*len(buf), max+upstreamReadBytes))
-			copy(nb, buf[:filled])
-			buf = nb
-		}
-		n, rerr := up.Read(buf[filled:])
-		filled += n
+func (s *session) readUpstream() {
+	max := s.in.Limits.MaxFrameBytes
+	err := s.up.ReadLoop(max, func(b []byte) (int, bool) {
 		end, count := 0, 0
 		// The broker's first bytes may be a protocol header of its own
 		// (refusing ours); pass them through whole.
-		if filled >= 8 && string(buf[:4]) == "AMQP" {
+		if len(b) >= 8 && string(b[:4]) == "AMQP" {
 			end = 8
 		}
-		for end+7 <= filled {
-			size := int(binary.BigEndian.Uint32(buf[end+3:]))
+		for end+7 <= len(b) {
+			size := int(binary.BigEndian.Uint32(b[end+3:]))
 			if size+8 > max {
 				s.Finish("broker_protocol_error", "broker frame over the gateway's frame-max", bridge.CloseInternal, 0, nil)
-				return
+				return 0, false
 			}
-			if end+size+8 > filled {
+			if end+size+8 > len(b) {
 				break
 			}
 			end += size + 8
 			count++
 		}
 		if end > 0 {
-			if !s.Write(gws.OpcodeBinary, buf[:end]) {
-				return
+			if !s.Write(gws.OpcodeBinary, b[:end]) {
+				return 0, false
 			}
 			s.framesOut.Add(int64(count))
-			filled = copy(buf, buf[end:filled])
 		}
-		if filled == 0 && len(buf) > upstreamReadBytes {
-			buf = make([]byte, upstreamReadBytes)
-		}
-		if rerr != nil {
-			if s.clientClosing.Load() {
-				s.Finish("client_closed", "connection.close completed", bridge.CloseNormal, 0, nil)
-			} else {
-				s.Finish("broker_closed", "the broker closed the connection", bridge.CloseInternal, 0, nil)
-			}
-			return
-		}
+		return end, true
+	})
+	switch {
+	case err == nil:
+	case s.clientClosing.Load():
+		s.Finish("client_closed", "connection.close completed", bridge.CloseNormal, 0, nil)
+	default:
+		s.Finish("broker_closed", "the broker closed the connection", bridge.CloseInternal, 0, nil)
 	}
 }
 
@@ -335,7 +314,6 @@ func (s *session) OnClose(err error) {
 	outcome, reason, lasted := s.Ended(err, "client_closed")
 	if s.up != nil {
 		s.up.Close()
-		<-s.upDone
 	}
 	o := &s.relay.opts
 	level := slog.LevelInfo

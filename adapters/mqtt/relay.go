@@ -26,9 +26,6 @@ import (
 // and "mqttv3.1".
 var Subprotocols = []string{"mqtt", "mqttv3.1"}
 
-// upstreamReadBytes is the initial broker read buffer.
-const upstreamReadBytes = 4 << 10
-
 // Options configure one MQTT relay route.
 type Options struct {
 	Route, Backend string
@@ -88,8 +85,7 @@ type session struct {
 	// read loop
 	in        *validate.MQTTScanner
 	pending   []byte
-	up        net.Conn
-	upDone    chan struct{}
+	up        *bridge.Upstream
 	packetsIn int
 
 	packetsOut atomic.Int64
@@ -225,14 +221,14 @@ func (s *session) connect() bool {
 		s.finish("rejected", connackFor(pk.ProtocolVersion, validate.MQTTReasonMalformed), "re-encoding CONNECT: "+err.Error(), bridge.CloseProtocolError)
 		return false
 	}
-	up, err := s.relay.dialer.Dial("tcp", o.Address)
+	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.WS.WriteTimeout)
 	if err != nil {
 		o.Log.Warn("mqtt broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
 		s.finish("broker_unavailable", connackFor(pk.ProtocolVersion, 0x88), "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
 		return false
 	}
-	s.up, s.upDone = up, make(chan struct{})
-	go s.readUpstream(up)
+	s.up = up
+	go s.readUpstream()
 	return s.forward(buf.Bytes())
 }
 
@@ -246,8 +242,7 @@ func connackFor(v, reason byte) []byte {
 }
 
 func (s *session) forward(b []byte) bool {
-	s.up.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
-	if _, err := s.up.Write(b); err != nil {
+	if err := s.up.Write(b); err != nil {
 		s.finish("broker_lost", nil, "writing to the broker failed", bridge.CloseInternal)
 		return false
 	}
@@ -257,39 +252,25 @@ func (s *session) forward(b []byte) bool {
 // readUpstream relays broker packets to the client. All complete packets
 // read at once go out as one WebSocket message, which MQTT over WebSocket
 // allows and which saves a write per packet under load.
-func (s *session) readUpstream(up net.Conn) {
-	defer close(s.upDone)
+func (s *session) readUpstream() {
 	o := &s.relay.opts
-	buf := make([]byte, upstreamReadBytes)
-	filled := 0
-	for {
-		if filled == len(buf) {
-			nb := make([]byte, min(2*len(buf), o.MaxBrokerPacketBytes+upstreamReadBytes))
-			copy(nb, buf[:filled])
-			buf = nb
-		}
-		n, rerr := up.Read(buf[filled:])
-		filled += n
-		end, count, err := completePackets(buf[:filled], o.MaxBrokerPacketBytes)
+	err := s.up.ReadLoop(o.MaxBrokerPacketBytes, func(b []byte) (int, bool) {
+		end, count, err := completePackets(b, o.MaxBrokerPacketBytes)
 		if err != nil {
 			o.Log.Warn("mqtt broker sent an invalid packet", "route", o.Route, "backend", o.Backend, "error", err.Error())
 			s.finish("broker_protocol_error", nil, "broker sent an invalid packet", bridge.CloseInternal)
-			return
+			return 0, false
 		}
 		if end > 0 {
-			if !s.Write(gws.OpcodeBinary, buf[:end]) {
-				return
+			if !s.Write(gws.OpcodeBinary, b[:end]) {
+				return 0, false
 			}
 			s.packetsOut.Add(int64(count))
-			filled = copy(buf, buf[end:filled])
 		}
-		if filled == 0 && len(buf) > upstreamReadBytes {
-			buf = make([]byte, upstreamReadBytes)
-		}
-		if rerr != nil {
-			s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
-			return
-		}
+		return end, true
+	})
+	if err != nil {
+		s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
 	}
 }
 
@@ -335,7 +316,6 @@ func (s *session) OnClose(err error) {
 	outcome, reason, lasted := s.Ended(err, "client_closed")
 	if s.up != nil {
 		s.up.Close()
-		<-s.upDone
 	}
 	o := &s.relay.opts
 	level := slog.LevelInfo

@@ -3,20 +3,14 @@ package stomp
 import (
 	"context"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unicode/utf8"
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/validate"
 )
-
-// upstreamReadBytes is the initial broker read buffer; it grows up to
-// MaxBrokerFrameBytes for large frames and shrinks back when idle.
-const upstreamReadBytes = 4 << 10
 
 // session is one client connection. The fields under "read loop" belong to
 // the gws read goroutine, those under "upstream" to readUpstream; the rest
@@ -28,8 +22,7 @@ type session struct {
 	// read loop
 	in       *validate.STOMPScanner
 	pending  []byte // a partial client frame carried to the next message
-	up       net.Conn
-	upDone   chan struct{}
+	up       *bridge.Upstream
 	framesIn int
 
 	tr *translator // translation mode only
@@ -160,21 +153,20 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 	}
 	b = append(b, '\n', 0)
 
-	up, err := s.relay.dialer.Dial("tcp", o.Address)
+	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.WS.WriteTimeout)
 	if err != nil {
 		o.Log.Warn("stomp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
 		s.finish("broker_unavailable", "broker unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
 		return false
 	}
-	s.up, s.upDone = up, make(chan struct{})
-	go s.readUpstream(up)
+	s.up = up
+	go s.readUpstream()
 	return s.forward(b)
 }
 
 // forward writes checked client bytes to the broker.
 func (s *session) forward(b []byte) bool {
-	s.up.SetWriteDeadline(time.Now().Add(s.relay.opts.WS.WriteTimeout))
-	if _, err := s.up.Write(b); err != nil {
+	if err := s.up.Write(b); err != nil {
 		s.finish("broker_lost", "broker connection lost", "writing to the broker failed", bridge.CloseInternal)
 		return false
 	}
@@ -183,27 +175,18 @@ func (s *session) forward(b []byte) bool {
 
 // readUpstream relays broker frames to the client, one per WebSocket
 // message, until the broker or the client goes away.
-func (s *session) readUpstream(up net.Conn) {
-	defer close(s.upDone)
+func (s *session) readUpstream() {
 	o := &s.relay.opts
 	max := o.MaxBrokerFrameBytes
 	sc := validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: max, MaxHeaders: 4096, MaxHeaderLineBytes: max}, true)
-	buf := make([]byte, upstreamReadBytes)
-	filled, brokerError := 0, false
-	for {
-		if filled == len(buf) {
-			nb := make([]byte, min(2*len(buf), max+upstreamReadBytes))
-			copy(nb, buf[:filled])
-			buf = nb
-		}
-		n, rerr := up.Read(buf[filled:])
-		filled += n
+	brokerError := false
+	err := s.up.ReadLoop(max, func(b []byte) (int, bool) {
 		off := 0
-		for off < filled {
-			k, f, err := sc.Next(buf[off:filled])
+		for off < len(b) {
+			k, f, err := sc.Next(b[off:])
 			if err != nil {
 				s.brokerInvalid(err)
-				return
+				return 0, false
 			}
 			if k == 0 {
 				break
@@ -224,35 +207,29 @@ func (s *session) readUpstream(up net.Conn) {
 			end := off + k
 			// RabbitMQ follows each frame with an EOL; sending it in the
 			// frame's own message saves a write per frame.
-			if f != nil && end < filled && (buf[end] == '\n' || buf[end] == '\r') {
-				e, _, err := sc.Next(buf[end:filled])
+			if f != nil && end < len(b) && (b[end] == '\n' || b[end] == '\r') {
+				e, _, err := sc.Next(b[end:])
 				if err != nil {
 					s.brokerInvalid(err)
-					return
+					return 0, false
 				}
 				end += e
 			}
-			if !s.toClient(buf[off:end]) {
-				return
+			if !s.toClient(b[off:end]) {
+				return 0, false
 			}
 			off = end
 		}
-		filled = copy(buf, buf[off:filled])
-		if filled == 0 && len(buf) > upstreamReadBytes {
-			buf = make([]byte, upstreamReadBytes)
-		}
-		if rerr != nil {
-			switch {
-			case s.Closing():
-			case s.disconnecting.Load():
-				s.finish("disconnected", "", "", bridge.CloseNormal)
-			case brokerError:
-				s.finish("broker_error", "", "broker ended the session with ERROR", bridge.CloseInternal)
-			default:
-				s.finish("broker_lost", "broker connection lost", "the broker closed the connection", bridge.CloseInternal)
-			}
-			return
-		}
+		return off, true
+	})
+	switch {
+	case err == nil, s.Closing():
+	case s.disconnecting.Load():
+		s.finish("disconnected", "", "", bridge.CloseNormal)
+	case brokerError:
+		s.finish("broker_error", "", "broker ended the session with ERROR", bridge.CloseInternal)
+	default:
+		s.finish("broker_lost", "broker connection lost", "the broker closed the connection", bridge.CloseInternal)
 	}
 }
 
@@ -302,7 +279,6 @@ func (s *session) OnClose(err error) {
 	close(s.done)
 	if s.up != nil {
 		s.up.Close()
-		<-s.upDone
 	}
 	if s.tr != nil {
 		s.tr.close()
