@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -71,20 +70,8 @@ func startHub(t testing.TB, b bridge.Broker, o Options) *hubServer {
 	srv.Handle("/sse", h.StreamHandler("/sse"))
 	srv.Handle("/sse/", h.StreamHandler("/sse"))
 	srv.Handle("/publish/", h.PublishHandler("/publish"))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		h.Close()
-		<-done
-	})
-	return &hubServer{url: "http://" + ln.Addr().String(), hub: h, srv: srv}
+	t.Cleanup(h.Close) // runs after the server's shutdown, registered below
+	return &hubServer{url: "http://" + brokertest.Serve(t, srv), hub: h, srv: srv}
 }
 
 func (s *hubServer) publish(t testing.TB, topic, body string) {

@@ -30,19 +30,7 @@ func startRelay(t *testing.T, o Options) string {
 		o.WS = bridge.DefaultWSOptions()
 	}
 	srv.Handle("/amqp", NewRelay(o))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	})
-	return "ws://" + ln.Addr().String() + "/amqp"
+	return "ws://" + brokertest.Serve(t, srv) + "/amqp"
 }
 
 // wsConn is a net.Conn over a WebSocket, so amqp091-go can dial through

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -32,19 +31,7 @@ func startRelay(t *testing.T, o Options) string {
 		o.WS = bridge.DefaultWSOptions()
 	}
 	srv.Handle("/mqtt", NewRelay(o))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	})
-	return "ws://" + ln.Addr().String() + "/mqtt"
+	return "ws://" + brokertest.Serve(t, srv) + "/mqtt"
 }
 
 func pahoClient(t *testing.T, broker, id string) paho.Client {

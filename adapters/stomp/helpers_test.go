@@ -2,12 +2,10 @@ package stomp
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os/exec"
 	"runtime"
@@ -60,22 +58,7 @@ func startGateway(t testing.TB, o Options) *gateway {
 		o.Backend = "rabbitmq"
 	}
 	srv.Handle(o.Route, NewRelay(o))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		srv.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		<-done
-	})
-	return &gateway{url: "ws://" + ln.Addr().String() + o.Route, srv: srv, logs: logs}
+	return &gateway{url: "ws://" + brokertest.Serve(t, srv) + o.Route, srv: srv, logs: logs}
 }
 
 // syncBuffer collects log output and lets a test wait for a line.
