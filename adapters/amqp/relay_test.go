@@ -66,7 +66,16 @@ func (c *wsConn) Read(p []byte) (int, error) {
 func (c *wsConn) Write(p []byte) (int, error) {
 	return len(p), c.conn.WriteMessage(gws.OpcodeBinary, p)
 }
-func (c *wsConn) Close() error                       { return c.conn.NetConn().Close() }
+
+// Close lets the gateway's WebSocket close arrive first, as a browser
+// would, so tests can read its code; then drops the socket.
+func (c *wsConn) Close() error {
+	select {
+	case <-c.closed:
+	case <-time.After(2 * time.Second):
+	}
+	return c.conn.NetConn().Close()
+}
 func (c *wsConn) LocalAddr() net.Addr                { return c.conn.LocalAddr() }
 func (c *wsConn) RemoteAddr() net.Addr               { return c.conn.RemoteAddr() }
 func (c *wsConn) SetDeadline(t time.Time) error      { return nil }
