@@ -8,6 +8,7 @@
 package amqp
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,6 +93,39 @@ type session struct {
 
 	framesOut     atomic.Int64
 	clientClosing atomic.Bool // the client sent connection.close or close-ok
+
+	closeOnce   sync.Once
+	awaitingOk  atomic.Bool   // we sent connection.close
+	closeOk     chan struct{} // closed when the client answers it
+	closeOkOnce sync.Once
+}
+
+// closeOkFrame is connection.close-ok on channel 0.
+var closeOkFrame = []byte{validate.AMQPFrameMethod, 0, 0, 0, 0, 0, 4, 0, 10, 0, 51, 0xCE}
+
+// closeWaitTime bounds how long a client may take to answer our
+// connection.close with close-ok before the socket goes anyway.
+const closeWaitTime = time.Second
+
+// closeConnection ends the session the AMQP way: connection.close with
+// the reply code, then (after the client's close-ok, or closeWaitTime)
+// the WebSocket close. Clients report the server's reason only when they
+// can answer it; dropping the socket at once turns it into a write error.
+func (s *session) closeConnection(outcome, reason string, code uint16, reply int, text string) {
+	s.closeOnce.Do(func() {
+		s.awaitingOk.Store(true)
+		if !s.Write(gws.OpcodeBinary, connectionClose(reply, text)) {
+			s.Finish(outcome, reason, code, 0, nil)
+			return
+		}
+		go func() {
+			select {
+			case <-s.closeOk:
+			case <-time.After(closeWaitTime):
+			}
+			s.Finish(outcome, reason, code, 0, nil)
+		}()
+	})
 }
 
 func (s *session) init(ws *gws.Conn, remote string, release func()) {
@@ -99,18 +134,25 @@ func (s *session) init(ws *gws.Conn, remote string, release func()) {
 		s.Finish("keepalive_timeout", "no traffic from the client for two ping intervals", bridge.CloseGoingAway, 0, nil)
 	})
 	s.in = validate.NewAMQPScanner(o.Limits)
+	s.closeOk = make(chan struct{})
 	o.Log.Info("amqp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }
 
 // GoAway implements bridge.Closer: connection.close 320 (connection
 // forced), then 1001.
 func (s *session) GoAway(reason string) {
-	s.Finish("shutdown", reason, bridge.CloseGoingAway, gws.OpcodeBinary, connectionClose(320, "CONNECTION_FORCED - "+reason))
+	s.closeConnection("shutdown", reason, bridge.CloseGoingAway, 320, "CONNECTION_FORCED - "+reason)
 }
 
 // OnMessage handles one client WebSocket message.
 func (s *session) OnMessage(data []byte) {
 	if s.Closing() {
+		return
+	}
+	if s.awaitingOk.Load() { // we sent connection.close: only close-ok matters now
+		if bytes.Contains(data, closeOkFrame) {
+			s.closeOkOnce.Do(func() { close(s.closeOk) })
+		}
 		return
 	}
 	s.KA.Touch()
@@ -184,7 +226,7 @@ func (s *session) reject(err error) {
 	if errors.As(err, &ae) {
 		reply = ae.Code
 	}
-	s.Finish("rejected", err.Error(), code, gws.OpcodeBinary, connectionClose(reply, err.Error()))
+	s.closeConnection("rejected", err.Error(), code, reply, err.Error())
 }
 
 // connectionClose encodes connection.close on channel 0.
@@ -211,8 +253,8 @@ func (s *session) dial() bool {
 	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.WS.WriteTimeout)
 	if err != nil {
 		o.Log.Warn("amqp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
-		s.Finish("broker_unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal,
-			gws.OpcodeBinary, connectionClose(320, "CONNECTION_FORCED - broker unavailable"))
+		s.closeConnection("broker_unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal,
+			320, "CONNECTION_FORCED - broker unavailable")
 		return false
 	}
 	s.up = up
@@ -256,8 +298,8 @@ func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
 	if slices.Contains(s.relay.opts.VHosts, vhost) {
 		return true
 	}
-	s.Finish("rejected", fmt.Sprintf("virtual host %q not allowed", vhost), bridge.ClosePolicy, gws.OpcodeBinary,
-		connectionClose(530, fmt.Sprintf("NOT_ALLOWED - virtual host %q is not open to this route", vhost)))
+	s.closeConnection("rejected", fmt.Sprintf("virtual host %q not allowed", vhost), bridge.ClosePolicy,
+		530, fmt.Sprintf("NOT_ALLOWED - virtual host %q is not open to this route", vhost))
 	return false
 }
 
