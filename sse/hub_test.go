@@ -226,16 +226,24 @@ func TestSlowClientIsDroppedOthersUnaffected(t *testing.T) {
 	}
 	big := strings.Repeat("x", 100<<10)
 	const n = 300 // 30 MB: more than loopback socket buffers hold
-	go func() {
-		for i := range n {
-			s.publish(t, topic, fmt.Sprintf("%d:%s", i, big))
-		}
-	}()
-	for i := range n {
+	// Publish at the fast client's pace (at most 2 events ahead of it, under
+	// its queue of 4), so only the client that does not read falls behind.
+	received := 0
+	expect := func() {
 		e := fast.next(t)
-		if !strings.HasPrefix(e.data, fmt.Sprintf("%d:", i)) {
-			t.Fatalf("fast client: event %d is %.10q", i, e.data)
+		if !strings.HasPrefix(e.data, fmt.Sprintf("%d:", received)) {
+			t.Fatalf("fast client: event %d is %.10q", received, e.data)
 		}
+		received++
+	}
+	for i := range n {
+		s.publish(t, topic, fmt.Sprintf("%d:%s", i, big))
+		for received < i-1 {
+			expect()
+		}
+	}
+	for received < n {
+		expect()
 	}
 	st := s.hub.Stats()
 	if st.SlowDropped != 1 || st.Clients != 1 {
