@@ -461,7 +461,7 @@ func TestRelayShutdownClosesWithGoingAway(t *testing.T) {
 // A peer that answers pings stays; one that goes silent is closed.
 func TestRelayKeepalive(t *testing.T) {
 	ws := bridge.DefaultWSOptions()
-	ws.PingInterval = 50 * time.Millisecond
+	ws.PingInterval = 200 * time.Millisecond // roomy enough for a loaded CI machine
 	gw := startGateway(t, Options{Address: "127.0.0.1:1", WS: ws})
 
 	alive := dial(t, gw.url, nil)
