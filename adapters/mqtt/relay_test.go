@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -371,4 +372,38 @@ func TestRelayToEmbeddedNATSMQTT(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("NATS subscriber got nothing")
 	}
+}
+
+// RabbitMQ's MQTT plugin is another backend: it requires a login, which
+// the gateway injects from the keyring, and RabbitMQ records that user.
+func TestRelayToRabbitMQMQTT(t *testing.T) {
+	cred := brokertest.RabbitCredential(t)
+	url := startRelay(t, Options{Address: brokertest.RabbitMQTT(t), Credential: &cred})
+	id := fmt.Sprintf("rabbit-%d", time.Now().UnixNano())
+	c := pahoClient(t, url, id) // sends browser-user/browser-secret
+	topic := fmt.Sprintf("wsbridge/rabbit/%d", time.Now().UnixNano())
+	got := make(chan paho.Message, 1)
+	wait(t, c.Subscribe(topic, 1, func(_ paho.Client, m paho.Message) { got <- m }))
+	wait(t, c.Publish(topic, 1, false, "via rabbitmq"))
+	select {
+	case m := <-got:
+		if string(m.Payload()) != "via rabbitmq" {
+			t.Fatalf("got %q", m.Payload())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no message back from RabbitMQ's MQTT plugin")
+	}
+	out, err := exec.Command("rabbitmqctl", "list_mqtt_connections", "client_id", "user", "-q", "-s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl: %v %s", err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == id {
+			if f[1] != cred.Username {
+				t.Fatalf("RabbitMQ says the MQTT user is %q, want the keyring's %q", f[1], cred.Username)
+			}
+			return
+		}
+	}
+	t.Fatalf("client %s not in list_mqtt_connections:\n%s", id, out)
 }

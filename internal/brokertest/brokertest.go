@@ -118,3 +118,9 @@ func DeadAddr(t testing.TB) string {
 func Mosquitto(t testing.TB) string {
 	return Addr(t, "WSBRIDGE_TEST_MQTT_ADDR", "127.0.0.1:1883", "Mosquitto")
 }
+
+// RabbitMQTT is RabbitMQ's MQTT plugin. .ci/run starts it on 1884, since
+// Mosquitto holds 1883 here.
+func RabbitMQTT(t testing.TB) string {
+	return Addr(t, "WSBRIDGE_TEST_RABBIT_MQTT_ADDR", "127.0.0.1:1884", "RabbitMQ MQTT plugin (see .ci/run)")
+}
