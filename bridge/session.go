@@ -30,13 +30,19 @@ type Session struct {
 
 	mu              sync.Mutex
 	outcome, reason string
+
+	pending []byte // a partial client frame carried to the next message (read loop only)
 }
 
 // SessionEvents is what Handler needs from an adapter's session.
 type SessionEvents interface {
 	Core() *Session
+	// OnMessage gets the partial frame carried from earlier messages
+	// followed by the new message; it hands its unconsumed tail to Keep.
 	OnMessage(data []byte)
 	OnClose(err error)
+	// Begin starts the session once Admission has admitted it.
+	Begin(ws *gws.Conn, remote string, release func())
 }
 
 // Handler dispatches gws events to the connection's SessionEvents.
@@ -58,6 +64,10 @@ func (Handler) OnPong(c *gws.Conn, _ []byte) { c.Session().(SessionEvents).Core(
 func (Handler) OnMessage(c *gws.Conn, m *gws.Message) {
 	defer m.Close()
 	ev := c.Session().(SessionEvents)
+	data, ok := ev.Core().input(m.Bytes())
+	if !ok {
+		return
+	}
 	// A bug while handling one client's bytes ends that session (1011),
 	// not the gateway with every other session in it.
 	defer func() {
@@ -67,7 +77,7 @@ func (Handler) OnMessage(c *gws.Conn, m *gws.Message) {
 			ev.Core().Finish("internal_error", fmt.Sprint("internal error: ", r), CloseInternal, gws.OpcodeText, nil)
 		}
 	}()
-	ev.OnMessage(m.Bytes())
+	ev.OnMessage(data)
 }
 
 // Core returns s, for SessionEvents.
@@ -157,19 +167,34 @@ func (s *Session) Release() { s.release() }
 // its largest frame.
 const keepPendingCap = 16 << 10
 
-// Carry keeps rest, the unconsumed tail of a message (a partial frame), in
-// pending for the next message and returns the new pending. rest may alias
-// pending.
-func Carry(pending, rest []byte) []byte {
+// input records that the client is alive and joins data to the carried
+// partial frame. It returns false once the session is closing: gws may
+// still hand over bytes it had buffered.
+func (s *Session) input(data []byte) ([]byte, bool) {
+	if s.Closing() {
+		return nil, false
+	}
+	s.KA.Touch()
+	if len(s.pending) == 0 {
+		return data, true
+	}
+	s.pending = append(s.pending, data...)
+	return s.pending, true
+}
+
+// Keep carries rest, the unconsumed tail of what OnMessage got (a partial
+// frame, already bounded by the adapter's validator), to the next message.
+func (s *Session) Keep(rest []byte) {
 	switch {
 	case len(rest) == 0:
-		if cap(pending) > keepPendingCap {
-			return nil
+		if cap(s.pending) > keepPendingCap {
+			s.pending = nil
+		} else {
+			s.pending = s.pending[:0]
 		}
-		return pending[:0]
-	case len(pending) > 0:
-		return pending[:copy(pending, rest)]
+	case len(s.pending) > 0: // rest is the tail of s.pending itself
+		s.pending = s.pending[:copy(s.pending, rest)]
 	default:
-		return append(pending[:0], rest...)
+		s.pending = append(s.pending[:0], rest...)
 	}
 }

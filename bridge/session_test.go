@@ -19,6 +19,9 @@ type panicky struct {
 func (p *panicky) GoAway(string)    {}
 func (p *panicky) OnMessage([]byte) { panic("adapter bug") }
 func (p *panicky) OnClose(error)    { p.Ended(nil, "client_closed"); close(p.closed) }
+func (p *panicky) Begin(ws *gws.Conn, remote string, release func()) {
+	p.Start(ws, remote, release, DefaultWSOptions(), func() {})
+}
 
 type probe struct {
 	gws.BuiltinEventHandler
@@ -37,7 +40,7 @@ func TestHandlerRecoversFromPanics(t *testing.T) {
 		if err != nil {
 			return
 		}
-		sess.Start(ws, r.RemoteAddr, func() {}, DefaultWSOptions(), func() {})
+		sess.Begin(ws, r.RemoteAddr, func() {})
 		go ws.ReadLoop()
 	})}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")

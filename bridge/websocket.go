@@ -227,3 +227,13 @@ func (a *Admission) Admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, fu
 	}
 	return ws, release, true
 }
+
+// ServeHTTP admits a WebSocket client and starts its session.
+func (a *Admission) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ws, release, ok := a.Admit(w, r)
+	if !ok {
+		return
+	}
+	ws.Session().(SessionEvents).Begin(ws, r.RemoteAddr, release)
+	go ws.ReadLoop()
+}

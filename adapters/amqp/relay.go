@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -50,9 +49,9 @@ type Options struct {
 
 // Relay is the http.Handler for an AMQP relay route.
 type Relay struct {
-	opts      Options
-	admission bridge.Admission
-	dialer    net.Dialer
+	opts             Options
+	bridge.Admission // serves HTTP: admits clients and starts their sessions
+	dialer           net.Dialer
 }
 
 // NewRelay makes a relay handler.
@@ -64,18 +63,9 @@ func NewRelay(o Options) *Relay {
 		o.VHosts = []string{"/"}
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.admission = bridge.Admission{Protocol: "amqp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
+	r.Admission = bridge.Admission{Protocol: "amqp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
 		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
 	return r
-}
-
-func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	ws, release, ok := r.admission.Admit(w, req)
-	if !ok {
-		return
-	}
-	ws.Session().(*session).init(ws, req.RemoteAddr, release)
-	go ws.ReadLoop()
 }
 
 // Ready reports whether the broker accepts TCP connections.
@@ -87,7 +77,6 @@ type session struct {
 
 	// read loop
 	in       *validate.AMQPScanner
-	pending  []byte
 	up       *bridge.Upstream
 	framesIn int
 
@@ -128,7 +117,8 @@ func (s *session) closeConnection(outcome, reason string, code uint16, reply int
 	})
 }
 
-func (s *session) init(ws *gws.Conn, remote string, release func()) {
+// Begin implements bridge.SessionEvents.
+func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
 		s.Finish("keepalive_timeout", "no traffic from the client for two ping intervals", bridge.CloseGoingAway, 0, nil)
@@ -146,19 +136,12 @@ func (s *session) GoAway(reason string) {
 
 // OnMessage handles one client WebSocket message.
 func (s *session) OnMessage(data []byte) {
-	if s.Closing() {
-		return
-	}
 	if s.awaitingOk.Load() { // we sent connection.close: only close-ok matters now
 		if bytes.Contains(data, closeOkFrame) {
 			s.closeOkOnce.Do(func() { close(s.closeOk) })
 		}
+		s.Keep(nil)
 		return
-	}
-	s.KA.Touch()
-	if len(s.pending) > 0 {
-		s.pending = append(s.pending, data...)
-		data = s.pending
 	}
 	start, off := 0, 0
 	for off < len(data) {
@@ -203,7 +186,7 @@ func (s *session) OnMessage(data []byte) {
 	if s.up != nil && off > start && !s.forward(data[start:off]) {
 		return
 	}
-	s.pending = bridge.Carry(s.pending, data[off:])
+	s.Keep(data[off:])
 }
 
 // reject answers a violation: a bad protocol header gets the right one

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync/atomic"
 	"time"
 
@@ -45,9 +44,9 @@ type Options struct {
 
 // Relay is the http.Handler for an MQTT relay route.
 type Relay struct {
-	opts      Options
-	admission bridge.Admission
-	dialer    net.Dialer
+	opts             Options
+	bridge.Admission // serves HTTP: admits clients and starts their sessions
+	dialer           net.Dialer
 }
 
 // NewRelay makes a relay handler.
@@ -59,18 +58,9 @@ func NewRelay(o Options) *Relay {
 		o.MaxBrokerPacketBytes = 16 << 20
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.admission = bridge.Admission{Protocol: "mqtt", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
+	r.Admission = bridge.Admission{Protocol: "mqtt", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
 		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
 	return r
-}
-
-func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	ws, release, ok := r.admission.Admit(w, req)
-	if !ok {
-		return
-	}
-	ws.Session().(*session).init(ws, req.RemoteAddr, release)
-	go ws.ReadLoop()
 }
 
 // Ready reports whether the broker accepts TCP connections.
@@ -84,7 +74,6 @@ type session struct {
 
 	// read loop
 	in        *validate.MQTTScanner
-	pending   []byte
 	up        *bridge.Upstream
 	packetsIn int
 
@@ -92,7 +81,8 @@ type session struct {
 	version    atomic.Uint32 // protocol level once CONNECT is seen
 }
 
-func (s *session) init(ws *gws.Conn, remote string, release func()) {
+// Begin implements bridge.SessionEvents.
+func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
 		s.finish("keepalive_timeout", nil, "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
@@ -112,14 +102,6 @@ func (s *session) GoAway(reason string) {
 
 // OnMessage handles one client WebSocket message.
 func (s *session) OnMessage(data []byte) {
-	if s.Closing() {
-		return
-	}
-	s.KA.Touch()
-	if len(s.pending) > 0 {
-		s.pending = append(s.pending, data...)
-		data = s.pending
-	}
 	start, off := 0, 0
 	for off < len(data) {
 		n, p, err := s.in.Next(data[off:])
@@ -145,7 +127,7 @@ func (s *session) OnMessage(data []byte) {
 	if s.up != nil && off > start && !s.forward(data[start:off]) {
 		return
 	}
-	s.pending = bridge.Carry(s.pending, data[off:])
+	s.Keep(data[off:])
 }
 
 // reject answers a violation the MQTT way — CONNACK with a reason before

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"strings"
 	"time"
 
@@ -55,9 +54,9 @@ type Options struct {
 
 // Relay is the http.Handler for a STOMP relay route.
 type Relay struct {
-	opts      Options
-	admission bridge.Admission
-	dialer    net.Dialer
+	opts             Options
+	bridge.Admission // serves HTTP: admits clients and starts their sessions
+	dialer           net.Dialer
 }
 
 // NewRelay makes a relay handler.
@@ -75,18 +74,9 @@ func NewRelay(o Options) *Relay {
 		o.HeartBeat = defaultHeartBeat
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.admission = bridge.Admission{Protocol: "stomp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
+	r.Admission = bridge.Admission{Protocol: "stomp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
 		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
 	return r
-}
-
-func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	ws, release, ok := r.admission.Admit(w, req)
-	if !ok {
-		return
-	}
-	ws.Session().(*session).init(ws, req.RemoteAddr, release)
-	go ws.ReadLoop()
 }
 
 // Ready reports whether the broker is reachable.

@@ -21,7 +21,6 @@ type session struct {
 
 	// read loop
 	in       *validate.STOMPScanner
-	pending  []byte // a partial client frame carried to the next message
 	up       *bridge.Upstream
 	framesIn int
 
@@ -47,7 +46,8 @@ func (*session) Delete(string)                      {}
 func (*session) Store(string, any)                  {}
 func (*session) Range(func(key string, v any) bool) {}
 
-func (s *session) init(ws *gws.Conn, remote string, release func()) {
+// Begin implements bridge.SessionEvents.
+func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
 		s.finish("keepalive_timeout", "", "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
@@ -67,18 +67,10 @@ func (s *session) GoAway(reason string) {
 
 // OnMessage handles one client WebSocket message.
 func (s *session) OnMessage(data []byte) {
-	if s.Closing() {
-		return // gws may still hand over bytes buffered before we closed
-	}
-	s.KA.Touch()
 	// Escaping follows the version the broker chose, which may be lower
 	// than the highest the client offered.
 	if v := validate.STOMPVersion(s.version.Load()); v != 0 && v < s.in.Version {
 		s.in.Version = v
-	}
-	if len(s.pending) > 0 {
-		s.pending = append(s.pending, data...)
-		data = s.pending
 	}
 	start, off := 0, 0
 	for off < len(data) {
@@ -119,7 +111,7 @@ func (s *session) OnMessage(data []byte) {
 	if off > start && !s.forward(data[start:off]) {
 		return
 	}
-	s.pending = bridge.Carry(s.pending, data[off:])
+	s.Keep(data[off:])
 }
 
 // connect dials the broker and sends the client's CONNECT with the route's
