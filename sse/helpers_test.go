@@ -205,3 +205,16 @@ func uniqueTopic(t testing.TB) string {
 func brokerMessage(topic, body string) bridge.Message {
 	return bridge.Message{Topic: topic, Data: []byte(body)}
 }
+
+// waitStats polls the hub's counters until ok holds: they change on other
+// goroutines with no event to wait for.
+func (s *hubServer) waitStats(t testing.TB, what string, ok func(Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !ok(s.hub.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: want %s", s.hub.Stats(), what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -189,13 +189,7 @@ func TestUpstreamSubscriptionLingersThenGoes(t *testing.T) {
 	b.next(t)
 	a.close()
 	b.close()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.hub.Stats().Topics != 0 { // no event marks the timer's end; poll
-		if time.Now().After(deadline) {
-			t.Fatalf("topic still subscribed: %+v", s.hub.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	s.waitStats(t, "the topic unsubscribed after its linger", func(st Stats) bool { return st.Topics == 0 })
 	c := openStream(t, s.url+"/sse/"+topic, nil)
 	s.publish(t, topic, "y")
 	if e := c.next(t); e.data != "y" {
@@ -221,9 +215,7 @@ func TestSlowClientIsDroppedOthersUnaffected(t *testing.T) {
 	defer slow.Close()
 	slow.(*net.TCPConn).SetReadBuffer(4096)
 	fmt.Fprintf(slow, "GET /sse/%s HTTP/1.1\r\nHost: x\r\n\r\n", topic)
-	for s.hub.Stats().Clients != 2 { // no event tells when the server registered it
-		time.Sleep(5 * time.Millisecond)
-	}
+	s.waitStats(t, "both streams registered", func(st Stats) bool { return st.Clients == 2 })
 	big := strings.Repeat("x", 100<<10)
 	const n = 300 // 30 MB: more than loopback socket buffers hold
 	// Publish at the fast client's pace (at most 2 events ahead of it, under
@@ -245,10 +237,10 @@ func TestSlowClientIsDroppedOthersUnaffected(t *testing.T) {
 	for received < n {
 		expect()
 	}
-	st := s.hub.Stats()
-	if st.SlowDropped != 1 || st.Clients != 1 {
-		t.Fatalf("stats %+v: want the slow client dropped and only the fast one left", st)
-	}
+	// The slow stream's handler ends once its blocked write times out.
+	s.waitStats(t, "the slow client dropped and only the fast one left", func(st Stats) bool {
+		return st.SlowDropped == 1 && st.Clients == 1
+	})
 }
 
 func TestBadRequests(t *testing.T) {

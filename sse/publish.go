@@ -19,16 +19,7 @@ import (
 // once the broker has taken the message.
 func (h *Hub) PublishHandler(prefix string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !allowCORS(w, r, h.o.Origins, "POST") {
-			return
-		}
-		if r.Method == http.MethodOptions {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		if r.Method != http.MethodPost {
-			w.Header().Set("Allow", "POST, OPTIONS")
-			bridge.Error(w, http.StatusMethodNotAllowed, "publish with POST")
+		if !admit(w, r, h.o.Origins, http.MethodPost) {
 			return
 		}
 		topic := strings.TrimPrefix(strings.TrimPrefix(r.URL.Path, prefix), "/")

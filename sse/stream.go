@@ -23,16 +23,7 @@ const maxBatch = 64
 // StreamHandler serves GET PREFIX/<topic> and GET PREFIX?topic=a&topic=b.
 func (h *Hub) StreamHandler(prefix string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !allowCORS(w, r, h.o.Origins, "GET") {
-			return
-		}
-		if r.Method == http.MethodOptions {
-			w.WriteHeader(http.StatusNoContent)
-			return
-		}
-		if r.Method != http.MethodGet {
-			w.Header().Set("Allow", "GET, OPTIONS")
-			bridge.Error(w, http.StatusMethodNotAllowed, "subscribe with GET")
+		if !admit(w, r, h.o.Origins, http.MethodGet) {
 			return
 		}
 		topics, err := streamTopics(r, prefix, h.o.MaxTopics)
@@ -233,6 +224,25 @@ func mergeDone(chans []<-chan struct{}, stop <-chan struct{}) <-chan struct{} {
 		}()
 	}
 	return out
+}
+
+// admit does what both handlers do first: the Origin check with CORS
+// headers, the answer to a CORS preflight, and 405 for other methods. It
+// returns true when the request is method and may proceed.
+func admit(w http.ResponseWriter, r *http.Request, origins *bridge.Origins, method string) bool {
+	if !allowCORS(w, r, origins, method) {
+		return false
+	}
+	switch r.Method {
+	case method:
+		return true
+	case http.MethodOptions:
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.Header().Set("Allow", method+", OPTIONS")
+		bridge.Error(w, http.StatusMethodNotAllowed, "use "+method)
+	}
+	return false
 }
 
 // allowCORS sets CORS headers for an allowed browser origin, or answers
