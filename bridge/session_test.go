@@ -2,8 +2,11 @@ package bridge
 
 import (
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,4 +66,60 @@ func TestHandlerRecoversFromPanics(t *testing.T) {
 		t.Fatal("connection not closed after the panic")
 	}
 	<-sess.closed
+}
+
+// quiet is an adapter session that does nothing with messages.
+type quiet struct{ Session }
+
+func (q *quiet) GoAway(string)    { q.Finish("shutdown", "", CloseGoingAway, 0, nil) }
+func (q *quiet) OnMessage([]byte) {}
+func (q *quiet) OnClose(err error) {
+	q.Ended(err, "client_closed")
+	q.Release()
+}
+func (q *quiet) Begin(ws *gws.Conn, remote string, release func()) {
+	q.Start(ws, remote, release, DefaultWSOptions(), func() {})
+}
+
+// Admission refuses the connection over the limit with 503 and a reason,
+// and a closed connection gives its slot back.
+func TestAdmissionConnectionLimit(t *testing.T) {
+	conns := NewConns(1)
+	origins, _ := NewOrigins(nil)
+	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: conns, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return &quiet{} })}
+	srv := &http.Server{Handler: a}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	url := "ws://" + ln.Addr().String()
+
+	first := &probe{closed: make(chan error, 1)}
+	c1, _, err := gws.NewClient(first, &gws.ClientOption{Addr: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go c1.ReadLoop()
+	_, resp, err := gws.NewClient(&probe{closed: make(chan error, 1)}, &gws.ClientOption{Addr: url})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("second connection over a limit of 1: %v %v", err, resp)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "connection limit") {
+		t.Fatalf("503 body %q", body)
+	}
+	c1.WriteClose(1000, nil)
+	<-first.closed
+	deadline := time.Now().Add(5 * time.Second)
+	for conns.Len() != 0 { // the server side releases on its own goroutine
+		if time.Now().After(deadline) {
+			t.Fatal("slot not released")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	c3, _, err := gws.NewClient(&probe{closed: make(chan error, 1)}, &gws.ClientOption{Addr: url})
+	if err != nil {
+		t.Fatalf("a freed slot was not reusable: %v", err)
+	}
+	c3.NetConn().Close()
 }

@@ -145,10 +145,14 @@ func TestTranslateTransactions(t *testing.T) {
 	tx, _ = c.BeginWithError()
 	tx.Send("/topic/tx", "", []byte("one"))
 	tx.Send("/topic/tx", "", []byte("two"))
-	select {
-	case m := <-sub.C:
-		t.Fatalf("%q delivered before COMMIT", m.Body)
-	case <-time.After(50 * time.Millisecond): // nothing may arrive; no event marks "nothing"
+	// A plain SEND after the transactional ones must arrive first: the
+	// gateway publishes in order, so anything published before COMMIT
+	// would come ahead of it.
+	if err := c.Send("/topic/tx", "", []byte("outside"), stomp.SendOpt.Receipt); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, sub); string(m.Body) != "outside" {
+		t.Fatalf("%q delivered before COMMIT (or the aborted send leaked)", m.Body)
 	}
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
@@ -158,6 +162,31 @@ func TestTranslateTransactions(t *testing.T) {
 	}
 	if m := recv(t, sub); string(m.Body) != "two" {
 		t.Fatalf("got %q", m.Body)
+	}
+}
+
+// The per-connection bounds on subscriptions and open transactions hold.
+func TestTranslateLimits(t *testing.T) {
+	gw, _ := startTranslator(t, Options{})
+	var subs, txs strings.Builder
+	for i := range maxSubscriptions + 1 {
+		fmt.Fprintf(&subs, "SUBSCRIBE\nid:%d\ndestination:/topic/lim.s%d\n\n\x00", i, i)
+	}
+	for i := range maxTransactions + 1 {
+		fmt.Fprintf(&txs, "BEGIN\ntransaction:t%d\n\n\x00", i)
+	}
+	tooMany := strings.Repeat("SEND\ndestination:/topic/lim\ntransaction:big\n\nx\x00", maxTxMessages+1)
+	for _, tt := range []struct{ name, frames, mention string }{
+		{"subscriptions", subs.String(), fmt.Sprintf("more than %d subscriptions", maxSubscriptions)},
+		{"open transactions", txs.String(), fmt.Sprintf("more than %d open transactions", maxTransactions)},
+		{"messages in a transaction", "BEGIN\ntransaction:big\n\n\x00" + tooMany, fmt.Sprintf("more than %d messages", maxTxMessages)},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := dial(t, gw.url, nil)
+			c.connect(t)
+			c.send(t, tt.frames)
+			c.expectError(t, tt.mention, bridge.ClosePolicy)
+		})
 	}
 }
 
