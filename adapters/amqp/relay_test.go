@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -22,15 +22,13 @@ import (
 
 func startRelay(t *testing.T, o Options) string {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := bridge.NewServer(log, 100)
-	o.Origins, _ = bridge.NewOrigins([]string{"http://allowed.example"})
-	o.Conns, o.Log, o.Route, o.Backend = srv.Conns, log, "/amqp", "rabbitmq"
-	if o.WS == (bridge.WSOptions{}) {
-		o.WS = bridge.DefaultWSOptions()
-	}
-	srv.Handle("/amqp", NewRelay(o))
-	return "ws://" + brokertest.Serve(t, srv) + "/amqp"
+	return brokertest.ServeRoute(t, "/amqp", nil, func(e brokertest.RouteEnv) http.Handler {
+		o.Origins, o.Conns, o.Log, o.Route, o.Backend = e.Origins, e.Conns, e.Log, "/amqp", "rabbitmq"
+		if o.WS == (bridge.WSOptions{}) {
+			o.WS = e.WS
+		}
+		return NewRelay(o)
+	})
 }
 
 // wsConn is a net.Conn over a WebSocket, so amqp091-go can dial through

@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -24,15 +22,13 @@ import (
 
 func startRelay(t *testing.T, o Options) string {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv := bridge.NewServer(log, 100)
-	o.Origins, _ = bridge.NewOrigins([]string{"http://allowed.example"})
-	o.Conns, o.Log, o.Route, o.Backend = srv.Conns, log, "/mqtt", "mosquitto"
-	if o.WS == (bridge.WSOptions{}) {
-		o.WS = bridge.DefaultWSOptions()
-	}
-	srv.Handle("/mqtt", NewRelay(o))
-	return "ws://" + brokertest.Serve(t, srv) + "/mqtt"
+	return brokertest.ServeRoute(t, "/mqtt", nil, func(e brokertest.RouteEnv) http.Handler {
+		o.Origins, o.Conns, o.Log, o.Route, o.Backend = e.Origins, e.Conns, e.Log, "/mqtt", "mosquitto"
+		if o.WS == (bridge.WSOptions{}) {
+			o.WS = e.WS
+		}
+		return NewRelay(o)
+	})
 }
 
 func pahoClient(t *testing.T, broker, id string) paho.Client {

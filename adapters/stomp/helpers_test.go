@@ -27,9 +27,9 @@ func testCredential(t testing.TB) keyring.Credential { return brokertest.RabbitC
 
 // gateway is a relay route served on a loopback port.
 type gateway struct {
-	url  string
-	srv  *bridge.Server
-	logs *syncBuffer
+	url   string
+	conns *bridge.Conns
+	logs  *syncBuffer
 }
 
 func startGateway(t testing.TB, o Options) *gateway {
@@ -43,22 +43,24 @@ func startGateway(t testing.TB, o Options) *gateway {
 			t.Logf("gateway logs:\n%s", logs)
 		}
 	})
-	srv := bridge.NewServer(o.Log, 100)
-	if o.Origins == nil {
-		o.Origins, _ = bridge.NewOrigins([]string{"http://allowed.example"})
-	}
-	o.Conns = srv.Conns
-	if o.WS == (bridge.WSOptions{}) {
-		o.WS = bridge.DefaultWSOptions()
-	}
 	if o.Route == "" {
 		o.Route = "/stomp"
 	}
 	if o.Backend == "" {
 		o.Backend = "rabbitmq"
 	}
-	srv.Handle(o.Route, NewRelay(o))
-	return &gateway{url: "ws://" + brokertest.Serve(t, srv) + o.Route, srv: srv, logs: logs}
+	var conns *bridge.Conns
+	url := brokertest.ServeRoute(t, o.Route, o.Log, func(e brokertest.RouteEnv) http.Handler {
+		if o.Origins == nil {
+			o.Origins = e.Origins
+		}
+		o.Conns, conns = e.Conns, e.Conns
+		if o.WS == (bridge.WSOptions{}) {
+			o.WS = e.WS
+		}
+		return NewRelay(o)
+	})
+	return &gateway{url: url, conns: conns, logs: logs}
 }
 
 // syncBuffer collects log output and lets a test wait for a line.

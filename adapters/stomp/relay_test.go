@@ -454,7 +454,7 @@ func TestRelayShutdownClosesWithGoingAway(t *testing.T) {
 	gw := startGateway(t, Options{Address: addr, Credential: &cred})
 	c := dial(t, gw.url, nil)
 	c.connect(t)
-	go gw.srv.Conns.CloseAll(t.Context())
+	go gw.conns.CloseAll(t.Context())
 	c.expectError(t, "shutting down", bridge.CloseGoingAway)
 }
 

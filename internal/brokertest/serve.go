@@ -2,7 +2,10 @@ package brokertest
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 
@@ -26,4 +29,25 @@ func Serve(t testing.TB, srv *bridge.Server) string {
 		<-done
 	})
 	return ln.Addr().String()
+}
+
+// RouteEnv is what a WebSocket route under test is wired with.
+type RouteEnv struct {
+	Log     *slog.Logger
+	Origins *bridge.Origins // allows http://allowed.example
+	Conns   *bridge.Conns
+	WS      bridge.WSOptions // the defaults
+}
+
+// ServeRoute serves the handler mk builds at path on a gateway that logs to
+// log (nil: nowhere) and returns its ws:// URL.
+func ServeRoute(t testing.TB, path string, log *slog.Logger, mk func(RouteEnv) http.Handler) string {
+	t.Helper()
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv := bridge.NewServer(log, 100)
+	origins, _ := bridge.NewOrigins([]string{"http://allowed.example"})
+	srv.Handle(path, mk(RouteEnv{Log: log, Origins: origins, Conns: srv.Conns, WS: bridge.DefaultWSOptions()}))
+	return "ws://" + Serve(t, srv) + path
 }
