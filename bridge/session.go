@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/auth"
 )
 
 // Session is the protocol-neutral part of one client WebSocket session,
@@ -28,8 +29,14 @@ type Session struct {
 	writeTimeout time.Duration
 	closing      atomic.Bool
 
+	// Identity is who the client proved to be: set at the upgrade or at
+	// the protocol's login; nil until then.
+	Identity *auth.Identity
+	adm      *Admission
+
 	mu              sync.Mutex
 	outcome, reason string
+	expiry          *time.Timer
 
 	pending []byte // a partial client frame carried to the next message (read loop only)
 }
@@ -154,6 +161,7 @@ func (s *Session) Ended(err error, clientOutcome string) (outcome, reason string
 		s.SetOutcome(clientOutcome, r)
 	}
 	s.KA.Stop()
+	s.stopExpiry()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.outcome, s.reason, time.Since(s.opened).Round(time.Millisecond)

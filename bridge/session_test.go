@@ -100,6 +100,17 @@ func TestAdmissionConnectionLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	go c1.ReadLoop()
+	waitLen := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for conns.Len() != n { // the server registers and releases on its own goroutine
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections registered, want %d", conns.Len(), n)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitLen(1) // the 101 reaches the client before the server registers it
 	_, resp, err := gws.NewClient(&probe{closed: make(chan error, 1)}, &gws.ClientOption{Addr: url})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("second connection over a limit of 1: %v %v", err, resp)
@@ -110,13 +121,7 @@ func TestAdmissionConnectionLimit(t *testing.T) {
 	}
 	c1.WriteClose(1000, nil)
 	<-first.closed
-	deadline := time.Now().Add(5 * time.Second)
-	for conns.Len() != 0 { // the server side releases on its own goroutine
-		if time.Now().After(deadline) {
-			t.Fatal("slot not released")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitLen(0)
 	c3, _, err := gws.NewClient(&probe{closed: make(chan error, 1)}, &gws.ClientOption{Addr: url})
 	if err != nil {
 		t.Fatalf("a freed slot was not reusable: %v", err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/auth"
 )
 
 // WebSocket close codes the adapters send (RFC 6455 section 7.4.1).
@@ -188,52 +189,65 @@ func (k *Keepalive) tick() {
 }
 
 // Admission is what every WebSocket route does before its protocol starts:
-// the Origin check (403), the connection limit (503), the upgrade and the
-// registration for shutdown.
+// the Origin check (403), authentication of a token the request carries
+// (401), the connection limit (503), the upgrade and the registration for
+// shutdown.
 type Admission struct {
 	Protocol, Route string // for logs
 	Origins         *Origins
 	Conns           *Conns
 	Log             *slog.Logger
 	Upgraders       *Upgraders
+	// Auth is the route's policy; nil admits everyone anonymously.
+	Auth *auth.Policy
 }
 
-// Admit returns the upgraded connection and the function that gives its
-// slot back, or false when the request was refused (the answer has been
-// written). The connection's gws session must implement Closer.
-func (a *Admission) Admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, func(), bool) {
+// Admit returns the upgraded connection, the identity proven by the request
+// (nil when the protocol's login is to prove it) and the function that
+// gives the connection's slot back, or false when the request was refused
+// (the answer has been written). The connection's gws session must
+// implement Closer.
+func (a *Admission) Admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *auth.Identity, func(), bool) {
 	refused := func(level slog.Level, outcome string, args ...any) {
 		a.Log.Log(r.Context(), level, a.Protocol+" connection refused",
 			append([]any{"route", a.Route, "remote", r.RemoteAddr, "outcome", outcome}, args...)...)
 	}
 	if !a.Origins.Check(w, r) {
 		refused(slog.LevelInfo, "origin_denied", "origin", r.Header.Get("Origin"))
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	if a.Conns.Full() {
 		Error(w, http.StatusServiceUnavailable, "connection limit reached or shutting down; retry later")
 		refused(slog.LevelWarn, "over_capacity")
-		return nil, nil, false
+		return nil, nil, nil, false
+	}
+	id, err := RequestIdentity(w, r, a.Auth, true)
+	if err != nil {
+		refused(slog.LevelInfo, "unauthenticated", "reason", err.Error())
+		return nil, nil, nil, false
 	}
 	ws, err := a.Upgraders.Upgrade(w, r)
 	if err != nil {
 		refused(slog.LevelInfo, "handshake_failed", "reason", err.Error())
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	release, ok := a.Conns.Add(ws.Session().(Closer))
 	if !ok { // lost a race for the last slot, or shutdown began
 		ws.WriteClose(CloseTryAgainLater, []byte("connection limit reached"))
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
-	return ws, release, true
+	return ws, id, release, true
 }
 
 // ServeHTTP admits a WebSocket client and starts its session.
 func (a *Admission) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ws, release, ok := a.Admit(w, r)
+	ws, id, release, ok := a.Admit(w, r)
 	if !ok {
 		return
 	}
-	ws.Session().(SessionEvents).Begin(ws, r.RemoteAddr, release)
+	ev := ws.Session().(SessionEvents)
+	core := ev.Core()
+	core.adm, core.Identity = a, id
+	ev.Begin(ws, r.RemoteAddr, release)
 	go ws.ReadLoop()
 }

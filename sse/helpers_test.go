@@ -67,9 +67,9 @@ func startHub(t testing.TB, b bridge.Broker, o Options) *hubServer {
 	}
 	o.Conns, o.Log = srv.Conns, log
 	h := NewHub(b, o)
-	srv.Handle("/sse", h.StreamHandler("/sse"))
-	srv.Handle("/sse/", h.StreamHandler("/sse"))
-	srv.Handle("/publish/", h.PublishHandler("/publish"))
+	srv.Handle("/sse", h.StreamHandler("/sse", nil))
+	srv.Handle("/sse/", h.StreamHandler("/sse", nil))
+	srv.Handle("/publish/", h.PublishHandler("/publish", nil))
 	t.Cleanup(h.Close) // runs after the server's shutdown, registered below
 	return &hubServer{url: "http://" + brokertest.Serve(t, srv), hub: h, srv: srv}
 }

@@ -10,14 +10,16 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
 // PublishHandler serves POST PREFIX/<topic>: the body and its Content-Type
 // go to the broker unchanged. It answers 202 with {"topic":..,"bytes":..}
-// once the broker has taken the message.
-func (h *Hub) PublishHandler(prefix string) http.Handler {
+// once the broker has taken the message. p admits clients (nil: everyone)
+// and allows topics.
+func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !admit(w, r, h.o.Origins, http.MethodPost) {
 			return
@@ -28,6 +30,9 @@ func (h *Hub) PublishHandler(prefix string) http.Handler {
 		}
 		if err := validate.Topic(topic); err != nil {
 			bridge.Error(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		if _, ok := h.authorize(w, r, p, auth.Publish, []string{topic}); !ok {
 			return
 		}
 		max := int64(h.o.MaxPublishBytes)

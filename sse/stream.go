@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -20,8 +21,9 @@ import (
 // maxBatch bounds the events written between two flushes.
 const maxBatch = 64
 
-// StreamHandler serves GET PREFIX/<topic> and GET PREFIX?topic=a&topic=b.
-func (h *Hub) StreamHandler(prefix string) http.Handler {
+// StreamHandler serves GET PREFIX/<topic> and GET PREFIX?topic=a&topic=b
+// to the clients p admits (nil: everyone) for the topics it allows them.
+func (h *Hub) StreamHandler(prefix string, p *auth.Policy) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !admit(w, r, h.o.Origins, http.MethodGet) {
 			return
@@ -31,8 +33,39 @@ func (h *Hub) StreamHandler(prefix string) http.Handler {
 			bridge.Error(w, http.StatusBadRequest, err.Error())
 			return
 		}
-		h.serve(w, r, topics)
+		id, ok := h.authorize(w, r, p, auth.Subscribe, topics)
+		if !ok {
+			return
+		}
+		var expired <-chan time.Time
+		if !id.Expires.IsZero() {
+			t := time.NewTimer(time.Until(id.Expires.Add(p.ExpiryGrace())))
+			defer t.Stop()
+			expired = t.C
+		}
+		h.serve(w, r, topics, expired)
 	})
+}
+
+// authorize authenticates the request (401) and applies the ACL to each
+// topic (403); denials are logged with the identity and topic.
+func (h *Hub) authorize(w http.ResponseWriter, r *http.Request, p *auth.Policy, act auth.Action, topics []string) (*auth.Identity, bool) {
+	id, err := bridge.RequestIdentity(w, r, p, false)
+	if err != nil {
+		h.o.Log.Info("sse request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", "unauthenticated", "reason", err.Error())
+		return nil, false
+	}
+	if p == nil {
+		return id, true
+	}
+	for _, t := range topics {
+		if err := p.Allow(id, act, auth.Dest{Kind: auth.Topic, Name: t}); err != nil {
+			h.o.Log.Info("sse access denied", "remote", r.RemoteAddr, "identity", id.String(), "action", act.String(), "destination", t)
+			bridge.Error(w, http.StatusForbidden, err.Error())
+			return nil, false
+		}
+	}
+	return id, true
 }
 
 // streamTopics reads the topic from the path or the topic query
@@ -71,7 +104,9 @@ func (h *Hub) parseLastID(id string) (seq uint64, ok bool) {
 	return seq, err == nil && seq > 0
 }
 
-func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string) {
+// serve streams names until the client goes, the upstream ends, shutdown,
+// or expired fires (the client's token ran out).
+func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expired <-chan time.Time) {
 	log := h.o.Log.With("remote", r.RemoteAddr, "topics", strings.Join(names, ","))
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
@@ -199,6 +234,12 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string) {
 		case <-c.away:
 			outcome = "shutdown"
 			return
+		case <-expired:
+			outcome = "token_expired"
+			rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
+			write([]byte("event: error\ndata: {\"reason\":\"token expired; reconnect with a fresh one\"}\n\n"))
+			rc.Flush()
+			return
 		case <-r.Context().Done():
 			return
 		}
@@ -255,10 +296,11 @@ func allowCORS(w http.ResponseWriter, r *http.Request, origins *bridge.Origins, 
 	if origin != "" {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", origin)
+		h.Set("Access-Control-Allow-Credentials", "true") // token cookies and Authorization
 		h.Add("Vary", "Origin")
 		if r.Method == http.MethodOptions {
 			h.Set("Access-Control-Allow-Methods", methods+", OPTIONS")
-			h.Set("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID")
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID")
 			h.Set("Access-Control-Max-Age", "600")
 		}
 	}

@@ -69,6 +69,12 @@ type MQTTPacket struct {
 	Flags byte
 	// Raw is the whole packet; Body is what follows the fixed header.
 	Raw, Body []byte
+	// For PUBLISH: the topic name (empty when only a topic alias names
+	// it), the MQTT 5 topic alias (0 for none) and the packet identifier
+	// (0 at QoS 0).
+	Topic    []byte
+	Alias    uint16
+	PacketID uint16
 }
 
 // MQTTScanner frames and checks client packets incrementally: CONNECT
@@ -82,7 +88,10 @@ type MQTTScanner struct {
 	// Version is the protocol level from CONNECT: 3, 4 (3.1.1) or 5.
 	Version byte
 	// Connect is the decoded CONNECT, for the caller to rewrite.
-	Connect   packets.Packet
+	Connect packets.Packet
+	// Decoded is the last SUBSCRIBE, UNSUBSCRIBE, AUTH or MQTT 5
+	// DISCONNECT, as mochi-mqtt decoded it.
+	Decoded   packets.Packet
 	connected bool
 	pk        MQTTPacket
 }
@@ -211,8 +220,11 @@ func (s *MQTTScanner) mochiDecode(p *MQTTPacket, decode func(*packets.Packet, []
 		return mqttErr(ErrMalformed, reasonOf(err), "packet type %d: %v", p.Type, err)
 	}
 	if check != nil {
-		return check(&pk)
+		if err := check(&pk); err != nil {
+			return err
+		}
 	}
+	s.Decoded = pk
 	return nil
 }
 
@@ -273,24 +285,25 @@ func (s *MQTTScanner) checkPublish(p *MQTTPacket) error {
 		return mqttErr(ErrMalformed, MQTTReasonMalformed, "PUBLISH topic name runs past the packet")
 	}
 	topic := b[2 : 2+n]
+	p.Topic = topic
 	off := 2 + n
 	if p.Flags>>1&3 > 0 {
 		if len(b) < off+2 {
 			return mqttErr(ErrMalformed, MQTTReasonMalformed, "PUBLISH at QoS %d without a packet identifier", p.Flags>>1&3)
 		}
-		if b[off] == 0 && b[off+1] == 0 {
+		p.PacketID = uint16(b[off])<<8 | uint16(b[off+1])
+		if p.PacketID == 0 {
 			return mqttErr(ErrMalformed, MQTTReasonProtocolError, "PUBLISH with packet identifier 0")
 		}
 		off += 2
 	}
-	alias := false
 	if s.Version == 5 {
 		var err error
-		if off, alias, err = checkProperties(b, off, MQTTPublish); err != nil {
+		if off, p.Alias, err = checkProperties(b, off, MQTTPublish); err != nil {
 			return err
 		}
 	}
-	if len(topic) == 0 && !alias {
+	if len(topic) == 0 && p.Alias == 0 {
 		return mqttErr(ErrMalformed, MQTTReasonTopicNameBad, "PUBLISH with an empty topic name and no topic alias")
 	}
 	if len(topic) > 0 {
@@ -398,16 +411,16 @@ var mqttProps = map[byte]int{
 }
 
 // checkProperties reads the property block at b[off:], returning the
-// offset after it and whether it held a topic alias. Only PUBLISH and the
-// acknowledgements come here.
-func checkProperties(b []byte, off int, typ byte) (int, bool, error) {
+// offset after it and the topic alias it held (0 for none). Only PUBLISH
+// and the acknowledgements come here.
+func checkProperties(b []byte, off int, typ byte) (int, uint16, error) {
 	n, used, ok := varInt(b[off:])
 	if !ok || off+used+n > len(b) {
-		return 0, false, mqttErr(ErrMalformed, MQTTReasonMalformed, "property length runs past the packet")
+		return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property length runs past the packet")
 	}
 	end := off + used + n
 	var seen [64]bool
-	alias := false
+	var alias uint16
 	for i := off + used; i < end; {
 		id := b[i]
 		i++
@@ -415,11 +428,11 @@ func checkProperties(b []byte, off int, typ byte) (int, bool, error) {
 		allowed := known && (typ != MQTTPublish && (id == 0x1F || id == 0x26) ||
 			typ == MQTTPublish && (id == 0x01 || id == 0x02 || id == 0x03 || id == 0x08 || id == 0x09 || id == 0x23 || id == 0x26))
 		if !allowed {
-			return 0, false, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x not allowed in packet type %d", id, typ)
+			return 0, 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x not allowed in packet type %d", id, typ)
 		}
 		if id != 0x26 {
 			if seen[id] {
-				return 0, false, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x repeated", id)
+				return 0, 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x repeated", id)
 			}
 			seen[id] = true
 		}
@@ -428,43 +441,44 @@ func checkProperties(b []byte, off int, typ byte) (int, bool, error) {
 		case propByte:
 			size = 1
 			if i < end && id == 0x01 && b[i] > 1 {
-				return 0, false, mqttErr(ErrMalformed, MQTTReasonProtocolError, "payload format indicator %d", b[i])
+				return 0, 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "payload format indicator %d", b[i])
 			}
 		case propUint16:
 			size = 2
 			if id == 0x23 {
-				if i+1 < end && b[i] == 0 && b[i+1] == 0 {
-					return 0, false, mqttErr(ErrMalformed, MQTTReasonProtocolError, "topic alias 0")
+				if i+1 < end {
+					if alias = uint16(b[i])<<8 | uint16(b[i+1]); alias == 0 {
+						return 0, 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "topic alias 0")
+					}
 				}
-				alias = true
 			}
 		case propUint32:
 			size = 4
 		case propString, propBinary:
 			if i+2 > end {
-				return 0, false, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
+				return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
 			}
 			size = 2 + (int(b[i])<<8 | int(b[i+1]))
 			if kind == propString && i+size <= end {
 				if s := b[i+2 : i+size]; !utf8.Valid(s) || bytes.IndexByte(s, 0) >= 0 {
-					return 0, false, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x is not valid UTF-8", id)
+					return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x is not valid UTF-8", id)
 				}
 			}
 		case propPair:
 			for range 2 {
 				if i+2 > end {
-					return 0, false, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property runs past the block")
+					return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property runs past the block")
 				}
 				l := int(b[i])<<8 | int(b[i+1])
 				if i+2+l > end || !utf8.Valid(b[i+2:i+2+l]) || bytes.IndexByte(b[i+2:i+2+l], 0) >= 0 {
-					return 0, false, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property is not a valid UTF-8 pair")
+					return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property is not a valid UTF-8 pair")
 				}
 				i += 2 + l
 			}
 			continue
 		}
 		if i+size > end {
-			return 0, false, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
+			return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
 		}
 		i += size
 	}

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
@@ -37,6 +38,11 @@ type Options struct {
 	// Credential is sent as the SASL PLAIN response; nil forwards none,
 	// which RabbitMQ refuses, so AMQP routes normally name one.
 	Credential *keyring.Credential
+	// Auth is the route's authentication and ACL; nil admits everyone.
+	Auth *auth.Policy
+	// TopicExchange is the exchange whose routing keys the ACL treats as
+	// topics (default amq.topic).
+	TopicExchange string
 	// VHosts are the virtual hosts clients may open; empty allows "/" only.
 	VHosts      []string
 	DialTimeout time.Duration
@@ -59,11 +65,14 @@ func NewRelay(o Options) *Relay {
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 5 * time.Second
 	}
+	if o.TopicExchange == "" {
+		o.TopicExchange = "amq.topic"
+	}
 	if len(o.VHosts) == 0 {
 		o.VHosts = []string{"/"}
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.Admission = bridge.Admission{Protocol: "amqp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
+	r.Admission = bridge.Admission{Protocol: "amqp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
 		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
 	return r
 }
@@ -79,6 +88,9 @@ type session struct {
 	in       *validate.AMQPScanner
 	up       *bridge.Upstream
 	framesIn int
+
+	cred *keyring.Credential // the broker credential for this identity
+	acl  acl
 
 	framesOut     atomic.Int64
 	clientClosing atomic.Bool // the client sent connection.close or close-ok
@@ -158,14 +170,26 @@ func (s *session) OnMessage(data []byte) {
 		}
 		s.framesIn++
 		var replace []byte
+		skip := false
 		switch {
 		case f == nil: // the protocol header: time to reach the broker
 			if !s.dial() {
 				return
 			}
 			start = off + n // dial sent it
+		case f.Channel != 0 && s.acl.clientClosing != nil && s.dropClient(f):
+			skip = true
+		case f.Channel != 0 && f.Type == validate.AMQPFrameMethod && !s.acl.open:
+			if err := s.check(f); err != nil {
+				if off > start && !s.forward(data[start:off]) || !s.refuse(f, err) {
+					return
+				}
+				start = off + n
+			}
 		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 11:
-			replace = s.startOk(f)
+			if replace = s.startOk(f); replace == nil {
+				return
+			}
 		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 31:
 			replace = s.tuneOk(f)
 		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 40:
@@ -175,8 +199,8 @@ func (s *session) OnMessage(data []byte) {
 		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && (f.Method == 50 || f.Method == 51):
 			s.clientClosing.Store(true)
 		}
-		if replace != nil {
-			if (off > start && !s.forward(data[start:off])) || !s.forward(replace) {
+		if replace != nil || skip {
+			if (off > start && !s.forward(data[start:off])) || (replace != nil && !s.forward(replace)) {
 				return
 			}
 			start = off + n
@@ -245,17 +269,21 @@ func (s *session) dial() bool {
 	return s.forward([]byte(validate.AMQPProtocolHeader))
 }
 
-// startOk rebuilds connection.start-ok with the route's identity: client
-// properties and locale are kept, the mechanism becomes PLAIN and the
-// response carries the keyring credential.
+// startOk authenticates the client from connection.start-ok and rebuilds
+// it with the identity's broker credential: client properties and locale
+// are kept, the mechanism becomes PLAIN and the response carries the
+// keyring credential. It returns nil when the client was refused.
 func (s *session) startOk(f *validate.AMQPFrame) []byte {
 	p := f.Payload
 	props := 4 + 4 + int(binary.BigEndian.Uint32(p[4:]))
 	mech := props + 1 + int(p[props])
 	resp := mech + 4 + int(binary.BigEndian.Uint32(p[mech:]))
 	locale := p[resp:]
+	if !s.login(p[props+1:mech], p[mech+4:resp]) {
+		return nil
+	}
 	var response []byte
-	if c := s.relay.opts.Credential; c != nil {
+	if c := s.cred; c != nil {
 		response = append(append(append([]byte{0}, c.Username...), 0), c.Password.Reveal()...)
 	}
 	out := append([]byte(nil), p[:props]...)
@@ -318,7 +346,7 @@ func (s *session) readUpstream() {
 			count++
 		}
 		if end > 0 {
-			if !s.Write(gws.OpcodeBinary, b[:end]) {
+			if !s.Write(gws.OpcodeBinary, s.dropBroker(b[:end])) {
 				return 0, false
 			}
 			s.framesOut.Add(int64(count))

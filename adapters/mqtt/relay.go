@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
@@ -30,8 +31,11 @@ type Options struct {
 	Route, Backend string
 	Address        string // broker host:port
 	// Credential replaces the client's username and password; nil removes
-	// them (for brokers that allow anonymous clients).
-	Credential  *keyring.Credential
+	// them (for brokers that allow anonymous clients). Auth may choose a
+	// per-identity credential instead.
+	Credential *keyring.Credential
+	// Auth is the route's authentication and ACL; nil admits everyone.
+	Auth        *auth.Policy
 	DialTimeout time.Duration
 	Limits      validate.MQTTLimits
 	// MaxBrokerPacketBytes bounds a packet from the broker.
@@ -58,7 +62,7 @@ func NewRelay(o Options) *Relay {
 		o.MaxBrokerPacketBytes = 16 << 20
 	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.Admission = bridge.Admission{Protocol: "mqtt", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
+	r.Admission = bridge.Admission{Protocol: "mqtt", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
 		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
 	return r
 }
@@ -76,6 +80,9 @@ type session struct {
 	in        *validate.MQTTScanner
 	up        *bridge.Upstream
 	packetsIn int
+
+	cred *keyring.Credential // the broker credential for this identity
+	acl  acl
 
 	packetsOut atomic.Int64
 	version    atomic.Uint32 // protocol level once CONNECT is seen
@@ -116,11 +123,34 @@ func (s *session) OnMessage(data []byte) {
 			break
 		}
 		s.packetsIn++
-		if p.Type == validate.MQTTConnect {
-			if !s.connect() {
+		switch {
+		case p.Type == validate.MQTTConnect:
+			if !s.login() || !s.connect() {
 				return
 			}
 			start = off + n
+		case s.acl.open:
+		case p.Type == validate.MQTTPublish:
+			if err := s.publishAllowed(p); err != nil {
+				// Packets before the refused one were allowed: they go.
+				if off > start && !s.forward(data[start:off]) || !s.refusePublish(p, err) {
+					return
+				}
+				start = off + n
+			}
+		case p.Type == validate.MQTTSubscribe:
+			rewritten, answer, err := s.subscribeFiltered()
+			switch {
+			case err != nil:
+				s.finish("rejected", nil, "re-encoding SUBSCRIBE: "+err.Error(), bridge.CloseProtocolError)
+				return
+			case rewritten != nil || answer != nil:
+				if off > start && !s.forward(data[start:off]) ||
+					rewritten != nil && !s.forward(rewritten) || answer != nil && !s.Write(gws.OpcodeBinary, answer) {
+					return
+				}
+				start = off + n
+			}
 		}
 		off += n
 	}
@@ -193,7 +223,7 @@ func (s *session) connect() bool {
 	s.version.Store(uint32(pk.ProtocolVersion))
 	pk.Connect.UsernameFlag, pk.Connect.Username = false, nil
 	pk.Connect.PasswordFlag, pk.Connect.Password = false, nil
-	if c := o.Credential; c != nil {
+	if c := s.cred; c != nil {
 		pk.Connect.UsernameFlag, pk.Connect.Username = true, []byte(c.Username)
 		pk.Connect.PasswordFlag, pk.Connect.Password = true, []byte(c.Password.Reveal())
 	}
@@ -244,7 +274,7 @@ func (s *session) readUpstream() {
 			return 0, false
 		}
 		if end > 0 {
-			if !s.Write(gws.OpcodeBinary, b[:end]) {
+			if !s.Write(gws.OpcodeBinary, s.mergeSubacks(b[:end])) {
 				return 0, false
 			}
 			s.packetsOut.Add(int64(count))

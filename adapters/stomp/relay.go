@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
@@ -37,7 +38,13 @@ type Options struct {
 	// (default 10s); in relay mode the broker negotiates.
 	HeartBeat time.Duration
 	// Credential replaces the client's login and passcode; nil sends none.
+	// Auth may choose a per-identity credential instead.
 	Credential *keyring.Credential
+	// Auth is the route's authentication and ACL; nil admits everyone.
+	Auth *auth.Policy
+	// TopicExchange is the exchange whose /exchange/<name>/<key>
+	// destinations the ACL treats as topics (default amq.topic).
+	TopicExchange string
 	// VHost is sent as the CONNECT host header (RabbitMQ reads it as the
 	// virtual host); the client's host header is replaced.
 	VHost       string
@@ -73,8 +80,11 @@ func NewRelay(o Options) *Relay {
 	if o.HeartBeat <= 0 {
 		o.HeartBeat = defaultHeartBeat
 	}
+	if o.TopicExchange == "" {
+		o.TopicExchange = "amq.topic"
+	}
 	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.Admission = bridge.Admission{Protocol: "stomp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log,
+	r.Admission = bridge.Admission{Protocol: "stomp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
 		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
 	return r
 }
@@ -88,14 +98,20 @@ func (r *Relay) Ready(ctx context.Context) error {
 }
 
 // errorFrame renders a STOMP ERROR frame whose message header carries msg,
-// escaped for the session's version.
-func errorFrame(v validate.STOMPVersion, msg, detail string) []byte {
+// escaped for the session's version, with a receipt-id when the frame that
+// caused it asked for a receipt (receipt is as the client sent it, already
+// escaped).
+func errorFrame(v validate.STOMPVersion, msg, detail string, receipt []byte) []byte {
 	if v >= validate.STOMP11 {
 		msg = headerEscaper.Replace(msg)
 	} else {
 		msg = strings.NewReplacer("\n", " ", "\r", " ").Replace(msg)
 	}
-	return fmt.Appendf(nil, "ERROR\nmessage:%s\ncontent-type:text/plain\ncontent-length:%d\n\n%s\x00", msg, len(detail), detail)
+	b := fmt.Appendf(nil, "ERROR\nmessage:%s\n", msg)
+	if receipt != nil {
+		b = fmt.Appendf(b, "receipt-id:%s\n", receipt)
+	}
+	return fmt.Appendf(b, "content-type:text/plain\ncontent-length:%d\n\n%s\x00", len(detail), detail)
 }
 
 var headerEscaper = strings.NewReplacer("\\", "\\\\", "\n", "\\n", "\r", "\\r", ":", "\\c")

@@ -3,12 +3,12 @@ package stomp
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -26,25 +26,16 @@ type session struct {
 
 	tr *translator // translation mode only
 
+	cred     *keyring.Credential // the broker credential for this identity
+	open     bool                // the identity may touch every destination
+	lastSend []byte              // the last destination a SEND was allowed to
+
 	framesOut atomic.Int64
 	done      chan struct{} // closed when the session has ended
 
 	disconnecting atomic.Bool   // the client sent DISCONNECT
 	version       atomic.Uint32 // negotiated STOMP version, for ERROR escaping
-	closing       atomic.Bool   // finish or onClose has begun
-
-	mu      sync.Mutex
-	outcome string
-	reason  string
 }
-
-// session doubles as the gws SessionStorage so that each event reaches its
-// state with a type assertion instead of a locked map lookup.
-func (*session) Len() int                           { return 0 }
-func (*session) Load(string) (any, bool)            { return nil, false }
-func (*session) Delete(string)                      {}
-func (*session) Store(string, any)                  {}
-func (*session) Range(func(key string, v any) bool) {}
 
 // Begin implements bridge.SessionEvents.
 func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
@@ -86,13 +77,28 @@ func (s *session) OnMessage(data []byte) {
 		if n == 0 {
 			break
 		}
-		if f != nil && s.tr != nil {
+		if f != nil {
 			s.framesIn++
+			switch f.Command {
+			case validate.CmdConnect, validate.CmdStomp:
+				if !s.login(f) {
+					return
+				}
+			case validate.CmdSend, validate.CmdSubscribe:
+				if !s.authorize(f) {
+					// Frames before the refused one were allowed: they go.
+					if s.up != nil && off > start {
+						s.forward(data[start:off])
+					}
+					return
+				}
+			}
+		}
+		if f != nil && s.tr != nil {
 			if !s.tr.frame(f) {
 				return
 			}
 		} else if f != nil {
-			s.framesIn++
 			switch f.Command {
 			case validate.CmdConnect, validate.CmdStomp:
 				if !s.connect(f) {
@@ -118,7 +124,6 @@ func (s *session) OnMessage(data []byte) {
 // identity in place of the client's login, passcode and host.
 func (s *session) connect(f *validate.STOMPFrame) bool {
 	o := &s.relay.opts
-	s.version.Store(uint32(s.in.Version))
 	b := make([]byte, 0, len(f.Raw)+128)
 	b = append(b, f.Command.String()...)
 	b = append(b, '\n')
@@ -136,7 +141,7 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 	b = append(b, "host:"...)
 	b = append(b, o.VHost...)
 	b = append(b, '\n')
-	if c := o.Credential; c != nil {
+	if c := s.cred; c != nil {
 		b = append(b, "login:"...)
 		b = append(b, c.Username...)
 		b = append(b, "\npasscode:"...)
@@ -255,7 +260,7 @@ func (s *session) finish(outcome, errMsg, detail string, code uint16) {
 	}
 	var answer []byte
 	if errMsg != "" && !s.Closing() {
-		answer = errorFrame(validate.STOMPVersion(s.version.Load()), errMsg, detail)
+		answer = errorFrame(validate.STOMPVersion(s.version.Load()), errMsg, detail, nil)
 	}
 	s.Finish(outcome, reason, code, gws.OpcodeText, answer)
 }

@@ -101,7 +101,6 @@ func (t *translator) refuse(msg string) bool {
 func (t *translator) connect(f *validate.STOMPFrame) bool {
 	s := t.s
 	v := s.in.Version
-	s.version.Store(uint32(v))
 	var cx, cy time.Duration
 	if hb, ok := f.Header("heart-beat"); ok {
 		a, b, _ := strings.Cut(string(hb), ",")

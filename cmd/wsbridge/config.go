@@ -7,13 +7,17 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/sse"
 	"github.com/wsbridge/wsbridge/validate"
 	"go.yaml.in/yaml/v3"
@@ -35,9 +39,57 @@ type Config struct {
 	SSE            SSEConfig                `yaml:"sse"`
 	Limits         LimitsConfig             `yaml:"limits"`
 	Backends       map[string]BackendConfig `yaml:"backends"`
-	Routes         []RouteConfig            `yaml:"routes"`
+	// Auth holds named authentication and authorization policies that
+	// routes refer to by name.
+	Auth   map[string]AuthConfig `yaml:"auth"`
+	Routes []RouteConfig         `yaml:"routes"`
 
-	origins *bridge.Origins
+	origins  *bridge.Origins
+	dir      string                  // the config file's directory: relative auth file paths start here
+	policies map[string]*auth.Policy // by auth name, built by check
+	keyring  atomic.Pointer[keyring.Keyring]
+}
+
+// AuthConfig is one policy: how clients prove who they are, which broker
+// credential each identity gets, and what each may publish and subscribe.
+type AuthConfig struct {
+	Mode      string    `yaml:"mode"`
+	JWT       JWTConfig `yaml:"jwt"`
+	UsersFile string    `yaml:"users_file"`
+	// Carriers are where a token may come from: header (Authorization:
+	// Bearer), cookie, query (access_token), login (the protocol's password
+	// field). Default: all four.
+	Carriers []string `yaml:"carriers"`
+	Cookie   string   `yaml:"cookie"`
+	// Credential is a keyring entry or a template (user/{sub}, role/{role})
+	// for relay routes; default: the backend's credential.
+	Credential  string    `yaml:"credential"`
+	ExpiryGrace Duration  `yaml:"expiry_grace"`
+	ACL         []ACLRule `yaml:"acl"`
+}
+
+// JWTConfig says how tokens are checked.
+type JWTConfig struct {
+	Algorithm     string   `yaml:"algorithm"`
+	Secret        string   `yaml:"secret"`
+	SecretFile    string   `yaml:"secret_file"`
+	PublicKeyFile string   `yaml:"public_key_file"`
+	JWKSFile      string   `yaml:"jwks_file"`
+	Audience      string   `yaml:"audience"`
+	Issuer        string   `yaml:"issuer"`
+	Leeway        Duration `yaml:"leeway"`
+	RequireExp    *bool    `yaml:"require_exp"`
+	RolesClaim    string   `yaml:"roles_claim"`
+	GrantsClaim   string   `yaml:"grants_claim"`
+}
+
+// ACLRule allows destination patterns to identities with one of Roles or
+// Subjects (neither: every authenticated identity).
+type ACLRule struct {
+	Roles     []string `yaml:"roles"`
+	Subjects  []string `yaml:"subjects"`
+	Publish   []string `yaml:"publish"`
+	Subscribe []string `yaml:"subscribe"`
 }
 
 // LogConfig selects the log level and format.
@@ -126,6 +178,8 @@ type RouteConfig struct {
 	Mode string `yaml:"mode"`
 	// VHosts are the virtual hosts an amqp route's clients may open.
 	VHosts []string `yaml:"vhosts"`
+	// Auth names the route's policy under auth; empty: anonymous clients.
+	Auth string `yaml:"auth"`
 }
 
 // Duration is a time.Duration written as "30s", "1m".
@@ -167,7 +221,11 @@ func loadConfig(name string) (*Config, error) {
 		}
 		label = name
 	}
-	return parseConfig(label, data)
+	cfg, err := parseConfig(label, data)
+	if err != nil {
+		return nil, err
+	}
+	return cfg, nil
 }
 
 var (
@@ -183,7 +241,7 @@ func parseConfig(file string, data []byte) (*Config, error) {
 	if err := yaml.Unmarshal(data, &root); err != nil {
 		return nil, yamlError(file, err)
 	}
-	cfg := &Config{}
+	cfg := &Config{dir: filepath.Dir(file)}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
@@ -431,6 +489,8 @@ func (cfg *Config) check(c *checker) {
 		cfg.Backends[name] = b
 	}
 
+	cfg.checkAuth(c)
+
 	if len(cfg.Routes) == 0 {
 		c.fail("routes", "at least one route is needed")
 	}
@@ -460,6 +520,15 @@ func (cfg *Config) check(c *checker) {
 		if len(r.VHosts) > 0 && r.Protocol != "amqp" {
 			c.fail(p+".vhosts", "only amqp routes open virtual hosts")
 		}
+		if r.Auth != "" {
+			a, ok := cfg.Auth[r.Auth]
+			switch {
+			case !ok:
+				c.fail(p+".auth", "%q is not defined under auth", r.Auth)
+			case a.Credential != "" && (key == "sse" || key == "publish" || key == "stomp/translate"):
+				c.fail(p+".auth", "auth %q picks a broker credential per identity, which only relay routes (stomp relay, mqtt, amqp) can use: %s routes share the backend's one connection", r.Auth, key)
+			}
+		}
 		serves, known := routeBackends[key]
 		if !known {
 			c.fail(p+".protocol", "%q is not a supported route protocol (stomp, mqtt, amqp, sse, publish)", r.Protocol)
@@ -474,12 +543,171 @@ func (cfg *Config) check(c *checker) {
 	}
 }
 
-// needsKeyring reports whether any backend names a keyring entry.
+// needsKeyring reports whether any backend or auth policy names a keyring
+// entry.
 func (cfg *Config) needsKeyring() bool {
 	for _, b := range cfg.Backends {
 		if b.Credential != "" {
 			return true
 		}
 	}
+	for _, a := range cfg.Auth {
+		if a.Credential != "" {
+			return true
+		}
+	}
 	return false
+}
+
+// lookupCredential reads the keyring in force (it is swapped on SIGHUP).
+func (cfg *Config) lookupCredential(name string) (keyring.Credential, error) {
+	kr := cfg.keyring.Load()
+	if kr == nil {
+		return keyring.Credential{}, keyring.ErrNoEntry
+	}
+	return kr.Get(name)
+}
+
+// checkAuth checks each auth policy and builds it.
+func (cfg *Config) checkAuth(c *checker) {
+	cfg.policies = map[string]*auth.Policy{}
+	for _, name := range sortedKeys(cfg.Auth) {
+		a := cfg.Auth[name]
+		p := "auth." + name
+		errs := len(c.errs)
+		o := auth.Options{Mode: auth.Mode(a.Mode), Credential: a.Credential, ExpiryGrace: time.Duration(a.ExpiryGrace),
+			Lookup: cfg.lookupCredential}
+		switch o.Mode {
+		case auth.ModeNone:
+		case auth.ModeJWT:
+			o.JWT = cfg.checkJWT(c, p+".jwt", &a.JWT)
+			if a.UsersFile != "" {
+				c.fail(p+".users_file", "a users file is for mode: users")
+			}
+		case auth.ModeUsers:
+			if a.UsersFile == "" {
+				c.fail(p+".users_file", "mode users needs a users_file")
+				break
+			}
+			u, err := auth.LoadUsers(cfg.path(a.UsersFile))
+			if err != nil {
+				c.fail(p+".users_file", "%v", err)
+			}
+			o.Users = u
+		case "":
+			c.fail(p+".mode", "choose a mode: none, jwt or users")
+		default:
+			c.fail(p+".mode", "%q is not one of none, jwt, users", a.Mode)
+		}
+		if a.Mode != "jwt" && (a.JWT != JWTConfig{}) {
+			c.fail(p+".jwt", "jwt settings are for mode: jwt")
+		}
+		if a.Carriers == nil {
+			a.Carriers = []string{"header", "cookie", "query", "login"}
+		}
+		if a.Cookie == "" {
+			a.Cookie = "wsbridge_token"
+		}
+		for i, carrier := range a.Carriers {
+			switch carrier {
+			case "header":
+				o.Carriers.Header = true
+			case "cookie":
+				o.Carriers.Cookie = a.Cookie
+			case "query":
+				o.Carriers.Query = true
+			case "login":
+				o.Carriers.Login = true
+			default:
+				c.fail(fmt.Sprintf("%s.carriers.%d", p, i), "%q is not one of header, cookie, query, login", carrier)
+			}
+		}
+		for i, r := range a.ACL {
+			rp := fmt.Sprintf("%s.acl.%d", p, i)
+			rule := auth.Rule{Roles: r.Roles, Subjects: r.Subjects}
+			if len(r.Publish) == 0 && len(r.Subscribe) == 0 {
+				c.fail(rp, "a rule allows nothing without publish or subscribe patterns")
+			}
+			for what, list := range map[string]struct {
+				in  []string
+				out *[]auth.Pattern
+			}{"publish": {r.Publish, &rule.Publish}, "subscribe": {r.Subscribe, &rule.Subscribe}} {
+				for j, s := range list.in {
+					pat, err := auth.ParsePattern(s)
+					if err != nil {
+						c.fail(fmt.Sprintf("%s.%s.%d", rp, what, j), "%v", err)
+					}
+					*list.out = append(*list.out, pat)
+				}
+			}
+			o.Rules = append(o.Rules, rule)
+		}
+		if len(c.errs) > errs {
+			continue
+		}
+		pol, err := auth.New(o)
+		if err != nil {
+			c.fail(p, "%s", strings.TrimPrefix(err.Error(), "auth: "))
+			continue
+		}
+		cfg.policies[name] = pol
+	}
+}
+
+// checkJWT loads the verifier's key and checks its settings.
+func (cfg *Config) checkJWT(c *checker, p string, j *JWTConfig) *auth.JWT {
+	o := auth.JWTOptions{Algorithm: j.Algorithm, Audience: j.Audience, Issuer: j.Issuer, Leeway: time.Duration(j.Leeway),
+		RequireExp: j.RequireExp == nil || *j.RequireExp, RolesClaim: j.RolesClaim, GrantsClaim: j.GrantsClaim}
+	if j.Leeway == 0 {
+		o.Leeway = 30 * time.Second
+	}
+	read := func(key, name string) []byte {
+		b, err := os.ReadFile(cfg.path(name))
+		if err != nil {
+			c.fail(p+"."+key, "%v", err)
+		}
+		return b
+	}
+	switch {
+	case j.Secret != "" && j.SecretFile != "":
+		c.fail(p+".secret", "give secret or secret_file, not both")
+	case j.Secret != "":
+		o.Secret = []byte(j.Secret)
+	case j.SecretFile != "":
+		o.Secret = []byte(strings.TrimRight(string(read("secret_file", j.SecretFile)), "\r\n"))
+	}
+	if j.PublicKeyFile != "" {
+		o.PublicKeyPEM = read("public_key_file", j.PublicKeyFile)
+	}
+	if j.JWKSFile != "" {
+		o.JWKS = read("jwks_file", j.JWKSFile)
+	}
+	v, err := auth.NewJWT(o)
+	if err != nil {
+		c.fail(p, "%s", strings.TrimPrefix(err.Error(), "jwt: "))
+	}
+	return v
+}
+
+// path resolves a file named in the config against the config's directory.
+func (cfg *Config) path(name string) string {
+	if filepath.IsAbs(name) {
+		return name
+	}
+	return filepath.Join(cfg.dir, name)
+}
+
+// jwtSecret is the HS256 secret of an auth policy, for `wsbridge token`.
+func (cfg *Config) jwtSecret(name string) ([]byte, error) {
+	a, ok := cfg.Auth[name]
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("no auth policy %q in the config", name)
+	case a.Mode != "jwt" || a.JWT.Algorithm != "HS256":
+		return nil, fmt.Errorf("auth %q does not use HS256; sign with its private key (-key FILE)", name)
+	case a.JWT.Secret != "":
+		return []byte(a.JWT.Secret), nil
+	}
+	b, err := os.ReadFile(cfg.path(a.JWT.SecretFile))
+	return []byte(strings.TrimRight(string(b), "\r\n")), err
 }

@@ -198,6 +198,7 @@ func (g *gateway) close() {
 
 // buildServer wires routes to adapters and backends.
 func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, error) {
+	cfg.keyring.Store(kr)
 	g := &gateway{srv: bridge.NewServer(log, cfg.Limits.MaxConnections)}
 	srv := g.srv
 	ws := bridge.WSOptions{
@@ -312,8 +313,8 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 				}
 			}
 			relay := stomp.NewRelay(stomp.Options{
-				Broker: broker,
-				Route:  r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHost: b.VHost,
+				Broker: broker, Auth: cfg.policies[r.Auth],
+				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHost: b.VHost,
 				DialTimeout: time.Duration(b.DialTimeout),
 				Limits: validate.STOMPLimits{
 					MaxFrameBytes: sl.MaxFrameBytes, MaxHeaders: sl.MaxHeaders, MaxHeaderLineBytes: sl.MaxHeaderLineBytes,
@@ -327,6 +328,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			}
 		case "mqtt":
 			relay := mqtt.NewRelay(mqtt.Options{
+				Auth:  cfg.policies[r.Auth],
 				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend],
 				DialTimeout:          time.Duration(b.DialTimeout),
 				Limits:               validate.MQTTLimits{MaxPacketBytes: cfg.Limits.MQTT.MaxPacketBytes},
@@ -338,6 +340,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		case "amqp":
 			al := cfg.Limits.AMQP
 			relay := amqp.NewRelay(amqp.Options{
+				Auth: cfg.policies[r.Auth], TopicExchange: b.Exchange,
 				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHosts: r.VHosts,
 				DialTimeout: time.Duration(b.DialTimeout),
 				Limits:      validate.AMQPLimits{MaxFrameBytes: al.MaxFrameBytes, MaxChannels: al.MaxChannels, MaxTableDepth: al.MaxTableDepth},
@@ -350,9 +353,9 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 				g.close()
 				return nil, err
 			}
-			handler := h.StreamHandler(path)
+			handler := h.StreamHandler(path, cfg.policies[r.Auth])
 			if r.Protocol == "publish" {
-				handler = h.PublishHandler(path)
+				handler = h.PublishHandler(path, cfg.policies[r.Auth])
 			}
 			srv.Handle(path, handler)
 			srv.Handle(path+"/", handler)

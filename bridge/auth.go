@@ -1,0 +1,127 @@
+package bridge
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/keyring"
+)
+
+// RequestIdentity authenticates an HTTP request against p (nil: anonymous).
+// login says whether the protocol's own login may still prove the identity
+// later; then a request that carries nothing passes with a nil identity.
+// On failure it answers 401 with the reason and returns the error.
+func RequestIdentity(w http.ResponseWriter, r *http.Request, p *auth.Policy, login bool) (*auth.Identity, error) {
+	if p == nil {
+		return auth.Anonymous, nil
+	}
+	id, err := p.FromRequest(r)
+	if err == nil && id == nil && !(login && p.LoginAccepted()) {
+		err = p.Missing()
+	}
+	if err != nil {
+		if p.Mode() == auth.ModeUsers {
+			w.Header().Set("WWW-Authenticate", `Basic realm="wsbridge", charset="UTF-8"`)
+		} else {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="wsbridge", error="invalid_token"`)
+		}
+		Error(w, http.StatusUnauthorized, "authentication failed: "+err.Error())
+		return nil, err
+	}
+	return id, nil
+}
+
+// Login settles the session's identity at the protocol's login (STOMP
+// CONNECT, MQTT CONNECT, AMQP start-ok). An identity proven at the upgrade
+// stands and the login fields are ignored. Failures are logged with their
+// reason (never the secret) and returned for the protocol's own answer.
+func (s *Session) Login(user, password string) (*auth.Identity, error) {
+	if s.Identity != nil {
+		return s.Identity, nil
+	}
+	p := s.policy()
+	if p == nil {
+		s.Identity = auth.Anonymous
+		return s.Identity, nil
+	}
+	id, err := p.FromLogin(user, password)
+	if err != nil {
+		s.adm.Log.Info(s.adm.Protocol+" authentication failed", "route", s.adm.Route, "remote", s.Remote, "reason", err.Error())
+		return nil, err
+	}
+	s.Identity = id
+	return id, nil
+}
+
+// BrokerCredential is the credential this session's identity uses on the
+// broker: the policy's per-identity entry, or def (the route's own). An
+// identity with no entry is refused, and that is logged.
+func (s *Session) BrokerCredential(def *keyring.Credential) (*keyring.Credential, error) {
+	p := s.policy()
+	if p == nil || !p.PerIdentityCredential() {
+		return def, nil
+	}
+	c, err := p.Credential(s.Identity)
+	if err != nil {
+		s.adm.Log.Warn(s.adm.Protocol+" identity has no broker credential", "route", s.adm.Route, "remote", s.Remote,
+			"identity", s.Identity.String())
+	}
+	return c, err
+}
+
+// Unrestricted reports whether the session's identity may touch every
+// destination, so an adapter can skip mapping destinations at all.
+func (s *Session) Unrestricted() bool { return s.policy().Unrestricted(s.Identity) }
+
+// Allow applies the route's ACL to one destination; a denial is logged
+// with the identity and destination and returned for the protocol's answer.
+func (s *Session) Allow(act auth.Action, d auth.Dest) error {
+	p := s.policy()
+	if p == nil {
+		return nil
+	}
+	err := p.Allow(s.Identity, act, d)
+	if err != nil {
+		s.adm.Log.Info(s.adm.Protocol+" access denied", "route", s.adm.Route, "remote", s.Remote,
+			"identity", s.Identity.String(), "action", act.String(), "destination", d.String())
+	}
+	return err
+}
+
+// WatchExpiry arms expired to run once the identity's token has run out
+// (plus the policy's grace). The adapter answers with its protocol's error.
+func (s *Session) WatchExpiry(expired func()) {
+	p := s.policy()
+	if p == nil || s.Identity == nil || s.Identity.Expires.IsZero() {
+		return
+	}
+	at := s.Identity.Expires.Add(p.ExpiryGrace())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.expiry == nil && !s.closing.Load() {
+		s.expiry = time.AfterFunc(time.Until(at), expired)
+	}
+}
+
+func (s *Session) policy() *auth.Policy {
+	if s.adm == nil {
+		return nil
+	}
+	return s.adm.Auth
+}
+
+// stopExpiry disarms the expiry timer.
+func (s *Session) stopExpiry() {
+	s.mu.Lock()
+	if s.expiry != nil {
+		s.expiry.Stop()
+	}
+	s.mu.Unlock()
+}
+
+// LogIdentity is the identity for a session's log lines.
+func (s *Session) LogIdentity() slog.Attr {
+	return slog.String("identity", s.Identity.String())
+}
