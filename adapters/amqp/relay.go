@@ -373,7 +373,7 @@ func (s *session) OnClose(err error) {
 	if outcome != "client_closed" && outcome != "shutdown" {
 		level = slog.LevelWarn
 	}
-	o.Log.Log(context.Background(), level, "amqp connection closed", "route", o.Route, "remote", s.Remote, "outcome", outcome,
+	o.Log.Log(context.Background(), level, "amqp connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", outcome,
 		"reason", reason, "duration", lasted.String(), "frames_in", s.framesIn, "frames_out", s.framesOut.Load())
 	s.Release()
 }

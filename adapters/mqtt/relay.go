@@ -334,7 +334,7 @@ func (s *session) OnClose(err error) {
 	if outcome != "client_closed" && outcome != "shutdown" {
 		level = slog.LevelWarn
 	}
-	o.Log.Log(context.Background(), level, "mqtt connection closed", "route", o.Route, "remote", s.Remote, "outcome", outcome,
+	o.Log.Log(context.Background(), level, "mqtt connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", outcome,
 		"reason", reason, "duration", lasted.String(), "packets_in", s.packetsIn, "packets_out", s.packetsOut.Load())
 	s.Release()
 }

@@ -287,7 +287,7 @@ func (s *session) OnClose(err error) {
 	default:
 		level = slog.LevelWarn
 	}
-	o.Log.Log(context.Background(), level, "stomp connection closed", "route", o.Route, "remote", s.Remote, "outcome", outcome,
+	o.Log.Log(context.Background(), level, "stomp connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", outcome,
 		"reason", reason, "duration", lasted.String(), "frames_in", s.framesIn, "frames_out", s.framesOut.Load())
 	s.Release() // last: shutdown waits for it, and so sees the line logged
 }
