@@ -67,11 +67,11 @@ func TestAuthConnect(t *testing.T) {
 	url := startRelay(t, Options{Address: tap.Addr(), Auth: pol})
 	good := authtest.Token(t, "alice", []string{"writer"}, time.Hour, nil)
 	cases := []struct {
-		name    string
-		v       byte
-		token   string
-		will    string
-		reason  byte // the CONNACK's reason (v5) or return code (3.1.1)
+		name   string
+		v      byte
+		token  string
+		will   string
+		reason byte // the CONNACK's reason (v5) or return code (3.1.1)
 	}{
 		{"good token v5", 5, good, "", 0},
 		{"good token v3.1.1", 4, good, "", 0},
