@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
@@ -60,16 +61,22 @@ type hubServer struct {
 
 func startHub(t testing.TB, b bridge.Broker, o Options) *hubServer {
 	t.Helper()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	return startHubWith(t, b, o, nil, io.Discard)
+}
+
+// startHubWith serves the hub's routes with an auth policy, logging to logs.
+func startHubWith(t testing.TB, b bridge.Broker, o Options, p *auth.Policy, logs io.Writer) *hubServer {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(logs, nil))
 	srv := bridge.NewServer(log, 0)
 	if o.Origins == nil {
 		o.Origins, _ = bridge.NewOrigins([]string{"http://app.example"})
 	}
 	o.Conns, o.Log = srv.Conns, log
 	h := NewHub(b, o)
-	srv.Handle("/sse", h.StreamHandler("/sse", nil))
-	srv.Handle("/sse/", h.StreamHandler("/sse", nil))
-	srv.Handle("/publish/", h.PublishHandler("/publish", nil))
+	srv.Handle("/sse", h.StreamHandler("/sse", p))
+	srv.Handle("/sse/", h.StreamHandler("/sse", p))
+	srv.Handle("/publish/", h.PublishHandler("/publish", p))
 	t.Cleanup(h.Close) // runs after the server's shutdown, registered below
 	return &hubServer{url: "http://" + brokertest.Serve(t, srv), hub: h, srv: srv}
 }

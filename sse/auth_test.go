@@ -1,0 +1,172 @@
+package sse
+
+import (
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/internal/authtest"
+)
+
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func do(t *testing.T, method, url string, header http.Header, body string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bearer " + tok}} }
+
+// TestAuthStreamsAndPublishes: the worked example's rules on SSE and HTTP
+// publish over real NATS: 401 without a valid token (with the reason), 403
+// for a topic outside the rules, and the allowed paths work end to end.
+func TestAuthStreamsAndPublishes(t *testing.T) {
+	logs := &lockedLog{}
+	s := startHubWith(t, natsBroker(t), Options{}, authtest.JWTPolicy(t, nil), logs)
+	reader := authtest.Token(t, "rita", []string{"reader"}, time.Hour, nil)
+	writer := authtest.Token(t, "will", []string{"writer"}, time.Hour, nil)
+
+	refusals := []struct {
+		name, method, url string
+		header            http.Header
+		status            int
+		mention           string
+	}{
+		{"stream without a token", "GET", s.url + "/sse/demo.a", nil, 401, "a token is required"},
+		{"stream with an expired token", "GET", s.url + "/sse/demo.a", bearer(authtest.Token(t, "rita", []string{"reader"}, -time.Hour, nil)), 401, "token expired"},
+		{"stream with alg none", "GET", s.url + "/sse/demo.a", bearer(authtest.TokenAlgNone(t, "rita", []string{"reader"})), 401, "not signed with HS256"},
+		{"stream outside the rules", "GET", s.url + "/sse/secret.a", bearer(reader), 403, "subscribe to secret.a"},
+		{"multi-topic stream with one outside", "GET", s.url + "/sse?topic=demo.a&topic=secret.a", bearer(reader), 403, "subscribe to secret.a"},
+		{"reader publishes", "POST", s.url + "/publish/demo.a", bearer(reader), 403, "publish to demo.a"},
+		{"writer publishes outside", "POST", s.url + "/publish/secret.a", bearer(writer), 403, "publish to secret.a"},
+		{"publish without a token", "POST", s.url + "/publish/demo.a", nil, 401, "a token is required"},
+	}
+	for _, r := range refusals {
+		t.Run(r.name, func(t *testing.T) {
+			status, body, h := do(t, r.method, r.url, r.header, "sneaky")
+			if status != r.status || !strings.Contains(body, r.mention) {
+				t.Fatalf("%d %q, want %d naming %q", status, body, r.status, r.mention)
+			}
+			if status == 401 && !strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer") {
+				t.Fatalf("401 without a Bearer challenge: %q", h.Get("WWW-Authenticate"))
+			}
+		})
+	}
+
+	// Each carrier opens a stream; the writer's publish reaches all three.
+	streams := []*stream{
+		openStream(t, s.url+"/sse/demo.a", bearer(reader)),
+		openStream(t, s.url+"/sse/demo.a?access_token="+url.QueryEscape(reader), nil),
+		openStream(t, s.url+"/sse/demo.a", http.Header{"Cookie": {"wsbridge_token=" + reader}}),
+	}
+	s.waitStats(t, "3 streams on one upstream subscription", func(st Stats) bool { return st.Clients == 3 && st.UpstreamSubs == 1 })
+	if status, body, _ := do(t, "POST", s.url+"/publish/demo.a", bearer(writer), "hello"); status != http.StatusAccepted {
+		t.Fatalf("writer's publish: %d %s", status, body)
+	}
+	for i, st := range streams {
+		if ev := st.next(t); ev.data != "hello" {
+			t.Fatalf("stream %d got %+v", i, ev)
+		}
+	}
+	for _, secret := range []string{reader, writer} {
+		if strings.Contains(logs.String(), secret) {
+			t.Fatal("a token reached the logs")
+		}
+	}
+	if !strings.Contains(logs.String(), `identity="rita (reader)"`) {
+		t.Fatalf("denials not logged with the identity:\n%s", logs)
+	}
+}
+
+// TestAuthStreamEndsWhenTokenExpires: the stream says why and ends.
+func TestAuthStreamEndsWhenTokenExpires(t *testing.T) {
+	s := startHubWith(t, natsBroker(t), Options{}, authtest.JWTPolicy(t, nil), io.Discard)
+	st := openStream(t, s.url+"/sse/demo.a", bearer(authtest.Token(t, "rita", []string{"reader"}, 2*time.Second, nil)))
+	for {
+		select {
+		case ev := <-st.events:
+			if ev.typ == "error" {
+				if !strings.Contains(ev.data, "token expired") {
+					t.Fatalf("error event %q", ev.data)
+				}
+				select {
+				case <-st.done:
+				case <-time.After(10 * time.Second):
+					t.Fatal("stream still open after the expiry event")
+				}
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("no expiry event")
+		}
+	}
+}
+
+// TestAuthUsersBasic: with a users file, HTTP clients use Basic auth.
+func TestAuthUsersBasic(t *testing.T) {
+	h, err := auth.HashPassword("pw-of-will")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := t.TempDir() + "/users.yaml"
+	os.WriteFile(path, []byte("users:\n  will:\n    password_hash: \""+h+"\"\n    roles: [writer]\n"), 0o600)
+	users, err := auth.LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := auth.New(auth.Options{Mode: auth.ModeUsers, Users: users, Rules: authtest.Rules(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startHubWith(t, natsBroker(t), Options{}, p, io.Discard)
+	req := func(user, pass string) int {
+		r, _ := http.NewRequest("POST", s.url+"/publish/demo.a", strings.NewReader("x"))
+		r.SetBasicAuth(user, pass)
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := req("will", "pw-of-will"); got != http.StatusAccepted {
+		t.Fatalf("right password: %d", got)
+	}
+	if got := req("will", "wrong"); got != http.StatusUnauthorized {
+		t.Fatalf("wrong password: %d", got)
+	}
+	if status, _, hd := do(t, "POST", s.url+"/publish/demo.a", nil, "x"); status != 401 || !strings.HasPrefix(hd.Get("WWW-Authenticate"), "Basic") {
+		t.Fatalf("no credentials: %d %q", status, hd.Get("WWW-Authenticate"))
+	}
+}
