@@ -661,10 +661,12 @@ func (cfg *Config) checkJWT(c *checker, p string, j *JWTConfig) *auth.JWT {
 	if j.Leeway == 0 {
 		o.Leeway = 30 * time.Second
 	}
+	unreadable := false
 	read := func(key, name string) []byte {
 		b, err := os.ReadFile(cfg.path(name))
 		if err != nil {
 			c.fail(p+"."+key, "%v", err)
+			unreadable = true
 		}
 		return b
 	}
@@ -681,6 +683,9 @@ func (cfg *Config) checkJWT(c *checker, p string, j *JWTConfig) *auth.JWT {
 	}
 	if j.JWKSFile != "" {
 		o.JWKS = read("jwks_file", j.JWKSFile)
+	}
+	if unreadable {
+		return nil
 	}
 	v, err := auth.NewJWT(o)
 	if err != nil {

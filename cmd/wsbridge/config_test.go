@@ -62,6 +62,18 @@ func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
 		{"mqtt listener without jetstream", "backends:\n  n:\n    protocol: nats\n    embedded: true\n    mqtt_address: 127.0.0.1:1884\nroutes:\n  - {path: /s, protocol: sse, backend: n}\n", []string{"c.yaml:5: backends.n.mqtt_address", "store_dir"}},
 		{"embedded on a public address", "backends:\n  n:\n    protocol: nats\n    embedded: true\n    address: 0.0.0.0:4222\nroutes:\n  - {path: /s, protocol: sse, backend: n}\n", []string{"c.yaml:5: backends.n.address", "loopback"}},
 		{"translate onto a stomp backend", strings.Replace(ok, "backend: b", "backend: b\n    mode: translate", 1), []string{"routes.0.backend", "translate"}},
+		{"undefined auth", ok + "    auth: nope\n", []string{"c.yaml:9: routes.0.auth: \"nope\" is not defined"}},
+		{"auth without mode", ok + "auth:\n  a: {}\n", []string{"auth.a.mode", "choose a mode"}},
+		{"unknown auth mode", ok + "auth:\n  a:\n    mode: ldap\n", []string{"c.yaml:11: auth.a.mode: \"ldap\""}},
+		{"short HS256 secret", ok + "auth:\n  a:\n    mode: jwt\n    jwt:\n      algorithm: HS256\n      secret: short\n", []string{"c.yaml:12: auth.a.jwt", "at least 32 bytes"}},
+		{"unknown algorithm", ok + "auth:\n  a:\n    mode: jwt\n    jwt:\n      algorithm: none\n", []string{"auth.a.jwt", "HS256, RS256, ES256"}},
+		{"missing key file", ok + "auth:\n  a:\n    mode: jwt\n    jwt:\n      algorithm: RS256\n      public_key_file: /nonexistent.pem\n", []string{"c.yaml:14: auth.a.jwt.public_key_file"}},
+		{"users mode without a file", ok + "auth:\n  a:\n    mode: users\n", []string{"auth.a.users_file", "needs a users_file"}},
+		{"bad carrier", ok + "auth:\n  a:\n    mode: users\n    users_file: /nonexistent\n    carriers: [pigeon]\n", []string{"c.yaml:13: auth.a.carriers.0: \"pigeon\""}},
+		{"bad pattern", ok + "auth:\n  a:\n    mode: none\n    acl:\n      - publish: [\"a.#.b\"]\n", []string{"auth.a.acl.0.publish.0", "last segment"}},
+		{"rule that allows nothing", ok + "auth:\n  a:\n    mode: none\n    acl:\n      - roles: [x]\n", []string{"auth.a.acl.0", "allows nothing"}},
+		{"credential template on an anonymous route", ok + "auth:\n  a:\n    mode: none\n    credential: user/{sub}\n", []string{"c.yaml:10: auth.a:", "anonymous clients have no {sub}"}},
+		{"per-identity credential on sse", "backends:\n  n:\n    protocol: nats\n    address: h:1\nauth:\n  a:\n    mode: none\n    credential: fixed\nroutes:\n  - {path: /s, protocol: sse, backend: n, auth: a}\n", []string{"routes.0.auth", "only relay routes"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

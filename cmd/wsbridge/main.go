@@ -2,6 +2,8 @@
 //
 //	wsbridge [serve] [-config FILE] [-listen ADDR] [-keyring FILE]
 //	wsbridge keyring init|set|list|delete ...
+//	wsbridge token -config FILE -auth POLICY -sub SUBJECT [-role R]...
+//	wsbridge passwd < password
 package main
 
 import (
@@ -41,6 +43,9 @@ const usage = `usage:
   wsbridge keyring set    NAME -username USER -password-stdin [-config FILE] [-keyring FILE]
   wsbridge keyring list   [-config FILE] [-keyring FILE]
   wsbridge keyring delete NAME [-config FILE] [-keyring FILE]
+  wsbridge token  -config FILE -auth POLICY -sub SUBJECT [-role R]... [-ttl 1h]
+                  [-publish PATTERN]... [-subscribe PATTERN]... [-key PRIVATE.pem] [-kid ID]
+  wsbridge passwd < password        (prints a bcrypt password_hash for a users file)
 
 The keyring path comes from -keyring, WSBRIDGE_KEYRING, the config's keyring.path,
 or ./wsbridge.keyring. The master key comes from WSBRIDGE_KEYRING_KEY (the key),
@@ -49,7 +54,8 @@ WSBRIDGE_KEYRING_KEY_FILE, the config's keyring.key_file, or KEYRING.key.
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	cmd := "serve"
-	if len(args) > 0 && (args[0] == "serve" || args[0] == "keyring" || args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
+	if len(args) > 0 && (args[0] == "serve" || args[0] == "keyring" || args[0] == "token" || args[0] == "passwd" ||
+		args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
 		cmd, args = args[0], args[1:]
 	}
 	var err error
@@ -58,6 +64,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		err = serveCommand(ctx, args, stderr, nil)
 	case "keyring":
 		err = keyringCommand(args, stdin, stdout)
+	case "token":
+		err = tokenCommand(args, stdout)
+	case "passwd":
+		err = passwdCommand(stdin, stdout)
 	default:
 		fmt.Fprint(stdout, usage)
 		return 0
