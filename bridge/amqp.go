@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -19,6 +20,8 @@ type AMQPOptions struct {
 	// Exchange is the topic exchange topics are routing keys on.
 	Exchange    string
 	DialTimeout time.Duration
+	// TLS, when set, reaches the broker over TLS (amqps).
+	TLS *tls.Config
 	// Prefetch bounds unacknowledged deliveries per subscription, so a
 	// subscription's buffer in the gateway is bounded too.
 	Prefetch int
@@ -72,8 +75,12 @@ func (a *AMQP) connection() (*amqp.Connection, error) {
 	if c := a.o.Credential; c != nil {
 		cfg.SASL = []amqp.Authentication{&amqp.PlainAuth{Username: c.Username, Password: c.Password.Reveal()}}
 	}
+	scheme := "amqp://"
+	if a.o.TLS != nil {
+		scheme, cfg.TLSClientConfig = "amqps://", a.o.TLS
+	}
 	// Credentials go through SASL, never the URL, so no error can echo them.
-	conn, err := amqp.DialConfig("amqp://"+a.o.Address+"/", cfg)
+	conn, err := amqp.DialConfig(scheme+a.o.Address+"/", cfg)
 	if err != nil {
 		return nil, fmt.Errorf("amqp %s: %v: %w", a.o.Address, err, ErrUnavailable)
 	}

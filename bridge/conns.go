@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"sync"
 )
 
@@ -13,43 +14,74 @@ type Closer interface {
 }
 
 // Conns is the registry of live client connections: it enforces the
-// connection limit and lets shutdown close them all.
+// connection limits, overall and per client address, and lets shutdown
+// close them all.
 type Conns struct {
-	max int
+	max, maxPerIP int
 
 	mu     sync.Mutex
 	live   map[Closer]struct{}
+	perIP  map[string]int
 	closed bool
 	wg     sync.WaitGroup
 }
 
-// NewConns returns a registry admitting at most max connections (0: no limit).
-func NewConns(max int) *Conns {
-	return &Conns{max: max, live: map[Closer]struct{}{}}
+// Why Conns refuses a connection.
+var (
+	ErrFull   = errors.New("connection limit reached or shutting down; retry later")
+	ErrIPFull = errors.New("too many connections from this address; close some and retry")
+)
+
+// NewConns returns a registry admitting at most max connections, and at
+// most maxPerIP from one client address (0: no limit).
+func NewConns(max, maxPerIP int) *Conns {
+	return &Conns{max: max, maxPerIP: maxPerIP, live: map[Closer]struct{}{}, perIP: map[string]int{}}
 }
 
-// Add admits c. It returns false when the gateway is full or shutting down;
-// otherwise the caller must call release exactly once when c has ended.
-func (cs *Conns) Add(c Closer) (release func(), ok bool) {
+func (cs *Conns) refusal(ip string) error {
+	switch {
+	case cs.closed || (cs.max > 0 && len(cs.live) >= cs.max):
+		return ErrFull
+	case cs.maxPerIP > 0 && cs.perIP[ip] >= cs.maxPerIP:
+		return ErrIPFull
+	}
+	return nil
+}
+
+// Add admits c from client address ip. It returns ErrFull or ErrIPFull
+// when a limit is reached or shutdown has begun; otherwise the caller must
+// call release exactly once when c has ended.
+func (cs *Conns) Add(c Closer, ip string) (release func(), err error) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	if cs.closed || (cs.max > 0 && len(cs.live) >= cs.max) {
-		return nil, false
+	if err := cs.refusal(ip); err != nil {
+		return nil, err
 	}
 	cs.live[c] = struct{}{}
+	cs.perIP[ip]++
 	cs.wg.Add(1)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			cs.mu.Lock()
 			delete(cs.live, c)
+			if cs.perIP[ip]--; cs.perIP[ip] <= 0 {
+				delete(cs.perIP, ip)
+			}
 			cs.mu.Unlock()
 			cs.wg.Done()
 		})
-	}, true
+	}, nil
 }
 
-// Full reports whether Add would refuse a connection now.
+// Check reports why Add would refuse a connection from ip now, or nil.
+func (cs *Conns) Check(ip string) error {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.refusal(ip)
+}
+
+// Full reports whether the registry refuses every connection now.
 func (cs *Conns) Full() bool {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
@@ -19,7 +20,9 @@ type MQTTOptions struct {
 	Address     string // host:port
 	Credential  *keyring.Credential
 	DialTimeout time.Duration
-	Log         *slog.Logger
+	// TLS, when set, reaches the broker over TLS (mqtts).
+	TLS *tls.Config
+	Log *slog.Logger
 }
 
 // MQTT is a Broker on paho.mqtt.golang. Topic "a.b" is MQTT topic "a/b".
@@ -46,8 +49,13 @@ func NewMQTT(o MQTTOptions) *MQTT {
 	m := &MQTT{o: o, lost: make(chan struct{})}
 	var id [6]byte
 	rand.Read(id[:])
+	scheme := "tcp://"
+	if o.TLS != nil {
+		scheme = "ssl://"
+	}
 	opts := mqtt.NewClientOptions().
-		AddBroker("tcp://" + o.Address).
+		AddBroker(scheme + o.Address).
+		SetTLSConfig(o.TLS).
 		SetClientID("wsbridge-" + hex.EncodeToString(id[:])).
 		SetCleanSession(true).
 		SetOrderMatters(true).

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -17,6 +18,8 @@ type NATSOptions struct {
 	URL         string
 	Credential  *keyring.Credential
 	DialTimeout time.Duration
+	// TLS, when set, requires TLS to the server.
+	TLS *tls.Config
 	// PendingMessages bounds the messages a subscription may buffer in the
 	// gateway; beyond it NATS drops them and the loss is logged.
 	PendingMessages int
@@ -66,6 +69,9 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 	}
 	if o.InProcess != nil {
 		opts = append(opts, nats.InProcessServer(o.InProcess))
+	}
+	if o.TLS != nil {
+		opts = append(opts, nats.Secure(o.TLS))
 	}
 	nc, err := nats.Connect(o.URL, opts...)
 	if err != nil {

@@ -1,6 +1,9 @@
 package bridge
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 func TestOrigins(t *testing.T) {
 	o, err := NewOrigins([]string{"https://app.example.com", "http://localhost:*"})
@@ -40,21 +43,27 @@ func TestOrigins(t *testing.T) {
 }
 
 func TestConnsLimitAndRelease(t *testing.T) {
-	cs := NewConns(2)
-	a, b, c := &fakeConn{}, &fakeConn{}, &fakeConn{}
-	ra, ok1 := cs.Add(a)
-	_, ok2 := cs.Add(b)
-	_, ok3 := cs.Add(c)
-	if !ok1 || !ok2 || ok3 || !cs.Full() {
-		t.Fatalf("limit 2 admitted %v %v %v", ok1, ok2, ok3)
+	cs := NewConns(3, 2)
+	a, b, c, d := &fakeConn{}, &fakeConn{}, &fakeConn{}, &fakeConn{}
+	ra, err1 := cs.Add(a, "10.0.0.1")
+	_, err2 := cs.Add(b, "10.0.0.1")
+	_, err3 := cs.Add(c, "10.0.0.1")
+	if err1 != nil || err2 != nil || !errors.Is(err3, ErrIPFull) {
+		t.Fatalf("per-address limit 2 admitted %v %v %v", err1, err2, err3)
+	}
+	if _, err := cs.Add(c, "10.0.0.2"); err != nil {
+		t.Fatalf("another address was refused: %v", err)
+	}
+	if _, err := cs.Add(d, "10.0.0.3"); !errors.Is(err, ErrFull) || !cs.Full() {
+		t.Fatalf("overall limit 3: %v", err)
 	}
 	ra()
 	ra() // release is idempotent
-	if cs.Len() != 1 || cs.Full() {
+	if cs.Len() != 2 || cs.Full() {
 		t.Fatalf("after release: %d live", cs.Len())
 	}
-	if _, ok := cs.Add(c); !ok {
-		t.Fatal("a freed slot was not reusable")
+	if _, err := cs.Add(d, "10.0.0.1"); err != nil {
+		t.Fatalf("a freed slot was not reusable: %v", err)
 	}
 }
 

@@ -5,6 +5,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,24 +20,49 @@ import (
 // ReadyCheck reports whether one dependency (a backend) is usable.
 type ReadyCheck func(ctx context.Context) error
 
+// ServerOptions are the limits and transport every route shares.
+type ServerOptions struct {
+	// MaxConns bounds WebSocket connections and SSE streams at once;
+	// MaxConnsPerIP bounds them per client address (0: no limit).
+	MaxConns, MaxConnsPerIP int
+	// HandshakeRate is the requests per second one client address may
+	// start, with HandshakeBurst at once (0: no limit); beyond it 429.
+	HandshakeRate  float64
+	HandshakeBurst int
+	// HandshakeTimeout bounds the TLS handshake and the request headers,
+	// so a slow client cannot hold a connection open before it says
+	// anything (slowloris); default 10s.
+	HandshakeTimeout time.Duration
+	// TrustedProxies are believed about X-Forwarded-For and Forwarded.
+	TrustedProxies Proxies
+	// TLS, when set, serves https:// and wss:// only.
+	TLS *tls.Config
+}
+
 // Server serves the gateway's routes and tracks the connections they hijack.
 type Server struct {
 	log   *slog.Logger
+	opts  ServerOptions
 	mux   *http.ServeMux
 	http  *http.Server
+	rate  *rateLimiter
 	Conns *Conns
 
 	mu     sync.Mutex
 	checks map[string]ReadyCheck
 }
 
-// NewServer makes a server that admits at most maxConns WebSocket
-// connections at once (0: unlimited).
-func NewServer(log *slog.Logger, maxConns int) *Server {
+// NewServer makes a server with the given limits.
+func NewServer(log *slog.Logger, o ServerOptions) *Server {
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 10 * time.Second
+	}
 	s := &Server{
 		log:    log,
+		opts:   o,
 		mux:    http.NewServeMux(),
-		Conns:  NewConns(maxConns),
+		rate:   newRateLimiter(o.HandshakeRate, o.HandshakeBurst),
+		Conns:  NewConns(o.MaxConns, o.MaxConnsPerIP),
 		checks: map[string]ReadyCheck{},
 	}
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -45,8 +71,8 @@ func NewServer(log *slog.Logger, maxConns int) *Server {
 	})
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.http = &http.Server{
-		Handler:           s.mux,
-		ReadHeaderTimeout: 10 * time.Second,
+		Handler:           s.front(s.mux),
+		ReadHeaderTimeout: o.HandshakeTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
@@ -103,8 +129,12 @@ func DialCheck(addr string) ReadyCheck {
 	}
 }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown, over TLS when the
+// options say so.
 func (s *Server) Serve(ln net.Listener) error {
+	if s.opts.TLS != nil {
+		ln = tls.NewListener(ln, s.opts.TLS)
+	}
 	err := s.http.Serve(ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

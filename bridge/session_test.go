@@ -84,7 +84,7 @@ func (q *quiet) Begin(ws *gws.Conn, remote string, release func()) {
 // Admission refuses the connection over the limit with 503 and a reason,
 // and a closed connection gives its slot back.
 func TestAdmissionConnectionLimit(t *testing.T) {
-	conns := NewConns(1)
+	conns := NewConns(1, 0)
 	origins, _ := NewOrigins(nil)
 	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: conns, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return &quiet{} })}

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,7 +19,9 @@ type STOMPOptions struct {
 	VHost       string // CONNECT host; RabbitMQ reads it as the vhost
 	Credential  *keyring.Credential
 	DialTimeout time.Duration
-	Log         *slog.Logger
+	// TLS, when set, reaches the broker over TLS (stomp+ssl).
+	TLS *tls.Config
+	Log *slog.Logger
 }
 
 // STOMP is a Broker on go-stomp. Topic "x" is destination /topic/x;
@@ -49,8 +52,14 @@ func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, err
 	if s.conn != nil {
 		return s.conn, s.lost, nil
 	}
-	d := net.Dialer{Timeout: s.o.DialTimeout}
-	nc, err := d.DialContext(ctx, "tcp", s.o.Address)
+	d := &net.Dialer{Timeout: s.o.DialTimeout}
+	var nc net.Conn
+	var err error
+	if s.o.TLS != nil {
+		nc, err = (&tls.Dialer{NetDialer: d, Config: s.o.TLS}).DialContext(ctx, "tcp", s.o.Address)
+	} else {
+		nc, err = d.DialContext(ctx, "tcp", s.o.Address)
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("stomp %s: %v: %w", s.o.Address, err, ErrUnavailable)
 	}

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"crypto/tls"
 	"net"
 	"time"
 )
@@ -16,9 +17,16 @@ type Upstream struct {
 	done         chan struct{}
 }
 
-// DialUpstream connects to a broker.
-func DialUpstream(d *net.Dialer, addr string, writeTimeout time.Duration) (*Upstream, error) {
-	c, err := d.Dial("tcp", addr)
+// DialUpstream connects to a broker, over TLS when tlsConf is set (the
+// handshake is bounded by the dialer's timeout too).
+func DialUpstream(d *net.Dialer, addr string, tlsConf *tls.Config, writeTimeout time.Duration) (*Upstream, error) {
+	var c net.Conn
+	var err error
+	if tlsConf != nil {
+		c, err = (&tls.Dialer{NetDialer: d, Config: tlsConf}).Dial("tcp", addr)
+	} else {
+		c, err = d.Dial("tcp", addr)
+	}
 	if err != nil {
 		return nil, err
 	}

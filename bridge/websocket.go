@@ -216,9 +216,10 @@ func (a *Admission) Admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 		refused(slog.LevelInfo, "origin_denied", "origin", r.Header.Get("Origin"))
 		return nil, nil, nil, false
 	}
-	if a.Conns.Full() {
-		Error(w, http.StatusServiceUnavailable, "connection limit reached or shutting down; retry later")
-		refused(slog.LevelWarn, "over_capacity")
+	ip := ClientIP(r)
+	if err := a.Conns.Check(ip); err != nil {
+		RefuseOverLimit(w, err)
+		refused(slog.LevelWarn, "over_capacity", "reason", err.Error())
 		return nil, nil, nil, false
 	}
 	id, err := RequestIdentity(w, r, a.Auth, true)
@@ -231,12 +232,23 @@ func (a *Admission) Admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 		refused(slog.LevelInfo, "handshake_failed", "reason", err.Error())
 		return nil, nil, nil, false
 	}
-	release, ok := a.Conns.Add(ws.Session().(Closer))
-	if !ok { // lost a race for the last slot, or shutdown began
-		ws.WriteClose(CloseTryAgainLater, []byte("connection limit reached"))
+	release, err := a.Conns.Add(ws.Session().(Closer), ip)
+	if err != nil { // lost a race for the last slot, or shutdown began
+		ws.WriteClose(CloseTryAgainLater, []byte(err.Error()))
 		return nil, nil, nil, false
 	}
 	return ws, id, release, true
+}
+
+// RefuseOverLimit answers a request refused by Conns: 429 for the client
+// address's own limit, 503 for the gateway's.
+func RefuseOverLimit(w http.ResponseWriter, err error) {
+	status := http.StatusServiceUnavailable
+	if errors.Is(err, ErrIPFull) {
+		status = http.StatusTooManyRequests
+	}
+	w.Header().Set("Retry-After", "5")
+	Error(w, status, err.Error())
 }
 
 // ServeHTTP admits a WebSocket client and starts its session.

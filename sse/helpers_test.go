@@ -68,7 +68,7 @@ func startHub(t testing.TB, b bridge.Broker, o Options) *hubServer {
 func startHubWith(t testing.TB, b bridge.Broker, o Options, p *auth.Policy, logs io.Writer) *hubServer {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	srv := bridge.NewServer(log, 0)
+	srv := bridge.NewServer(log, bridge.ServerOptions{})
 	if o.Origins == nil {
 		o.Origins, _ = bridge.NewOrigins([]string{"http://app.example"})
 	}

@@ -104,7 +104,7 @@ func NewHub(broker bridge.Broker, o Options) *Hub {
 		o.Log = slog.Default()
 	}
 	if o.Conns == nil {
-		o.Conns = bridge.NewConns(0)
+		o.Conns = bridge.NewConns(0, 0)
 	}
 	var b [4]byte
 	rand.Read(b[:])

@@ -122,10 +122,9 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	}
 
 	c := newClient(h.o.ClientQueue)
-	release, ok := h.o.Conns.Add(c)
-	if !ok {
-		w.Header().Set("Retry-After", "5")
-		bridge.Error(w, http.StatusServiceUnavailable, "connection limit reached or shutting down; retry later")
+	release, err := h.o.Conns.Add(c, bridge.ClientIP(r))
+	if err != nil {
+		bridge.RefuseOverLimit(w, err)
 		return
 	}
 	defer release()
@@ -175,7 +174,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 		return err == nil
 	}
 	rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
-	ok = write(fmt.Appendf(nil, "retry: %d\n\n", h.o.Retry.Milliseconds()))
+	ok := write(fmt.Appendf(nil, "retry: %d\n\n", h.o.Retry.Milliseconds()))
 	if reset {
 		msg, _ := json.Marshal(map[string]any{"lastEventId": lastID, "topics": names,
 			"reason": "events after lastEventId are no longer kept; state may have changed"})

@@ -10,6 +10,7 @@ package amqp
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -44,7 +45,9 @@ type Options struct {
 	// topics (default amq.topic).
 	TopicExchange string
 	// VHosts are the virtual hosts clients may open; empty allows "/" only.
-	VHosts      []string
+	VHosts []string
+	// TLS, when set, reaches the broker over TLS.
+	TLS         *tls.Config
 	DialTimeout time.Duration
 	Limits      validate.AMQPLimits
 	WS          bridge.WSOptions
@@ -257,7 +260,7 @@ func frame(typ byte, ch uint16, payload []byte) []byte {
 
 func (s *session) dial() bool {
 	o := &s.relay.opts
-	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.WS.WriteTimeout)
+	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.TLS, o.WS.WriteTimeout)
 	if err != nil {
 		o.Log.Warn("amqp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
 		s.closeConnection("broker_unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal,

@@ -8,6 +8,7 @@ package mqtt
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -35,7 +36,9 @@ type Options struct {
 	// per-identity credential instead.
 	Credential *keyring.Credential
 	// Auth is the route's authentication and ACL; nil admits everyone.
-	Auth        *auth.Policy
+	Auth *auth.Policy
+	// TLS, when set, reaches the broker over TLS.
+	TLS         *tls.Config
 	DialTimeout time.Duration
 	Limits      validate.MQTTLimits
 	// MaxBrokerPacketBytes bounds a packet from the broker.
@@ -233,7 +236,7 @@ func (s *session) connect() bool {
 		s.finish("rejected", connackFor(pk.ProtocolVersion, validate.MQTTReasonMalformed), "re-encoding CONNECT: "+err.Error(), bridge.CloseProtocolError)
 		return false
 	}
-	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.WS.WriteTimeout)
+	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.TLS, o.WS.WriteTimeout)
 	if err != nil {
 		o.Log.Warn("mqtt broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
 		s.finish("broker_unavailable", connackFor(pk.ProtocolVersion, 0x88), "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)

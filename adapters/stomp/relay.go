@@ -8,6 +8,7 @@ package stomp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -47,7 +48,9 @@ type Options struct {
 	TopicExchange string
 	// VHost is sent as the CONNECT host header (RabbitMQ reads it as the
 	// virtual host); the client's host header is replaced.
-	VHost       string
+	VHost string
+	// TLS, when set, reaches the broker over TLS.
+	TLS         *tls.Config
 	DialTimeout time.Duration
 	// Limits bound client frames.
 	Limits validate.STOMPLimits

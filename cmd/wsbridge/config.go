@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -31,6 +32,8 @@ var defaultConfig []byte
 // Config is the gateway's YAML configuration. README.md documents each key.
 type Config struct {
 	Listen         string                   `yaml:"listen"`
+	TLS            TLSConfig                `yaml:"tls"`
+	TrustedProxies []string                 `yaml:"trusted_proxies"`
 	Demo           bool                     `yaml:"demo"`
 	AllowedOrigins []string                 `yaml:"allowed_origins"`
 	Log            LogConfig                `yaml:"log"`
@@ -45,6 +48,7 @@ type Config struct {
 	Routes []RouteConfig         `yaml:"routes"`
 
 	origins  *bridge.Origins
+	proxies  bridge.Proxies
 	dir      string                  // the config file's directory: relative auth file paths start here
 	policies map[string]*auth.Policy // by auth name, built by check
 	keyring  atomic.Pointer[keyring.Keyring]
@@ -92,6 +96,22 @@ type ACLRule struct {
 	Subscribe []string `yaml:"subscribe"`
 }
 
+// TLSConfig makes the gateway serve https:// and wss:// with a certificate
+// that SIGHUP reloads.
+type TLSConfig struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// BackendTLSConfig reaches a broker over TLS.
+type BackendTLSConfig struct {
+	Enabled    bool   `yaml:"enabled"`
+	CAFile     string `yaml:"ca_file"`
+	ServerName string `yaml:"server_name"`
+	CertFile   string `yaml:"cert_file"`
+	KeyFile    string `yaml:"key_file"`
+}
+
 // LogConfig selects the log level and format.
 type LogConfig struct {
 	Level  string `yaml:"level"`
@@ -127,10 +147,13 @@ type SSEConfig struct {
 
 // LimitsConfig bounds what clients may do.
 type LimitsConfig struct {
-	MaxConnections int               `yaml:"max_connections"`
-	STOMP          STOMPLimitsConfig `yaml:"stomp"`
-	MQTT           MQTTLimitsConfig  `yaml:"mqtt"`
-	AMQP           AMQPLimitsConfig  `yaml:"amqp"`
+	MaxConnections      int               `yaml:"max_connections"`
+	MaxConnectionsPerIP int               `yaml:"max_connections_per_ip"`
+	HandshakesPerSecond float64           `yaml:"handshakes_per_second"`
+	HandshakeBurst      int               `yaml:"handshake_burst"`
+	STOMP               STOMPLimitsConfig `yaml:"stomp"`
+	MQTT                MQTTLimitsConfig  `yaml:"mqtt"`
+	AMQP                AMQPLimitsConfig  `yaml:"amqp"`
 }
 
 // AMQPLimitsConfig bounds AMQP frames.
@@ -167,6 +190,10 @@ type BackendConfig struct {
 	StoreDir string `yaml:"store_dir"`
 	// MQTTAddress opens the embedded server's MQTT listener (needs store_dir).
 	MQTTAddress string `yaml:"mqtt_address"`
+	// TLS reaches the broker over TLS.
+	TLS BackendTLSConfig `yaml:"tls"`
+
+	tls *tls.Config
 }
 
 // RouteConfig maps a URL path to a protocol adapter and a backend.
@@ -388,6 +415,21 @@ func (cfg *Config) check(c *checker) {
 		}
 	}
 	cfg.origins, _ = bridge.NewOrigins(cfg.AllowedOrigins)
+	for i, p := range cfg.TrustedProxies {
+		if _, err := bridge.ParseProxies([]string{p}); err != nil {
+			c.fail(fmt.Sprintf("trusted_proxies.%d", i), "%q is not an address or CIDR (10.0.0.0/8, 192.168.1.5, fd00::/8)", p)
+		}
+	}
+	cfg.proxies, _ = bridge.ParseProxies(cfg.TrustedProxies)
+	if (cfg.TLS.CertFile == "") != (cfg.TLS.KeyFile == "") {
+		c.fail("tls", "serving TLS needs both cert_file and key_file")
+	}
+	if cfg.TLS.CertFile != "" {
+		cfg.TLS.CertFile, cfg.TLS.KeyFile = cfg.path(cfg.TLS.CertFile), cfg.path(cfg.TLS.KeyFile)
+		if _, err := bridge.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			c.fail("tls.cert_file", "%v", err)
+		}
+	}
 
 	switch cfg.Log.Level {
 	case "":
@@ -421,6 +463,13 @@ func (cfg *Config) check(c *checker) {
 	c.intIn("sse.max_publish_bytes", &sc.MaxPublishBytes, sd.MaxPublishBytes, 1, 64<<20)
 
 	c.intIn("limits.max_connections", &cfg.Limits.MaxConnections, 10000, 1, 10_000_000)
+	c.intIn("limits.max_connections_per_ip", &cfg.Limits.MaxConnectionsPerIP, 1000, 1, 10_000_000)
+	if hs := &cfg.Limits.HandshakesPerSecond; *hs == 0 {
+		*hs = 50
+	} else if *hs < 0.01 || *hs > 1e6 {
+		c.fail("limits.handshakes_per_second", "%g is out of range [0.01, 1000000]", *hs)
+	}
+	c.intIn("limits.handshake_burst", &cfg.Limits.HandshakeBurst, 100, 1, 1_000_000)
 	sl := &cfg.Limits.STOMP
 	c.intIn("limits.stomp.max_frame_bytes", &sl.MaxFrameBytes, 128<<10, 256, 64<<20)
 	c.intIn("limits.stomp.max_headers", &sl.MaxHeaders, 64, 1, 10000)
@@ -486,6 +535,26 @@ func (cfg *Config) check(c *checker) {
 			b.Exchange = "amq.topic"
 		}
 		c.durIn(p+".dial_timeout", &b.DialTimeout, 5*time.Second, 10*time.Millisecond, time.Minute)
+		if t := b.TLS; t.Enabled || t != (BackendTLSConfig{}) {
+			host, _, _ := net.SplitHostPort(b.Address)
+			ct := bridge.ClientTLS{ServerName: t.ServerName}
+			for _, f := range []struct {
+				in  string
+				out *string
+			}{{t.CAFile, &ct.CAFile}, {t.CertFile, &ct.CertFile}, {t.KeyFile, &ct.KeyFile}} {
+				if f.in != "" {
+					*f.out = cfg.path(f.in)
+				}
+			}
+			conf, err := ct.Config(host)
+			switch {
+			case err != nil:
+				c.fail(p+".tls", "%s", strings.TrimPrefix(err.Error(), "tls: "))
+			case b.Embedded:
+				c.fail(p+".tls", "the embedded server is reached in-process; TLS is for external brokers")
+			}
+			b.tls = conf
+		}
 		cfg.Backends[name] = b
 	}
 

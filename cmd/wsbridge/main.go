@@ -151,7 +151,11 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen
 		source = "embedded default"
 		log.Info("no -config given: serving the embedded default config (development: localhost origins allowed)")
 	}
-	log.Info("wsbridge listening", "addr", ln.Addr().String(), "config", source, "routes", len(cfg.Routes))
+	scheme := "http"
+	if gw.certs != nil {
+		scheme = "https"
+	}
+	log.Info("wsbridge listening", "addr", ln.Addr().String(), "scheme", scheme, "config", source, "routes", len(cfg.Routes))
 	if cfg.Demo {
 		base := "http://" + displayAddr(ln.Addr())
 		log.Info("open the demo page: " + base + "/   follow it from a terminal: curl -N " + base + "/sse/demo   publish: curl -d hi " + base + "/publish/demo")
@@ -161,10 +165,19 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err = <-errc:
-		return err
-	case <-ctx.Done():
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+wait:
+	for {
+		select {
+		case err = <-errc:
+			return err
+		case <-hup:
+			gw.reload(cfg, cf.keyring, log)
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -187,9 +200,32 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 // gateway is the wired server and what must be closed after it.
 type gateway struct {
 	srv      *bridge.Server
+	certs    *bridge.CertReloader // nil without TLS
 	hubs     []*sse.Hub
 	brokers  []bridge.Broker
 	embedded []*bridge.EmbeddedNATS
+}
+
+// reload is SIGHUP: the TLS certificate and the keyring (per-identity
+// credentials) are read again; live connections keep going. A failure
+// keeps what is in use and is logged.
+func (g *gateway) reload(cfg *Config, keyringFlag string, log *slog.Logger) {
+	if g.certs != nil {
+		if err := g.certs.Reload(); err != nil {
+			log.Error("SIGHUP: certificate not reloaded; the old one stays in use", "error", err.Error())
+		} else {
+			log.Info("SIGHUP: certificate reloaded", "cert_file", cfg.TLS.CertFile)
+		}
+	}
+	if cfg.keyring.Load() != nil {
+		kr, err := openKeyring(cfg, keyringFlag)
+		if err != nil {
+			log.Error("SIGHUP: keyring not reloaded; the old one stays in use", "error", err.Error())
+			return
+		}
+		cfg.keyring.Store(kr)
+		log.Info("SIGHUP: keyring reloaded", "entries", len(kr.Names()))
+	}
 }
 
 // close ends SSE topics, broker connections and embedded servers once the
@@ -209,7 +245,20 @@ func (g *gateway) close() {
 // buildServer wires routes to adapters and backends.
 func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, error) {
 	cfg.keyring.Store(kr)
-	g := &gateway{srv: bridge.NewServer(log, cfg.Limits.MaxConnections)}
+	so := bridge.ServerOptions{
+		MaxConns: cfg.Limits.MaxConnections, MaxConnsPerIP: cfg.Limits.MaxConnectionsPerIP,
+		HandshakeRate: cfg.Limits.HandshakesPerSecond, HandshakeBurst: cfg.Limits.HandshakeBurst,
+		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout), TrustedProxies: cfg.proxies,
+	}
+	var certs *bridge.CertReloader
+	if cfg.TLS.CertFile != "" {
+		var err error
+		if certs, err = bridge.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+			return nil, err
+		}
+		so.TLS = certs.ServerConfig()
+	}
+	g := &gateway{srv: bridge.NewServer(log, so), certs: certs}
 	srv := g.srv
 	ws := bridge.WSOptions{
 		MaxMessageBytes:  cfg.WebSocket.MaxMessageBytes,
@@ -263,10 +312,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		var broker bridge.Broker
 		switch b.Protocol {
 		case "amqp":
-			broker = bridge.NewAMQP(bridge.AMQPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name],
+			broker = bridge.NewAMQP(bridge.AMQPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name], TLS: b.tls,
 				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log})
 		case "nats":
-			o := bridge.NATSOptions{URL: "nats://" + b.Address, Credential: creds[name],
+			o := bridge.NATSOptions{URL: "nats://" + b.Address, Credential: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log}
 			if e := embedded[name]; e != nil {
 				o.URL, o.InProcess = "nats://"+e.Addr(), e.Server()
@@ -277,10 +326,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			}
 			broker = n
 		case "mqtt":
-			broker = bridge.NewMQTT(bridge.MQTTOptions{Address: b.Address, Credential: creds[name],
+			broker = bridge.NewMQTT(bridge.MQTTOptions{Address: b.Address, Credential: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log})
 		case "stomp":
-			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name],
+			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log})
 		}
 		brokers[name] = broker
@@ -323,7 +372,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 				}
 			}
 			relay := stomp.NewRelay(stomp.Options{
-				Broker: broker, Auth: cfg.policies[r.Auth],
+				Broker: broker, Auth: cfg.policies[r.Auth], TLS: b.tls,
 				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHost: b.VHost,
 				DialTimeout: time.Duration(b.DialTimeout),
 				Limits: validate.STOMPLimits{
@@ -338,7 +387,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			}
 		case "mqtt":
 			relay := mqtt.NewRelay(mqtt.Options{
-				Auth:  cfg.policies[r.Auth],
+				Auth: cfg.policies[r.Auth], TLS: b.tls,
 				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend],
 				DialTimeout:          time.Duration(b.DialTimeout),
 				Limits:               validate.MQTTLimits{MaxPacketBytes: cfg.Limits.MQTT.MaxPacketBytes},
@@ -350,7 +399,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		case "amqp":
 			al := cfg.Limits.AMQP
 			relay := amqp.NewRelay(amqp.Options{
-				Auth: cfg.policies[r.Auth], TopicExchange: b.Exchange,
+				Auth: cfg.policies[r.Auth], TopicExchange: b.Exchange, TLS: b.tls,
 				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHosts: r.VHosts,
 				DialTimeout: time.Duration(b.DialTimeout),
 				Limits:      validate.AMQPLimits{MaxFrameBytes: al.MaxFrameBytes, MaxChannels: al.MaxChannels, MaxTableDepth: al.MaxTableDepth},

@@ -46,7 +46,7 @@ func ServeRoute(t testing.TB, path string, log *slog.Logger, mk func(RouteEnv) h
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	srv := bridge.NewServer(log, 100)
+	srv := bridge.NewServer(log, bridge.ServerOptions{MaxConns: 100})
 	origins, _ := bridge.NewOrigins([]string{"http://allowed.example"})
 	srv.Handle(path, mk(RouteEnv{Log: log, Origins: origins, Conns: srv.Conns, WS: bridge.DefaultWSOptions()}))
 	return "ws://" + Serve(t, srv) + path

@@ -1,0 +1,207 @@
+package bridge
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// clientIPKey carries the client's address, as the front handler resolved
+// it, in a request's context.
+type clientIPKey struct{}
+
+// ClientIP is the address of the client behind r: the connection's peer,
+// or, when that peer is a trusted proxy, the address it forwarded.
+func ClientIP(r *http.Request) string {
+	if ip, ok := r.Context().Value(clientIPKey{}).(string); ok {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Proxies are the addresses whose X-Forwarded-For and Forwarded headers
+// are believed.
+type Proxies []netip.Prefix
+
+// ParseProxies reads CIDRs or single addresses.
+func ParseProxies(list []string) (Proxies, error) {
+	var p Proxies
+	for _, s := range list {
+		if !strings.Contains(s, "/") {
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return nil, err
+			}
+			p = append(p, netip.PrefixFrom(a, a.BitLen()))
+			continue
+		}
+		pf, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, err
+		}
+		p = append(p, pf.Masked())
+	}
+	return p, nil
+}
+
+func (p Proxies) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, pf := range p {
+		if pf.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// resolve finds the client address: the peer unless it is a trusted proxy;
+// then the right-most address in Forwarded (or X-Forwarded-For) that is
+// not itself a trusted proxy. A header that does not parse is not
+// believed: the proxy's own address stands.
+func (p Proxies) resolve(r *http.Request) (netip.Addr, bool) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	peer = peer.Unmap()
+	if len(p) == 0 || !p.trusted(peer) {
+		return peer, true
+	}
+	hops := forwardedFor(r.Header.Values("Forwarded"))
+	if hops == nil {
+		for _, line := range r.Header.Values("X-Forwarded-For") {
+			for _, h := range strings.Split(line, ",") {
+				hops = append(hops, strings.TrimSpace(h))
+			}
+		}
+	}
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(hops[i])
+		if err != nil {
+			return peer, true
+		}
+		if a = a.Unmap(); !p.trusted(a) {
+			return a, true
+		}
+	}
+	return peer, true
+}
+
+// forwardedFor extracts the for= addresses of RFC 7239 Forwarded headers,
+// without ports or brackets; nil when there are none.
+func forwardedFor(lines []string) []string {
+	var out []string
+	for _, line := range lines {
+		for _, elem := range strings.Split(line, ",") {
+			for _, pair := range strings.Split(elem, ";") {
+				k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
+				if !ok || !strings.EqualFold(k, "for") {
+					continue
+				}
+				v = strings.Trim(v, `"`)
+				if strings.HasPrefix(v, "[") { // [v6]:port
+					if end := strings.IndexByte(v, ']'); end > 0 {
+						v = v[1:end]
+					}
+				} else if h, _, err := net.SplitHostPort(v); err == nil {
+					v = h
+				}
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// rateLimiter allows each client address a handshake rate with a burst.
+// It tracks at most maxTracked addresses: idle ones (bucket full again) are
+// swept when that is reached.
+type rateLimiter struct {
+	every rate.Limit
+	burst int
+
+	mu      sync.Mutex
+	buckets map[string]*rate.Limiter
+}
+
+const maxTracked = 1 << 16
+
+func newRateLimiter(perSecond float64, burst int) *rateLimiter {
+	if perSecond <= 0 {
+		return nil
+	}
+	if burst < 1 {
+		burst = 1
+	}
+	return &rateLimiter{every: rate.Limit(perSecond), burst: burst, buckets: map[string]*rate.Limiter{}}
+}
+
+// allow takes a token for ip, or reports how long until one is free.
+func (l *rateLimiter) allow(ip string) (bool, time.Duration) {
+	if l == nil {
+		return true, 0
+	}
+	now := time.Now()
+	l.mu.Lock()
+	b, ok := l.buckets[ip]
+	if !ok {
+		if len(l.buckets) >= maxTracked {
+			for k, v := range l.buckets {
+				if v.TokensAt(now) >= float64(l.burst) {
+					delete(l.buckets, k)
+				}
+			}
+			if len(l.buckets) >= maxTracked { // all busy: start over rather than grow
+				l.buckets = map[string]*rate.Limiter{}
+			}
+		}
+		b = rate.NewLimiter(l.every, l.burst)
+		l.buckets[ip] = b
+	}
+	l.mu.Unlock()
+	r := b.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// front resolves the client address and applies the handshake rate before
+// any route runs; /healthz and /readyz are exempt.
+func (s *Server) front(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a, ok := s.opts.TrustedProxies.resolve(r); ok {
+			ip := a.String()
+			if len(s.opts.TrustedProxies) > 0 {
+				_, port, _ := net.SplitHostPort(r.RemoteAddr)
+				r.RemoteAddr = net.JoinHostPort(ip, port) // logs name the client, not the proxy
+			}
+			r = r.WithContext(context.WithValue(r.Context(), clientIPKey{}, ip))
+		}
+		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+			if ok, wait := s.rate.allow(ClientIP(r)); !ok {
+				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
+				Error(w, http.StatusTooManyRequests, "too many connection attempts from this address; retry later")
+				s.log.Info("request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", "rate_limited")
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
