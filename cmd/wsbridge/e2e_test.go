@@ -113,3 +113,30 @@ func TestAMQPClientThroughGateway(t *testing.T) {
 		t.Fatal("the broker password reached the logs")
 	}
 }
+
+// The three browser clients against testdata/jwt.yaml with tokens from
+// `wsbridge token`: allowed and refused publish and subscribe on RabbitMQ
+// (STOMP, AMQP) and Mosquitto (MQTT 5).
+func TestBrowserClientsWithTokens(t *testing.T) {
+	requireNodeClients(t)
+	brokertest.RabbitAMQP(t)
+	brokertest.RabbitSTOMP(t)
+	brokertest.Mosquitto(t)
+	path, keyFile := brokertest.RabbitKeyring(t)
+	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
+	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
+	const config = "../../testdata/jwt.yaml"
+	reader := mint(t, "-config", config, "-auth", "demo", "-sub", "rita", "-role", "reader")
+	writer := mint(t, "-config", config, "-auth", "demo", "-sub", "will", "-role", "writer")
+	g := serve(t, "-config", config, "-keyring", path)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "auth.mjs"), "ws://"+g.addr, reader, writer).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "OK ") {
+		t.Fatalf("auth.mjs: %v\n%s\ngateway logs:\n%s", err, out, g.logs)
+	}
+	t.Logf("%s", strings.TrimSpace(string(out)))
+	if strings.Contains(g.logs.String(), reader) || strings.Contains(g.logs.String(), writer) {
+		t.Fatal("a token reached the logs")
+	}
+}
