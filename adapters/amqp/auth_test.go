@@ -252,3 +252,50 @@ func TestAuthACL(t *testing.T) {
 		t.Fatalf("denials not logged with the identity:\n%s", logs)
 	}
 }
+
+// TestAuthUsersAndExpiry: a users file checks the PLAIN login; a token
+// that runs out ends the connection with connection.close 320.
+func TestAuthUsersAndExpiry(t *testing.T) {
+	cred := brokertest.RabbitCredential(t)
+	addr := brokertest.RabbitAMQP(t)
+	t.Run("users file", func(t *testing.T) {
+		url, _ := startAuthRelay(t, Options{Address: addr, Credential: &cred,
+			Auth: authtest.UsersPolicy(t, map[string][2]string{"will": {"will-pw", "writer"}})})
+		dial := func(user, pass string) error {
+			_, err := amqp091.DialConfig("amqp://gateway/", amqp091.Config{
+				SASL: []amqp091.Authentication{&amqp091.PlainAuth{Username: user, Password: pass}},
+				Dial: func(network, a string) (net.Conn, error) { return dialWS(t, url), nil },
+			})
+			return err
+		}
+		if err := dial("will", "will-pw"); err != nil {
+			t.Fatalf("right password: %v", err)
+		}
+		if err := dial("will", "wrong"); err == nil {
+			t.Fatal("wrong password accepted")
+		}
+	})
+	t.Run("token expiry", func(t *testing.T) {
+		url, logs := startAuthRelay(t, Options{Address: addr, Credential: &cred, Auth: authtest.JWTPolicy(t, nil)})
+		conn, raw, err := dialToken(t, url, authtest.Token(t, "rita", []string{"reader"}, 2*time.Second, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
+		select {
+		case e := <-closed:
+			if e == nil || e.Code != 320 || !strings.Contains(e.Reason, "token expired") {
+				t.Fatalf("connection closed with %v, want 320 token expired", e)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the connection outlived its token")
+		}
+		<-raw.closed
+		if code := closeCode(raw.err); code != bridge.ClosePolicy {
+			t.Fatalf("WebSocket close %v", raw.err)
+		}
+		if !strings.Contains(logs.String(), "outcome=token_expired") {
+			t.Fatalf("logs:\n%s", logs)
+		}
+	})
+}

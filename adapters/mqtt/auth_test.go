@@ -219,3 +219,22 @@ func TestAuthExpiryV5(t *testing.T) {
 		t.Fatalf("close code %d", code)
 	}
 }
+
+// TestAuthUsersFile: MQTT username and password against a users file.
+func TestAuthUsersFile(t *testing.T) {
+	url := startRelay(t, Options{Address: brokertest.Mosquitto(t),
+		Auth: authtest.UsersPolicy(t, map[string][2]string{"will": {"will-pw", "writer"}})})
+	for _, c := range []struct {
+		user, pass string
+		reason     byte
+	}{{"will", "will-pw", 0}, {"will", "wrong", 0x86}, {"nobody", "will-pw", 0x86}} {
+		cl := dialRaw(t, url)
+		pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
+			Connect: packets.ConnectParams{Clean: true, Keepalive: 60, ClientIdentifier: fmt.Sprintf("users-%d", time.Now().UnixNano()),
+				UsernameFlag: true, Username: []byte(c.user), PasswordFlag: true, Password: []byte(c.pass)}}
+		cl.send(t, enc(t, pk))
+		if ack := cl.next(t); ack[0] != 0x20 || ack[3] != c.reason {
+			t.Fatalf("%s/%s: CONNACK %x, want reason %#x", c.user, c.pass, ack, c.reason)
+		}
+	}
+}

@@ -3,7 +3,6 @@ package stomp
 import (
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -187,11 +186,7 @@ func TestAuthACL(t *testing.T) {
 // TestAuthUsersFile: login and passcode checked against bcrypt hashes.
 func TestAuthUsersFile(t *testing.T) {
 	cred := testCredential(t)
-	users := writeUsers(t, map[string][2]string{"alice": {"alice-password", "writer"}})
-	p, err := auth.New(auth.Options{Mode: auth.ModeUsers, Users: users, Rules: authtest.Rules(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := authtest.UsersPolicy(t, map[string][2]string{"alice": {"alice-password", "writer"}})
 	gw := startGateway(t, Options{Address: brokerAddr(t), Credential: &cred, Auth: p})
 	sp := http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
 	for _, c := range []struct{ login, pass, want string }{
@@ -213,28 +208,6 @@ func TestAuthUsersFile(t *testing.T) {
 	if strings.Contains(gw.logs.String(), "alice-password") {
 		t.Fatal("a password reached the logs")
 	}
-}
-
-func writeUsers(t *testing.T, users map[string][2]string) *auth.Users {
-	t.Helper()
-	var b strings.Builder
-	b.WriteString("users:\n")
-	for name, u := range users {
-		h, err := auth.HashPassword(u[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString("  " + name + ":\n    password_hash: \"" + h + "\"\n    roles: [" + u[1] + "]\n")
-	}
-	path := t.TempDir() + "/users.yaml"
-	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	loaded, err := auth.LoadUsers(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return loaded
 }
 
 // TestAuthPerIdentityCredential: the template user/{sub} picks alice's

@@ -3,6 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -152,5 +157,49 @@ func TestTokenAndPasswdCommands(t *testing.T) {
 	}
 	if _, err := u.Check("ann", "s3cret pass"); err != nil {
 		t.Fatalf("the hash from passwd does not verify: %v", err)
+	}
+}
+
+// TestTokenWithPrivateKey: an ES256 policy with a public key file accepts
+// what `wsbridge token -key` signs with the matching private key, and
+// refuses a token signed by another key.
+func TestTokenWithPrivateKey(t *testing.T) {
+	dir := t.TempDir()
+	writeKey := func(name string) *ecdsa.PrivateKey {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, _ := x509.MarshalPKCS8PrivateKey(k)
+		os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+		return k
+	}
+	k := writeKey("signer.pem")
+	writeKey("other.pem")
+	pub, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	os.WriteFile(filepath.Join(dir, "verify.pem"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o600)
+	config := filepath.Join(dir, "es.yaml")
+	os.WriteFile(config, []byte(`auth:
+  es:
+    mode: jwt
+    jwt: {algorithm: ES256, public_key_file: verify.pem, audience: app}
+backends:
+  nats: {protocol: nats, embedded: true}
+routes:
+  - {path: /sse, protocol: sse, backend: nats, auth: es}
+`), 0o600)
+	cfg, err := loadConfig(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := mint(t, "-config", config, "-auth", "es", "-sub", "eve", "-role", "reader", "-key", filepath.Join(dir, "signer.pem"))
+	if id, err := cfg.policies["es"].FromLogin("", good); err != nil || id.Subject != "eve" {
+		t.Fatalf("token from -key: %+v %v", id, err)
+	}
+	bad := mint(t, "-config", config, "-auth", "es", "-sub", "eve", "-key", filepath.Join(dir, "other.pem"))
+	if _, err := cfg.policies["es"].FromLogin("", bad); err == nil {
+		t.Fatal("a token signed by another key was accepted")
+	}
+	var out, errb bytes.Buffer
+	if run(context.Background(), []string{"token", "-config", config, "-auth", "es", "-sub", "eve"}, nil, &out, &errb) == 0 ||
+		!strings.Contains(errb.String(), "-key") {
+		t.Fatalf("ES256 without -key: %q", errb.String())
 	}
 }

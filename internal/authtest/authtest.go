@@ -4,6 +4,10 @@
 package authtest
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -110,4 +114,38 @@ func Lookup(entries map[string]keyring.Credential) func(string) (keyring.Credent
 		}
 		return c, nil
 	}
+}
+
+// Users writes a users file of name -> {password, role} with bcrypt hashes
+// and loads it.
+func Users(t testing.TB, users map[string][2]string) *auth.Users {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("users:\n")
+	for name, u := range users {
+		h, err := auth.HashPassword(u[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "  %s:\n    password_hash: %q\n    roles: [%s]\n", name, h, u[1])
+	}
+	path := filepath.Join(t.TempDir(), "users.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := auth.LoadUsers(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return loaded
+}
+
+// UsersPolicy is a users-mode policy with the example's rules.
+func UsersPolicy(t testing.TB, users map[string][2]string) *auth.Policy {
+	t.Helper()
+	p, err := auth.New(auth.Options{Mode: auth.ModeUsers, Users: Users(t, users), Rules: Rules(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
