@@ -8,8 +8,11 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/internal/authtest"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -82,9 +85,24 @@ func (h *benchWS) OnMessage(_ *gws.Conn, m *gws.Message) {
 // over WebSocket, the gateway relaying to RabbitMQ's STOMP port. Compare
 // with BenchmarkDirectPubSub in the same run.
 func BenchmarkRelayPubSub(b *testing.B) {
-	addr := brokerAddr(b)
 	cred := testCredential(b)
-	gw := startGateway(b, Options{Address: addr, Credential: &cred})
+	relayPubSub(b, Options{Address: brokerAddr(b), Credential: &cred}, connect12)
+}
+
+// BenchmarkRelayPubSubWithACL is BenchmarkRelayPubSub with a JWT login and
+// an allow-list checked on every SEND: what auth costs per message.
+func BenchmarkRelayPubSubWithACL(b *testing.B) {
+	cred := testCredential(b)
+	pol := authtest.JWTPolicy(b, func(o *auth.Options) {
+		pat, _ := auth.ParsePattern("queue:*")
+		o.Rules = []auth.Rule{{Roles: []string{"bench"}, Publish: []auth.Pattern{pat}, Subscribe: []auth.Pattern{pat}}}
+	})
+	relayPubSub(b, Options{Address: brokerAddr(b), Credential: &cred, Auth: pol},
+		connectWith("", authtest.Token(b, "bench", []string{"bench"}, time.Hour, nil)))
+}
+
+func relayPubSub(b *testing.B, o Options, connect string) {
+	gw := startGateway(b, o)
 	c := &counter{slots: make(chan struct{}, benchWindow), done: make(chan struct{}), want: int64(b.N)}
 	h := &benchWS{c: c, ready: make(chan struct{}), scanner: validate.NewSTOMPScanner(validate.STOMPLimits{}, true)}
 	conn, _, err := gws.NewClient(h, &gws.ClientOption{Addr: gw.url, RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}})
@@ -94,8 +112,12 @@ func BenchmarkRelayPubSub(b *testing.B) {
 	go conn.ReadLoop()
 	defer conn.WriteClose(1000, nil)
 	queue := fmt.Sprintf("/queue/wsbridge-bench-%d", b.N)
-	conn.WriteString(connect12 + "SUBSCRIBE\nid:1\ndestination:" + queue + "\nreceipt:ok\n\n\x00")
-	<-h.ready
+	conn.WriteString(connect + "SUBSCRIBE\nid:1\ndestination:" + queue + "\nreceipt:ok\n\n\x00")
+	select {
+	case <-h.ready:
+	case <-time.After(10 * time.Second):
+		b.Fatalf("no RECEIPT for the SUBSCRIBE; gateway logs:\n%s", gw.logs)
+	}
 	pubSub(b, func(p []byte) error { return conn.WriteMessage(gws.OpcodeText, p) }, c, queue)
 }
 
