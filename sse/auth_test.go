@@ -6,30 +6,13 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/internal/authtest"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
-
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func do(t *testing.T, method, url string, header http.Header, body string) (int, string, http.Header) {
 	t.Helper()
@@ -52,7 +35,7 @@ func bearer(tok string) http.Header { return http.Header{"Authorization": {"Bear
 // publish over real NATS: 401 without a valid token (with the reason), 403
 // for a topic outside the rules, and the allowed paths work end to end.
 func TestAuthStreamsAndPublishes(t *testing.T) {
-	logs := &lockedLog{}
+	logs := &brokertest.Logs{}
 	s := startHubWith(t, natsBroker(t), Options{}, authtest.JWTPolicy(t, nil), logs)
 	reader := authtest.Token(t, "rita", []string{"reader"}, time.Hour, nil)
 	writer := authtest.Token(t, "will", []string{"writer"}, time.Hour, nil)

@@ -414,7 +414,7 @@ var mqttProps = map[byte]int{
 // offset after it and the topic alias it held (0 for none). Only PUBLISH
 // and the acknowledgements come here.
 func checkProperties(b []byte, off int, typ byte) (int, uint16, error) {
-	n, used, ok := varInt(b[off:])
+	n, used, ok := MQTTVarInt(b[off:])
 	if !ok || off+used+n > len(b) {
 		return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property length runs past the packet")
 	}
@@ -485,8 +485,9 @@ func checkProperties(b []byte, off int, typ byte) (int, uint16, error) {
 	return end, alias, nil
 }
 
-// varInt decodes an MQTT variable byte integer.
-func varInt(b []byte) (value, used int, ok bool) {
+// MQTTVarInt decodes an MQTT variable byte integer at the start of b: its
+// value and length, or ok=false when b ends first or it runs past 4 bytes.
+func MQTTVarInt(b []byte) (value, used int, ok bool) {
 	mult := 1
 	for i := 0; i < len(b) && i < 4; i++ {
 		value += int(b[i]&0x7f) * mult

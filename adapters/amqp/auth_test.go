@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,26 +19,9 @@ import (
 )
 
 // logBuffer collects a route's logs.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func startAuthRelay(t *testing.T, o Options) (string, *logBuffer) {
+func startAuthRelay(t *testing.T, o Options) (string, *brokertest.Logs) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &brokertest.Logs{}
 	return brokertest.ServeRoute(t, "/amqp", slog.New(slog.NewTextHandler(logs, nil)), func(e brokertest.RouteEnv) http.Handler {
 		o.Origins, o.Conns, o.Log, o.Route, o.Backend, o.WS = e.Origins, e.Conns, e.Log, "/amqp", "rabbitmq", e.WS
 		return NewRelay(o)

@@ -239,7 +239,7 @@ func (s *session) mergeSubacks(b []byte) []byte {
 	var out []byte
 	copied := 0
 	for off := 0; off < len(b); {
-		rl, used, _ := varIntAt(b[off+1:])
+		rl, used, _ := validate.MQTTVarInt(b[off+1:])
 		end := off + 1 + used + rl
 		if b[off] == 0x90 && rl >= 2 {
 			body := b[off+1+used : end]
@@ -249,7 +249,7 @@ func (s *session) mergeSubacks(b []byte) []byte {
 				s.acl.pendingN.Store(int32(len(s.acl.pending)))
 				codes := body[2:]
 				if v == 5 && len(codes) > 0 { // skip the broker's properties
-					pl, pu, _ := varIntAt(codes)
+					pl, pu, _ := validate.MQTTVarInt(codes)
 					if pu+pl <= len(codes) {
 						codes = codes[pu+pl:]
 					}
@@ -265,16 +265,4 @@ func (s *session) mergeSubacks(b []byte) []byte {
 		return b
 	}
 	return append(out, b[copied:]...)
-}
-
-func varIntAt(b []byte) (value, used int, ok bool) {
-	mult := 1
-	for i := 0; i < len(b) && i < 4; i++ {
-		value += int(b[i]&0x7f) * mult
-		mult <<= 7
-		if b[i]&0x80 == 0 {
-			return value, i + 1, true
-		}
-	}
-	return 0, 0, false
 }

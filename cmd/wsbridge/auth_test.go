@@ -47,20 +47,28 @@ func post(t *testing.T, url, token, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// serveJWTExample serves testdata/jwt.yaml with the test keyring and mints
+// a reader's and a writer's token with `wsbridge token`.
+func serveJWTExample(t *testing.T) (g *gatewayProcess, reader, writer string) {
+	t.Helper()
+	brokertest.RabbitAMQP(t)
+	brokertest.RabbitSTOMP(t)
+	brokertest.Mosquitto(t)
+	path, keyFile := brokertest.RabbitKeyring(t)
+	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
+	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
+	const config = "../../testdata/jwt.yaml"
+	reader = mint(t, "-config", config, "-auth", "demo", "-sub", "rita", "-role", "reader")
+	writer = mint(t, "-config", config, "-auth", "demo", "-sub", "will", "-role", "writer", "-ttl", "10m")
+	return serve(t, "-config", config, "-keyring", path), reader, writer
+}
+
 // TestJWTExample is the README's worked example, testdata/jwt.yaml, with
 // tokens minted by `wsbridge token`: a reader follows demo.* over SSE and
 // gets what a writer sends over STOMP and HTTP; what the reader tries to
 // send is refused on both, and no token reaches the logs.
 func TestJWTExample(t *testing.T) {
-	brokertest.RabbitAMQP(t)
-	brokertest.RabbitSTOMP(t)
-	path, keyFile := brokertest.RabbitKeyring(t)
-	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
-	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
-	const config = "../../testdata/jwt.yaml"
-	reader := mint(t, "-config", config, "-auth", "demo", "-sub", "rita", "-role", "reader")
-	writer := mint(t, "-config", config, "-auth", "demo", "-sub", "will", "-role", "writer", "-ttl", "10m")
-	g := serve(t, "-config", config, "-keyring", path)
+	g, reader, writer := serveJWTExample(t)
 	base := "http://" + g.addr
 	topic := fmt.Sprintf("demo.example%d", time.Now().UnixNano())
 

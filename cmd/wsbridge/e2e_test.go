@@ -119,16 +119,7 @@ func TestAMQPClientThroughGateway(t *testing.T) {
 // (STOMP, AMQP) and Mosquitto (MQTT 5).
 func TestBrowserClientsWithTokens(t *testing.T) {
 	requireNodeClients(t)
-	brokertest.RabbitAMQP(t)
-	brokertest.RabbitSTOMP(t)
-	brokertest.Mosquitto(t)
-	path, keyFile := brokertest.RabbitKeyring(t)
-	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
-	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
-	const config = "../../testdata/jwt.yaml"
-	reader := mint(t, "-config", config, "-auth", "demo", "-sub", "rita", "-role", "reader")
-	writer := mint(t, "-config", config, "-auth", "demo", "-sub", "will", "-role", "writer")
-	g := serve(t, "-config", config, "-keyring", path)
+	g, reader, writer := serveJWTExample(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "auth.mjs"), "ws://"+g.addr, reader, writer).CombinedOutput()

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,4 +52,23 @@ func ServeRoute(t testing.TB, path string, log *slog.Logger, mk func(RouteEnv) h
 	origins, _ := bridge.NewOrigins([]string{"http://allowed.example"})
 	srv.Handle(path, mk(RouteEnv{Log: log, Origins: origins, Conns: srv.Conns, WS: bridge.DefaultWSOptions()}))
 	return "ws://" + Serve(t, srv) + path
+}
+
+// Logs collects a gateway's log output for a test to search.
+type Logs struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *Logs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String is everything logged so far.
+func (l *Logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
