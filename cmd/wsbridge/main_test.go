@@ -95,31 +95,14 @@ func TestKeyringCommands(t *testing.T) {
 // gatewayProcess runs `wsbridge serve` in-process until the test ends.
 type gatewayProcess struct {
 	addr string
-	logs *lockedBuffer
+	logs *brokertest.Logs
 	stop func() error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func serve(t *testing.T, args ...string) *gatewayProcess {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &lockedBuffer{}
+	logs := &brokertest.Logs{}
 	addrc := make(chan net.Addr, 1)
 	errc := make(chan error, 1)
 	go func() {
