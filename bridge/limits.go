@@ -183,7 +183,9 @@ func (l *rateLimiter) allow(ip string) (bool, time.Duration) {
 }
 
 // front resolves the client address and applies the handshake rate before
-// any route runs; /healthz and /readyz are exempt.
+// any route runs. The rate is for what opens a connection or stream (GET:
+// WebSocket upgrades, SSE streams, the demo page); HTTP publishes, which
+// backends may send at a high rate, and /healthz and /readyz are exempt.
 func (s *Server) front(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a, ok := s.opts.TrustedProxies.resolve(r); ok {
@@ -194,7 +196,7 @@ func (s *Server) front(next http.Handler) http.Handler {
 			}
 			r = r.WithContext(context.WithValue(r.Context(), clientIPKey{}, ip))
 		}
-		if r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
+		if r.Method == http.MethodGet && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
 			if ok, wait := s.rate.allow(ClientIP(r)); !ok {
 				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
 				Error(w, http.StatusTooManyRequests, "too many connection attempts from this address; retry later")

@@ -63,8 +63,8 @@ func serveWith(t *testing.T, o ServerOptions) (*Server, string) {
 }
 
 // Beyond the burst, a client address gets 429 with Retry-After; health
-// checks are never limited, and a trusted proxy's clients are counted
-// each on its own address.
+// checks and publishes are not limited, and a trusted proxy's clients are
+// counted each on its own address.
 func TestHandshakeRateLimit(t *testing.T) {
 	_, addr := serveWith(t, ServerOptions{HandshakeRate: 0.5, HandshakeBurst: 2, TrustedProxies: Proxies{mustPrefix(t, "127.0.0.1/32")}})
 	get := func(path, xff string) *http.Response {
@@ -94,6 +94,16 @@ func TestHandshakeRateLimit(t *testing.T) {
 	}
 	if r := get("/healthz", "198.51.100.1"); r.StatusCode != 200 {
 		t.Fatalf("healthz was limited: %d", r.StatusCode)
+	}
+	req, _ := http.NewRequest("POST", "http://"+addr+"/x", nil)
+	req.Header.Set("X-Forwarded-For", "198.51.100.1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode == http.StatusTooManyRequests {
+		t.Fatal("a publish (POST) was held to the handshake rate")
 	}
 }
 
