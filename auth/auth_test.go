@@ -251,6 +251,7 @@ func TestJWTVerify(t *testing.T) {
 		{"alg none", none(base()), "not signed with HS256"},
 		{"alg RS256 on an HS256 route", sign(t, jwt.SigningMethodRS256, rsaKey, base(), ""), "not signed with HS256"},
 		{"garbage", "not.a.token", "malformed"},
+		{"newline in sub", sign(t, jwt.SigningMethodHS256, hsSecret, with("sub", "alice\nlogin:admin"), ""), "control characters"},
 		{"roles not strings", sign(t, jwt.SigningMethodHS256, hsSecret, with("roles", []int{1}), ""), "roles"},
 		{"bad grants", sign(t, jwt.SigningMethodHS256, hsSecret, with("wsbridge", map[string]any{"publish": []string{"a.#.b"}}), ""), "wsbridge"},
 		{"too long", strings.Repeat("a", 9000), "longer than"},

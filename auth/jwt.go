@@ -175,6 +175,13 @@ func (j *JWT) Verify(token string) (*Identity, error) {
 	if id.Roles, err = stringList(claims[j.o.RolesClaim]); err != nil {
 		return nil, unauthenticated("token claim %q: %v", j.o.RolesClaim, err)
 	}
+	// The subject travels on into broker client ids and logs: no control
+	// characters that could end a header or a line.
+	for _, v := range append([]string{id.Subject}, id.Roles...) {
+		if strings.ContainsFunc(v, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return nil, unauthenticated("token sub or roles hold control characters")
+		}
+	}
 	if g, ok := claims[j.o.GrantsClaim]; ok {
 		if id.Grants, err = parseGrants(g); err != nil {
 			return nil, unauthenticated("token claim %q: %v", j.o.GrantsClaim, err)

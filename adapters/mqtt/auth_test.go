@@ -238,3 +238,28 @@ func TestAuthUsersFile(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthClientIDsPerIdentity: two identities using the same client id
+// do not take over each other's session at the broker.
+func TestAuthClientIDsPerIdentity(t *testing.T) {
+	tap := brokertest.NewTapProxy(t, brokertest.Mosquitto(t))
+	url := startRelay(t, Options{Address: tap.Addr(), Auth: authtest.JWTPolicy(t, nil)})
+	id := fmt.Sprintf("shared-%d", time.Now().UnixNano())
+	login := func(sub string) *rawClient {
+		c := dialRaw(t, url)
+		c.send(t, connectToken(t, 4, id, authtest.Token(t, sub, []string{"reader"}, time.Hour, nil), ""))
+		if ack := c.next(t); ack[3] != 0 {
+			t.Fatalf("%s: CONNACK %x", sub, ack)
+		}
+		return c
+	}
+	alice := login("alice")
+	login("bob")
+	alice.send(t, []byte{0xC0, 0x00}) // PINGREQ: a taken-over session would be closed instead
+	if m := alice.next(t); !bytes.Equal(m, []byte{0xD0, 0x00}) {
+		t.Fatalf("alice after bob connected with the same client id: %x", m)
+	}
+	if sent := tap.Sent(); !strings.Contains(sent, "alice:"+id) || !strings.Contains(sent, "bob:"+id) {
+		t.Fatal("client ids did not reach the broker namespaced by identity")
+	}
+}

@@ -278,3 +278,19 @@ func TestAuthTranslateMode(t *testing.T) {
 	cl.send(t, "SEND\ndestination:/topic/demo.a\n\nno\x00")
 	cl.expectError(t, "access refused", 1008)
 }
+
+// TestAuthClientIDPerIdentity: RabbitMQ names durable subscriptions after
+// CONNECT's client-id; the broker sees it prefixed with the identity.
+func TestAuthClientIDPerIdentity(t *testing.T) {
+	cred := testCredential(t)
+	tap := brokertest.NewTapProxy(t, brokerAddr(t))
+	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)})
+	cl := dial(t, gw.url, http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}})
+	cl.send(t, "CONNECT\naccept-version:1.2\nclient-id:app\npasscode:"+authtest.Token(t, "alice", []string{"reader"}, time.Hour, nil)+"\n\n\x00")
+	if f := cl.frame(t); f.Command != validate.CmdConnected {
+		t.Fatalf("%s %q", f.Command, f.Raw)
+	}
+	if sent := tap.Sent(); !strings.Contains(sent, "\nclient-id:alice:app\n") {
+		t.Fatalf("client-id not namespaced: %q", strings.ReplaceAll(sent, cred.Password.Reveal(), "<pw>"))
+	}
+}

@@ -135,6 +135,12 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 		}
 		b = append(b, name...)
 		b = append(b, ':')
+		// RabbitMQ names durable subscriptions after client-id: each
+		// identity gets its own, so one cannot attach to another's.
+		if id := s.Identity; string(name) == "client-id" && id != nil && id.Subject != "" {
+			b = append(b, id.Subject...)
+			b = append(b, ':')
+		}
 		b = append(b, val...)
 		b = append(b, '\n')
 	}
