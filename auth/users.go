@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -24,6 +25,10 @@ import (
 type Users struct {
 	byName map[string]user
 	dummy  user // checked for unknown names, so timing does not tell which names exist
+	// slots bounds the password hashes computed at once: each costs tens
+	// of milliseconds of CPU by design, and a flood of logins must not take
+	// the cores the relays need.
+	slots chan struct{}
 }
 
 type user struct {
@@ -57,7 +62,7 @@ func LoadUsers(path string) (*Users, error) {
 		}
 	}
 	dummy, _ := HashPassword("not a password of anyone's")
-	return &Users{byName: f.Users, dummy: user{Hash: dummy}}, nil
+	return &Users{byName: f.Users, dummy: user{Hash: dummy}, slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))}, nil
 }
 
 // Check verifies a name and password.
@@ -67,6 +72,10 @@ func (u *Users) Check(name, password string) (*Identity, error) {
 		rec = u.dummy
 	}
 	h, _ := parseHash(rec.Hash)
+	if u.slots != nil {
+		u.slots <- struct{}{}
+		defer func() { <-u.slots }()
+	}
 	if !h.verify(password) || !known {
 		return nil, unauthenticated("unknown user or wrong password")
 	}
