@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,11 +25,19 @@ const (
 	subackFailureV311   = 0x80
 )
 
+// Bounds on the topic aliases the gateway remembers for the ACL: brokers
+// allow few (Mosquitto 10, RabbitMQ 16 by default), and each holds a topic.
+const (
+	maxAliases     = 256
+	maxAliasTopics = 64 << 10 // bytes of topic names held for aliases
+)
+
 // acl is a session's ACL state.
 type acl struct {
-	open    bool              // the identity may touch every destination (read loop)
-	aliases map[uint16]string // MQTT 5 topic aliases the client set (read loop)
-	last    []byte            // the last topic a PUBLISH was allowed to (read loop)
+	open       bool              // the identity may touch every destination (read loop)
+	aliases    map[uint16]string // MQTT 5 topic aliases the client set (read loop)
+	aliasBytes int               // their topics' total length
+	last       []byte            // the last topic a PUBLISH was allowed to (read loop)
 
 	mu       sync.Mutex
 	pending  map[uint16][]bool // SUBSCRIBE packet id -> which filters were refused
@@ -93,7 +102,12 @@ func (s *session) publishAllowed(p *validate.MQTTPacket) error {
 			if a.aliases == nil {
 				a.aliases = map[uint16]string{}
 			}
+			old, known := a.aliases[p.Alias]
+			if !known && len(a.aliases) >= maxAliases || a.aliasBytes-len(old)+len(topic) > maxAliasTopics {
+				return errTooManyAliases
+			}
 			a.aliases[p.Alias] = string(topic)
+			a.aliasBytes += len(topic) - len(old)
 		} else {
 			topic = []byte(a.aliases[p.Alias])
 		}
@@ -108,6 +122,8 @@ func (s *session) publishAllowed(p *validate.MQTTPacket) error {
 	return err
 }
 
+var errTooManyAliases = fmt.Errorf("more than %d topic aliases or %d bytes of aliased topics", maxAliases, maxAliasTopics)
+
 // refusePublish answers a refused PUBLISH: in MQTT 5 at QoS 1 or 2 with
 // PUBACK or PUBREC 0x87, and the session goes on; any other refusal ends
 // the session (MQTT 5: DISCONNECT 0x87; 3.1.1 has no way to say why). It
@@ -116,6 +132,8 @@ func (s *session) refusePublish(p *validate.MQTTPacket, err error) bool {
 	v := byte(s.version.Load())
 	qos := p.Flags >> 1 & 3
 	switch {
+	case err == errTooManyAliases:
+		s.finish("rejected", disconnectWithReason(0x94, "topic alias invalid"), err.Error(), bridge.ClosePolicy)
 	case v == 5 && qos > 0:
 		ack := byte(0x40) // PUBACK
 		if qos == 2 {

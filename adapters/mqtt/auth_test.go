@@ -263,3 +263,27 @@ func TestAuthClientIDsPerIdentity(t *testing.T) {
 		t.Fatal("client ids did not reach the broker namespaced by identity")
 	}
 }
+
+// TestAuthAliasBound: the aliases the gateway remembers for the ACL are
+// bounded; beyond that the client gets DISCONNECT 0x94.
+func TestAuthAliasBound(t *testing.T) {
+	url := startRelay(t, Options{Address: brokertest.Mosquitto(t), Auth: authtest.JWTPolicy(t, nil)})
+	c := loggedIn(t, url, 5, "will", "writer")
+	var batch []byte
+	for i := 1; i <= maxAliases+1; i++ {
+		batch = append(batch, publish(t, 5, 0, 0, fmt.Sprintf("demo/%d", i), uint16(i), "x")...)
+	}
+	c.send(t, batch)
+	for {
+		m := c.next(t)
+		if m[0] == 0xE0 {
+			if m[2] != 0x94 || !bytes.Contains(m, []byte("topic alias invalid")) {
+				t.Fatalf("DISCONNECT %x, want the gateway's 0x94", m)
+			}
+			break
+		}
+	}
+	if code := c.closeCode(t); code != 1008 { // the broker's own refusal would close 1011
+		t.Fatalf("close code %d, want 1008 from the gateway", code)
+	}
+}
