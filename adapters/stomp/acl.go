@@ -37,11 +37,10 @@ func (s *session) login(f *validate.STOMPFrame) bool {
 
 // authorize applies the route's ACL to a SEND or SUBSCRIBE. The last
 // destination a SEND was allowed to is remembered, so a client that keeps
-// sending to one destination pays for the check once. It returns false
-// when the session has been ended with an ERROR.
-func (s *session) authorize(f *validate.STOMPFrame) bool {
+// sending to one destination pays for the check once.
+func (s *session) authorize(f *validate.STOMPFrame) error {
 	if s.open {
-		return true
+		return nil
 	}
 	act := auth.Publish
 	if f.Command == validate.CmdSubscribe {
@@ -49,26 +48,29 @@ func (s *session) authorize(f *validate.STOMPFrame) bool {
 	}
 	raw, _ := f.Header("destination")
 	if act == auth.Publish && s.lastSend != nil && bytes.Equal(raw, s.lastSend) {
-		return true
+		return nil
 	}
-	err := s.Allow(act, destOf(unescape(raw, s.in.Version), s.relay.opts.TopicExchange))
-	if err == nil && act == auth.Subscribe {
+	if err := s.Allow(act, destOf(unescape(raw, s.in.Version), s.relay.opts.TopicExchange)); err != nil {
+		return err
+	}
+	if act == auth.Subscribe {
 		// RabbitMQ's x-queue-name names the queue behind a subscription:
 		// attaching to someone else's queue is subscribing to it.
 		if q, ok := f.Header("x-queue-name"); ok {
-			err = s.Allow(auth.Subscribe, auth.Dest{Kind: auth.Queue, Name: unescape(q, s.in.Version)})
+			return s.Allow(auth.Subscribe, auth.Dest{Kind: auth.Queue, Name: unescape(q, s.in.Version)})
 		}
+		return nil
 	}
-	if err != nil {
-		receipt, _ := f.Header("receipt")
-		answer := errorFrame(validate.STOMPVersion(s.version.Load()), "access refused", err.Error(), receipt)
-		s.Finish("forbidden", err.Error(), bridge.ClosePolicy, gws.OpcodeText, answer)
-		return false
-	}
-	if act == auth.Publish {
-		s.lastSend = append(s.lastSend[:0], raw...)
-	}
-	return true
+	s.lastSend = append(s.lastSend[:0], raw...)
+	return nil
+}
+
+// refuse ends the session over a refused frame: ERROR "access refused"
+// with the reason (and the frame's receipt, if it asked for one), 1008.
+func (s *session) refuse(f *validate.STOMPFrame, err error) {
+	receipt, _ := f.Header("receipt")
+	answer := errorFrame(validate.STOMPVersion(s.version.Load()), "access refused", err.Error(), receipt)
+	s.Finish("forbidden", err.Error(), bridge.ClosePolicy, gws.OpcodeText, answer)
 }
 
 // destOf maps a STOMP destination onto what the ACL names: /topic/x and

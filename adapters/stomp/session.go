@@ -85,10 +85,10 @@ func (s *session) OnMessage(data []byte) {
 					return
 				}
 			case validate.CmdSend, validate.CmdSubscribe:
-				if !s.authorize(f) {
-					// Frames before the refused one were allowed: they go.
-					if s.up != nil && off > start {
-						s.forward(data[start:off])
+				if err := s.authorize(f); err != nil {
+					// Frames before the refused one were allowed: they go first.
+					if s.up == nil || off == start || s.forward(data[start:off]) {
+						s.refuse(f, err)
 					}
 					return
 				}
