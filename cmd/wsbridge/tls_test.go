@@ -78,7 +78,7 @@ routes:
 	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitLog(t, g, "SIGHUP: certificate reloaded")
+	g.logs.WaitFor(t, "SIGHUP: certificate reloaded")
 	resp, err = (&http.Client{Transport: &http.Transport{TLSClientConfig: client(0)}}).Get("https://" + g.addr + "/healthz")
 	if err != nil {
 		t.Fatal(err)
@@ -91,17 +91,6 @@ routes:
 	before.WriteMessage(gws.OpcodeText, []byte("SUBSCRIBE\nid:0\ndestination:/topic/tls.still\nreceipt:r\n\n\x00"))
 	if m := recv(t, bc.msgs); !strings.HasPrefix(string(m), "RECEIPT") {
 		t.Fatalf("the connection made before SIGHUP: %q", m)
-	}
-}
-
-func waitLog(t *testing.T, g *gatewayProcess, want string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !strings.Contains(g.logs.String(), want) { // logs have no event to wait on
-		if time.Now().After(deadline) {
-			t.Fatalf("logs lack %q:\n%s", want, g.logs.String())
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

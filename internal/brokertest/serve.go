@@ -72,3 +72,16 @@ func (l *Logs) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// WaitFor waits until the logs hold want: a line logged on another
+// goroutine has no event to wait on, so it polls, for up to 10 s.
+func (l *Logs) WaitFor(t testing.TB, want string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(l.String(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("logs lack %q within 10s:\n%s", want, l)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
