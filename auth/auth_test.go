@@ -132,6 +132,15 @@ func TestAllowByRoleSubjectAndGrants(t *testing.T) {
 		}
 	}
 
+	// Anonymous clients are held to rules that name no role or subject.
+	public, _ := New(Options{Mode: ModeNone, Rules: []Rule{{Subscribe: mustPatterns(t, "public.*")}}})
+	if err := public.Allow(Anonymous, Subscribe, d("public.news")); err != nil {
+		t.Errorf("anonymous, public topic: %v", err)
+	}
+	if err := public.Allow(Anonymous, Subscribe, d("secret.news")); err == nil {
+		t.Error("anonymous client allowed outside the public rule")
+	}
+
 	// No rules and no grants: the route is open to every identity.
 	open, _ := New(Options{Mode: ModeNone})
 	if err := open.Allow(Anonymous, Publish, d("anything")); err != nil {

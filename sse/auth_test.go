@@ -82,6 +82,12 @@ func TestAuthStreamsAndPublishes(t *testing.T) {
 			t.Fatalf("stream %d got %+v", i, ev)
 		}
 	}
+	// Grants in the token widen what the route's rules allow, for that token only.
+	granted := authtest.Token(t, "gina", nil, time.Hour, authtest.Claims{"wsbridge": map[string]any{"subscribe": []string{"gina.*"}}})
+	openStream(t, s.url+"/sse/gina.x", bearer(granted))
+	if status, body, _ := do(t, "GET", s.url+"/sse/gina.x", bearer(reader), ""); status != http.StatusForbidden {
+		t.Fatalf("reader without the grant: %d %s", status, body)
+	}
 	for _, secret := range []string{reader, writer} {
 		if strings.Contains(logs.String(), secret) {
 			t.Fatal("a token reached the logs")
