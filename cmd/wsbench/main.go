@@ -1,0 +1,121 @@
+// Command wsbench is wsbridge's load tool: it drives a gateway, the
+// brokers' own WebSocket plugins, a bare relay or a broker directly with
+// the same load and reports throughput, latency percentiles and lost or
+// duplicated messages, as a summary and one JSON line.
+//
+//	wsbench stomp-pubsub -url ws://127.0.0.1:8080/stomp [-publishers 1] [-subscribers 1] ...
+//	wsbench baseline-relay -listen 127.0.0.1:9001 -target 127.0.0.1:61613
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, nil))
+}
+
+const usage = `usage:
+  wsbench stomp-pubsub   -url ws://HOST/stomp | tcp://HOST:61613 [flags]
+  wsbench baseline-relay -listen ADDR -target BROKER:PORT
+Run a scenario with -h for its flags.
+`
+
+// run is main without the process: onListen, for tests, learns where a
+// server scenario listens.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen func(net.Addr)) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "stomp-pubsub":
+		err = stompPubSubCommand(args[1:], stdout, stderr)
+	case "baseline-relay":
+		err = baselineRelayCommand(ctx, args[1:], stderr, onListen)
+	default:
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		fmt.Fprintln(stderr, "wsbench:", err)
+		return 1
+	}
+	return 0
+}
+
+func stompPubSubCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("stomp-pubsub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o pubsubOptions
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/stomp", "ws:// or wss:// STOMP endpoint, or tcp://host:port for the broker itself")
+	fs.StringVar(&o.Login, "login", "", "STOMP login (the gateway replaces it; a broker needs one)")
+	fs.StringVar(&o.Passcode, "passcode", "", "STOMP passcode")
+	fs.StringVar(&o.VHost, "vhost", "/", "STOMP host header (RabbitMQ's virtual host)")
+	fs.StringVar(&o.Dest, "dest", "", "destination: /topic/... (each subscriber gets every message) or /queue/...; default a fresh /topic/wsbench.<time>")
+	fs.IntVar(&o.Publishers, "publishers", 1, "publishing connections")
+	fs.IntVar(&o.Subscribers, "subscribers", 1, "subscribing connections")
+	fs.IntVar(&o.Window, "window", 256, "messages in flight per publisher (sent, not yet delivered)")
+	fs.Float64Var(&o.Rate, "rate", 0, "messages per second over all publishers; 0 = as fast as the window allows")
+	fs.IntVar(&o.BodyBytes, "body", 128, "body size in bytes (at least 40)")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish")
+	fs.DurationVar(&o.Drain, "drain", 5*time.Second, "how long to wait for messages still in flight")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case o.Publishers < 1 || o.Subscribers < 1 || o.Window < 1:
+		return errors.New("stomp-pubsub: -publishers, -subscribers and -window must be at least 1")
+	case o.BodyBytes < 40 || o.BodyBytes > 16<<20:
+		return errors.New("stomp-pubsub: -body must be between 40 bytes and 16 MiB")
+	case o.Duration <= 0 || o.Rate < 0:
+		return errors.New("stomp-pubsub: -duration must be positive and -rate not negative")
+	}
+	if o.Dest == "" {
+		o.Dest = fmt.Sprintf("/topic/wsbench.%d", time.Now().UnixNano())
+	}
+	r, err := runSTOMPPubSub(o)
+	if err != nil {
+		return err
+	}
+	return report(r, stdout, stderr)
+}
+
+// report prints the human summary on stderr and the JSON line on stdout.
+func report(r *result, stdout, stderr io.Writer) error {
+	fmt.Fprintln(stderr, r.summary())
+	line, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(stdout, "%s\n", line)
+	return err
+}
+
+func baselineRelayCommand(ctx context.Context, args []string, stderr io.Writer, onListen func(net.Addr)) error {
+	fs := flag.NewFlagSet("baseline-relay", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:9001", "WebSocket listen address")
+	target := fs.String("target", "127.0.0.1:61613", "broker host:port every connection is relayed to")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	return serveBareRelay(ctx, *listen, *target, slog.New(slog.NewTextHandler(stderr, nil)), onListen)
+}

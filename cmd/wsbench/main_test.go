@@ -1,0 +1,141 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsbridge/wsbridge/adapters/stomp"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
+)
+
+func TestTallyCountsLostAndDuplicated(t *testing.T) {
+	tl := newTally(2, 2, 0) // two publishers, each message due twice (two topic subscribers)
+	for seq := range 3 {
+		tl.published(0, seq)
+		tl.published(1, seq)
+	}
+	ms := time.Millisecond
+	for _, d := range []struct{ p, seq int }{{0, 0}, {0, 0}, {0, 1}, {0, 2}, {0, 2}, {0, 2}, {1, 0}, {1, 1}, {1, 1}, {1, 2}, {1, 2}} {
+		tl.deliver(d.p, d.seq, ms*time.Duration(d.seq+1))
+	}
+	if first := tl.deliver(0, 99, ms); first {
+		t.Fatal("a message never sent counted as delivered")
+	}
+	var r result
+	tl.finish(&r, time.Second)
+	// p0: seq1 once (1 lost), seq2 thrice (1 duplicate); p1: seq0 once (1 lost).
+	if r.Sent != 6 || r.Delivered != 11 || r.Lost != 2 || r.Duplicated != 1 || r.Copies != 2 {
+		t.Fatalf("%+v", r)
+	}
+	if r.P50us != 2000 || r.MaxUs != 3000 || r.MsgsPerSec != 11 {
+		t.Fatalf("percentiles/throughput %+v", r)
+	}
+}
+
+func TestBodyRoundTrip(t *testing.T) {
+	at := time.Unix(0, 1_700_000_000_123_456_789)
+	b := appendBody(nil, 3, 123456, at, 128)
+	if len(b) != 128 {
+		t.Fatalf("body of %d bytes", len(b))
+	}
+	p, seq, ns, err := parseBody(b)
+	if err != nil || p != 3 || seq != 123456 || ns != at.UnixNano() {
+		t.Fatalf("%d %d %d %v", p, seq, ns, err)
+	}
+	for _, bad := range []string{"", "hello world", "1 2 x ", "1 2"} {
+		if _, _, _, err := parseBody([]byte(bad)); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}
+
+// runPubSub runs the scenario as a user would and decodes its JSON line.
+func runPubSub(t *testing.T, args ...string) result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), append([]string{"stomp-pubsub"}, args...), &out, &errb, nil); code != 0 {
+		t.Fatalf("wsbench %v: exit %d\n%s", args, code, errb.String())
+	}
+	var r result
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatalf("the machine-readable line %q: %v", out.String(), err)
+	}
+	if !strings.Contains(errb.String(), "msgs/s") {
+		t.Fatalf("no human summary: %q", errb.String())
+	}
+	t.Logf("%s", strings.TrimSpace(errb.String()))
+	return r
+}
+
+func checkClean(t *testing.T, r result) {
+	t.Helper()
+	if r.Sent == 0 || r.Delivered != r.Sent*r.Copies || r.Lost != 0 || r.Duplicated != 0 {
+		t.Fatalf("sent %d, delivered %d (x%d), lost %d, duplicated %d", r.Sent, r.Delivered, r.Copies, r.Lost, r.Duplicated)
+	}
+	if !(r.P50us > 0 && r.P50us <= r.P90us && r.P90us <= r.P99us && r.P99us <= r.MaxUs) {
+		t.Fatalf("percentiles out of order: %+v", r)
+	}
+}
+
+// Straight to RabbitMQ's STOMP port, the direct baseline: two publishers,
+// two subscribers on a topic, every message delivered twice.
+func TestPubSubDirectToRabbitMQ(t *testing.T) {
+	addr := brokertest.RabbitSTOMP(t)
+	cred := brokertest.RabbitCredential(t)
+	r := runPubSub(t, "-url", "tcp://"+addr, "-login", cred.Username, "-passcode", cred.Password.Reveal(),
+		"-publishers", "2", "-subscribers", "2", "-duration", "1s", "-window", "64")
+	if r.Copies != 2 {
+		t.Fatalf("copies %d", r.Copies)
+	}
+	checkClean(t, r)
+}
+
+// Through the bare relay, on a queue shared by two subscribers: each
+// message delivered once.
+func TestPubSubThroughBareRelay(t *testing.T) {
+	addr := brokertest.RabbitSTOMP(t)
+	cred := brokertest.RabbitCredential(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan net.Addr, 1)
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"baseline-relay", "-listen", "127.0.0.1:0", "-target", addr}, &bytes.Buffer{}, &bytes.Buffer{},
+			func(a net.Addr) { listening <- a })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	relay := <-listening
+	r := runPubSub(t, "-url", "ws://"+relay.String()+"/", "-login", cred.Username, "-passcode", cred.Password.Reveal(),
+		"-subscribers", "2", "-dest", fmt.Sprintf("/queue/wsbench-test-%d", time.Now().UnixNano()), "-duration", "1s")
+	if r.Copies != 1 {
+		t.Fatalf("copies %d", r.Copies)
+	}
+	checkClean(t, r)
+}
+
+// Through wsbridge's STOMP relay at a fixed rate.
+func TestPubSubThroughGatewayAtARate(t *testing.T) {
+	addr := brokertest.RabbitSTOMP(t)
+	cred := brokertest.RabbitCredential(t)
+	url := brokertest.ServeRoute(t, "/stomp", nil, func(e brokertest.RouteEnv) http.Handler {
+		return stomp.NewRelay(stomp.Options{Route: "/stomp", Backend: "rabbitmq", Address: addr, Credential: &cred,
+			WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log})
+	})
+	r := runPubSub(t, "-url", url, "-rate", "2000", "-duration", "1s")
+	checkClean(t, r)
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"nope"}, {"stomp-pubsub", "-body", "10"}, {"stomp-pubsub", "-publishers", "0"}, {"stomp-pubsub", "-url", "http://x"}} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), args, &out, &errb, nil); code == 0 {
+			t.Errorf("%v: exit 0", args)
+		}
+	}
+}

@@ -1,0 +1,137 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// pubsubOptions configure the stomp-pubsub scenario.
+type pubsubOptions struct {
+	URL, Login, Passcode, VHost string
+	Dest                        string // /topic/... (every subscriber gets each message) or /queue/...
+	Publishers, Subscribers     int
+	Window                      int     // messages in flight per publisher
+	Rate                        float64 // messages per second over all publishers; 0 = as fast as the window allows
+	BodyBytes                   int
+	Duration, Drain             time.Duration
+}
+
+// runSTOMPPubSub runs the scenario and returns what it measured.
+func runSTOMPPubSub(o pubsubOptions) (*result, error) {
+	expect := o.Subscribers
+	if strings.HasPrefix(o.Dest, "/queue/") {
+		expect = 1
+	}
+	capacity := 1 << 16
+	if o.Rate > 0 {
+		capacity = int(o.Rate*o.Duration.Seconds()) * expect
+	}
+	t := newTally(o.Publishers, expect, capacity)
+	windows := make([]chan struct{}, o.Publishers)
+	for i := range windows {
+		windows[i] = make(chan struct{}, o.Window)
+	}
+	var lastDelivery atomic.Int64
+	onMessage := func(body []byte) {
+		now := time.Now()
+		p, seq, at, err := parseBody(body)
+		if err != nil {
+			t.deliver(-1, 0, 0)
+			return
+		}
+		if t.deliver(p, seq, now.Sub(time.Unix(0, at))) {
+			select {
+			case <-windows[p]:
+			default:
+			}
+		}
+		lastDelivery.Store(now.UnixNano())
+	}
+
+	var conns []*stompConn
+	defer func() {
+		for _, c := range conns {
+			c.close()
+		}
+	}()
+	for i := range o.Subscribers {
+		c, err := dialSTOMP(o.URL, o.Login, o.Passcode, o.VHost, onMessage)
+		if err != nil {
+			return nil, fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		conns = append(conns, c)
+		if err := c.subscribe(i, o.Dest); err != nil {
+			return nil, fmt.Errorf("subscriber %d: %w", i, err)
+		}
+	}
+	pubs := make([]*stompConn, o.Publishers)
+	for i := range pubs {
+		c, err := dialSTOMP(o.URL, o.Login, o.Passcode, o.VHost, func([]byte) {})
+		if err != nil {
+			return nil, fmt.Errorf("publisher %d: %w", i, err)
+		}
+		conns = append(conns, c)
+		pubs[i] = c
+	}
+
+	start := time.Now()
+	stop := start.Add(o.Duration)
+	var wg sync.WaitGroup
+	errs := make(chan error, o.Publishers)
+	header := []byte("SEND\ndestination:" + o.Dest + "\ncontent-type:text/plain\n\n")
+	for p, c := range pubs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var interval time.Duration
+			if o.Rate > 0 {
+				interval = time.Duration(float64(o.Publishers) / o.Rate * float64(time.Second))
+			}
+			buf := make([]byte, 0, len(header)+o.BodyBytes+64)
+			for seq := 0; ; seq++ {
+				at := time.Now()
+				if interval > 0 {
+					// Latency counts from when the message was due, so a
+					// stalled sender does not hide its own delay.
+					at = start.Add(time.Duration(seq) * interval)
+					if d := time.Until(at); d > 0 {
+						time.Sleep(d)
+					}
+				}
+				if at.After(stop) {
+					return
+				}
+				windows[p] <- struct{}{}
+				t.published(p, seq)
+				buf = appendBody(append(buf[:0], header...), p, seq, at, o.BodyBytes)
+				if err := c.write(append(buf, 0)); err != nil {
+					errs <- fmt.Errorf("publisher %d: %w", p, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, err
+	}
+	// Wait for what is still in flight, up to the drain time.
+	deadline := time.Now().Add(o.Drain)
+	for time.Now().Before(deadline) {
+		if t.complete() {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	r := &result{Scenario: "stomp-pubsub", Target: o.URL, Publishers: o.Publishers, Subscribers: o.Subscribers, BodyBytes: o.BodyBytes}
+	end := time.Unix(0, lastDelivery.Load())
+	if end.Before(start) {
+		end = start
+	}
+	t.finish(r, end.Sub(start))
+	return r, nil
+}

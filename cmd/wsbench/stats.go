@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// tally counts deliveries per published message, so that lost and
+// duplicated messages are exact, and keeps every latency for exact
+// percentiles. Each publisher's messages are numbered from 0.
+type tally struct {
+	expect int // deliveries each message should get (subscribers on a topic, 1 on a queue)
+
+	mu        sync.Mutex
+	counts    [][]uint16 // [publisher][seq] deliveries
+	sent      []int      // per publisher
+	latencies []time.Duration
+	delivered int
+	foreign   int // deliveries not from this run
+}
+
+func newTally(publishers, expect, capacity int) *tally {
+	return &tally{expect: expect, counts: make([][]uint16, publishers), sent: make([]int, publishers),
+		latencies: make([]time.Duration, 0, capacity)}
+}
+
+// published records that publisher p sent message seq.
+func (t *tally) published(p, seq int) {
+	t.mu.Lock()
+	if seq >= len(t.counts[p]) {
+		grown := make([]uint16, max(seq+1, 2*len(t.counts[p]), 1024))
+		copy(grown, t.counts[p])
+		t.counts[p] = grown
+	}
+	t.sent[p] = max(t.sent[p], seq+1)
+	t.mu.Unlock()
+}
+
+// deliver records one delivery and reports whether it was the message's
+// first (which frees a publisher's window slot).
+func (t *tally) deliver(p, seq int, latency time.Duration) (first bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if p < 0 || p >= len(t.counts) || seq < 0 || seq >= t.sent[p] {
+		t.foreign++
+		return false
+	}
+	t.counts[p][seq]++
+	t.delivered++
+	t.latencies = append(t.latencies, latency)
+	return t.counts[p][seq] == 1
+}
+
+// complete reports whether every message sent has all its deliveries.
+func (t *tally) complete() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	want := 0
+	for _, n := range t.sent {
+		want += n * t.expect
+	}
+	return t.delivered >= want
+}
+
+// result is what a run measured.
+type result struct {
+	Scenario    string  `json:"scenario"`
+	Target      string  `json:"target"`
+	Publishers  int     `json:"publishers"`
+	Subscribers int     `json:"subscribers"`
+	Copies      int     `json:"copies"` // deliveries each message should get
+	BodyBytes   int     `json:"body_bytes"`
+	Seconds     float64 `json:"seconds"`
+	Sent        int     `json:"sent"`
+	Delivered   int     `json:"delivered"`
+	Lost        int     `json:"lost"`
+	Duplicated  int     `json:"duplicated"`
+	MsgsPerSec  float64 `json:"msgs_per_s"`
+	P50us       float64 `json:"p50_us"`
+	P90us       float64 `json:"p90_us"`
+	P99us       float64 `json:"p99_us"`
+	MaxUs       float64 `json:"max_us"`
+}
+
+// finish computes the result over elapsed (the publishing time).
+func (t *tally) finish(r *result, elapsed time.Duration) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for p, counts := range t.counts {
+		for seq := 0; seq < t.sent[p]; seq++ {
+			c := int(counts[seq])
+			switch {
+			case c < t.expect:
+				r.Lost += t.expect - c
+			case c > t.expect:
+				r.Duplicated += c - t.expect
+			}
+		}
+		r.Sent += t.sent[p]
+	}
+	r.Delivered, r.Copies = t.delivered, t.expect
+	r.Seconds = elapsed.Seconds()
+	if elapsed > 0 {
+		r.MsgsPerSec = float64(t.delivered) / elapsed.Seconds()
+	}
+	if len(t.latencies) > 0 {
+		slices.Sort(t.latencies)
+		at := func(q float64) float64 {
+			return float64(t.latencies[int(q*float64(len(t.latencies)-1))]) / 1e3
+		}
+		r.P50us, r.P90us, r.P99us, r.MaxUs = at(0.50), at(0.90), at(0.99), at(1)
+	}
+}
+
+func (r *result) summary() string {
+	return fmt.Sprintf("%s -> %s: %d pub / %d sub, %d-byte bodies, %.1fs\n"+
+		"  delivered %d of %d sent (x%d expected): %.0f msgs/s; lost %d, duplicated %d\n"+
+		"  latency p50 %.0fus p90 %.0fus p99 %.0fus max %.0fus",
+		r.Scenario, r.Target, r.Publishers, r.Subscribers, r.BodyBytes, r.Seconds,
+		r.Delivered, r.Sent, r.Copies, r.MsgsPerSec, r.Lost, r.Duplicated,
+		r.P50us, r.P90us, r.P99us, r.MaxUs)
+}
