@@ -31,6 +31,7 @@ func main() {
 const usage = `usage:
   wsbench stomp-pubsub   -url ws://HOST/stomp | tcp://HOST:61613 [flags]
   wsbench baseline-relay -listen ADDR -target BROKER:PORT
+  wsbench report [-baseline LABEL] [FILE.jsonl ...]   (medians and ratios of labelled runs)
 Run a scenario with -h for its flags.
 `
 
@@ -47,6 +48,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen 
 		err = stompPubSubCommand(args[1:], stdout, stderr)
 	case "baseline-relay":
 		err = baselineRelayCommand(ctx, args[1:], stderr, onListen)
+	case "report":
+		err = reportCommand(args[1:], os.Stdin, stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return 2
@@ -69,6 +72,7 @@ func stompPubSubCommand(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.Login, "login", "", "STOMP login (the gateway replaces it; a broker needs one)")
 	fs.StringVar(&o.Passcode, "passcode", "", "STOMP passcode")
 	fs.StringVar(&o.VHost, "vhost", "/", "STOMP host header (RabbitMQ's virtual host)")
+	fs.StringVar(&o.Label, "label", "", "name of the system measured, carried into the JSON line for reports")
 	fs.StringVar(&o.Dest, "dest", "", "destination: /topic/... (each subscriber gets every message) or /queue/...; default a fresh /topic/wsbench.<time>")
 	fs.IntVar(&o.Publishers, "publishers", 1, "publishing connections")
 	fs.IntVar(&o.Subscribers, "subscribers", 1, "subscribing connections")

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -138,4 +139,43 @@ func TestUsageErrors(t *testing.T) {
 			t.Errorf("%v: exit 0", args)
 		}
 	}
+}
+
+func TestReportMediansAndRatios(t *testing.T) {
+	lines := []string{
+		`{"label":"direct","rate":0,"msgs_per_s":100,"p99_us":10}`,
+		`{"label":"wsbridge","rate":0,"msgs_per_s":120,"p99_us":12,"lost":1}`,
+		`{"label":"direct","rate":0,"msgs_per_s":300,"p99_us":30}`,
+		`{"label":"wsbridge","rate":0,"msgs_per_s":90,"p99_us":9}`,
+		`{"label":"direct","rate":0,"msgs_per_s":200,"p99_us":20}`,
+		`{"label":"wsbridge","rate":0,"msgs_per_s":110,"p99_us":11}`,
+		`{"label":"wsbridge","rate":5000,"msgs_per_s":5000,"p99_us":1500}`,
+		"not json, skipped",
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"report", "-baseline", "direct", writeLines(t, lines)}, &out, &errb, nil); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	got := out.String()
+	for _, want := range []string{
+		"| direct | 3 | 200 | 1.00 |",                       // median of 100, 300, 200
+		"| wsbridge | 3 | 110 | 0.55 | 0 | 0 | 11 | 0.55 |", // 110/200; p99 11/20
+		"fixed rate 5000 msg/s",
+	} {
+		if !strings.Contains(got, want) {
+			t.Fatalf("report lacks %q:\n%s", want, got)
+		}
+	}
+	if !strings.Contains(got, "| wsbridge | 3 | 110 | 0.55 | 0 | 0 | 11 | 0.55 | 0 | 1 | 0 |") {
+		t.Fatalf("lost messages not summed:\n%s", got)
+	}
+}
+
+func writeLines(t *testing.T, lines []string) string {
+	t.Helper()
+	path := t.TempDir() + "/results.jsonl"
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

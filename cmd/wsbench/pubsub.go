@@ -11,6 +11,7 @@ import (
 // pubsubOptions configure the stomp-pubsub scenario.
 type pubsubOptions struct {
 	URL, Login, Passcode, VHost string
+	Label                       string
 	Dest                        string // /topic/... (every subscriber gets each message) or /queue/...
 	Publishers, Subscribers     int
 	Window                      int     // messages in flight per publisher
@@ -127,7 +128,7 @@ func runSTOMPPubSub(o pubsubOptions) (*result, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	r := &result{Scenario: "stomp-pubsub", Target: o.URL, Publishers: o.Publishers, Subscribers: o.Subscribers, BodyBytes: o.BodyBytes}
+	r := &result{Label: o.Label, Rate: o.Rate, Scenario: "stomp-pubsub", Target: o.URL, Publishers: o.Publishers, Subscribers: o.Subscribers, BodyBytes: o.BodyBytes}
 	end := time.Unix(0, lastDelivery.Load())
 	if end.Before(start) {
 		end = start

@@ -66,6 +66,8 @@ func (t *tally) complete() bool {
 
 // result is what a run measured.
 type result struct {
+	Label       string  `json:"label,omitempty"` // the system measured, for reports: direct, wsbridge, ...
+	Rate        float64 `json:"rate"`            // the fixed rate asked for; 0 = as fast as possible
 	Scenario    string  `json:"scenario"`
 	Target      string  `json:"target"`
 	Publishers  int     `json:"publishers"`
