@@ -202,42 +202,36 @@ type Admission struct {
 	Auth *auth.Policy
 }
 
-// Admit returns the upgraded connection, the identity proven by the request
-// (nil when the protocol's login is to prove it) and the function that
-// gives the connection's slot back, or false when the request was refused
-// (the answer has been written). The connection's gws session must
-// implement Closer.
-func (a *Admission) Admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *auth.Identity, func(), bool) {
+// admit does what comes before a session: the Origin check (403), the
+// connection limits (503, 429), a token the request carries (401) and the
+// upgrade. It returns the connection and the identity the request proved
+// (nil when the protocol's login is to prove it), or false when the
+// request was refused and answered.
+func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *auth.Identity, bool) {
 	refused := func(level slog.Level, outcome string, args ...any) {
 		a.Log.Log(r.Context(), level, a.Protocol+" connection refused",
 			append([]any{"route", a.Route, "remote", r.RemoteAddr, "outcome", outcome}, args...)...)
 	}
 	if !a.Origins.Check(w, r) {
 		refused(slog.LevelInfo, "origin_denied", "origin", r.Header.Get("Origin"))
-		return nil, nil, nil, false
+		return nil, nil, false
 	}
-	ip := ClientIP(r)
-	if err := a.Conns.Check(ip); err != nil {
+	if err := a.Conns.Check(ClientIP(r)); err != nil {
 		RefuseOverLimit(w, err)
 		refused(slog.LevelWarn, "over_capacity", "reason", err.Error())
-		return nil, nil, nil, false
+		return nil, nil, false
 	}
 	id, err := RequestIdentity(w, r, a.Auth, true)
 	if err != nil {
 		refused(slog.LevelInfo, "unauthenticated", "reason", err.Error())
-		return nil, nil, nil, false
+		return nil, nil, false
 	}
 	ws, err := a.Upgraders.Upgrade(w, r)
 	if err != nil {
 		refused(slog.LevelInfo, "handshake_failed", "reason", err.Error())
-		return nil, nil, nil, false
+		return nil, nil, false
 	}
-	release, err := a.Conns.Add(ws.Session().(Closer), ip)
-	if err != nil { // lost a race for the last slot, or shutdown began
-		ws.WriteClose(CloseTryAgainLater, []byte(err.Error()))
-		return nil, nil, nil, false
-	}
-	return ws, id, release, true
+	return ws, id, true
 }
 
 // RefuseOverLimit answers a request refused by Conns: 429 for the client
@@ -251,15 +245,30 @@ func RefuseOverLimit(w http.ResponseWriter, err error) {
 	Error(w, status, err.Error())
 }
 
-// ServeHTTP admits a WebSocket client and starts its session.
+// ServeHTTP admits a WebSocket client and starts its session. The
+// connection's gws session must implement SessionEvents and Closer.
 func (a *Admission) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ws, id, release, ok := a.Admit(w, r)
+	ws, id, ok := a.admit(w, r)
 	if !ok {
 		return
 	}
 	ev := ws.Session().(SessionEvents)
 	core := ev.Core()
 	core.adm, core.Identity = a, id
-	ev.Begin(ws, r.RemoteAddr, release)
+	// The session starts before it is registered: shutdown must never ask
+	// a half-made session to go away. Its slot is released from OnClose,
+	// on the read loop started below, so after the assignment.
+	var release func()
+	ev.Begin(ws, r.RemoteAddr, func() {
+		if release != nil {
+			release()
+		}
+	})
+	var err error
+	if release, err = a.Conns.Add(ws.Session().(Closer), ClientIP(r)); err != nil {
+		// Lost a race for the last slot, or shutdown began: the session
+		// ends the usual way, so its socket and timers are released too.
+		core.Finish("over_capacity", err.Error(), CloseTryAgainLater, 0, nil)
+	}
 	go ws.ReadLoop()
 }
