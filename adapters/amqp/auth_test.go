@@ -47,7 +47,7 @@ func dialToken(t *testing.T, url, token string) (*amqp091.Connection, *wsConn, e
 func TestAuthLogin(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	tap := brokertest.NewTapProxy(t, brokertest.RabbitAMQP(t))
-	url, logs := startAuthRelay(t, Options{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)})
+	url, logs := startAuthRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
 	good := authtest.Token(t, "alice", []string{"writer"}, time.Hour, nil)
 	if _, _, err := dialToken(t, url, good); err != nil {
 		t.Fatalf("good token: %v", err)
@@ -126,7 +126,7 @@ func startOk(password string) []byte {
 func TestAuthACL(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	tap := brokertest.NewTapProxy(t, brokertest.RabbitAMQP(t))
-	url, logs := startAuthRelay(t, Options{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)})
+	url, logs := startAuthRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
 	run := fmt.Sprint(time.Now().UnixNano())
 	topic := "demo.acl-" + run
 
@@ -241,8 +241,7 @@ func TestAuthUsersAndExpiry(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	addr := brokertest.RabbitAMQP(t)
 	t.Run("users file", func(t *testing.T) {
-		url, _ := startAuthRelay(t, Options{Address: addr, Credential: &cred,
-			Auth: authtest.UsersPolicy(t, map[string][2]string{"will": {"will-pw", "writer"}})})
+		url, _ := startAuthRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred, Auth: authtest.UsersPolicy(t, map[string][2]string{"will": {"will-pw", "writer"}})}})
 		dial := func(user, pass string) error {
 			_, err := amqp091.DialConfig("amqp://gateway/", amqp091.Config{
 				SASL: []amqp091.Authentication{&amqp091.PlainAuth{Username: user, Password: pass}},
@@ -258,7 +257,7 @@ func TestAuthUsersAndExpiry(t *testing.T) {
 		}
 	})
 	t.Run("token expiry", func(t *testing.T) {
-		url, logs := startAuthRelay(t, Options{Address: addr, Credential: &cred, Auth: authtest.JWTPolicy(t, nil)})
+		url, logs := startAuthRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
 		conn, raw, err := dialToken(t, url, authtest.Token(t, "rita", []string{"reader"}, 2*time.Second, nil))
 		if err != nil {
 			t.Fatal(err)

@@ -10,7 +10,6 @@ package amqp
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,7 +21,6 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
@@ -32,28 +30,16 @@ import (
 // AMQPWebSocketClient) are accepted too.
 var Subprotocols = []string{"amqp"}
 
-// Options configure one AMQP relay route.
+// Options configure one AMQP relay route. RabbitMQ refuses a connection
+// without credentials, so AMQP routes normally name one.
 type Options struct {
-	Route, Backend string
-	Address        string // broker host:port
-	// Credential is sent as the SASL PLAIN response; nil forwards none,
-	// which RabbitMQ refuses, so AMQP routes normally name one.
-	Credential *keyring.Credential
-	// Auth is the route's authentication and ACL; nil admits everyone.
-	Auth *auth.Policy
+	bridge.RouteOptions
 	// TopicExchange is the exchange whose routing keys the ACL treats as
 	// topics (default amq.topic).
 	TopicExchange string
 	// VHosts are the virtual hosts clients may open; empty allows "/" only.
 	VHosts []string
-	// TLS, when set, reaches the broker over TLS.
-	TLS         *tls.Config
-	DialTimeout time.Duration
-	Limits      validate.AMQPLimits
-	WS          bridge.WSOptions
-	Origins     *bridge.Origins
-	Conns       *bridge.Conns
-	Log         *slog.Logger
+	Limits validate.AMQPLimits
 }
 
 // Relay is the http.Handler for an AMQP relay route.
@@ -65,18 +51,15 @@ type Relay struct {
 
 // NewRelay makes a relay handler.
 func NewRelay(o Options) *Relay {
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 5 * time.Second
-	}
 	if o.TopicExchange == "" {
 		o.TopicExchange = "amq.topic"
 	}
 	if len(o.VHosts) == 0 {
 		o.VHosts = []string{"/"}
 	}
-	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.Admission = bridge.Admission{Protocol: "amqp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
-		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
+	r := &Relay{dialer: o.Dialer()}
+	r.opts = o
+	r.Admission = o.Admission("amqp", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
 	return r
 }
 
@@ -260,7 +243,7 @@ func frame(typ byte, ch uint16, payload []byte) []byte {
 
 func (s *session) dial() bool {
 	o := &s.relay.opts
-	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.TLS, o.WS.WriteTimeout)
+	up, err := o.Dial(&s.relay.dialer)
 	if err != nil {
 		o.Log.Warn("amqp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
 		s.closeConnection("broker_unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal,

@@ -110,7 +110,7 @@ func amqpThrough(t *testing.T, url string) *amqp091.Connection {
 func TestRelayAMQP091(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	tap := brokertest.NewTapProxy(t, brokertest.RabbitAMQP(t))
-	url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred}})
 	conn := amqpThrough(t, url)
 	ch, err := conn.Channel()
 	if err != nil {
@@ -184,7 +184,7 @@ func TestRelayAMQP091(t *testing.T) {
 func TestRelayAMQPBrokerSeesKeyringIdentity(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	tap := brokertest.NewTapProxy(t, brokertest.RabbitAMQP(t))
-	url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred}})
 	conn := amqpThrough(t, url)
 	port := fmt.Sprint(tap.Ports()[0])
 	out, err := exec.Command("rabbitmqctl", "list_connections", "peer_port", "user", "-q", "-s").CombinedOutput()
@@ -210,7 +210,7 @@ func TestRelayAMQPRejects(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	addr := brokertest.RabbitAMQP(t)
 	t.Run("bad protocol header gets the right one back", func(t *testing.T) {
-		url := startRelay(t, Options{Address: addr, Credential: &cred})
+		url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 		c := dialWS(t, url)
 		c.Write([]byte("AMQP\x00\x01\x00\x00"))
 		b := make([]byte, 8)
@@ -225,7 +225,7 @@ func TestRelayAMQPRejects(t *testing.T) {
 	})
 	t.Run("vhost not allowed", func(t *testing.T) {
 		tap := brokertest.NewTapProxy(t, addr)
-		url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
+		url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred}})
 		_, err := amqp091.DialConfig("amqp://x:y@gateway/secret-vhost", amqp091.Config{
 			Dial: func(network, a string) (net.Conn, error) { return dialWS(t, url), nil },
 		})
@@ -256,7 +256,7 @@ func TestRelayAMQPRejects(t *testing.T) {
 	for _, tt := range bad {
 		t.Run(tt.name, func(t *testing.T) {
 			tap := brokertest.NewTapProxy(t, addr)
-			url := startRelay(t, Options{Address: tap.Addr(), Credential: &cred})
+			url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred}})
 			var raw *wsConn
 			conn, err := amqp091.DialConfig("amqp://x:y@gateway/", amqp091.Config{
 				Dial: func(network, a string) (net.Conn, error) { raw = dialWS(t, url); return raw, nil },
@@ -286,7 +286,7 @@ func TestRelayAMQPRejects(t *testing.T) {
 		})
 	}
 	t.Run("broker unreachable", func(t *testing.T) {
-		url := startRelay(t, Options{Address: brokertest.DeadAddr(t), Credential: &cred, DialTimeout: time.Second})
+		url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: brokertest.DeadAddr(t), Credential: &cred, DialTimeout: time.Second}})
 		_, err := amqp091.DialConfig("amqp://x:y@gateway/", amqp091.Config{
 			Dial: func(network, a string) (net.Conn, error) { return dialWS(t, url), nil },
 		})

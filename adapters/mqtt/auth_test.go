@@ -10,6 +10,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/authtest"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
@@ -64,7 +65,7 @@ func TestAuthConnect(t *testing.T) {
 		o.Lookup = authtest.Lookup(map[string]keyring.Credential{"user/alice": {}, "user/will": {}})
 	})
 	tap := brokertest.NewTapProxy(t, addr)
-	url := startRelay(t, Options{Address: tap.Addr(), Auth: pol})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Auth: pol}})
 	good := authtest.Token(t, "alice", []string{"writer"}, time.Hour, nil)
 	cases := []struct {
 		name   string
@@ -111,7 +112,7 @@ func TestAuthConnect(t *testing.T) {
 // with DISCONNECT 0x87.
 func TestAuthPublishSubscribeV5(t *testing.T) {
 	addr := brokertest.Mosquitto(t)
-	url := startRelay(t, Options{Address: addr, Auth: authtest.JWTPolicy(t, nil)})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Auth: authtest.JWTPolicy(t, nil)}})
 	run := fmt.Sprintf("%d", time.Now().UnixNano())
 	demo, secret := "demo/"+run, "secret/"+run
 
@@ -191,7 +192,7 @@ func TestAuthPublishSubscribeV5(t *testing.T) {
 // TestAuthPublishSubscribeV311: 3.1.1 SUBACK says 0x80 for a refused
 // filter; a refused publish can only end the session.
 func TestAuthPublishSubscribeV311(t *testing.T) {
-	url := startRelay(t, Options{Address: brokertest.Mosquitto(t), Auth: authtest.JWTPolicy(t, nil)})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: brokertest.Mosquitto(t), Auth: authtest.JWTPolicy(t, nil)}})
 	c := loggedIn(t, url, 4, "rita", "reader")
 	c.send(t, subscribe(t, 4, 1, "demo/+", "secret/#"))
 	if ack := c.next(t); !bytes.Equal(ack, []byte{0x90, 0x04, 0x00, 0x01, 0x01, 0x80}) {
@@ -205,7 +206,7 @@ func TestAuthPublishSubscribeV311(t *testing.T) {
 
 // TestAuthExpiryV5: DISCONNECT 0x87 "token expired" once the token runs out.
 func TestAuthExpiryV5(t *testing.T) {
-	url := startRelay(t, Options{Address: brokertest.Mosquitto(t), Auth: authtest.JWTPolicy(t, nil)})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: brokertest.Mosquitto(t), Auth: authtest.JWTPolicy(t, nil)}})
 	c := dialRaw(t, url)
 	c.send(t, connectToken(t, 5, fmt.Sprintf("exp-%d", time.Now().UnixNano()), authtest.Token(t, "rita", []string{"reader"}, 2*time.Second, nil), ""))
 	if ack := c.next(t); ack[3] != 0 {
@@ -222,8 +223,7 @@ func TestAuthExpiryV5(t *testing.T) {
 
 // TestAuthUsersFile: MQTT username and password against a users file.
 func TestAuthUsersFile(t *testing.T) {
-	url := startRelay(t, Options{Address: brokertest.Mosquitto(t),
-		Auth: authtest.UsersPolicy(t, map[string][2]string{"will": {"will-pw", "writer"}})})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: brokertest.Mosquitto(t), Auth: authtest.UsersPolicy(t, map[string][2]string{"will": {"will-pw", "writer"}})}})
 	for _, c := range []struct {
 		user, pass string
 		reason     byte
@@ -243,7 +243,7 @@ func TestAuthUsersFile(t *testing.T) {
 // do not take over each other's session at the broker.
 func TestAuthClientIDsPerIdentity(t *testing.T) {
 	tap := brokertest.NewTapProxy(t, brokertest.Mosquitto(t))
-	url := startRelay(t, Options{Address: tap.Addr(), Auth: authtest.JWTPolicy(t, nil)})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Auth: authtest.JWTPolicy(t, nil)}})
 	id := fmt.Sprintf("shared-%d", time.Now().UnixNano())
 	login := func(sub string) *rawClient {
 		c := dialRaw(t, url)
@@ -267,7 +267,7 @@ func TestAuthClientIDsPerIdentity(t *testing.T) {
 // TestAuthAliasBound: the aliases the gateway remembers for the ACL are
 // bounded; beyond that the client gets DISCONNECT 0x94.
 func TestAuthAliasBound(t *testing.T) {
-	url := startRelay(t, Options{Address: brokertest.Mosquitto(t), Auth: authtest.JWTPolicy(t, nil)})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: brokertest.Mosquitto(t), Auth: authtest.JWTPolicy(t, nil)}})
 	c := loggedIn(t, url, 5, "will", "writer")
 	var batch []byte
 	for i := 1; i <= maxAliases+1; i++ {

@@ -8,16 +8,13 @@ package mqtt
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync/atomic"
-	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
@@ -29,24 +26,10 @@ var Subprotocols = []string{"mqtt", "mqttv3.1"}
 
 // Options configure one MQTT relay route.
 type Options struct {
-	Route, Backend string
-	Address        string // broker host:port
-	// Credential replaces the client's username and password; nil removes
-	// them (for brokers that allow anonymous clients). Auth may choose a
-	// per-identity credential instead.
-	Credential *keyring.Credential
-	// Auth is the route's authentication and ACL; nil admits everyone.
-	Auth *auth.Policy
-	// TLS, when set, reaches the broker over TLS.
-	TLS         *tls.Config
-	DialTimeout time.Duration
-	Limits      validate.MQTTLimits
+	bridge.RouteOptions
+	Limits validate.MQTTLimits
 	// MaxBrokerPacketBytes bounds a packet from the broker.
 	MaxBrokerPacketBytes int
-	WS                   bridge.WSOptions
-	Origins              *bridge.Origins
-	Conns                *bridge.Conns
-	Log                  *slog.Logger
 }
 
 // Relay is the http.Handler for an MQTT relay route.
@@ -58,15 +41,12 @@ type Relay struct {
 
 // NewRelay makes a relay handler.
 func NewRelay(o Options) *Relay {
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 5 * time.Second
-	}
 	if o.MaxBrokerPacketBytes <= 0 {
 		o.MaxBrokerPacketBytes = 16 << 20
 	}
-	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.Admission = bridge.Admission{Protocol: "mqtt", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
-		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
+	r := &Relay{dialer: o.Dialer()}
+	r.opts = o
+	r.Admission = o.Admission("mqtt", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
 	return r
 }
 
@@ -241,7 +221,7 @@ func (s *session) connect() bool {
 		s.finish("rejected", connackFor(pk.ProtocolVersion, validate.MQTTReasonMalformed), "re-encoding CONNECT: "+err.Error(), bridge.CloseProtocolError)
 		return false
 	}
-	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.TLS, o.WS.WriteTimeout)
+	up, err := o.Dial(&s.relay.dialer)
 	if err != nil {
 		o.Log.Warn("mqtt broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
 		s.finish("broker_unavailable", connackFor(pk.ProtocolVersion, 0x88), "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)

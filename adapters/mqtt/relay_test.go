@@ -55,7 +55,7 @@ func wait(t *testing.T, tok paho.Token) {
 // same messages.
 func TestRelayPahoOverWebSocket(t *testing.T) {
 	addr := brokertest.Mosquitto(t)
-	url := startRelay(t, Options{Address: addr})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: addr}})
 	topic := fmt.Sprintf("wsbridge/test/%d", time.Now().UnixNano())
 	direct := pahoClient(t, "tcp://"+addr, "direct-"+topic[len(topic)-6:])
 	viaGW := pahoClient(t, url, "gw-"+topic[len(topic)-6:])
@@ -199,7 +199,7 @@ func TestRelayReplacesCredentials(t *testing.T) {
 	addr := brokertest.Mosquitto(t)
 	for _, cred := range []*keyring.Credential{nil, {Username: "gateway-identity", Password: keyring.NewSecret("gw-pass")}} {
 		tap := brokertest.NewTapProxy(t, addr)
-		url := startRelay(t, Options{Address: tap.Addr(), Credential: cred})
+		url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: cred}})
 		c := dialRaw(t, url)
 		c.send(t, connect(t, 4, fmt.Sprintf("creds-%d", time.Now().UnixNano())))
 		if ack := c.next(t); !bytes.Equal(ack, []byte{0x20, 0x02, 0x00, 0x00}) {
@@ -246,7 +246,7 @@ func TestRelayRejectsMalformedPackets(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tap := brokertest.NewTapProxy(t, addr)
-			url := startRelay(t, Options{Address: tap.Addr(), Limits: validate.MQTTLimits{MaxPacketBytes: 1024}})
+			url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr()}, Limits: validate.MQTTLimits{MaxPacketBytes: 1024}})
 			c := dialRaw(t, url)
 			if tt.v != 0 {
 				c.send(t, connect(t, tt.v, fmt.Sprintf("mal-%d", time.Now().UnixNano())))
@@ -275,7 +275,7 @@ func TestRelayRejectsMalformedPackets(t *testing.T) {
 // properties pass through.
 func TestRelaySplitPackedAndV5Properties(t *testing.T) {
 	addr := brokertest.Mosquitto(t)
-	url := startRelay(t, Options{Address: addr})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: addr}})
 	topic := fmt.Sprintf("wsbridge/split/%d", time.Now().UnixNano())
 	c := dialRaw(t, url)
 	conn := connect(t, 5, fmt.Sprintf("split-%d", time.Now().UnixNano()))
@@ -311,7 +311,7 @@ func TestRelaySplitPackedAndV5Properties(t *testing.T) {
 }
 
 func TestRelayBrokerUnreachable(t *testing.T) {
-	url := startRelay(t, Options{Address: brokertest.DeadAddr(t), DialTimeout: time.Second})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: brokertest.DeadAddr(t), DialTimeout: time.Second}})
 	for _, v := range []byte{4, 5} {
 		c := dialRaw(t, url)
 		c.send(t, connect(t, v, "x"))
@@ -347,7 +347,7 @@ func TestRelayToEmbeddedNATSMQTT(t *testing.T) {
 	if _, err := n.Subscribe(ctx, "sensors.room1", func(m bridge.Message) { onNATS <- m }); err != nil {
 		t.Fatal(err)
 	}
-	url := startRelay(t, Options{Address: e.MQTTAddr()})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: e.MQTTAddr()}})
 	c := pahoClient(t, url, "via-gateway")
 	got := make(chan paho.Message, 1)
 	wait(t, c.Subscribe("sensors/room1", 1, func(_ paho.Client, m paho.Message) { got <- m }))
@@ -374,7 +374,7 @@ func TestRelayToEmbeddedNATSMQTT(t *testing.T) {
 // the gateway injects from the keyring, and RabbitMQ records that user.
 func TestRelayToRabbitMQMQTT(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
-	url := startRelay(t, Options{Address: brokertest.RabbitMQTT(t), Credential: &cred})
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: brokertest.RabbitMQTT(t), Credential: &cred}})
 	id := fmt.Sprintf("rabbit-%d", time.Now().UnixNano())
 	c := pahoClient(t, url, id) // sends browser-user/browser-secret
 	topic := fmt.Sprintf("wsbridge/rabbit/%d", time.Now().UnixNano())

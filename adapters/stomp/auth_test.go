@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/authtest"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
@@ -23,7 +24,7 @@ func connectWith(login, passcode string) string {
 func TestAuthTokenCarriers(t *testing.T) {
 	cred := testCredential(t)
 	tap := brokertest.NewTapProxy(t, brokerAddr(t))
-	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
 	tok := authtest.Token(t, "alice", []string{"reader"}, time.Hour, nil)
 	sp := http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
 	with := func(k, v string) http.Header { h := sp.Clone(); h.Set(k, v); return h }
@@ -64,7 +65,7 @@ func TestAuthTokenCarriers(t *testing.T) {
 func TestAuthTokenRefusals(t *testing.T) {
 	cred := testCredential(t)
 	tap := brokertest.NewTapProxy(t, brokerAddr(t))
-	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
 	roles := []string{"writer"}
 	cases := []struct {
 		name, token, reason string
@@ -119,7 +120,7 @@ func TestAuthTokenRefusals(t *testing.T) {
 func TestAuthACL(t *testing.T) {
 	cred := testCredential(t)
 	tap := brokertest.NewTapProxy(t, brokerAddr(t))
-	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
 	sp := http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
 	login := func(sub, role string) *client {
 		cl := dial(t, gw.url, sp)
@@ -187,7 +188,7 @@ func TestAuthACL(t *testing.T) {
 func TestAuthUsersFile(t *testing.T) {
 	cred := testCredential(t)
 	p := authtest.UsersPolicy(t, map[string][2]string{"alice": {"alice-password", "writer"}})
-	gw := startGateway(t, Options{Address: brokerAddr(t), Credential: &cred, Auth: p})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: p}})
 	sp := http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
 	for _, c := range []struct{ login, pass, want string }{
 		{"alice", "alice-password", "CONNECTED"},
@@ -220,7 +221,7 @@ func TestAuthPerIdentityCredential(t *testing.T) {
 		o.Credential = "user/{sub}"
 		o.Lookup = authtest.Lookup(map[string]keyring.Credential{"user/alice": cred})
 	})
-	gw := startGateway(t, Options{Address: tap.Addr(), Auth: pol}) // no route credential to fall back to
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Auth: pol}}) // no route credential to fall back to
 	sp := http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
 
 	bob := dial(t, gw.url, sp)
@@ -246,7 +247,7 @@ func TestAuthPerIdentityCredential(t *testing.T) {
 func TestAuthTokenExpiry(t *testing.T) {
 	cred := testCredential(t)
 	pol := authtest.JWTPolicy(t, func(o *auth.Options) { o.ExpiryGrace = 500 * time.Millisecond })
-	gw := startGateway(t, Options{Address: brokerAddr(t), Credential: &cred, Auth: pol})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: pol}})
 	cl := dial(t, gw.url, http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}})
 	start := time.Now()
 	tok := authtest.Token(t, "alice", []string{"reader"}, 2*time.Second, nil) // exp has whole-second resolution
@@ -264,7 +265,7 @@ func TestAuthTokenExpiry(t *testing.T) {
 // TestAuthTranslateMode: the same ACL holds when the gateway terminates
 // STOMP itself (here onto embedded NATS).
 func TestAuthTranslateMode(t *testing.T) {
-	gw, _ := startTranslator(t, Options{Auth: authtest.JWTPolicy(t, nil)})
+	gw, _ := startTranslator(t, Options{RouteOptions: bridge.RouteOptions{Auth: authtest.JWTPolicy(t, nil)}})
 	sp := http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
 	cl := dial(t, gw.url, sp)
 	cl.send(t, connectWith("", authtest.Token(t, "rita", []string{"reader"}, time.Hour, nil)))
@@ -284,7 +285,7 @@ func TestAuthTranslateMode(t *testing.T) {
 func TestAuthClientIDPerIdentity(t *testing.T) {
 	cred := testCredential(t)
 	tap := brokertest.NewTapProxy(t, brokerAddr(t))
-	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
 	cl := dial(t, gw.url, http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}})
 	cl.send(t, "CONNECT\naccept-version:1.2\nclient-id:app\npasscode:"+authtest.Token(t, "alice", []string{"reader"}, time.Hour, nil)+"\n\n\x00")
 	if f := cl.frame(t); f.Command != validate.CmdConnected {

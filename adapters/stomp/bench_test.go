@@ -12,6 +12,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/authtest"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -86,7 +87,7 @@ func (h *benchWS) OnMessage(_ *gws.Conn, m *gws.Message) {
 // with BenchmarkDirectPubSub in the same run.
 func BenchmarkRelayPubSub(b *testing.B) {
 	cred := testCredential(b)
-	relayPubSub(b, Options{Address: brokerAddr(b), Credential: &cred}, connect12)
+	relayPubSub(b, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(b), Credential: &cred}}, connect12)
 }
 
 // BenchmarkRelayPubSubWithACL is BenchmarkRelayPubSub with a JWT login and
@@ -97,7 +98,7 @@ func BenchmarkRelayPubSubWithACL(b *testing.B) {
 		pat, _ := auth.ParsePattern("queue:*")
 		o.Rules = []auth.Rule{{Roles: []string{"bench"}, Publish: []auth.Pattern{pat}, Subscribe: []auth.Pattern{pat}}}
 	})
-	relayPubSub(b, Options{Address: brokerAddr(b), Credential: &cred, Auth: pol},
+	relayPubSub(b, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(b), Credential: &cred, Auth: pol}},
 		connectWith("", authtest.Token(b, "bench", []string{"bench"}, time.Hour, nil)))
 }
 

@@ -8,18 +8,14 @@ package stomp
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -29,37 +25,23 @@ var Subprotocols = []string{"v12.stomp", "v11.stomp", "v10.stomp"}
 
 // Options configure one relay route.
 type Options struct {
-	Route   string // the path, for logs
-	Backend string // the backend's name, for logs
-	Address string // host:port of the broker's STOMP listener (relay mode)
+	bridge.RouteOptions
 	// Broker, when set, selects translation mode: STOMP is terminated here
 	// and mapped onto it; Address and Credential are then unused.
 	Broker bridge.Broker
 	// HeartBeat is the gateway's own heart-beat offer in translation mode
 	// (default 10s); in relay mode the broker negotiates.
 	HeartBeat time.Duration
-	// Credential replaces the client's login and passcode; nil sends none.
-	// Auth may choose a per-identity credential instead.
-	Credential *keyring.Credential
-	// Auth is the route's authentication and ACL; nil admits everyone.
-	Auth *auth.Policy
 	// TopicExchange is the exchange whose /exchange/<name>/<key>
 	// destinations the ACL treats as topics (default amq.topic).
 	TopicExchange string
 	// VHost is sent as the CONNECT host header (RabbitMQ reads it as the
 	// virtual host); the client's host header is replaced.
 	VHost string
-	// TLS, when set, reaches the broker over TLS.
-	TLS         *tls.Config
-	DialTimeout time.Duration
 	// Limits bound client frames.
 	Limits validate.STOMPLimits
 	// MaxBrokerFrameBytes bounds a frame from the broker.
 	MaxBrokerFrameBytes int
-	WS                  bridge.WSOptions
-	Origins             *bridge.Origins
-	Conns               *bridge.Conns
-	Log                 *slog.Logger
 }
 
 // Relay is the http.Handler for a STOMP relay route.
@@ -71,9 +53,6 @@ type Relay struct {
 
 // NewRelay makes a relay handler.
 func NewRelay(o Options) *Relay {
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 5 * time.Second
-	}
 	if o.MaxBrokerFrameBytes <= 0 {
 		o.MaxBrokerFrameBytes = 16 << 20
 	}
@@ -86,9 +65,9 @@ func NewRelay(o Options) *Relay {
 	if o.TopicExchange == "" {
 		o.TopicExchange = "amq.topic"
 	}
-	r := &Relay{opts: o, dialer: net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}}
-	r.Admission = bridge.Admission{Protocol: "stomp", Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
-		Upgraders: bridge.NewUpgraders(bridge.Handler{}, o.WS, Subprotocols, func() gws.SessionStorage { return &session{relay: r} })}
+	r := &Relay{dialer: o.Dialer()}
+	r.opts = o
+	r.Admission = o.Admission("stomp", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
 	return r
 }
 

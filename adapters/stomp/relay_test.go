@@ -79,7 +79,7 @@ func recv(t *testing.T, sub *stomp.Subscription) *stomp.Message {
 func TestRelayRoundTripWithInjectedCredentials(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	gw := startGateway(t, Options{Address: addr, Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	base := runtime.NumGoroutine()
 	conn := stompOverWS(t, gw.url)
 
@@ -124,7 +124,7 @@ func TestRelayRoundTripWithInjectedCredentials(t *testing.T) {
 func TestRelayBinaryBodyIsABinaryMessage(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	gw := startGateway(t, Options{Address: addr, Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	c := dial(t, gw.url, nil)
 	c.connect(t)
 	q := "/queue/" + uniqueName(t)
@@ -150,7 +150,7 @@ func TestRelayBinaryBodyIsABinaryMessage(t *testing.T) {
 func TestRelayTransactionsAndNack(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	gw := startGateway(t, Options{Address: addr, Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	conn := stompOverWS(t, gw.url)
 	q := "/queue/" + uniqueName(t)
 	sub, err := conn.Subscribe(q, stomp.AckClient)
@@ -192,7 +192,7 @@ func TestRelayClientCredentialsAreReplaced(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
 	tap := brokertest.NewTapProxy(t, addr)
-	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred}})
 	c := dial(t, gw.url, nil)
 	c.send(t, "CONNECT\naccept-version:1.2\nhost:evil-vhost\nlogin:intruder\npasscode:letmein\nlogin:second\n\n\x00")
 	f := c.frame(t)
@@ -266,7 +266,7 @@ func TestRelayRejectsMalformedFrames(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tap := brokertest.NewTapProxy(t, addr)
-			gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred, Limits: lim})
+			gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred}, Limits: lim})
 			c := dial(t, gw.url, nil)
 			if !tt.noConn {
 				c.connect(t)
@@ -300,7 +300,7 @@ func TestRelayBrokerUnreachable(t *testing.T) {
 	}
 	dead := ln.Addr().String()
 	ln.Close() // nothing listens here now
-	gw := startGateway(t, Options{Address: dead, DialTimeout: time.Second})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: dead, DialTimeout: time.Second}})
 	base := runtime.NumGoroutine()
 	c := dial(t, gw.url, nil)
 	start := time.Now()
@@ -317,7 +317,7 @@ func TestRelayBrokerDrops(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
 	tap := brokertest.NewTapProxy(t, addr)
-	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred}})
 	base := runtime.NumGoroutine()
 	c := dial(t, gw.url, nil)
 	c.connect(t)
@@ -330,7 +330,7 @@ func TestRelayBrokerDrops(t *testing.T) {
 func TestRelayHeartBeatsEndToEnd(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	gw := startGateway(t, Options{Address: addr, Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	c := dial(t, gw.url, nil)
 	// We promise a beat every 1s and ask for one every 200ms.
 	c.send(t, "CONNECT\naccept-version:1.2\nheart-beat:1000,200\n\n\x00")
@@ -363,7 +363,7 @@ func TestRelayHeartBeatsEndToEnd(t *testing.T) {
 }
 
 func TestRelayHandshake(t *testing.T) {
-	gw := startGateway(t, Options{Address: "127.0.0.1:1"})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: "127.0.0.1:1"}})
 	httpURL := "http" + strings.TrimPrefix(gw.url, "ws")
 	req, _ := http.NewRequest("GET", httpURL, nil)
 	req.Header = http.Header{
@@ -417,7 +417,7 @@ func TestRelayHandshake(t *testing.T) {
 func TestRelaySplitAndPackedFrames(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	gw := startGateway(t, Options{Address: addr, Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	c := dial(t, gw.url, nil)
 	for _, piece := range []string{"CONN", "ECT\naccept-version:1.2\n", "heart-beat:0,0\n\n", "\x00"} {
 		c.send(t, piece)
@@ -451,7 +451,7 @@ func TestRelaySplitAndPackedFrames(t *testing.T) {
 func TestRelayShutdownClosesWithGoingAway(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	gw := startGateway(t, Options{Address: addr, Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	c := dial(t, gw.url, nil)
 	c.connect(t)
 	go gw.conns.CloseAll(t.Context())
@@ -462,7 +462,7 @@ func TestRelayShutdownClosesWithGoingAway(t *testing.T) {
 func TestRelayKeepalive(t *testing.T) {
 	ws := bridge.DefaultWSOptions()
 	ws.PingInterval = 200 * time.Millisecond // roomy enough for a loaded CI machine
-	gw := startGateway(t, Options{Address: "127.0.0.1:1", WS: ws})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: "127.0.0.1:1", WS: ws}})
 
 	alive := dial(t, gw.url, nil)
 	for range 5 {
@@ -492,7 +492,7 @@ func TestRelayKeepalive(t *testing.T) {
 func TestRelayDestinationKinds(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	gw := startGateway(t, Options{Address: addr, Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	conn := stompOverWS(t, gw.url)
 	name := uniqueName(t)
 	// /amq/queue needs an existing queue: a /queue subscription declares it.
@@ -531,7 +531,7 @@ func TestRelayCompression(t *testing.T) {
 	cred := testCredential(t)
 	ws := bridge.DefaultWSOptions()
 	ws.Compression = true
-	gw := startGateway(t, Options{Address: addr, Credential: &cred, WS: ws})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred, WS: ws}})
 	c := &client{msgs: make(chan wsMsg, 64), done: make(chan struct{}), pings: make(chan struct{}, 1)}
 	conn, resp, err := gws.NewClient(c, &gws.ClientOption{Addr: gw.url, PermessageDeflate: gws.PermessageDeflate{Enabled: true},
 		RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}})
@@ -560,7 +560,7 @@ func TestRelayCompression(t *testing.T) {
 func TestRelayOversizeMessage(t *testing.T) {
 	ws := bridge.DefaultWSOptions()
 	ws.MaxMessageBytes = 4096
-	gw := startGateway(t, Options{Address: "127.0.0.1:1", WS: ws})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: "127.0.0.1:1", WS: ws}})
 	c := dial(t, gw.url, nil)
 	c.send(t, strings.Repeat("\n", 5000))
 	if code := c.closed(t); code != bridge.CloseTooLarge {
@@ -573,7 +573,7 @@ func TestRelayEnforcesSessionVersion(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
 	tap := brokertest.NewTapProxy(t, addr)
-	gw := startGateway(t, Options{Address: tap.Addr(), Credential: &cred})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred}})
 	c := dial(t, gw.url, nil)
 	c.send(t, "CONNECT\naccept-version:1.1\nheart-beat:0,0\n\n\x00")
 	if f := c.frame(t); header(t, f, "version") != "1.1" {

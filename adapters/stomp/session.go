@@ -156,7 +156,7 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 	}
 	b = append(b, '\n', 0)
 
-	up, err := bridge.DialUpstream(&s.relay.dialer, o.Address, o.TLS, o.WS.WriteTimeout)
+	up, err := o.Dial(&s.relay.dialer)
 	if err != nil {
 		o.Log.Warn("stomp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
 		s.finish("broker_unavailable", "broker unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/adapters/stomp"
+	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
 
@@ -125,8 +126,7 @@ func TestPubSubThroughGatewayAtARate(t *testing.T) {
 	addr := brokertest.RabbitSTOMP(t)
 	cred := brokertest.RabbitCredential(t)
 	url := brokertest.ServeRoute(t, "/stomp", nil, func(e brokertest.RouteEnv) http.Handler {
-		return stomp.NewRelay(stomp.Options{Route: "/stomp", Backend: "rabbitmq", Address: addr, Credential: &cred,
-			WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log})
+		return stomp.NewRelay(stomp.Options{RouteOptions: bridge.RouteOptions{Route: "/stomp", Backend: "rabbitmq", Address: addr, Credential: &cred, WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log}})
 	})
 	r := runPubSub(t, "-url", url, "-rate", "2000", "-duration", "1s")
 	checkClean(t, r)

@@ -361,6 +361,9 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 	for _, r := range cfg.Routes {
 		b := cfg.Backends[r.Backend]
 		path := strings.TrimSuffix(r.Path, "/")
+		ro := bridge.RouteOptions{Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend],
+			Auth: cfg.policies[r.Auth], TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout),
+			WS: ws, Origins: cfg.origins, Conns: srv.Conns, Log: log}
 		switch r.Protocol {
 		case "stomp":
 			var broker bridge.Broker
@@ -371,40 +374,23 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 					return nil, err
 				}
 			}
-			relay := stomp.NewRelay(stomp.Options{
-				Broker: broker, Auth: cfg.policies[r.Auth], TLS: b.tls,
-				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHost: b.VHost,
-				DialTimeout: time.Duration(b.DialTimeout),
-				Limits: validate.STOMPLimits{
-					MaxFrameBytes: sl.MaxFrameBytes, MaxHeaders: sl.MaxHeaders, MaxHeaderLineBytes: sl.MaxHeaderLineBytes,
-				},
-				MaxBrokerFrameBytes: sl.MaxBrokerFrameBytes,
-				WS:                  ws, Origins: cfg.origins, Conns: srv.Conns, Log: log,
-			})
+			relay := stomp.NewRelay(stomp.Options{RouteOptions: ro, Broker: broker, VHost: b.VHost,
+				Limits:              validate.STOMPLimits{MaxFrameBytes: sl.MaxFrameBytes, MaxHeaders: sl.MaxHeaders, MaxHeaderLineBytes: sl.MaxHeaderLineBytes},
+				MaxBrokerFrameBytes: sl.MaxBrokerFrameBytes})
 			srv.Handle(r.Path, relay)
 			if broker == nil {
 				srv.AddReadyCheck(r.Backend, relay.Ready)
 			}
 		case "mqtt":
-			relay := mqtt.NewRelay(mqtt.Options{
-				Auth: cfg.policies[r.Auth], TLS: b.tls,
-				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend],
-				DialTimeout:          time.Duration(b.DialTimeout),
+			relay := mqtt.NewRelay(mqtt.Options{RouteOptions: ro,
 				Limits:               validate.MQTTLimits{MaxPacketBytes: cfg.Limits.MQTT.MaxPacketBytes},
-				MaxBrokerPacketBytes: cfg.Limits.MQTT.MaxBrokerPacketBytes,
-				WS:                   ws, Origins: cfg.origins, Conns: srv.Conns, Log: log,
-			})
+				MaxBrokerPacketBytes: cfg.Limits.MQTT.MaxBrokerPacketBytes})
 			srv.Handle(r.Path, relay)
 			srv.AddReadyCheck(r.Backend, relay.Ready)
 		case "amqp":
 			al := cfg.Limits.AMQP
-			relay := amqp.NewRelay(amqp.Options{
-				Auth: cfg.policies[r.Auth], TopicExchange: b.Exchange, TLS: b.tls,
-				Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend], VHosts: r.VHosts,
-				DialTimeout: time.Duration(b.DialTimeout),
-				Limits:      validate.AMQPLimits{MaxFrameBytes: al.MaxFrameBytes, MaxChannels: al.MaxChannels, MaxTableDepth: al.MaxTableDepth},
-				WS:          ws, Origins: cfg.origins, Conns: srv.Conns, Log: log,
-			})
+			relay := amqp.NewRelay(amqp.Options{RouteOptions: ro, TopicExchange: b.Exchange, VHosts: r.VHosts,
+				Limits: validate.AMQPLimits{MaxFrameBytes: al.MaxFrameBytes, MaxChannels: al.MaxChannels, MaxTableDepth: al.MaxTableDepth}})
 			srv.Handle(r.Path, relay)
 		case "sse", "publish":
 			h, err := hubFor(r.Backend)

@@ -163,8 +163,18 @@ routes:
   - {path: /stomp, protocol: stomp, mode: translate, backend: nats}
 `), 0o600)
 	g := serve(t, "-config", config)
-	a, _ := dialSTOMP(t, g.addr, "")
-	dialSTOMP(t, g.addr, "")
+	// A session answers only once it is registered: after CONNECTED both
+	// count against the limit.
+	connected := func() *gws.Conn {
+		conn, c := dialSTOMP(t, g.addr, "")
+		conn.WriteMessage(gws.OpcodeText, []byte("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00"))
+		if m := recv(t, c.msgs); !strings.HasPrefix(string(m), "CONNECTED") {
+			t.Fatalf("%q", m)
+		}
+		return conn
+	}
+	a := connected()
+	connected()
 	_, resp, err := gws.NewClient(&wsClient{msgs: make(chan []byte, 1), closed: make(chan error, 1)}, &gws.ClientOption{
 		Addr: "ws://" + g.addr + "/stomp", RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {

@@ -1,0 +1,53 @@
+package bridge
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/keyring"
+)
+
+// RouteOptions are what every WebSocket relay route shares, whatever its
+// protocol: where it is served, which broker it reaches and how, and who
+// may use it. Each adapter's Options embed them.
+type RouteOptions struct {
+	Route   string // the path, for logs
+	Backend string // the backend's name, for logs
+	Address string // the broker's host:port
+	// Credential goes to the broker in place of whatever the client sent;
+	// nil sends none. Auth may choose a per-identity credential instead.
+	Credential *keyring.Credential
+	// Auth is the route's authentication and ACL; nil admits everyone.
+	Auth *auth.Policy
+	// TLS, when set, reaches the broker over TLS.
+	TLS         *tls.Config
+	DialTimeout time.Duration // default 5s
+	WS          WSOptions
+	Origins     *Origins
+	Conns       *Conns
+	Log         *slog.Logger
+}
+
+// Dialer fills in the defaults and returns the dialer for the broker.
+func (o *RouteOptions) Dialer() net.Dialer {
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = 5 * time.Second
+	}
+	return net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
+}
+
+// Admission is the route's admission of clients of protocol, whose
+// sessions newSession makes.
+func (o *RouteOptions) Admission(protocol string, subprotocols []string, newSession func() gws.SessionStorage) Admission {
+	return Admission{Protocol: protocol, Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
+		Upgraders: NewUpgraders(Handler{}, o.WS, subprotocols, newSession)}
+}
+
+// Dial connects one session to the broker.
+func (o *RouteOptions) Dial(d *net.Dialer) (*Upstream, error) {
+	return DialUpstream(d, o.Address, o.TLS, o.WS.WriteTimeout)
+}
