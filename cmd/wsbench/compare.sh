@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Side by side, in one run: STOMP pub/sub straight to RabbitMQ (the
 # ceiling), through a bare WebSocket->TCP relay (what relaying alone
-# costs), through wsbridge, and through RabbitMQ's Web-STOMP plugin.
+# costs), through wsbridge, and through RabbitMQ's Web-STOMP plugin; then
+# MQTT QoS 0 straight to Mosquitto, through a bare relay and through
+# wsbridge.
 # Systems alternate (A B C D, ROUNDS times) with the broker pinned to core
 # 0 and everything else to core 1, at full speed and at a fixed rate.
-# Results go to artifacts/bench/stomp.jsonl; the report (medians, ratios
-# against Web-STOMP) to standard output.
+# Results go to artifacts/bench/{stomp,mqtt}.jsonl; the reports (medians,
+# ratios against Web-STOMP and against the bare relay) to standard output.
 #
 #   bash cmd/wsbench/compare.sh            # ROUNDS=3 DURATION=8s RATE=5000
 set -euo pipefail
@@ -37,12 +39,15 @@ log: {level: warn}
 limits: {handshakes_per_second: 1000, handshake_burst: 1000}
 backends:
   rabbitmq: {protocol: stomp, address: 127.0.0.1:61613}   # RabbitMQ's STOMP default_user
+  mosquitto: {protocol: mqtt, address: 127.0.0.1:1883}
 routes:
   - {path: /stomp, protocol: stomp, backend: rabbitmq}
+  - {path: /mqtt, protocol: mqtt, backend: mosquitto}
 YAML
 taskset -c 1 "$out/wsbridge" -config "$out/gateway.yaml" 2>"$out/gateway.log" & pids+=($!)
 taskset -c 1 "$out/wsbench" baseline-relay -listen 127.0.0.1:9001 -target 127.0.0.1:61613 2>/dev/null & pids+=($!)
-for port in 18080 9001 15674; do
+taskset -c 1 "$out/wsbench" baseline-relay -listen 127.0.0.1:9002 -target 127.0.0.1:1883 2>/dev/null & pids+=($!)
+for port in 18080 9001 9002 15674; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -62,5 +67,25 @@ for rate in 0 "$RATE"; do
     done
   done
 done
+mosquitto=$(pgrep -x mosquitto | head -1)
+taskset -a -p -c 0 "$mosquitto" >/dev/null
+: > "$out/mqtt.jsonl"
+for round in $(seq "$ROUNDS"); do
+  for sys in direct bare-relay wsbridge; do
+    case $sys in
+      direct) url=tcp://127.0.0.1:1883 ;;
+      bare-relay) url=ws://127.0.0.1:9002/ ;;
+      wsbridge) url=ws://127.0.0.1:18080/mqtt ;;
+    esac
+    taskset -c 1 "$out/wsbench" mqtt-pubsub -label "$sys" -url "$url" -qos 0 -window 1024 -duration "$DURATION" \
+      2>>"$out/mqtt.log" >>"$out/mqtt.jsonl"
+    echo "mqtt round $round: $sys done" >&2
+  done
+done
+taskset -a -p -c 0-$(($(nproc) - 1)) "$mosquitto" >/dev/null
+
 echo "# STOMP, 1 publisher / 1 subscriber, 128-byte bodies, window 256; $(nproc) cores, broker on core 0"
 "$out/wsbench" report -baseline web-stomp "$out/stomp.jsonl"
+echo
+echo "# MQTT QoS 0, 1 publisher / 1 subscriber, 128-byte bodies, window 1024; Mosquitto on core 0"
+"$out/wsbench" report -baseline bare-relay "$out/mqtt.jsonl"

@@ -30,6 +30,7 @@ func main() {
 
 const usage = `usage:
   wsbench stomp-pubsub   -url ws://HOST/stomp | tcp://HOST:61613 [flags]
+  wsbench mqtt-pubsub    -url ws://HOST/mqtt | tcp://HOST:1883 [-qos 0|1] [flags]
   wsbench baseline-relay -listen ADDR -target BROKER:PORT
   wsbench report [-baseline LABEL] [FILE.jsonl ...]   (medians and ratios of labelled runs)
 Run a scenario with -h for its flags.
@@ -46,6 +47,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen 
 	switch args[0] {
 	case "stomp-pubsub":
 		err = stompPubSubCommand(args[1:], stdout, stderr)
+	case "mqtt-pubsub":
+		err = mqttPubSubCommand(args[1:], stdout, stderr)
 	case "baseline-relay":
 		err = baselineRelayCommand(ctx, args[1:], stderr, onListen)
 	case "report":
@@ -64,16 +67,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen 
 	return 0
 }
 
-func stompPubSubCommand(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("stomp-pubsub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o pubsubOptions
-	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/stomp", "ws:// or wss:// STOMP endpoint, or tcp://host:port for the broker itself")
-	fs.StringVar(&o.Login, "login", "", "STOMP login (the gateway replaces it; a broker needs one)")
-	fs.StringVar(&o.Passcode, "passcode", "", "STOMP passcode")
-	fs.StringVar(&o.VHost, "vhost", "/", "STOMP host header (RabbitMQ's virtual host)")
+// pubsubFlags registers the flags the pub/sub scenarios share.
+func pubsubFlags(fs *flag.FlagSet, o *pubsubOptions, url string) {
+	fs.StringVar(&o.URL, "url", url, "ws:// or wss:// endpoint, or tcp://host:port for the broker itself")
 	fs.StringVar(&o.Label, "label", "", "name of the system measured, carried into the JSON line for reports")
-	fs.StringVar(&o.Dest, "dest", "", "destination: /topic/... (each subscriber gets every message) or /queue/...; default a fresh /topic/wsbench.<time>")
 	fs.IntVar(&o.Publishers, "publishers", 1, "publishing connections")
 	fs.IntVar(&o.Subscribers, "subscribers", 1, "subscribing connections")
 	fs.IntVar(&o.Window, "window", 256, "messages in flight per publisher (sent, not yet delivered)")
@@ -81,21 +78,66 @@ func stompPubSubCommand(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.BodyBytes, "body", 128, "body size in bytes (at least 40)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish")
 	fs.DurationVar(&o.Drain, "drain", 5*time.Second, "how long to wait for messages still in flight")
+}
+
+func (o *pubsubOptions) check(scenario string) error {
+	switch {
+	case o.Publishers < 1 || o.Subscribers < 1 || o.Window < 1:
+		return fmt.Errorf("%s: -publishers, -subscribers and -window must be at least 1", scenario)
+	case o.BodyBytes < 40 || o.BodyBytes > 16<<20:
+		return fmt.Errorf("%s: -body must be between 40 bytes and 16 MiB", scenario)
+	case o.Duration <= 0 || o.Rate < 0:
+		return fmt.Errorf("%s: -duration must be positive and -rate not negative", scenario)
+	}
+	return nil
+}
+
+func stompPubSubCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("stomp-pubsub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o pubsubOptions
+	pubsubFlags(fs, &o, "ws://127.0.0.1:8080/stomp")
+	fs.StringVar(&o.Login, "login", "", "STOMP login (the gateway replaces it; a broker needs one)")
+	fs.StringVar(&o.Passcode, "passcode", "", "STOMP passcode")
+	fs.StringVar(&o.VHost, "vhost", "/", "STOMP host header (RabbitMQ's virtual host)")
+	fs.StringVar(&o.Dest, "dest", "", "destination: /topic/... (each subscriber gets every message) or /queue/...; default a fresh /topic/wsbench.<time>")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	switch {
-	case o.Publishers < 1 || o.Subscribers < 1 || o.Window < 1:
-		return errors.New("stomp-pubsub: -publishers, -subscribers and -window must be at least 1")
-	case o.BodyBytes < 40 || o.BodyBytes > 16<<20:
-		return errors.New("stomp-pubsub: -body must be between 40 bytes and 16 MiB")
-	case o.Duration <= 0 || o.Rate < 0:
-		return errors.New("stomp-pubsub: -duration must be positive and -rate not negative")
+	if err := o.check("stomp-pubsub"); err != nil {
+		return err
 	}
 	if o.Dest == "" {
 		o.Dest = fmt.Sprintf("/topic/wsbench.%d", time.Now().UnixNano())
 	}
 	r, err := runSTOMPPubSub(o)
+	if err != nil {
+		return err
+	}
+	return report(r, stdout, stderr)
+}
+
+func mqttPubSubCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mqtt-pubsub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o pubsubOptions
+	pubsubFlags(fs, &o, "ws://127.0.0.1:8080/mqtt")
+	qos := fs.Int("qos", 0, "QoS of publishes and subscriptions: 0 or 1")
+	fs.StringVar(&o.Dest, "topic", "", "topic; default a fresh wsbench/<time>")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := o.check("mqtt-pubsub"); err != nil {
+		return err
+	}
+	if *qos != 0 && *qos != 1 {
+		return errors.New("mqtt-pubsub: -qos must be 0 or 1")
+	}
+	if o.Dest == "" {
+		o.Dest = fmt.Sprintf("wsbench/%d", time.Now().UnixNano())
+	}
+	o.Dest = mqttTopic(o.Dest)
+	r, err := runMQTTPubSub(o, byte(*qos))
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsbridge/wsbridge/adapters/mqtt"
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
@@ -59,10 +60,10 @@ func TestBodyRoundTrip(t *testing.T) {
 }
 
 // runPubSub runs the scenario as a user would and decodes its JSON line.
-func runPubSub(t *testing.T, args ...string) result {
+func runScenario(t *testing.T, scenario string, args ...string) result {
 	t.Helper()
 	var out, errb bytes.Buffer
-	if code := run(context.Background(), append([]string{"stomp-pubsub"}, args...), &out, &errb, nil); code != 0 {
+	if code := run(context.Background(), append([]string{scenario}, args...), &out, &errb, nil); code != 0 {
 		t.Fatalf("wsbench %v: exit %d\n%s", args, code, errb.String())
 	}
 	var r result
@@ -91,7 +92,7 @@ func checkClean(t *testing.T, r result) {
 func TestPubSubDirectToRabbitMQ(t *testing.T) {
 	addr := brokertest.RabbitSTOMP(t)
 	cred := brokertest.RabbitCredential(t)
-	r := runPubSub(t, "-url", "tcp://"+addr, "-login", cred.Username, "-passcode", cred.Password.Reveal(),
+	r := runScenario(t, "stomp-pubsub", "-url", "tcp://"+addr, "-login", cred.Username, "-passcode", cred.Password.Reveal(),
 		"-publishers", "2", "-subscribers", "2", "-duration", "1s", "-window", "64")
 	if r.Copies != 2 {
 		t.Fatalf("copies %d", r.Copies)
@@ -113,7 +114,7 @@ func TestPubSubThroughBareRelay(t *testing.T) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	relay := <-listening
-	r := runPubSub(t, "-url", "ws://"+relay.String()+"/", "-login", cred.Username, "-passcode", cred.Password.Reveal(),
+	r := runScenario(t, "stomp-pubsub", "-url", "ws://"+relay.String()+"/", "-login", cred.Username, "-passcode", cred.Password.Reveal(),
 		"-subscribers", "2", "-dest", fmt.Sprintf("/queue/wsbench-test-%d", time.Now().UnixNano()), "-duration", "1s")
 	if r.Copies != 1 {
 		t.Fatalf("copies %d", r.Copies)
@@ -128,7 +129,7 @@ func TestPubSubThroughGatewayAtARate(t *testing.T) {
 	url := brokertest.ServeRoute(t, "/stomp", nil, func(e brokertest.RouteEnv) http.Handler {
 		return stomp.NewRelay(stomp.Options{RouteOptions: bridge.RouteOptions{Route: "/stomp", Backend: "rabbitmq", Address: addr, Credential: &cred, WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log}})
 	})
-	r := runPubSub(t, "-url", url, "-rate", "2000", "-duration", "1s")
+	r := runScenario(t, "stomp-pubsub", "-url", url, "-rate", "2000", "-duration", "1s")
 	checkClean(t, r)
 }
 
@@ -178,4 +179,34 @@ func writeLines(t *testing.T, lines []string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// MQTT at QoS 0 and 1: straight to Mosquitto, through the bare relay and
+// through wsbridge's MQTT relay; two subscribers each get every message.
+func TestMQTTPubSub(t *testing.T) {
+	addr := brokertest.Mosquitto(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan net.Addr, 1)
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"baseline-relay", "-listen", "127.0.0.1:0", "-target", addr}, &bytes.Buffer{}, &bytes.Buffer{},
+			func(a net.Addr) { listening <- a })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	relay := <-listening
+	gateway := brokertest.ServeRoute(t, "/mqtt", nil, func(e brokertest.RouteEnv) http.Handler {
+		return mqtt.NewRelay(mqtt.Options{RouteOptions: bridge.RouteOptions{Route: "/mqtt", Backend: "mosquitto", Address: addr,
+			WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log}})
+	})
+	for _, url := range []string{"tcp://" + addr, "ws://" + relay.String() + "/", gateway} {
+		for _, qos := range []string{"0", "1"} {
+			t.Run(url+"/qos"+qos, func(t *testing.T) {
+				r := runScenario(t, "mqtt-pubsub", "-url", url, "-qos", qos, "-subscribers", "2", "-duration", "500ms", "-window", "64")
+				if r.Copies != 2 || r.QoS != int(qos[0]-'0') {
+					t.Fatalf("%+v", r)
+				}
+				checkClean(t, r)
+			})
+		}
+	}
 }

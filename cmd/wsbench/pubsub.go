@@ -20,12 +20,34 @@ type pubsubOptions struct {
 	Duration, Drain             time.Duration
 }
 
-// runSTOMPPubSub runs the scenario and returns what it measured.
+// pubsubClient is one connection of a pub/sub scenario, in whichever
+// protocol.
+type pubsubClient interface {
+	subscribe(id int, dest string) error
+	// publish sends a message carrying body to dest; buf is scratch space
+	// it may reuse and returns.
+	publish(buf []byte, dest string, body []byte) ([]byte, error)
+	close()
+}
+
+// pubsubDialer opens a client whose deliveries go to onMessage.
+type pubsubDialer func(onMessage func(body []byte)) (pubsubClient, error)
+
+// runSTOMPPubSub runs the scenario over STOMP.
 func runSTOMPPubSub(o pubsubOptions) (*result, error) {
-	expect := o.Subscribers
+	copies := o.Subscribers
 	if strings.HasPrefix(o.Dest, "/queue/") {
-		expect = 1
+		copies = 1 // competing consumers
 	}
+	return runPubSub("stomp-pubsub", o, copies, func(onMessage func([]byte)) (pubsubClient, error) {
+		return dialSTOMP(o.URL, o.Login, o.Passcode, o.VHost, onMessage)
+	})
+}
+
+// runPubSub runs a pub/sub scenario: subscribers first (each confirmed),
+// then publishers at the rate or as fast as their windows allow, then a
+// drain; every message should reach copies deliveries.
+func runPubSub(scenario string, o pubsubOptions, expect int, dial pubsubDialer) (*result, error) {
 	capacity := 1 << 16
 	if o.Rate > 0 {
 		capacity = int(o.Rate*o.Duration.Seconds()) * expect
@@ -52,14 +74,14 @@ func runSTOMPPubSub(o pubsubOptions) (*result, error) {
 		lastDelivery.Store(now.UnixNano())
 	}
 
-	var conns []*stompConn
+	var conns []pubsubClient
 	defer func() {
 		for _, c := range conns {
 			c.close()
 		}
 	}()
 	for i := range o.Subscribers {
-		c, err := dialSTOMP(o.URL, o.Login, o.Passcode, o.VHost, onMessage)
+		c, err := dial(onMessage)
 		if err != nil {
 			return nil, fmt.Errorf("subscriber %d: %w", i, err)
 		}
@@ -68,9 +90,9 @@ func runSTOMPPubSub(o pubsubOptions) (*result, error) {
 			return nil, fmt.Errorf("subscriber %d: %w", i, err)
 		}
 	}
-	pubs := make([]*stompConn, o.Publishers)
+	pubs := make([]pubsubClient, o.Publishers)
 	for i := range pubs {
-		c, err := dialSTOMP(o.URL, o.Login, o.Passcode, o.VHost, func([]byte) {})
+		c, err := dial(func([]byte) {})
 		if err != nil {
 			return nil, fmt.Errorf("publisher %d: %w", i, err)
 		}
@@ -82,7 +104,6 @@ func runSTOMPPubSub(o pubsubOptions) (*result, error) {
 	stop := start.Add(o.Duration)
 	var wg sync.WaitGroup
 	errs := make(chan error, o.Publishers)
-	header := []byte("SEND\ndestination:" + o.Dest + "\ncontent-type:text/plain\n\n")
 	for p, c := range pubs {
 		wg.Add(1)
 		go func() {
@@ -91,7 +112,8 @@ func runSTOMPPubSub(o pubsubOptions) (*result, error) {
 			if o.Rate > 0 {
 				interval = time.Duration(float64(o.Publishers) / o.Rate * float64(time.Second))
 			}
-			buf := make([]byte, 0, len(header)+o.BodyBytes+64)
+			body := make([]byte, 0, o.BodyBytes+64)
+			var buf []byte
 			for seq := 0; ; seq++ {
 				at := time.Now()
 				if interval > 0 {
@@ -107,8 +129,9 @@ func runSTOMPPubSub(o pubsubOptions) (*result, error) {
 				}
 				windows[p] <- struct{}{}
 				t.published(p, seq)
-				buf = appendBody(append(buf[:0], header...), p, seq, at, o.BodyBytes)
-				if err := c.write(append(buf, 0)); err != nil {
+				body = appendBody(body[:0], p, seq, at, o.BodyBytes)
+				var err error
+				if buf, err = c.publish(buf, o.Dest, body); err != nil {
 					errs <- fmt.Errorf("publisher %d: %w", p, err)
 					return
 				}
@@ -128,7 +151,7 @@ func runSTOMPPubSub(o pubsubOptions) (*result, error) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	r := &result{Label: o.Label, Rate: o.Rate, Scenario: "stomp-pubsub", Target: o.URL, Publishers: o.Publishers, Subscribers: o.Subscribers, BodyBytes: o.BodyBytes}
+	r := &result{Label: o.Label, Rate: o.Rate, Scenario: scenario, Target: o.URL, Publishers: o.Publishers, Subscribers: o.Subscribers, BodyBytes: o.BodyBytes}
 	end := time.Unix(0, lastDelivery.Load())
 	if end.Before(start) {
 		end = start

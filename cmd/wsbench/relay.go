@@ -39,12 +39,16 @@ func (r *bareRelay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	ws.Session().Store("up", up)
+	op := gws.OpcodeText // STOMP
+	if ws.SubProtocol() == "mqtt" {
+		op = gws.OpcodeBinary
+	}
 	go func() { // broker -> client, one message per read
 		defer ws.WriteClose(1000, nil)
 		buf := make([]byte, 64<<10)
 		for {
 			n, err := up.Read(buf)
-			if n > 0 && ws.WriteMessage(gws.OpcodeText, buf[:n]) != nil {
+			if n > 0 && ws.WriteMessage(op, buf[:n]) != nil {
 				return
 			}
 			if err != nil {

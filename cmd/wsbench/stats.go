@@ -73,6 +73,7 @@ type result struct {
 	Publishers  int     `json:"publishers"`
 	Subscribers int     `json:"subscribers"`
 	Copies      int     `json:"copies"` // deliveries each message should get
+	QoS         int     `json:"qos,omitempty"`
 	BodyBytes   int     `json:"body_bytes"`
 	Seconds     float64 `json:"seconds"`
 	Sent        int     `json:"sent"`

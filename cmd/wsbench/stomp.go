@@ -4,24 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
-// stompConn is one STOMP session over a WebSocket (ws://, wss://) or plain
-// TCP (tcp://, the direct-to-broker baseline). Frames from the server are
-// parsed on the reading goroutine: MESSAGE bodies go to onMessage, other
-// frames to ctrl.
+// stompConn is one STOMP session. MESSAGE bodies go to onMessage on the
+// reading goroutine, other frames to ctrl.
 type stompConn struct {
-	write     func([]byte) error
-	close     func()
+	*transport
 	onMessage func(body []byte)
 	ctrl      chan string // "COMMAND message-header"
 
@@ -33,41 +26,11 @@ type stompConn struct {
 func dialSTOMP(url, login, passcode, vhost string, onMessage func([]byte)) (*stompConn, error) {
 	c := &stompConn{onMessage: onMessage, ctrl: make(chan string, 16),
 		sc: validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: 64 << 20}, true)}
-	switch {
-	case strings.HasPrefix(url, "tcp://"):
-		nc, err := net.Dial("tcp", strings.TrimPrefix(url, "tcp://"))
-		if err != nil {
-			return nil, err
-		}
-		var mu sync.Mutex
-		c.write = func(b []byte) error { mu.Lock(); defer mu.Unlock(); _, err := nc.Write(b); return err }
-		c.close = func() { nc.Close() }
-		go func() {
-			buf := make([]byte, 64<<10)
-			for {
-				n, err := nc.Read(buf)
-				if n > 0 {
-					c.feed(buf[:n])
-				}
-				if err != nil {
-					c.ctrl <- "CLOSED " + err.Error()
-					return
-				}
-			}
-		}()
-	case strings.HasPrefix(url, "ws://"), strings.HasPrefix(url, "wss://"):
-		h := &wsHandler{c: c}
-		ws, _, err := gws.NewClient(h, &gws.ClientOption{Addr: url, ReadMaxPayloadSize: 64 << 20,
-			RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}})
-		if err != nil {
-			return nil, err
-		}
-		c.write = func(b []byte) error { return ws.WriteMessage(gws.OpcodeText, b) }
-		c.close = func() { ws.NetConn().Close() }
-		go ws.ReadLoop()
-	default:
-		return nil, fmt.Errorf("url %q: want ws://, wss:// or tcp://", url)
+	t, err := dialTransport(url, "v12.stomp", false, c.feed, func(err error) { c.ctrl <- fmt.Sprint("CLOSED ", err) })
+	if err != nil {
+		return nil, err
 	}
+	c.transport = t
 	connect := "CONNECT\naccept-version:1.2\nheart-beat:0,0\nhost:" + vhost + "\n"
 	if login != "" {
 		connect += "login:" + login + "\npasscode:" + passcode + "\n"
@@ -81,24 +44,6 @@ func dialSTOMP(url, login, passcode, vhost string, onMessage func([]byte)) (*sto
 		return nil, err
 	}
 	return c, nil
-}
-
-type wsHandler struct {
-	gws.BuiltinEventHandler
-	c *stompConn
-}
-
-func (h *wsHandler) OnMessage(_ *gws.Conn, m *gws.Message) {
-	h.c.feed(m.Bytes())
-	m.Close()
-}
-
-func (h *wsHandler) OnClose(_ *gws.Conn, err error) {
-	msg := "closed"
-	if err != nil {
-		msg = err.Error()
-	}
-	h.c.ctrl <- "CLOSED " + msg
 }
 
 // feed parses what arrived, carrying a partial frame to the next read.
@@ -149,6 +94,15 @@ func (c *stompConn) subscribe(id int, dest string) error {
 		return err
 	}
 	return c.await("RECEIPT")
+}
+
+// publish sends a SEND frame.
+func (c *stompConn) publish(buf []byte, dest string, body []byte) ([]byte, error) {
+	buf = append(buf[:0], "SEND\ndestination:"...)
+	buf = append(buf, dest...)
+	buf = append(buf, "\ncontent-type:text/plain\n\n"...)
+	buf = append(append(buf, body...), 0)
+	return buf, c.write(buf)
 }
 
 // A message body is "<publisher> <seq> <send time, unix ns> " padded with
