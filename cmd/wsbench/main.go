@@ -31,6 +31,7 @@ func main() {
 const usage = `usage:
   wsbench stomp-pubsub   -url ws://HOST/stomp | tcp://HOST:61613 [flags]
   wsbench mqtt-pubsub    -url ws://HOST/mqtt | tcp://HOST:1883 [-qos 0|1] [flags]
+  wsbench sse-fanout     -url http://HOST:8080 [-clients 1000] [-rate 200] [flags]
   wsbench baseline-relay -listen ADDR -target BROKER:PORT
   wsbench report [-baseline LABEL] [FILE.jsonl ...]   (medians and ratios of labelled runs)
 Run a scenario with -h for its flags.
@@ -49,6 +50,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen 
 		err = stompPubSubCommand(args[1:], stdout, stderr)
 	case "mqtt-pubsub":
 		err = mqttPubSubCommand(args[1:], stdout, stderr)
+	case "sse-fanout":
+		err = sseFanoutCommand(args[1:], stdout, stderr)
 	case "baseline-relay":
 		err = baselineRelayCommand(ctx, args[1:], stderr, onListen)
 	case "report":
@@ -153,6 +156,40 @@ func report(r *result, stdout, stderr io.Writer) error {
 	}
 	_, err = fmt.Fprintf(stdout, "%s\n", line)
 	return err
+}
+
+func sseFanoutCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sse-fanout", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o fanoutOptions
+	fs.StringVar(&o.Base, "url", "http://127.0.0.1:8080", "the gateway's base URL")
+	fs.StringVar(&o.SSEPath, "sse", "/sse", "path of the SSE route")
+	fs.StringVar(&o.PublishPath, "publish", "/publish", "path of the HTTP publish route")
+	fs.StringVar(&o.Topic, "topic", "", "topic; default a fresh wsbench.<time>")
+	fs.StringVar(&o.Label, "label", "", "name of the system measured, carried into the JSON line for reports")
+	fs.IntVar(&o.Clients, "clients", 1000, "SSE streams on the topic")
+	fs.IntVar(&o.Publishers, "publishers", 4, "concurrent HTTP publishers sharing the rate")
+	fs.Float64Var(&o.Rate, "rate", 200, "messages per second published (each reaches every stream)")
+	fs.IntVar(&o.BodyBytes, "body", 128, "body size in bytes (at least 40)")
+	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish")
+	fs.DurationVar(&o.Drain, "drain", 5*time.Second, "how long to wait for deliveries still in flight")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case o.Clients < 1 || o.Publishers < 1 || o.Rate <= 0 || o.Duration <= 0:
+		return errors.New("sse-fanout: -clients, -publishers, -rate and -duration must be positive")
+	case o.BodyBytes < 40 || o.BodyBytes > 1<<20:
+		return errors.New("sse-fanout: -body must be between 40 bytes and 1 MiB")
+	}
+	if o.Topic == "" {
+		o.Topic = fmt.Sprintf("wsbench.%d", time.Now().UnixNano())
+	}
+	r, err := runSSEFanout(o)
+	if err != nil {
+		return err
+	}
+	return report(r, stdout, stderr)
 }
 
 func baselineRelayCommand(ctx context.Context, args []string, stderr io.Writer, onListen func(net.Addr)) error {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +18,7 @@ import (
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/sse"
 )
 
 func TestTallyCountsLostAndDuplicated(t *testing.T) {
@@ -209,4 +212,26 @@ func TestMQTTPubSub(t *testing.T) {
 			})
 		}
 	}
+}
+
+// SSE fan-out through wsbridge's hub on NATS: every stream gets every
+// message published over HTTP.
+func TestSSEFanout(t *testing.T) {
+	b, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + brokertest.NATS(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	srv := bridge.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), bridge.ServerOptions{})
+	origins, _ := bridge.NewOrigins(nil)
+	h := sse.NewHub(b, sse.Options{Conns: srv.Conns, Origins: origins})
+	srv.Handle("/sse/", h.StreamHandler("/sse", nil))
+	srv.Handle("/publish/", h.PublishHandler("/publish", nil))
+	t.Cleanup(h.Close)
+	base := "http://" + brokertest.Serve(t, srv)
+	r := runScenario(t, "sse-fanout", "-url", base, "-clients", "50", "-rate", "100", "-duration", "1s")
+	if r.Copies != 50 || r.Subscribers != 50 {
+		t.Fatalf("%+v", r)
+	}
+	checkClean(t, r)
 }
