@@ -235,3 +235,25 @@ func TestSSEFanout(t *testing.T) {
 	}
 	checkClean(t, r)
 }
+
+func TestShardMerge(t *testing.T) {
+	tl := newTally(1, 2, 0)
+	for seq := range 3 {
+		tl.published(0, seq)
+	}
+	a, b := &shard{}, &shard{}
+	for _, seq := range []int{0, 1, 2} {
+		a.deliver(seq, time.Millisecond)
+	}
+	b.deliver(0, time.Millisecond)
+	b.deliver(2, time.Millisecond)
+	b.deliver(2, time.Millisecond) // a duplicate
+	b.deliver(7, time.Millisecond) // never sent
+	tl.merge(a)
+	tl.merge(b)
+	var r result
+	tl.finish(&r, time.Second)
+	if r.Sent != 3 || r.Delivered != 6 || r.Lost != 1 || r.Duplicated != 1 {
+		t.Fatalf("%+v", r)
+	}
+}

@@ -31,7 +31,10 @@ func runSSEFanout(o fanoutOptions) (*result, error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: o.Publishers, DisableCompression: true}}
 	started := make(chan error, o.Clients)
 	var streams sync.WaitGroup
-	for range o.Clients {
+	shards := make([]*shard, o.Clients)
+	for i := range o.Clients {
+		sh := &shard{latencies: make([]time.Duration, 0, int(o.Rate*o.Duration.Seconds())+16)}
+		shards[i] = sh
 		streams.Add(1)
 		go func() {
 			defer streams.Done()
@@ -49,11 +52,11 @@ func runSSEFanout(o fanoutOptions) (*result, error) {
 			readEvents(resp.Body, started, func(data []byte) {
 				now := time.Now()
 				p, seq, at, err := parseBody(data)
-				if err != nil {
-					t.deliver(-1, 0, 0)
+				if err != nil || p != 0 {
+					sh.deliver(-1, 0)
 					return
 				}
-				t.deliver(p, seq, now.Sub(time.Unix(0, at)))
+				sh.deliver(seq, now.Sub(time.Unix(0, at)))
 				lastDelivery.Store(now.UnixNano())
 			})
 		}()
@@ -105,12 +108,26 @@ func runSSEFanout(o fanoutOptions) (*result, error) {
 	if err := <-errs; err != nil {
 		return nil, err
 	}
+	want := int64(t.sentTotal())
 	deadline := time.Now().Add(o.Drain)
-	for time.Now().Before(deadline) && !t.complete() {
+	for time.Now().Before(deadline) {
+		done := true
+		for _, sh := range shards {
+			if sh.n.Load() < want {
+				done = false
+				break
+			}
+		}
+		if done {
+			break
+		}
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()
 	streams.Wait()
+	for _, sh := range shards {
+		t.merge(sh)
+	}
 	r := &result{Label: o.Label, Rate: o.Rate, Scenario: "sse-fanout", Target: o.Base + o.SSEPath + "/" + o.Topic,
 		Publishers: o.Publishers, Subscribers: o.Clients, BodyBytes: o.BodyBytes}
 	end := time.Unix(0, lastDelivery.Load())
