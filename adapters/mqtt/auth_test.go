@@ -265,13 +265,17 @@ func TestAuthClientIDsPerIdentity(t *testing.T) {
 }
 
 // TestAuthAliasBound: the aliases the gateway remembers for the ACL are
-// bounded; beyond that the client gets DISCONNECT 0x94.
+// bounded; beyond that the client gets DISCONNECT 0x94. Ten aliases stay
+// within Mosquitto's own maximum, so the refusal can only be the
+// gateway's: their topics outgrow maxAliasTopics.
 func TestAuthAliasBound(t *testing.T) {
 	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: brokertest.Mosquitto(t), Auth: authtest.JWTPolicy(t, nil)}})
 	c := loggedIn(t, url, 5, "will", "writer")
+	size := maxAliasTopics/9 - 100 // nine fit, the tenth does not
 	var batch []byte
-	for i := 1; i <= maxAliases+1; i++ {
-		batch = append(batch, publish(t, 5, 0, 0, fmt.Sprintf("demo/%d", i), uint16(i), "x")...)
+	for i := 1; i <= 10; i++ {
+		topic := fmt.Sprintf("demo/%d%s", i, strings.Repeat("x", size))
+		batch = append(batch, publish(t, 5, 0, 0, topic, uint16(i), "x")...)
 	}
 	c.send(t, batch)
 	for {
