@@ -37,6 +37,7 @@ type Config struct {
 	Demo           bool                     `yaml:"demo"`
 	AllowedOrigins []string                 `yaml:"allowed_origins"`
 	Log            LogConfig                `yaml:"log"`
+	Admin          AdminConfig              `yaml:"admin"`
 	Keyring        KeyringConfig            `yaml:"keyring"`
 	WebSocket      WebSocketConfig          `yaml:"websocket"`
 	SSE            SSEConfig                `yaml:"sse"`
@@ -116,6 +117,12 @@ type BackendTLSConfig struct {
 type LogConfig struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+}
+
+// AdminConfig opens the admin listener: profiles (/debug/pprof/) and a
+// size snapshot (/debug/stats), on loopback only.
+type AdminConfig struct {
+	Listen string `yaml:"listen"`
 }
 
 // KeyringConfig locates the keyring and its master key file.
@@ -431,6 +438,12 @@ func (cfg *Config) check(c *checker) {
 		}
 	}
 
+	if cfg.Admin.Listen != "" {
+		host, _, err := net.SplitHostPort(cfg.Admin.Listen)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			c.fail("admin.listen", "%q is not a loopback host:port: profiles expose the gateway's memory, so the admin listener serves this machine only (127.0.0.1:9090; reach it remotely through an SSH or kubectl port-forward)", cfg.Admin.Listen)
+		}
+	}
 	switch cfg.Log.Level {
 	case "":
 		cfg.Log.Level = "info"

@@ -57,6 +57,8 @@ func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
 		{"reserved path", strings.Replace(ok, "path: /s", "path: /healthz", 1), []string{"already taken"}},
 		{"no routes", "listen: :1\n", []string{"at least one route"}},
 		{"bad address", strings.Replace(ok, "address: h:1", "address: h", 1), []string{"c.yaml:4: backends.b.address"}},
+		{"admin on a public address", "admin: {listen: \"0.0.0.0:9090\"}\n" + ok, []string{"c.yaml:1: admin.listen", "loopback"}},
+		{"admin not host:port", "admin: {listen: \"9090\"}\n" + ok, []string{"c.yaml:1: admin.listen"}},
 		{"bad log level", ok + "log:\n  level: loud\n", []string{"c.yaml:10: log.level"}},
 		{"syntax error", "routes: [\n", []string{"c.yaml:"}},
 		{"mqtt listener without jetstream", "backends:\n  n:\n    protocol: nats\n    embedded: true\n    mqtt_address: 127.0.0.1:1884\nroutes:\n  - {path: /s, protocol: sse, backend: n}\n", []string{"c.yaml:5: backends.n.mqtt_address", "store_dir"}},

@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"sort"
@@ -146,6 +147,14 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	if cfg.Admin.Listen != "" {
+		stopAdmin, err := serveAdmin(cfg.Admin.Listen, srv.Conns, log)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer stopAdmin()
+	}
 	source := cf.config
 	if source == "" {
 		source = "embedded default"
@@ -185,6 +194,25 @@ wait:
 	err = srv.Shutdown(sctx)
 	<-errc
 	return err
+}
+
+// serveAdmin opens the admin listener (profiles and stats) beside the
+// public one; the returned function closes it.
+func serveAdmin(addr string, conns *bridge.Conns, log *slog.Logger) (func(), error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin listen: %w", err)
+	}
+	hs := &http.Server{Handler: bridge.AdminHandler(conns), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = hs.Serve(ln)
+	}()
+	log.Info("admin listener (profiles, stats)", "addr", ln.Addr().String(),
+		"pprof", "http://"+ln.Addr().String()+"/debug/pprof/", "stats", "http://"+ln.Addr().String()+"/debug/stats")
+	return func() { hs.Close(); <-done }, nil
 }
 
 func newLogger(c LogConfig, w io.Writer) *slog.Logger {
