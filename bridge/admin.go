@@ -8,12 +8,14 @@ import (
 	"net/http/pprof"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"strconv"
 )
 
 // AdminHandler serves what operators and the load tool read from a
-// running gateway: Go's profiles under /debug/pprof/ and a snapshot of
-// its size under /debug/stats. Profiles expose memory contents, so it is
+// running gateway: Go's profiles under /debug/pprof/, a snapshot of its
+// size under /debug/stats, and POST /debug/gc to collect garbage and
+// return free memory to the kernel before a measurement. Profiles expose memory contents, so it is
 // served on its own listener, never next to the public routes.
 func AdminHandler(conns *Conns) http.Handler {
 	mux := http.NewServeMux()
@@ -23,6 +25,15 @@ func AdminHandler(conns *Conns) http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /debug/stats", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(ReadStats(conns))
+	})
+	// A benchmark reads RSS at steady state without waiting for it: the
+	// runtime forces a collection every two minutes and returns freed
+	// pages to the kernel in the background, so an idle gateway gets
+	// here by itself within minutes.
+	mux.HandleFunc("POST /debug/gc", func(w http.ResponseWriter, r *http.Request) {
+		debug.FreeOSMemory()
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(ReadStats(conns))
 	})

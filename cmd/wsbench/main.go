@@ -32,6 +32,7 @@ const usage = `usage:
   wsbench stomp-pubsub   -url ws://HOST/stomp | tcp://HOST:61613 [flags]
   wsbench mqtt-pubsub    -url ws://HOST/mqtt | tcp://HOST:1883 [-qos 0|1] [flags]
   wsbench sse-fanout     -url http://HOST:8080 [-clients 1000] [-rate 200] [flags]
+  wsbench conns          -url ws://HOST/stomp [-mode upgrade|stomp|mqtt] [-n 1000] [-stats URL | -pid PID]
   wsbench baseline-relay -listen ADDR -target BROKER:PORT
   wsbench report [-baseline LABEL] [FILE.jsonl ...]   (medians and ratios of labelled runs)
 Run a scenario with -h for its flags.
@@ -52,6 +53,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen 
 		err = mqttPubSubCommand(args[1:], stdout, stderr)
 	case "sse-fanout":
 		err = sseFanoutCommand(args[1:], stdout, stderr)
+	case "conns":
+		err = connsCommand(args[1:], stdout, stderr)
 	case "baseline-relay":
 		err = baselineRelayCommand(ctx, args[1:], stderr, onListen)
 	case "report":
@@ -148,7 +151,7 @@ func mqttPubSubCommand(args []string, stdout, stderr io.Writer) error {
 }
 
 // report prints the human summary on stderr and the JSON line on stdout.
-func report(r *result, stdout, stderr io.Writer) error {
+func report(r interface{ summary() string }, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stderr, r.summary())
 	line, err := json.Marshal(r)
 	if err != nil {
@@ -186,6 +189,43 @@ func sseFanoutCommand(args []string, stdout, stderr io.Writer) error {
 		o.Topic = fmt.Sprintf("wsbench.%d", time.Now().UnixNano())
 	}
 	r, err := runSSEFanout(o)
+	if err != nil {
+		return err
+	}
+	return report(r, stdout, stderr)
+}
+
+func connsCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("conns", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o connsOptions
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/stomp", "ws:// endpoint")
+	fs.StringVar(&o.Label, "label", "", "name of the system measured, carried into the JSON line for reports")
+	fs.StringVar(&o.Mode, "mode", "stomp", "after the upgrade: upgrade (nothing), stomp (CONNECT/CONNECTED) or mqtt (CONNECT/CONNACK)")
+	fs.IntVar(&o.N, "n", 1000, "connections to open and hold")
+	fs.Float64Var(&o.Ramp, "ramp", 1000, "connections started per second")
+	fs.IntVar(&o.Concurrency, "concurrency", 64, "handshakes in flight at once")
+	fs.IntVar(&o.Sources, "sources", 16, "source addresses 127.0.0.1 ... 127.0.0.N, so more connections than one address's ports fit (and per-address limits hold)")
+	fs.DurationVar(&o.Hold, "hold", 5*time.Second, "how long every connection is held idle before the server's RSS is read")
+	fs.StringVar(&o.StatsURL, "stats", "", "the gateway's admin /debug/stats URL, to read its RSS")
+	fs.BoolVar(&o.GC, "gc", false, "with -stats: also read the gateway's RSS after it collected its garbage (POST /debug/gc), the steady state it reaches by itself within minutes")
+	fs.IntVar(&o.PID, "pid", 0, "the server's process id, to read its RSS from /proc (any server)")
+	fs.StringVar(&o.Login, "login", "", "STOMP login (a broker's own WebSocket plugin needs one; the gateway replaces it)")
+	fs.StringVar(&o.Passcode, "passcode", "", "STOMP passcode")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case o.Mode != "upgrade" && o.Mode != "stomp" && o.Mode != "mqtt":
+		return errors.New("conns: -mode must be upgrade, stomp or mqtt")
+	case o.N < 1 || o.Ramp <= 0 || o.Concurrency < 1 || o.Hold < 0:
+		return errors.New("conns: -n, -ramp and -concurrency must be positive, -hold not negative")
+	case o.GC && o.StatsURL == "":
+		return errors.New("conns: -gc needs -stats (the gateway's admin listener)")
+	case o.Sources < 1 || o.Sources > 254:
+		return errors.New("conns: -sources must be between 1 and 254")
+	}
+	r, err := runConns(o)
 	if err != nil {
 		return err
 	}

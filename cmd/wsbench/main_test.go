@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -255,5 +256,54 @@ func TestShardMerge(t *testing.T) {
 	tl.finish(&r, time.Second)
 	if r.Sent != 3 || r.Delivered != 6 || r.Lost != 1 || r.Duplicated != 1 {
 		t.Fatalf("%+v", r)
+	}
+}
+
+// conns opens idle sessions through a gateway whose registry admits 100:
+// those beyond it are refused at the upgrade and counted by reason, the
+// rest stay open through the hold, and the gateway's RSS comes from its
+// admin stats (before, after, and after a GC). One handshake at a time:
+// two racing for the last slot may both pass the gateway's check, and the
+// loser is closed after its upgrade (1013) instead of refused before it.
+func TestConns(t *testing.T) {
+	stompAddr, mqttAddr := brokertest.RabbitSTOMP(t), brokertest.Mosquitto(t)
+	cred := brokertest.RabbitCredential(t)
+	for _, tc := range []struct{ mode, path string }{{"stomp", "/stomp"}, {"mqtt", "/mqtt"}, {"upgrade", "/stomp"}} {
+		t.Run(tc.mode, func(t *testing.T) {
+			var conns *bridge.Conns
+			url := brokertest.ServeRoute(t, tc.path, nil, func(e brokertest.RouteEnv) http.Handler {
+				conns = e.Conns
+				ro := bridge.RouteOptions{Route: tc.path, Backend: "b", WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log}
+				if tc.path == "/mqtt" {
+					ro.Address = mqttAddr
+					return mqtt.NewRelay(mqtt.Options{RouteOptions: ro})
+				}
+				ro.Address, ro.Credential = stompAddr, &cred
+				return stomp.NewRelay(stomp.Options{RouteOptions: ro})
+			})
+			admin := httptest.NewServer(bridge.AdminHandler(conns))
+			t.Cleanup(admin.Close)
+			var out, errb bytes.Buffer
+			code := run(context.Background(), []string{"conns", "-url", url, "-mode", tc.mode, "-n", "110", "-ramp", "2000", "-concurrency", "1",
+				"-hold", "200ms", "-sources", "4", "-stats", admin.URL + "/debug/stats", "-gc"}, &out, &errb, nil)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errb.String())
+			}
+			t.Log(strings.TrimSpace(errb.String()))
+			var r connsResult
+			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+				t.Fatalf("%q: %v", out.String(), err)
+			}
+			if r.Attempted != 110 || r.Connected != 100 || r.HeldToEnd != 100 || r.Failed != 10 ||
+				r.Errors["upgrade: 503 Service Unavailable"] != 10 {
+				t.Fatalf("%+v", r)
+			}
+			if !(r.P50us > 0 && r.P50us <= r.P99us && r.P99us <= r.MaxUs) || r.RSSBefore <= 0 || r.RSSAfter <= 0 || r.RSSAfterGC <= 0 {
+				t.Fatalf("measures %+v", r)
+			}
+			if !strings.Contains(errb.String(), "failed 10x: upgrade: 503 Service Unavailable") {
+				t.Fatalf("summary %q", errb.String())
+			}
+		})
 	}
 }

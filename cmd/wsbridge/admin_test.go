@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -51,6 +52,18 @@ func TestAdminListenerServesProfilesAndStats(t *testing.T) {
 		t.Fatalf("connections %d with a session open, %d before", s.Connections, before.Connections)
 	}
 
+	resp, err := http.Post("http://"+admin+"/debug/gc", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var afterGC bridge.Stats
+	if err := json.NewDecoder(resp.Body).Decode(&afterGC); err != nil || resp.StatusCode != 200 || afterGC.NumGC <= before.NumGC {
+		t.Fatalf("POST /debug/gc: %d %+v %v", resp.StatusCode, afterGC, err)
+	}
+	resp.Body.Close()
+	if code, _ := get(t, "http://"+admin+"/debug/gc"); code != http.StatusMethodNotAllowed {
+		t.Fatalf("GET /debug/gc: %d", code)
+	}
 	if code, body := get(t, "http://"+admin+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
 		t.Fatalf("pprof index: %d", code)
 	}
