@@ -31,6 +31,7 @@ func main() {
 const usage = `usage:
   wsbench stomp-pubsub   -url ws://HOST/stomp | tcp://HOST:61613 [flags]
   wsbench mqtt-pubsub    -url ws://HOST/mqtt | tcp://HOST:1883 [-qos 0|1] [flags]
+  wsbench amqp-pubsub    -url ws://HOST/amqp | tcp://HOST:5672 [-exchange amq.topic] [flags]
   wsbench sse-fanout     -url http://HOST:8080 [-clients 1000] [-rate 200] [flags]
   wsbench conns          -url ws://HOST/stomp [-mode upgrade|stomp|mqtt] [-n 1000] [-stats URL | -pid PID]
   wsbench baseline-relay -listen ADDR -target BROKER:PORT
@@ -51,6 +52,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen 
 		err = stompPubSubCommand(args[1:], stdout, stderr)
 	case "mqtt-pubsub":
 		err = mqttPubSubCommand(args[1:], stdout, stderr)
+	case "amqp-pubsub":
+		err = amqpPubSubCommand(args[1:], stdout, stderr)
 	case "sse-fanout":
 		err = sseFanoutCommand(args[1:], stdout, stderr)
 	case "conns":
@@ -144,6 +147,32 @@ func mqttPubSubCommand(args []string, stdout, stderr io.Writer) error {
 	}
 	o.Dest = mqttTopic(o.Dest)
 	r, err := runMQTTPubSub(o, byte(*qos))
+	if err != nil {
+		return err
+	}
+	return report(r, stdout, stderr)
+}
+
+func amqpPubSubCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("amqp-pubsub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o pubsubOptions
+	pubsubFlags(fs, &o, "ws://127.0.0.1:8080/amqp")
+	fs.StringVar(&o.Login, "login", "guest", "PLAIN login (the gateway replaces it; a broker needs one)")
+	fs.StringVar(&o.Passcode, "passcode", "guest", "PLAIN password")
+	fs.StringVar(&o.VHost, "vhost", "/", "virtual host")
+	fs.StringVar(&o.Exchange, "exchange", "amq.topic", "topic exchange published to; each subscriber binds its own queue")
+	fs.StringVar(&o.Dest, "key", "", "routing key; default a fresh wsbench.<time>")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := o.check("amqp-pubsub"); err != nil {
+		return err
+	}
+	if o.Dest == "" {
+		o.Dest = fmt.Sprintf("wsbench.%d", time.Now().UnixNano())
+	}
+	r, err := runAMQPPubSub(o)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsbridge/wsbridge/adapters/amqp"
 	"github.com/wsbridge/wsbridge/adapters/mqtt"
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/bridge"
@@ -109,16 +110,8 @@ func TestPubSubDirectToRabbitMQ(t *testing.T) {
 func TestPubSubThroughBareRelay(t *testing.T) {
 	addr := brokertest.RabbitSTOMP(t)
 	cred := brokertest.RabbitCredential(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	listening := make(chan net.Addr, 1)
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"baseline-relay", "-listen", "127.0.0.1:0", "-target", addr}, &bytes.Buffer{}, &bytes.Buffer{},
-			func(a net.Addr) { listening <- a })
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	relay := <-listening
-	r := runScenario(t, "stomp-pubsub", "-url", "ws://"+relay.String()+"/", "-login", cred.Username, "-passcode", cred.Password.Reveal(),
+	relay := startBareRelay(t, addr)
+	r := runScenario(t, "stomp-pubsub", "-url", "ws://"+relay+"/", "-login", cred.Username, "-passcode", cred.Password.Reveal(),
 		"-subscribers", "2", "-dest", fmt.Sprintf("/queue/wsbench-test-%d", time.Now().UnixNano()), "-duration", "1s")
 	if r.Copies != 1 {
 		t.Fatalf("copies %d", r.Copies)
@@ -189,20 +182,12 @@ func writeLines(t *testing.T, lines []string) string {
 // through wsbridge's MQTT relay; two subscribers each get every message.
 func TestMQTTPubSub(t *testing.T) {
 	addr := brokertest.Mosquitto(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	listening := make(chan net.Addr, 1)
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"baseline-relay", "-listen", "127.0.0.1:0", "-target", addr}, &bytes.Buffer{}, &bytes.Buffer{},
-			func(a net.Addr) { listening <- a })
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	relay := <-listening
+	relay := startBareRelay(t, addr)
 	gateway := brokertest.ServeRoute(t, "/mqtt", nil, func(e brokertest.RouteEnv) http.Handler {
 		return mqtt.NewRelay(mqtt.Options{RouteOptions: bridge.RouteOptions{Route: "/mqtt", Backend: "mosquitto", Address: addr,
 			WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log}})
 	})
-	for _, url := range []string{"tcp://" + addr, "ws://" + relay.String() + "/", gateway} {
+	for _, url := range []string{"tcp://" + addr, "ws://" + relay + "/", gateway} {
 		for _, qos := range []string{"0", "1"} {
 			t.Run(url+"/qos"+qos, func(t *testing.T) {
 				r := runScenario(t, "mqtt-pubsub", "-url", url, "-qos", qos, "-subscribers", "2", "-duration", "500ms", "-window", "64")
@@ -306,4 +291,55 @@ func TestConns(t *testing.T) {
 			}
 		})
 	}
+}
+
+// AMQP straight to RabbitMQ, through the bare relay and through wsbridge's
+// AMQP relay (which logs in with the keyring's credential, whatever the
+// client sends): two subscribers, each with its own queue, get every
+// message.
+func TestAMQPPubSub(t *testing.T) {
+	addr := brokertest.RabbitAMQP(t)
+	cred := brokertest.RabbitCredential(t)
+	relay := startBareRelay(t, addr)
+	gateway := brokertest.ServeRoute(t, "/amqp", nil, func(e brokertest.RouteEnv) http.Handler {
+		return amqp.NewRelay(amqp.Options{RouteOptions: bridge.RouteOptions{Route: "/amqp", Backend: "rabbitmq", Address: addr, Credential: &cred,
+			WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log}})
+	})
+	for _, tc := range []struct{ url, login string }{
+		{"tcp://" + addr, cred.Username}, {"ws://" + relay + "/", cred.Username}, {gateway, "someone-else"},
+	} {
+		t.Run(tc.url, func(t *testing.T) {
+			password := cred.Password.Reveal()
+			if tc.url == gateway {
+				password = "not the broker's"
+			}
+			r := runScenario(t, "amqp-pubsub", "-url", tc.url, "-login", tc.login, "-passcode", password,
+				"-subscribers", "2", "-duration", "500ms", "-window", "64")
+			if r.Copies != 2 || r.Scenario != "amqp-pubsub" {
+				t.Fatalf("%+v", r)
+			}
+			checkClean(t, r)
+		})
+	}
+	// A refused login is the scenario's error, with the broker's reason.
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"amqp-pubsub", "-url", "tcp://" + addr, "-login", "nobody", "-passcode", "x", "-duration", "100ms"},
+		&out, &errb, nil); code != 1 || !strings.Contains(errb.String(), "ACCESS_REFUSED") {
+		t.Fatalf("exit %d: %q", code, errb.String())
+	}
+}
+
+// startBareRelay runs `wsbench baseline-relay` to target until the test
+// ends and returns its address.
+func startBareRelay(t *testing.T, target string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan net.Addr, 1)
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"baseline-relay", "-listen", "127.0.0.1:0", "-target", target}, &bytes.Buffer{}, &bytes.Buffer{},
+			func(a net.Addr) { listening <- a })
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return (<-listening).String()
 }

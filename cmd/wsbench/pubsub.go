@@ -13,6 +13,7 @@ type pubsubOptions struct {
 	URL, Login, Passcode, VHost string
 	Label                       string
 	Dest                        string // /topic/... (every subscriber gets each message) or /queue/...
+	Exchange                    string // AMQP: the exchange published to and bound
 	Publishers, Subscribers     int
 	Window                      int     // messages in flight per publisher
 	Rate                        float64 // messages per second over all publishers; 0 = as fast as the window allows

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -15,21 +16,28 @@ import (
 // messages, no parsing, no validation, no credential injection. Whatever
 // wsbridge costs beyond it is wsbridge's own work.
 type bareRelay struct {
-	target   string
-	upgrader *gws.Upgrader
+	target string
+	// A gws Upgrader with SubProtocols refuses clients that offer none
+	// (AMQP's), so those get the plain one.
+	withSub, plain *gws.Upgrader
 }
 
 func newBareRelay(target string) *bareRelay {
 	r := &bareRelay{target: target}
-	r.upgrader = gws.NewUpgrader(r, &gws.ServerOption{
-		ReadBufferSize: 4 << 10, ReadMaxPayloadSize: 1 << 20,
-		SubProtocols: []string{"v12.stomp", "v11.stomp", "v10.stomp", "mqtt"},
-	})
+	opt := func(sub []string) *gws.ServerOption {
+		return &gws.ServerOption{ReadBufferSize: 4 << 10, ReadMaxPayloadSize: 1 << 20, SubProtocols: sub}
+	}
+	r.withSub = gws.NewUpgrader(r, opt([]string{"v12.stomp", "v11.stomp", "v10.stomp", "mqtt"}))
+	r.plain = gws.NewUpgrader(r, opt(nil))
 	return r
 }
 
 func (r *bareRelay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	ws, err := r.upgrader.Upgrade(w, req)
+	u := r.withSub
+	if req.Header.Get("Sec-Websocket-Protocol") == "" {
+		u = r.plain
+	}
+	ws, err := u.Upgrade(w, req)
 	if err != nil {
 		return
 	}
@@ -39,9 +47,9 @@ func (r *bareRelay) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	ws.Session().Store("up", up)
-	op := gws.OpcodeText // STOMP
-	if ws.SubProtocol() == "mqtt" {
-		op = gws.OpcodeBinary
+	op := gws.OpcodeBinary // MQTT, AMQP
+	if strings.HasSuffix(ws.SubProtocol(), ".stomp") {
+		op = gws.OpcodeText
 	}
 	go func() { // broker -> client, one message per read
 		defer ws.WriteClose(1000, nil)

@@ -47,8 +47,12 @@ func dialTransport(url, subprotocol string, binary bool, feed func([]byte), clos
 			closeFn: func() { nc.Close() },
 		}, nil
 	case strings.HasPrefix(url, "ws://"), strings.HasPrefix(url, "wss://"):
+		header := http.Header{}
+		if subprotocol != "" {
+			header.Set("Sec-Websocket-Protocol", subprotocol)
+		}
 		ws, _, err := gws.NewClient(&wsHandler{feed: feed, closed: closed}, &gws.ClientOption{Addr: url, ReadMaxPayloadSize: 64 << 20,
-			RequestHeader: http.Header{"Sec-Websocket-Protocol": {subprotocol}}})
+			RequestHeader: header})
 		if err != nil {
 			return nil, err
 		}
