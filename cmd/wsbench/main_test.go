@@ -5,12 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"image"
+	_ "image/png"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -342,4 +345,38 @@ func startBareRelay(t *testing.T, target string) string {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	return (<-listening).String()
+}
+
+// conns lines get their own table (medians of memory per connection and
+// handshake latency); -chart draws the medians as a PNG.
+func TestReportConnsAndChart(t *testing.T) {
+	lines := []string{
+		`{"label":"web-stomp","scenario":"conns","mode":"stomp","attempted":10,"connected":10,"held_to_end":10,"handshake_p50_us":900,"handshake_p99_us":2000,"rss_per_conn_bytes":120000}`,
+		`{"label":"wsbridge","scenario":"conns","mode":"stomp","attempted":10,"connected":9,"failed":1,"held_to_end":9,"handshake_p50_us":500,"handshake_p99_us":1000,"rss_per_conn_bytes":12000,"rss_per_conn_after_gc_bytes":9000}`,
+		`{"label":"wsbridge","scenario":"conns","mode":"stomp","attempted":10,"connected":10,"held_to_end":10,"handshake_p50_us":700,"handshake_p99_us":3000,"rss_per_conn_bytes":11000,"rss_per_conn_after_gc_bytes":10000}`,
+		`{"label":"direct","rate":0,"scenario":"stomp-pubsub","msgs_per_s":100,"p50_us":5,"p99_us":10}`,
+	}
+	png := filepath.Join(t.TempDir(), "c.png")
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"report", "-baseline", "web-stomp", "-chart", png, writeLines(t, lines)}, &out, &errb, nil); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{
+		"| wsbridge | stomp | 2 | 20 | 1 | 9 | 600 | 2000 | 11.5 | 0.10 | 9.5 |", // medians of two runs
+		"| web-stomp | stomp | 1 | 10 | 0 | 10 | 900 | 2000 | 120.0 | 1.00 | - |",
+		"| direct | 1 | 100 |", // pub/sub lines still reported
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+	f, err := os.Open(png)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg, format, err := image.DecodeConfig(f)
+	if err != nil || format != "png" || cfg.Width < 800 {
+		t.Fatalf("chart: %v %s %+v", err, format, cfg)
+	}
 }
