@@ -24,7 +24,24 @@ var (
 func drawChart(path, title string, groups []rateGroup, conns []connsSummary) error {
 	var left, right *plot.Plot
 	var err error
+	oneSystem := len(groups) > 1
+	for _, g := range groups {
+		oneSystem = oneSystem && len(g.sums) == 1
+	}
 	switch {
+	case oneSystem:
+		// One system at several rates (SSE fan-out): a bar per rate.
+		labels := make([]string, len(groups))
+		for i, g := range groups {
+			labels[i] = fmt.Sprintf("%s @ %.0f/s", g.sums[0].label, g.rate)
+		}
+		left, err = bars(title+": deliveries/s", "delivered msgs/s (median)", labels, func(i int) (float64, float64) { return groups[i].sums[0].msgsPerSec, -1 })
+		if err != nil {
+			return err
+		}
+		right, err = bars(title+": latency", "ms (median of runs)", labels, func(i int) (float64, float64) {
+			return groups[i].sums[0].p50 / 1e3, groups[i].sums[0].p99 / 1e3
+		}, "p50", "p99")
 	case len(groups) > 0:
 		tp, lat := groups[0], groups[len(groups)-1] // rates sorted: 0 (max) first
 		left, err = bars(title+": msgs/s", "delivered msgs/s (median)", labelsOf(tp.sums), func(i int) (float64, float64) { return tp.sums[i].msgsPerSec, -1 })
