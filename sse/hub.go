@@ -35,6 +35,12 @@ type Options struct {
 	Linger time.Duration
 	// WriteTimeout bounds each write to a client.
 	WriteTimeout time.Duration
+	// FlushInterval is the least time between two flushes (write
+	// syscalls) of one stream: events arriving sooner wait for the next
+	// and share it, so a busy stream costs at most one write per interval
+	// while a quiet one is flushed at once. 0 (NewHub's zero value too)
+	// flushes every batch at once.
+	FlushInterval time.Duration
 	// MaxTopics bounds the topics one stream may follow.
 	MaxTopics int
 	// MaxPublishBytes bounds an HTTP publish body.
@@ -55,6 +61,7 @@ func DefaultOptions() Options {
 		ClientQueue:     256,
 		Linger:          5 * time.Second,
 		WriteTimeout:    10 * time.Second,
+		FlushInterval:   20 * time.Millisecond,
 		MaxTopics:       16,
 		MaxPublishBytes: 64 << 10,
 		PublishTimeout:  10 * time.Second,
@@ -88,7 +95,8 @@ type Hub struct {
 	upstreamSubs atomic.Int64
 }
 
-// NewHub returns a hub over broker. Zero options take the defaults.
+// NewHub returns a hub over broker. Zero options take the defaults, but
+// for FlushInterval, where zero means no coalescing.
 func NewHub(broker bridge.Broker, o Options) *Hub {
 	d := DefaultOptions()
 	setDefault(&o.Heartbeat, d.Heartbeat)

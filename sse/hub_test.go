@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -386,3 +387,68 @@ func TestHeartbeatComments(t *testing.T) {
 }
 
 var _ bridge.Broker = (*bridge.NATS)(nil)
+
+// With a flush interval, a quiet stream's event is written at once, and
+// events that follow within the interval share the next write: the client
+// sees them in one chunk, not one chunk each.
+func TestFlushIntervalCoalescesBusyStreams(t *testing.T) {
+	const interval = 400 * time.Millisecond
+	s := startHub(t, natsBroker(t), Options{FlushInterval: interval})
+	topic := uniqueTopic(t)
+	conn, r := rawStream(t, s.url, "/sse/"+topic)
+	t.Cleanup(func() { conn.Close() })
+	type chunk struct {
+		at   time.Time
+		data string
+	}
+	chunks := make(chan chunk, 16)
+	go func() {
+		defer close(chunks)
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil {
+				return
+			}
+			n, err := strconv.ParseInt(strings.TrimSpace(line), 16, 32)
+			if err != nil || n == 0 {
+				return
+			}
+			data := make([]byte, n+2) // the chunk and its CRLF
+			if _, err := io.ReadFull(r, data); err != nil {
+				return
+			}
+			chunks <- chunk{time.Now(), string(data[:n])}
+		}
+	}()
+	next := func() chunk {
+		t.Helper()
+		select {
+		case c, ok := <-chunks:
+			if !ok {
+				t.Fatal("stream ended")
+			}
+			return c
+		case <-time.After(5 * time.Second):
+			t.Fatal("nothing written")
+		}
+		return chunk{}
+	}
+	if c := next(); !strings.HasPrefix(c.data, "retry:") {
+		t.Fatalf("first chunk %q", c.data)
+	}
+	// The stream has been quiet for longer than the interval: no wait.
+	time.Sleep(interval) // quiet time is the condition under test, not a synchronisation
+	sent := time.Now()
+	s.publish(t, topic, "first")
+	first := next()
+	if !strings.Contains(first.data, "data: first\n") || first.at.Sub(sent) > interval/2 {
+		t.Fatalf("quiet stream: %q after %s", first.data, first.at.Sub(sent))
+	}
+	for _, m := range []string{"a", "b", "c"} {
+		s.publish(t, topic, m)
+	}
+	burst := next()
+	if strings.Count(burst.data, "data: ") != 3 || burst.at.Sub(first.at) < interval*9/10 {
+		t.Fatalf("burst: %q, %s after the first event", burst.data, burst.at.Sub(first.at))
+	}
+}

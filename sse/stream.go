@@ -197,10 +197,28 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	anyEnded := mergeDone(ended, stop)
 	heartbeat := time.NewTicker(h.o.Heartbeat)
 	defer heartbeat.Stop()
+	// A flush is a write syscall per stream: a busy stream flushes at most
+	// once per FlushInterval and the events in between share it; a quiet
+	// one flushes at once.
+	flushTimer := time.NewTimer(time.Hour)
+	flushTimer.Stop()
+	defer flushTimer.Stop()
+	var (
+		flushDue  <-chan time.Time // the timer's channel while a flush waits
+		lastFlush time.Time
+		active    bool // something was written since the last heartbeat tick
+	)
+	flush := func() bool {
+		flushDue, active = nil, true
+		lastFlush = time.Now()
+		return rc.Flush() == nil
+	}
 	for {
 		select {
 		case ev := <-c.q:
-			rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
+			if flushDue == nil { // the first write since the last flush
+				rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
+			}
 			ok := write(ev.bytesFor(multi))
 		drain: // more queued events go out with the same flush
 			for n := 1; ok && n < maxBatch; n++ {
@@ -211,12 +229,28 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 					break drain
 				}
 			}
-			if !ok || rc.Flush() != nil {
+			switch wait := h.o.FlushInterval - time.Since(lastFlush); {
+			case !ok:
+			case wait <= 0:
+				ok = flush()
+			case flushDue == nil:
+				flushTimer.Reset(wait)
+				flushDue = flushTimer.C
+			}
+			if !ok {
 				outcome = "write_failed"
 				return
 			}
-			heartbeat.Reset(h.o.Heartbeat)
+		case <-flushDue:
+			if !flush() {
+				outcome = "write_failed"
+				return
+			}
 		case <-heartbeat.C:
+			if active || flushDue != nil {
+				active = false
+				continue
+			}
 			rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
 			if !write([]byte(": heartbeat\n\n")) || rc.Flush() != nil {
 				outcome = "write_failed"

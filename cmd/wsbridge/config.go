@@ -143,13 +143,16 @@ type WebSocketConfig struct {
 
 // SSEConfig holds the settings of SSE streams and HTTP publishes.
 type SSEConfig struct {
-	Heartbeat          Duration `yaml:"heartbeat"`
-	Retry              Duration `yaml:"retry"`
-	ReplayEvents       int      `yaml:"replay_events"`
-	ClientQueueEvents  int      `yaml:"client_queue_events"`
-	Linger             Duration `yaml:"linger"`
-	MaxTopicsPerStream int      `yaml:"max_topics_per_stream"`
-	MaxPublishBytes    int      `yaml:"max_publish_bytes"`
+	Heartbeat    Duration `yaml:"heartbeat"`
+	Retry        Duration `yaml:"retry"`
+	ReplayEvents int      `yaml:"replay_events"`
+	// FlushInterval is a pointer so that an explicit 0s (flush every
+	// event at once) differs from unset.
+	FlushInterval      *Duration `yaml:"flush_interval"`
+	ClientQueueEvents  int       `yaml:"client_queue_events"`
+	Linger             Duration  `yaml:"linger"`
+	MaxTopicsPerStream int       `yaml:"max_topics_per_stream"`
+	MaxPublishBytes    int       `yaml:"max_publish_bytes"`
 }
 
 // LimitsConfig bounds what clients may do.
@@ -472,6 +475,12 @@ func (cfg *Config) check(c *checker) {
 	c.intIn("sse.replay_events", &sc.ReplayEvents, sd.Replay, 1, 1<<20)
 	c.intIn("sse.client_queue_events", &sc.ClientQueueEvents, sd.ClientQueue, 1, 1<<20)
 	c.durIn("sse.linger", &sc.Linger, sd.Linger, time.Millisecond, time.Hour)
+	if sc.FlushInterval == nil {
+		d := Duration(sd.FlushInterval)
+		sc.FlushInterval = &d
+	} else if v := time.Duration(*sc.FlushInterval); v > time.Second {
+		c.fail("sse.flush_interval", "%s is out of range [0s, 1s]", v)
+	}
 	c.intIn("sse.max_topics_per_stream", &sc.MaxTopicsPerStream, sd.MaxTopics, 1, 1024)
 	c.intIn("sse.max_publish_bytes", &sc.MaxPublishBytes, sd.MaxPublishBytes, 1, 64<<20)
 

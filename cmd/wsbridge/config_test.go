@@ -36,6 +36,14 @@ func TestConfigDefaults(t *testing.T) {
 		cfg.Limits.STOMP.MaxFrameBytes != 128<<10 || cfg.Backends["b"].VHost != "/" || cfg.Limits.MaxConnections != 10000 {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
+	if time.Duration(*cfg.SSE.FlushInterval) != 20*time.Millisecond || cfg.WebSocket.ReadBufferBytes != 1024 {
+		t.Fatalf("sse.flush_interval %s, websocket.read_buffer_bytes %d", time.Duration(*cfg.SSE.FlushInterval), cfg.WebSocket.ReadBufferBytes)
+	}
+	// An explicit 0s turns coalescing off; it is not "unset".
+	cfg, err = parseConfig("c.yaml", []byte("sse: {flush_interval: 0s}\nbackends:\n  b:\n    protocol: stomp\n    address: h:1\nroutes:\n  - {path: /s, protocol: stomp, backend: b}\n"))
+	if err != nil || *cfg.SSE.FlushInterval != 0 {
+		t.Fatalf("explicit 0s: %v %v", err, cfg)
+	}
 }
 
 func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
@@ -59,6 +67,7 @@ func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
 		{"bad address", strings.Replace(ok, "address: h:1", "address: h", 1), []string{"c.yaml:4: backends.b.address"}},
 		{"admin on a public address", "admin: {listen: \"0.0.0.0:9090\"}\n" + ok, []string{"c.yaml:1: admin.listen", "loopback"}},
 		{"admin not host:port", "admin: {listen: \"9090\"}\n" + ok, []string{"c.yaml:1: admin.listen"}},
+		{"flush interval too long", ok + "sse:\n  flush_interval: 2s\n", []string{"c.yaml:10: sse.flush_interval: 2s is out of range"}},
 		{"bad log level", ok + "log:\n  level: loud\n", []string{"c.yaml:10: log.level"}},
 		{"syntax error", "routes: [\n", []string{"c.yaml:"}},
 		{"mqtt listener without jetstream", "backends:\n  n:\n    protocol: nats\n    embedded: true\n    mqtt_address: 127.0.0.1:1884\nroutes:\n  - {path: /s, protocol: sse, backend: n}\n", []string{"c.yaml:5: backends.n.mqtt_address", "store_dir"}},

@@ -378,7 +378,8 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		h := sse.NewHub(broker, sse.Options{
 			Heartbeat: time.Duration(sc.Heartbeat), Retry: time.Duration(sc.Retry), Replay: sc.ReplayEvents,
 			ClientQueue: sc.ClientQueueEvents, Linger: time.Duration(sc.Linger), WriteTimeout: ws.WriteTimeout,
-			MaxTopics: sc.MaxTopicsPerStream, MaxPublishBytes: sc.MaxPublishBytes,
+			FlushInterval: time.Duration(*sc.FlushInterval),
+			MaxTopics:     sc.MaxTopicsPerStream, MaxPublishBytes: sc.MaxPublishBytes,
 			Origins: cfg.origins, Conns: srv.Conns, Log: log,
 		})
 		hubs[name] = h
