@@ -3,6 +3,7 @@ package validate
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -188,20 +189,24 @@ func FuzzAMQPScanner(f *testing.F) {
 	})
 }
 
-func BenchmarkAMQPPublish128(b *testing.B) {
-	s := NewAMQPScanner(AMQPLimits{})
-	if _, err := scanAMQPInto(s, handshake()); err != nil {
-		b.Fatal(err)
+func BenchmarkAMQPPublish(b *testing.B) {
+	for _, size := range []int{128, 4096} {
+		b.Run(fmt.Sprintf("%dB", size), func(b *testing.B) {
+			s := NewAMQPScanner(AMQPLimits{})
+			if _, err := scanAMQPInto(s, handshake()); err != nil {
+				b.Fatal(err)
+			}
+			msg := publish(1, strings.Repeat("x", size), 1)
+			b.ReportAllocs()
+			b.SetBytes(int64(len(msg)))
+			for b.Loop() {
+				if _, err := scanAMQPInto(s, msg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "messages/s")
+		})
 	}
-	msg := publish(1, strings.Repeat("x", 128), 1)
-	b.ReportAllocs()
-	b.SetBytes(int64(len(msg)))
-	for b.Loop() {
-		if _, err := scanAMQPInto(s, msg); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "messages/s")
 }
 
 // scanAMQPInto feeds whole frames to s without allocating.

@@ -3,6 +3,7 @@ package validate
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -187,29 +188,31 @@ func FuzzMQTTScanner(f *testing.F) {
 	})
 }
 
-func BenchmarkMQTTPublish128(b *testing.B) {
-	for _, v := range []byte{4, 5} {
-		b.Run("v"+string('0'+v), func(b *testing.B) {
-			s := NewMQTTScanner(MQTTLimits{})
-			if _, _, err := s.Next(connectPacket(b, v)); err != nil {
-				b.Fatal(err)
-			}
-			var props packets.Properties
-			if v == 5 {
-				props.ContentType = "application/json"
-			}
-			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: MQTTPublish, Qos: 1}, ProtocolVersion: v,
-				TopicName: "sensors/room1/temperature", PacketID: 7, Properties: props}
-			pk.Payload = make([]byte, 128-len(encode(b, pk)))
-			frame := encode(b, pk)
-			b.ReportAllocs()
-			b.SetBytes(int64(len(frame)))
-			for b.Loop() {
-				if n, _, err := s.Next(frame); err != nil || n != len(frame) {
-					b.Fatalf("n=%d err=%v", n, err)
+func BenchmarkMQTTPublish(b *testing.B) {
+	for _, size := range []int{128, 4096} {
+		for _, v := range []byte{4, 5} {
+			b.Run(fmt.Sprintf("%dB/v%d", size, v), func(b *testing.B) {
+				s := NewMQTTScanner(MQTTLimits{})
+				if _, _, err := s.Next(connectPacket(b, v)); err != nil {
+					b.Fatal(err)
 				}
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
-		})
+				var props packets.Properties
+				if v == 5 {
+					props.ContentType = "application/json"
+				}
+				pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: MQTTPublish, Qos: 1}, ProtocolVersion: v,
+					TopicName: "sensors/room1/temperature", PacketID: 7, Properties: props}
+				pk.Payload = make([]byte, size-len(encode(b, pk)))
+				frame := encode(b, pk)
+				b.ReportAllocs()
+				b.SetBytes(int64(len(frame)))
+				for b.Loop() {
+					if n, _, err := s.Next(frame); err != nil || n != len(frame) {
+						b.Fatalf("n=%d err=%v", n, err)
+					}
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "packets/s")
+			})
+		}
 	}
 }

@@ -85,11 +85,20 @@ backends:
   rabbitmq: {protocol: stomp, address: 127.0.0.1:61613, credential: rabbit}
   rabbitmq-amqp: {protocol: amqp, address: 127.0.0.1:5672, credential: rabbit}
   mosquitto: {protocol: mqtt, address: 127.0.0.1:19884}
-  nats: {protocol: nats, embedded: true, address: 127.0.0.1:14222}
 routes:
   - {path: /stomp, protocol: stomp, backend: rabbitmq}
   - {path: /amqp, protocol: amqp, backend: rabbitmq-amqp}
   - {path: /mqtt, protocol: mqtt, backend: mosquitto}
+YAML
+# SSE on embedded NATS: no broker process, so the gateway gets core 0 (the
+# brokers idle meanwhile) and the load tool core 1.
+cat > "$out/sse.yaml" <<YAML
+listen: "127.0.0.1:18082"
+log: {level: warn}
+$limits
+backends:
+  nats: {protocol: nats, embedded: true, address: 127.0.0.1:14222}
+routes:
   - {path: /sse, protocol: sse, backend: nats}
   - {path: /publish, protocol: publish, backend: nats}
 YAML
@@ -97,8 +106,8 @@ YAML
 { sed -e 's/^listen: .*/listen: "127.0.0.1:18081"/' cmd/wsbridge/default.yaml
   printf 'admin: {listen: "127.0.0.1:19091"}\nlog: {level: warn}\n%s\n' "$limits"; } > "$out/embedded.yaml"
 
-start_gateway() { # config
-  taskset -c 1 "$out/wsbridge" -config "$1" 2>>"$out/gateway.log" & pids+=($!)
+start_gateway() { # config [core]
+  taskset -c "${2:-1}" "$out/wsbridge" -config "$1" 2>>"$out/gateway.log" & pids+=($!)
 }
 start_gateway "$out/gateway.yaml"
 gateway=$!
@@ -157,11 +166,15 @@ for rate in 0 "$RATE"; do
 done
 
 file="$out/sse.jsonl"; : > "$file"
+start_gateway "$out/sse.yaml" 0
+sse_gateway=$!
+wait_port 18082
 for _ in $(seq "$ROUNDS"); do
-  for rate in 100 200; do
-    bench sse-fanout wsbridge http://127.0.0.1:18080 -clients "$SSE_CLIENTS" -rate "$rate" -duration "$DURATION"
+  for rate in 100 200 300; do
+    bench sse-fanout wsbridge http://127.0.0.1:18082 -clients "$SSE_CLIENTS" -rate "$rate" -duration "$DURATION"
   done
 done
+kill "$sse_gateway"; wait "$sse_gateway" 2>/dev/null || true
 
 # Idle connections, each wsbridge round on a fresh gateway so that its RSS
 # counts only the round's connections.
@@ -259,7 +272,9 @@ $(report "AMQP" bare-relay amqp amqp)
 ## Server-Sent Events fan-out
 
 1 topic, $SSE_CLIENTS streams, HTTP publishes at the rate named, embedded NATS; msgs/s counts every
-delivery to every stream.
+delivery to every stream. The gateway has core 0 to itself here (no broker process; RabbitMQ and
+Mosquitto idle), the load tool core 1. Default \`sse.flush_interval\` (20 ms): a busy stream's events
+share one write per interval.
 
 ![SSE](img/sse.png)
 $(report "SSE x$SSE_CLIENTS" wsbridge sse sse)
