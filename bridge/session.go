@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -205,4 +206,69 @@ func (s *Session) Keep(rest []byte) {
 	default:
 		s.pending = append(s.pending[:0], rest...)
 	}
+}
+
+// Outbox collects whole server WebSocket messages so that several go out
+// with one write: gws makes a syscall per message, and a syscall costs
+// more than everything else the relay does with a message. It belongs to
+// the goroutine that fills it.
+type Outbox struct {
+	buf []byte
+	n   int // messages in buf
+}
+
+// outboxFlushBytes is the size at which an Outbox should be sent before
+// more is added; outboxKeepBytes the capacity kept between sends.
+const (
+	outboxFlushBytes = 64 << 10
+	outboxKeepBytes  = 16 << 10
+)
+
+// Add appends one unmasked, uncompressed message (RFC 6455 section 5.2;
+// under permessage-deflate RSV1 clear means not compressed).
+func (o *Outbox) Add(op gws.Opcode, payload []byte) {
+	o.buf = append(o.buf, 0x80|byte(op))
+	switch n := len(payload); {
+	case n < 126:
+		o.buf = append(o.buf, byte(n))
+	case n < 1<<16:
+		o.buf = append(o.buf, 126, byte(n>>8), byte(n))
+	default:
+		o.buf = append(o.buf, 127)
+		o.buf = binary.BigEndian.AppendUint64(o.buf, uint64(n))
+	}
+	o.buf = append(o.buf, payload...)
+	o.n++
+}
+
+// Full reports whether the outbox should be sent before more is added.
+func (o *Outbox) Full() bool { return len(o.buf) >= outboxFlushBytes }
+
+// Send writes what the outbox holds in one write with the write timeout
+// and empties it. A net.Conn write is never interleaved with another, so
+// gws's own writes (pings, pongs, close frames) stay whole. On failure the
+// outcome is recorded and the connection closed, which ends its read loop.
+func (s *Session) Send(o *Outbox) bool {
+	if o.n == 0 {
+		return true
+	}
+	defer func() {
+		o.n = 0
+		if cap(o.buf) > outboxKeepBytes {
+			o.buf = nil
+		} else {
+			o.buf = o.buf[:0]
+		}
+	}()
+	if s.Closing() {
+		return false
+	}
+	nc := s.WS.NetConn()
+	nc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	if _, err := nc.Write(o.buf); err != nil {
+		s.SetOutcome("client_write_failed", err.Error())
+		nc.Close()
+		return false
+	}
+	return true
 }

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -127,4 +128,76 @@ func TestAdmissionConnectionLimit(t *testing.T) {
 		t.Fatalf("a freed slot was not reusable: %v", err)
 	}
 	c3.NetConn().Close()
+}
+
+// collector records every message a client gets, with its opcode.
+type collector struct {
+	gws.BuiltinEventHandler
+	msgs chan string
+}
+
+func (c *collector) OnMessage(_ *gws.Conn, m *gws.Message) {
+	c.msgs <- fmt.Sprintf("%d:%s", m.Opcode, m.Bytes())
+	m.Close()
+}
+
+// An Outbox's messages reach a real client whole, in order, with their
+// opcodes, across every length encoding and beside gws's own writes.
+func TestOutboxSendsWholeMessagesInOneWrite(t *testing.T) {
+	sizes := []int{0, 1, 125, 126, 65535, 65536, 200_000}
+	sent := make(chan bool, 1)
+	sess := &quiet{}
+	ups := NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return sess })
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ws, err := ups.Upgrade(w, r)
+		if err != nil {
+			return
+		}
+		sess.Start(ws, r.RemoteAddr, func() {}, DefaultWSOptions(), func() {})
+		go ws.ReadLoop()
+		var out Outbox
+		for i, n := range sizes {
+			op := gws.OpcodeText
+			if i%2 == 1 {
+				op = gws.OpcodeBinary
+			}
+			out.Add(op, []byte(strings.Repeat(string(rune('a'+i)), n)))
+		}
+		ok := sess.Send(&out)
+		sess.Write(gws.OpcodeText, []byte("after")) // through gws
+		out.Add(gws.OpcodeText, []byte("last"))
+		sent <- ok && sess.Send(&out) && sess.Send(&out) // an empty outbox sends nothing
+	})}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	c := &collector{msgs: make(chan string, 16)}
+	conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: "ws://" + ln.Addr().String(), ReadMaxPayloadSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.NetConn().Close() })
+	go conn.ReadLoop()
+	var want []string
+	for i, n := range sizes {
+		op := gws.OpcodeText
+		if i%2 == 1 {
+			op = gws.OpcodeBinary
+		}
+		want = append(want, fmt.Sprintf("%d:%s", op, strings.Repeat(string(rune('a'+i)), n)))
+	}
+	want = append(want, fmt.Sprintf("%d:after", gws.OpcodeText), fmt.Sprintf("%d:last", gws.OpcodeText))
+	for i, w := range want {
+		select {
+		case got := <-c.msgs:
+			if got != w {
+				t.Fatalf("message %d: %.40q (%d bytes), want %.40q (%d bytes)", i, got, len(got), w, len(w))
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("message %d never came", i)
+		}
+	}
+	if !<-sent {
+		t.Fatal("Send reported a failure")
+	}
 }

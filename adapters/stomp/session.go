@@ -177,17 +177,20 @@ func (s *session) forward(b []byte) bool {
 }
 
 // readUpstream relays broker frames to the client, one per WebSocket
-// message, until the broker or the client goes away.
+// message, until the broker or the client goes away. The frames of one
+// read go out with one write.
 func (s *session) readUpstream() {
 	o := &s.relay.opts
 	max := o.MaxBrokerFrameBytes
 	sc := validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: max, MaxHeaders: 4096, MaxHeaderLineBytes: max}, true)
 	brokerError := false
+	var out bridge.Outbox
 	err := s.up.ReadLoop(max, func(b []byte) (int, bool) {
 		off := 0
 		for off < len(b) {
 			k, f, err := sc.Next(b[off:])
 			if err != nil {
+				s.Send(&out) // the valid frames before it
 				s.brokerInvalid(err)
 				return 0, false
 			}
@@ -209,21 +212,23 @@ func (s *session) readUpstream() {
 			}
 			end := off + k
 			// RabbitMQ follows each frame with an EOL; sending it in the
-			// frame's own message saves a write per frame.
+			// frame's own message saves a message per frame.
 			if f != nil && end < len(b) && (b[end] == '\n' || b[end] == '\r') {
 				e, _, err := sc.Next(b[end:])
 				if err != nil {
+					s.Send(&out)
 					s.brokerInvalid(err)
 					return 0, false
 				}
 				end += e
 			}
-			if !s.toClient(b[off:end]) {
+			out.Add(textOrBinary(b[off:end]), b[off:end])
+			if out.Full() && !s.Send(&out) {
 				return 0, false
 			}
 			off = end
 		}
-		return off, true
+		return off, s.Send(&out)
 	})
 	switch {
 	case err == nil, s.Closing():
@@ -245,15 +250,17 @@ func (s *session) brokerInvalid(err error) {
 // writeText writes a frame the gateway made itself.
 func (s *session) writeText(b []byte) bool { return s.Write(gws.OpcodeText, b) }
 
-// toClient writes one broker frame (or heart-beat) as one WebSocket
-// message: text when it is valid UTF-8, binary otherwise, so that binary
-// bodies survive browsers' text decoding.
-func (s *session) toClient(frame []byte) bool {
-	op := gws.OpcodeText
-	if !utf8.Valid(frame) {
-		op = gws.OpcodeBinary
+// toClient writes one frame (or heart-beat) as one WebSocket message.
+func (s *session) toClient(frame []byte) bool { return s.Write(textOrBinary(frame), frame) }
+
+// textOrBinary is the opcode of a frame's message: text when it is valid
+// UTF-8, binary otherwise, so that binary bodies survive browsers' text
+// decoding.
+func textOrBinary(frame []byte) gws.Opcode {
+	if utf8.Valid(frame) {
+		return gws.OpcodeText
 	}
-	return s.Write(op, frame)
+	return gws.OpcodeBinary
 }
 
 // finish ends the session once. When errMsg is set the client first gets a
