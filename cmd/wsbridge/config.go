@@ -630,6 +630,10 @@ func (cfg *Config) check(c *checker) {
 			c.fail(p+".backend", "%q is not defined under backends", r.Backend)
 		case known && !serves[b.Protocol]:
 			c.fail(p+".backend", "backend %q speaks %s, which cannot serve a %s route (stomp routes relay to stomp backends; mode: translate maps onto nats, amqp or mqtt)", r.Backend, b.Protocol, key)
+		case key == "amqp" && b.Credential == "" && cfg.Auth[r.Auth].Credential == "":
+			// The relay answers every client's login with the gateway's own:
+			// with none, RabbitMQ refuses each connection after its delay.
+			c.fail(p+".backend", "an amqp route logs in to the broker with a keyring entry: set backends.%s.credential, or a credential in the route's auth policy", r.Backend)
 		}
 	}
 }

@@ -67,6 +67,7 @@ func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
 		{"bad address", strings.Replace(ok, "address: h:1", "address: h", 1), []string{"c.yaml:4: backends.b.address"}},
 		{"admin on a public address", "admin: {listen: \"0.0.0.0:9090\"}\n" + ok, []string{"c.yaml:1: admin.listen", "loopback"}},
 		{"admin not host:port", "admin: {listen: \"9090\"}\n" + ok, []string{"c.yaml:1: admin.listen"}},
+		{"amqp route without a broker login", "backends:\n  r:\n    protocol: amqp\n    address: h:1\nroutes:\n  - {path: /amqp, protocol: amqp, backend: r}\n", []string{"c.yaml:6: routes.0.backend", "backends.r.credential"}},
 		{"flush interval too long", ok + "sse:\n  flush_interval: 2s\n", []string{"c.yaml:10: sse.flush_interval: 2s is out of range"}},
 		{"bad log level", ok + "log:\n  level: loud\n", []string{"c.yaml:10: log.level"}},
 		{"syntax error", "routes: [\n", []string{"c.yaml:"}},
