@@ -66,8 +66,13 @@ listener 19883 127.0.0.1
 protocol websockets
 allow_anonymous true
 CONF
-taskset -c 0 mosquitto -c "$out/mosquitto.conf" 2>"$out/mosquitto.log" & pids+=($!)
-mosquitto_ws=$!
+start_mosquitto() { # a fresh instance, so that its RSS counts only what follows
+  [ -z "${mosquitto_ws:-}" ] || { kill "$mosquitto_ws"; wait "$mosquitto_ws" 2>/dev/null || true; }
+  taskset -c 0 mosquitto -c "$out/mosquitto.conf" 2>>"$out/mosquitto.log" & pids+=($!)
+  mosquitto_ws=$!
+  wait_port 19884 && wait_port 19883
+}
+start_mosquitto
 
 # The gateway logs in to RabbitMQ with a keyring entry, as in production.
 rm -f "$out/bench.keyring" "$out/bench.keyring.key"
@@ -209,6 +214,7 @@ done
 file="$out/conns-mqtt.jsonl"; : > "$file"
 for _ in $(seq "$ROUNDS"); do
   conns "wsbridge -> Mosquitto" "$out/gateway.yaml" ws://127.0.0.1:18080/mqtt mqtt "$CONNS_MQTT"
+  start_mosquitto
   conns mosquitto-ws "$mosquitto_ws" ws://127.0.0.1:19883/ mqtt "$CONNS_MQTT"
 done
 
