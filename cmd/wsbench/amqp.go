@@ -15,7 +15,7 @@ type amqpConn struct {
 	exchange  string
 	onMessage func(body []byte)
 	ctrl      chan amqpMethod
-	pending   []byte
+	carry
 
 	// The delivery being assembled from its method, header and body frames
 	// (reading goroutine only).
@@ -158,11 +158,10 @@ func (c *amqpConn) await(want uint32) ([]byte, error) {
 }
 
 // feed splits what arrived into frames, carrying a partial one over.
-func (c *amqpConn) feed(data []byte) {
-	if len(c.pending) > 0 {
-		c.pending = append(c.pending, data...)
-		data = c.pending
-	}
+func (c *amqpConn) feed(data []byte) { c.carry.feed(data, c.frames) }
+
+// frames handles the complete frames in data and returns the bytes used.
+func (c *amqpConn) frames(data []byte) int {
 	off := 0
 	for off+7 <= len(data) {
 		size := int(binary.BigEndian.Uint32(data[off+3:]))
@@ -172,7 +171,7 @@ func (c *amqpConn) feed(data []byte) {
 		c.frame(data[off], data[off+7:off+7+size])
 		off += 8 + size
 	}
-	c.pending = append(c.pending[:0], data[off:]...)
+	return off
 }
 
 // frame handles one frame: a delivery's three parts, or a method the

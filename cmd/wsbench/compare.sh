@@ -126,49 +126,23 @@ bench() { # scenario label url [flags]: one run, appended to $file
   echo "$1 $2 done" >&2
 }
 
-file="$out/stomp.jsonl"; : > "$file"
-for rate in 0 "$RATE"; do
-  for _ in $(seq "$ROUNDS"); do
-    for sys in direct bare-relay wsbridge web-stomp; do
-      case $sys in
-        direct) url=tcp://127.0.0.1:61613 ;;
-        bare-relay) url=ws://127.0.0.1:9001/ ;;
-        wsbridge) url=ws://127.0.0.1:18080/stomp ;;
-        web-stomp) url=ws://127.0.0.1:15674/ws ;;
-      esac
-      bench stomp-pubsub "$sys" "$url" -login "$LOGIN" -passcode "$PASSCODE" -rate "$rate" -duration "$DURATION"
+compare() { # scenario results "label=url ..." [flags]: each system in turn, ROUNDS times, at full speed and at RATE
+  local scenario=$1 systems=$3
+  file="$out/$2.jsonl"; shift 3; : > "$file"
+  for rate in 0 "$RATE"; do
+    for _ in $(seq "$ROUNDS"); do
+      for sys in $systems; do
+        bench "$scenario" "${sys%%=*}" "${sys#*=}" -rate "$rate" -duration "$DURATION" "$@"
+      done
     done
   done
-done
-
-file="$out/mqtt.jsonl"; : > "$file"
-for rate in 0 "$RATE"; do
-  for _ in $(seq "$ROUNDS"); do
-    for sys in direct bare-relay wsbridge mosquitto-ws; do
-      case $sys in
-        direct) url=tcp://127.0.0.1:19884 ;;
-        bare-relay) url=ws://127.0.0.1:9002/ ;;
-        wsbridge) url=ws://127.0.0.1:18080/mqtt ;;
-        mosquitto-ws) url=ws://127.0.0.1:19883/ ;;
-      esac
-      bench mqtt-pubsub "$sys" "$url" -qos 0 -window 1024 -rate "$rate" -duration "$DURATION"
-    done
-  done
-done
-
-file="$out/amqp.jsonl"; : > "$file"
-for rate in 0 "$RATE"; do
-  for _ in $(seq "$ROUNDS"); do
-    for sys in direct bare-relay wsbridge; do
-      case $sys in
-        direct) url=tcp://127.0.0.1:5672 ;;
-        bare-relay) url=ws://127.0.0.1:9003/ ;;
-        wsbridge) url=ws://127.0.0.1:18080/amqp ;;
-      esac
-      bench amqp-pubsub "$sys" "$url" -login "$LOGIN" -passcode "$PASSCODE" -rate "$rate" -duration "$DURATION"
-    done
-  done
-done
+}
+compare stomp-pubsub stomp "direct=tcp://127.0.0.1:61613 bare-relay=ws://127.0.0.1:9001/ wsbridge=ws://127.0.0.1:18080/stomp web-stomp=ws://127.0.0.1:15674/ws" \
+  -login "$LOGIN" -passcode "$PASSCODE"
+compare mqtt-pubsub mqtt "direct=tcp://127.0.0.1:19884 bare-relay=ws://127.0.0.1:9002/ wsbridge=ws://127.0.0.1:18080/mqtt mosquitto-ws=ws://127.0.0.1:19883/" \
+  -qos 0 -window 1024
+compare amqp-pubsub amqp "direct=tcp://127.0.0.1:5672 bare-relay=ws://127.0.0.1:9003/ wsbridge=ws://127.0.0.1:18080/amqp" \
+  -login "$LOGIN" -passcode "$PASSCODE"
 
 file="$out/sse.jsonl"; : > "$file"
 start_gateway "$out/sse.yaml" 0

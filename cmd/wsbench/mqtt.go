@@ -17,8 +17,8 @@ type mqttConn struct {
 	qos       byte
 	onMessage func(body []byte)
 	ctrl      chan string
-	pending   []byte
-	nextID    uint16 // publisher's packet ids (one goroutine publishes)
+	carry
+	nextID uint16 // publisher's packet ids (one goroutine publishes)
 }
 
 func dialMQTT(url, clientID string, qos byte, onMessage func([]byte)) (*mqttConn, error) {
@@ -58,11 +58,10 @@ func appendHeader(b []byte, first byte, remaining int) []byte {
 }
 
 // feed frames what arrived into packets, carrying a partial one over.
-func (c *mqttConn) feed(data []byte) {
-	if len(c.pending) > 0 {
-		c.pending = append(c.pending, data...)
-		data = c.pending
-	}
+func (c *mqttConn) feed(data []byte) { c.carry.feed(data, c.packets) }
+
+// packets handles the complete packets in data and returns the bytes used.
+func (c *mqttConn) packets(data []byte) int {
 	off := 0
 	for off+2 <= len(data) {
 		rl, used, ok := validate.MQTTVarInt(data[off+1:])
@@ -94,7 +93,7 @@ func (c *mqttConn) feed(data []byte) {
 			}
 		}
 	}
-	c.pending = append(c.pending[:0], data[off:]...)
+	return off
 }
 
 func (c *mqttConn) await(want string) error {

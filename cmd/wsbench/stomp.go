@@ -18,8 +18,8 @@ type stompConn struct {
 	onMessage func(body []byte)
 	ctrl      chan string // "COMMAND message-header"
 
-	sc      *validate.STOMPScanner
-	pending []byte
+	sc *validate.STOMPScanner
+	carry
 }
 
 // dialSTOMP connects and sends CONNECT, waiting for CONNECTED.
@@ -47,17 +47,16 @@ func dialSTOMP(url, login, passcode, vhost string, onMessage func([]byte)) (*sto
 }
 
 // feed parses what arrived, carrying a partial frame to the next read.
-func (c *stompConn) feed(data []byte) {
-	if len(c.pending) > 0 {
-		c.pending = append(c.pending, data...)
-		data = c.pending
-	}
+func (c *stompConn) feed(data []byte) { c.carry.feed(data, c.frames) }
+
+// frames handles the complete frames in data and returns the bytes used.
+func (c *stompConn) frames(data []byte) int {
 	off := 0
 	for off < len(data) {
 		n, f, err := c.sc.Next(data[off:])
 		if err != nil {
 			c.ctrl <- "INVALID " + err.Error()
-			return
+			return len(data)
 		}
 		if n == 0 {
 			break
@@ -72,7 +71,7 @@ func (c *stompConn) feed(data []byte) {
 		}
 		off += n
 	}
-	c.pending = append(c.pending[:0], data[off:]...)
+	return off
 }
 
 // await waits for a control frame of the given command.

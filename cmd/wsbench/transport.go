@@ -81,3 +81,18 @@ func (h *wsHandler) OnMessage(_ *gws.Conn, m *gws.Message) {
 }
 
 func (h *wsHandler) OnClose(_ *gws.Conn, err error) { h.closed(err) }
+
+// carry joins what arrives to the partial unit (frame, packet) left over
+// from the last read, and keeps what split leaves unconsumed for the next.
+type carry struct{ pending []byte }
+
+// feed hands split everything there is; split returns how many bytes it
+// used.
+func (c *carry) feed(data []byte, split func([]byte) int) {
+	if len(c.pending) > 0 {
+		c.pending = append(c.pending, data...)
+		data = c.pending
+	}
+	used := split(data)
+	c.pending = append(c.pending[:0], data[used:]...)
+}
