@@ -109,13 +109,14 @@ func bars(title, yLabel string, labels []string, value func(i int) (float64, flo
 	p.Y.Label.Text = yLabel
 	p.Add(plotter.NewGrid())
 	first, second := make(plotter.Values, len(labels)), make(plotter.Values, len(labels))
+	missing := make([]bool, len(labels)) // no second value: no bar, no label
 	paired, top := false, 0.0
 	for i := range labels {
 		first[i], second[i] = value(i)
 		if second[i] >= 0 {
 			paired = true
 		} else {
-			second[i] = 0
+			second[i], missing[i] = 0, true
 		}
 		top = max(top, first[i], second[i])
 	}
@@ -149,8 +150,12 @@ func bars(title, yLabel string, labels []string, value func(i int) (float64, flo
 	for k, vs := range series {
 		var xys plotter.XYLabels
 		for i, v := range vs {
+			label := valueLabel(v)
+			if k == 1 && missing[i] {
+				label = ""
+			}
 			xys.XYs = append(xys.XYs, plotter.XY{X: float64(i), Y: v})
-			xys.Labels = append(xys.Labels, valueLabel(v))
+			xys.Labels = append(xys.Labels, label)
 		}
 		l, err := plotter.NewLabels(xys)
 		if err != nil {

@@ -196,7 +196,7 @@ report() { # title baseline file chart
   "$out/wsbench" report -title "$1" -baseline "$2" -chart "$docs/img/$4.png" "$out/$3.jsonl"
 }
 commit=$(git rev-parse --short HEAD)
-dirty=$(git status --porcelain --untracked-files=no | grep -q . && echo " (with uncommitted changes)" || true)
+dirty=$(git status --porcelain --untracked-files=no -- . ':!docs' | grep -q . && echo " (with uncommitted changes)" || true)
 {
   cat <<DOC
 # wsbridge benchmarks
