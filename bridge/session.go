@@ -29,6 +29,9 @@ type Session struct {
 	release      func()
 	writeTimeout time.Duration
 	closing      atomic.Bool
+	// sendMu orders Send against Finish: an outbox written after the close
+	// frame would be data after close, which gws's own writes never send.
+	sendMu sync.Mutex
 
 	// Identity is who the client proved to be: set at the upgrade or at
 	// the protocol's login; nil until then.
@@ -127,7 +130,10 @@ func (s *Session) Write(op gws.Opcode, b []byte) bool {
 // goes out as one message with opcode op, then the WebSocket close with
 // code and reason. Later calls do nothing.
 func (s *Session) Finish(outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
-	if !s.closing.CompareAndSwap(false, true) {
+	s.sendMu.Lock()
+	first := s.closing.CompareAndSwap(false, true)
+	s.sendMu.Unlock()
+	if !first {
 		return
 	}
 	s.SetOutcome(outcome, reason)
@@ -260,6 +266,8 @@ func (s *Session) Send(o *Outbox) bool {
 			o.buf = o.buf[:0]
 		}
 	}()
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
 	if s.Closing() {
 		return false
 	}

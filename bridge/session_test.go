@@ -130,11 +130,15 @@ func TestAdmissionConnectionLimit(t *testing.T) {
 	c3.NetConn().Close()
 }
 
-// collector records every message a client gets, with its opcode.
+// collector records every message a client gets, with its opcode, and
+// the close.
 type collector struct {
 	gws.BuiltinEventHandler
-	msgs chan string
+	msgs   chan string
+	closed chan error
 }
+
+func (c *collector) OnClose(_ *gws.Conn, err error) { c.closed <- err }
 
 func (c *collector) OnMessage(_ *gws.Conn, m *gws.Message) {
 	c.msgs <- fmt.Sprintf("%d:%s", m.Opcode, m.Bytes())
@@ -166,12 +170,16 @@ func TestOutboxSendsWholeMessagesInOneWrite(t *testing.T) {
 		ok := sess.Send(&out)
 		sess.Write(gws.OpcodeText, []byte("after")) // through gws
 		out.Add(gws.OpcodeText, []byte("last"))
-		sent <- ok && sess.Send(&out) && sess.Send(&out) // an empty outbox sends nothing
+		ok = ok && sess.Send(&out) && sess.Send(&out) // an empty outbox sends nothing
+		sess.Finish("shutdown", "bye", CloseGoingAway, 0, nil)
+		out.Add(gws.OpcodeText, []byte("after close"))
+		sent <- ok && !sess.Send(&out) // nothing follows the close frame
 	})}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	c := &collector{msgs: make(chan string, 16)}
+	closed := make(chan error, 1)
+	c := &collector{msgs: make(chan string, 16), closed: closed}
 	conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: "ws://" + ln.Addr().String(), ReadMaxPayloadSize: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +206,13 @@ func TestOutboxSendsWholeMessagesInOneWrite(t *testing.T) {
 		}
 	}
 	if !<-sent {
-		t.Fatal("Send reported a failure")
+		t.Fatal("Send failed before the close, or wrote after it")
+	}
+	select {
+	case got := <-c.msgs:
+		t.Fatalf("after the close frame: %.40q", got)
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no close")
 	}
 }
