@@ -102,77 +102,59 @@ func (o *pubsubOptions) check(scenario string) error {
 }
 
 func stompPubSubCommand(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("stomp-pubsub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o pubsubOptions
-	pubsubFlags(fs, &o, "ws://127.0.0.1:8080/stomp")
+	fs, o := pubsubFlagSet("stomp-pubsub", "ws://127.0.0.1:8080/stomp", stderr)
 	fs.StringVar(&o.Login, "login", "", "STOMP login (the gateway replaces it; a broker needs one)")
 	fs.StringVar(&o.Passcode, "passcode", "", "STOMP passcode")
 	fs.StringVar(&o.VHost, "vhost", "/", "STOMP host header (RabbitMQ's virtual host)")
 	fs.StringVar(&o.Dest, "dest", "", "destination: /topic/... (each subscriber gets every message) or /queue/...; default a fresh /topic/wsbench.<time>")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := o.check("stomp-pubsub"); err != nil {
-		return err
-	}
-	if o.Dest == "" {
-		o.Dest = fmt.Sprintf("/topic/wsbench.%d", time.Now().UnixNano())
-	}
-	r, err := runSTOMPPubSub(o)
-	if err != nil {
-		return err
-	}
-	return report(r, stdout, stderr)
+	return pubsubCommand(fs, args, o, fmt.Sprintf("/topic/wsbench.%d", time.Now().UnixNano()), runSTOMPPubSub, stdout, stderr)
 }
 
 func mqttPubSubCommand(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("mqtt-pubsub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o pubsubOptions
-	pubsubFlags(fs, &o, "ws://127.0.0.1:8080/mqtt")
+	fs, o := pubsubFlagSet("mqtt-pubsub", "ws://127.0.0.1:8080/mqtt", stderr)
 	qos := fs.Int("qos", 0, "QoS of publishes and subscriptions: 0 or 1")
 	fs.StringVar(&o.Dest, "topic", "", "topic; default a fresh wsbench/<time>")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if err := o.check("mqtt-pubsub"); err != nil {
-		return err
-	}
-	if *qos != 0 && *qos != 1 {
-		return errors.New("mqtt-pubsub: -qos must be 0 or 1")
-	}
-	if o.Dest == "" {
-		o.Dest = fmt.Sprintf("wsbench/%d", time.Now().UnixNano())
-	}
-	o.Dest = mqttTopic(o.Dest)
-	r, err := runMQTTPubSub(o, byte(*qos))
-	if err != nil {
-		return err
-	}
-	return report(r, stdout, stderr)
+	return pubsubCommand(fs, args, o, fmt.Sprintf("wsbench/%d", time.Now().UnixNano()), func(o pubsubOptions) (*result, error) {
+		if *qos != 0 && *qos != 1 {
+			return nil, errors.New("mqtt-pubsub: -qos must be 0 or 1")
+		}
+		o.Dest = mqttTopic(o.Dest)
+		return runMQTTPubSub(o, byte(*qos))
+	}, stdout, stderr)
 }
 
 func amqpPubSubCommand(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("amqp-pubsub", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var o pubsubOptions
-	pubsubFlags(fs, &o, "ws://127.0.0.1:8080/amqp")
+	fs, o := pubsubFlagSet("amqp-pubsub", "ws://127.0.0.1:8080/amqp", stderr)
 	fs.StringVar(&o.Login, "login", "guest", "PLAIN login (the gateway replaces it; a broker needs one)")
 	fs.StringVar(&o.Passcode, "passcode", "guest", "PLAIN password")
 	fs.StringVar(&o.VHost, "vhost", "/", "virtual host")
 	fs.StringVar(&o.Exchange, "exchange", "amq.topic", "topic exchange published to; each subscriber binds its own queue")
 	fs.StringVar(&o.Dest, "key", "", "routing key; default a fresh wsbench.<time>")
+	return pubsubCommand(fs, args, o, fmt.Sprintf("wsbench.%d", time.Now().UnixNano()), runAMQPPubSub, stdout, stderr)
+}
+
+// pubsubFlagSet is a pub/sub scenario's flag set with the shared flags.
+func pubsubFlagSet(scenario, url string, stderr io.Writer) (*flag.FlagSet, *pubsubOptions) {
+	fs := flag.NewFlagSet(scenario, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &pubsubOptions{}
+	pubsubFlags(fs, o, url)
+	return fs, o
+}
+
+// pubsubCommand parses a pub/sub scenario's flags, checks them, names a
+// fresh destination unless one was given, runs it and reports.
+func pubsubCommand(fs *flag.FlagSet, args []string, o *pubsubOptions, fresh string, run func(pubsubOptions) (*result, error), stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if err := o.check("amqp-pubsub"); err != nil {
+	if err := o.check(fs.Name()); err != nil {
 		return err
 	}
 	if o.Dest == "" {
-		o.Dest = fmt.Sprintf("wsbench.%d", time.Now().UnixNano())
+		o.Dest = fresh
 	}
-	r, err := runAMQPPubSub(o)
+	r, err := run(*o)
 	if err != nil {
 		return err
 	}

@@ -134,7 +134,9 @@ func TestPubSubThroughGatewayAtARate(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"nope"}, {"stomp-pubsub", "-body", "10"}, {"stomp-pubsub", "-publishers", "0"}, {"stomp-pubsub", "-url", "http://x"}} {
+	for _, args := range [][]string{{}, {"nope"}, {"stomp-pubsub", "-body", "10"}, {"stomp-pubsub", "-publishers", "0"}, {"stomp-pubsub", "-url", "http://x"},
+		{"mqtt-pubsub", "-qos", "2"}, {"amqp-pubsub", "-window", "0"}, {"conns", "-mode", "amqp"}, {"conns", "-gc"}, {"conns", "-sources", "0"},
+		{"conns", "-url", "http://x"}, {"report", "/nonexistent.jsonl"}} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), args, &out, &errb, nil); code == 0 {
 			t.Errorf("%v: exit 0", args)
