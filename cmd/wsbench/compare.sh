@@ -7,7 +7,7 @@
 #
 #   bash cmd/wsbench/compare.sh       # ROUNDS=3 DURATION=8s RATE=5000 ~20 minutes
 #
-# Systems alternate (A B C D, ROUNDS times) and the reports give medians
+# Systems alternate (A B C D, B C D A, ... ROUNDS times) and the reports give medians
 # and ratios: the machine is shared and noisy. Brokers are pinned to core 0
 # and everything else to core 1, the production shape where the gateway's
 # CPU does not come out of the broker's share. Raw results go to
@@ -126,12 +126,17 @@ bench() { # scenario label url [flags]: one run, appended to $file
   echo "$1 $2 done" >&2
 }
 
+# Each round starts one system later than the last (A B C D, B C D A, ...):
+# a run is disturbed by the broker still cleaning up after the one before
+# it, and with a fixed order that would fall on the same system each time.
 compare() { # scenario results "label=url ..." [flags]: each system in turn, ROUNDS times, at full speed and at RATE
-  local scenario=$1 systems=$3
+  local scenario=$1 systems
+  read -r -a systems <<< "$3"
   file="$out/$2.jsonl"; shift 3; : > "$file"
   for rate in 0 "$RATE"; do
-    for _ in $(seq "$ROUNDS"); do
-      for sys in $systems; do
+    for round in $(seq 0 $((ROUNDS - 1))); do
+      for i in "${!systems[@]}"; do
+        local sys=${systems[$(((i + round) % ${#systems[@]}))]}
         bench "$scenario" "${sys%%=*}" "${sys#*=}" -rate "$rate" -duration "$DURATION" "$@"
       done
     done
