@@ -264,32 +264,25 @@ func (c *idleConn) start(u *url.URL, o connsOptions) error {
 	}
 	switch o.Mode {
 	case "stomp":
-		connect := "CONNECT\naccept-version:1.2\nheart-beat:0,0\nhost:/\n"
-		if o.Login != "" {
-			connect += "login:" + o.Login + "\npasscode:" + o.Passcode + "\n"
-		}
-		return c.exchange(0x1, []byte(connect+"\n\x00"), "CONNECTED")
+		return c.exchange(0x1, stompConnect(o.Login, o.Passcode, "/"), "CONNECTED", "CONNECTED")
 	case "mqtt":
 		id := make([]byte, 8)
 		rand.Read(id)
-		cid := "wsbench-" + base64.RawURLEncoding.EncodeToString(id)
-		body := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 0} // 3.1.1, clean session, no keepalive
-		body = binary.BigEndian.AppendUint16(body, uint16(len(cid)))
-		body = append(body, cid...)
-		return c.exchange(0x2, append(appendHeader(nil, 0x10, len(body)), body...), "\x20\x02\x00\x00")
+		return c.exchange(0x2, mqttConnect("wsbench-"+base64.RawURLEncoding.EncodeToString(id), 0), "\x20\x02\x00\x00", "CONNACK 0")
 	}
 	return nil
 }
 
-// exchange sends one message and checks that the answer starts with want.
-func (c *idleConn) exchange(op byte, msg []byte, want string) error {
+// exchange sends one message and checks that the answer starts with want
+// (named name in errors).
+func (c *idleConn) exchange(op byte, msg []byte, want, name string) error {
 	if err := c.writeFrame(op, msg); err != nil {
 		return err
 	}
 	for {
 		op, payload, err := c.readFrame()
 		if err != nil {
-			return fmt.Errorf("waiting for %q: %w", strings.TrimSpace(want[:min(len(want), 9)]), err)
+			return fmt.Errorf("waiting for %s: %w", name, err)
 		}
 		if op == 0x9 { // a ping before the answer
 			if err := c.writeFrame(0xA, payload); err != nil {
@@ -298,7 +291,7 @@ func (c *idleConn) exchange(op byte, msg []byte, want string) error {
 			continue
 		}
 		if !strings.HasPrefix(string(payload), want) {
-			return fmt.Errorf("answer %q", payload[:min(len(payload), 40)])
+			return fmt.Errorf("answer %q, want %s", payload[:min(len(payload), 40)], name)
 		}
 		return nil
 	}

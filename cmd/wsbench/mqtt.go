@@ -28,10 +28,7 @@ func dialMQTT(url, clientID string, qos byte, onMessage func([]byte)) (*mqttConn
 		return nil, err
 	}
 	c.transport = t
-	body := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02, 0, 60} // MQTT 3.1.1, clean session, keepalive 60s
-	body = binary.BigEndian.AppendUint16(body, uint16(len(clientID)))
-	body = append(body, clientID...)
-	if err := c.write(append(appendHeader(nil, 0x10, len(body)), body...)); err != nil {
+	if err := c.write(mqttConnect(clientID, 60)); err != nil {
 		c.close()
 		return nil, err
 	}
@@ -40,6 +37,16 @@ func dialMQTT(url, clientID string, qos byte, onMessage func([]byte)) (*mqttConn
 		return nil, err
 	}
 	return c, nil
+}
+
+// mqttConnect is an MQTT 3.1.1 CONNECT with a clean session and the
+// keepalive in seconds (0: none).
+func mqttConnect(clientID string, keepalive uint16) []byte {
+	body := []byte{0, 4, 'M', 'Q', 'T', 'T', 4, 0x02}
+	body = binary.BigEndian.AppendUint16(body, keepalive)
+	body = binary.BigEndian.AppendUint16(body, uint16(len(clientID)))
+	body = append(body, clientID...)
+	return append(appendHeader(nil, 0x10, len(body)), body...)
 }
 
 func appendHeader(b []byte, first byte, remaining int) []byte {

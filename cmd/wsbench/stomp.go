@@ -31,11 +31,7 @@ func dialSTOMP(url, login, passcode, vhost string, onMessage func([]byte)) (*sto
 		return nil, err
 	}
 	c.transport = t
-	connect := "CONNECT\naccept-version:1.2\nheart-beat:0,0\nhost:" + vhost + "\n"
-	if login != "" {
-		connect += "login:" + login + "\npasscode:" + passcode + "\n"
-	}
-	if err := c.write([]byte(connect + "\n\x00")); err != nil {
+	if err := c.write(stompConnect(login, passcode, vhost)); err != nil {
 		c.close()
 		return nil, err
 	}
@@ -44,6 +40,16 @@ func dialSTOMP(url, login, passcode, vhost string, onMessage func([]byte)) (*sto
 		return nil, err
 	}
 	return c, nil
+}
+
+// stompConnect is a STOMP 1.2 CONNECT without heart-beats; login only
+// when given.
+func stompConnect(login, passcode, vhost string) []byte {
+	connect := "CONNECT\naccept-version:1.2\nheart-beat:0,0\nhost:" + vhost + "\n"
+	if login != "" {
+		connect += "login:" + login + "\npasscode:" + passcode + "\n"
+	}
+	return []byte(connect + "\n\x00")
 }
 
 // feed parses what arrived, carrying a partial frame to the next read.
