@@ -148,7 +148,19 @@ func (c *collector) OnMessage(_ *gws.Conn, m *gws.Message) {
 // An Outbox's messages reach a real client whole, in order, with their
 // opcodes, across every length encoding and beside gws's own writes.
 func TestOutboxSendsWholeMessagesInOneWrite(t *testing.T) {
-	sizes := []int{0, 1, 125, 126, 65535, 65536, 200_000}
+	// Every length encoding: 7 bits, 16 bits, 64 bits, at their edges.
+	type msg struct {
+		op      gws.Opcode
+		payload string
+	}
+	var msgs []msg
+	for i, n := range []int{0, 1, 125, 126, 65535, 65536, 200_000} {
+		op := gws.OpcodeText
+		if i%2 == 1 {
+			op = gws.OpcodeBinary
+		}
+		msgs = append(msgs, msg{op, strings.Repeat(string(rune('a'+i)), n)})
+	}
 	sent := make(chan bool, 1)
 	sess := &quiet{}
 	ups := NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return sess })
@@ -160,12 +172,8 @@ func TestOutboxSendsWholeMessagesInOneWrite(t *testing.T) {
 		sess.Start(ws, r.RemoteAddr, func() {}, DefaultWSOptions(), func() {})
 		go ws.ReadLoop()
 		var out Outbox
-		for i, n := range sizes {
-			op := gws.OpcodeText
-			if i%2 == 1 {
-				op = gws.OpcodeBinary
-			}
-			out.Add(op, []byte(strings.Repeat(string(rune('a'+i)), n)))
+		for _, m := range msgs {
+			out.Add(m.op, []byte(m.payload))
 		}
 		ok := sess.Send(&out)
 		sess.Write(gws.OpcodeText, []byte("after")) // through gws
@@ -186,16 +194,9 @@ func TestOutboxSendsWholeMessagesInOneWrite(t *testing.T) {
 	}
 	t.Cleanup(func() { conn.NetConn().Close() })
 	go conn.ReadLoop()
-	var want []string
-	for i, n := range sizes {
-		op := gws.OpcodeText
-		if i%2 == 1 {
-			op = gws.OpcodeBinary
-		}
-		want = append(want, fmt.Sprintf("%d:%s", op, strings.Repeat(string(rune('a'+i)), n)))
-	}
-	want = append(want, fmt.Sprintf("%d:after", gws.OpcodeText), fmt.Sprintf("%d:last", gws.OpcodeText))
-	for i, w := range want {
+	msgs = append(msgs, msg{gws.OpcodeText, "after"}, msg{gws.OpcodeText, "last"})
+	for i, m := range msgs {
+		w := fmt.Sprintf("%d:%s", m.op, m.payload)
 		select {
 		case got := <-c.msgs:
 			if got != w {

@@ -185,14 +185,17 @@ func (s *session) readUpstream() {
 	sc := validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: max, MaxHeaders: 4096, MaxHeaderLineBytes: max}, true)
 	brokerError := false
 	var out bridge.Outbox
+	invalid := func(err error) (int, bool) {
+		s.Send(&out) // the valid frames before it
+		s.brokerInvalid(err)
+		return 0, false
+	}
 	err := s.up.ReadLoop(max, func(b []byte) (int, bool) {
 		off := 0
 		for off < len(b) {
 			k, f, err := sc.Next(b[off:])
 			if err != nil {
-				s.Send(&out) // the valid frames before it
-				s.brokerInvalid(err)
-				return 0, false
+				return invalid(err)
 			}
 			if k == 0 {
 				break
@@ -216,9 +219,7 @@ func (s *session) readUpstream() {
 			if f != nil && end < len(b) && (b[end] == '\n' || b[end] == '\r') {
 				e, _, err := sc.Next(b[end:])
 				if err != nil {
-					s.Send(&out)
-					s.brokerInvalid(err)
-					return 0, false
+					return invalid(err)
 				}
 				end += e
 			}

@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/wsbridge/wsbridge/bridge"
 )
@@ -40,13 +39,8 @@ func TestAdminListenerServesProfilesAndStats(t *testing.T) {
 	}
 	conn, c := dialSTOMP(t, g.addr, "http://localhost:5173")
 	conn.WriteString("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00")
-	select {
-	case msg := <-c.msgs:
-		if !strings.HasPrefix(string(msg), "CONNECTED\n") {
-			t.Fatalf("got %q", msg)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("no CONNECTED")
+	if m := recv(t, c.msgs); !strings.HasPrefix(string(m), "CONNECTED\n") {
+		t.Fatalf("got %q", m)
 	}
 	if s := stats(); s.Connections != before.Connections+1 {
 		t.Fatalf("connections %d with a session open, %d before", s.Connections, before.Connections)
