@@ -15,8 +15,9 @@ import (
 // AdminHandler serves what operators and the load tool read from a
 // running gateway: Go's profiles under /debug/pprof/, a snapshot of its
 // size under /debug/stats, and POST /debug/gc to collect garbage and
-// return free memory to the kernel before a measurement. Profiles expose memory contents, so it is
-// served on its own listener, never next to the public routes.
+// return free memory to the kernel before a measurement. Profiles expose
+// memory contents, so it is served on its own listener, never next to the
+// public routes.
 func AdminHandler(conns *Conns) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -63,10 +64,11 @@ type Stats struct {
 func ReadStats(conns *Conns) Stats {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
+	pid := os.Getpid()
 	s := Stats{
-		Goroutines: runtime.NumGoroutine(), RSSBytes: ProcessRSS(os.Getpid()),
+		Goroutines: runtime.NumGoroutine(), RSSBytes: ProcessRSS(pid),
 		HeapInuse: m.HeapInuse, StackInuse: m.StackInuse, GoSys: m.Sys, NumGC: m.NumGC,
-		PauseTotalNs: m.PauseTotalNs, GoMaxProcs: runtime.GOMAXPROCS(0), ProcessID: os.Getpid(),
+		PauseTotalNs: m.PauseTotalNs, GoMaxProcs: runtime.GOMAXPROCS(0), ProcessID: pid,
 	}
 	if conns != nil {
 		s.Connections = conns.Len()

@@ -136,7 +136,10 @@ func TestPubSubThroughGatewayAtARate(t *testing.T) {
 func TestUsageErrors(t *testing.T) {
 	for _, args := range [][]string{{}, {"nope"}, {"stomp-pubsub", "-body", "10"}, {"stomp-pubsub", "-publishers", "0"}, {"stomp-pubsub", "-url", "http://x"},
 		{"mqtt-pubsub", "-qos", "2"}, {"amqp-pubsub", "-window", "0"}, {"conns", "-mode", "amqp"}, {"conns", "-gc"}, {"conns", "-sources", "0"},
-		{"conns", "-url", "http://x"}, {"report", "/nonexistent.jsonl"}} {
+		{"conns", "-url", "http://x"}, {"report", "/nonexistent.jsonl"},
+		// Where the server's RSS was to come from does not answer: no run.
+		{"conns", "-url", "ws://127.0.0.1:1/", "-pid", "999999999"},
+		{"conns", "-url", "ws://127.0.0.1:1/", "-stats", "http://127.0.0.1:1/debug/stats"}} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), args, &out, &errb, nil); code == 0 {
 			t.Errorf("%v: exit 0", args)
