@@ -194,8 +194,10 @@ func TestOutboxSendsWholeMessagesInOneWrite(t *testing.T) {
 	}
 	t.Cleanup(func() { conn.NetConn().Close() })
 	go conn.ReadLoop()
-	msgs = append(msgs, msg{gws.OpcodeText, "after"}, msg{gws.OpcodeText, "last"})
-	for i, m := range msgs {
+	// What the client should see: the outbox's messages, then the two
+	// written after them (a new slice: the handler still reads msgs).
+	want := append(msgs[:len(msgs):len(msgs)], msg{gws.OpcodeText, "after"}, msg{gws.OpcodeText, "last"})
+	for i, m := range want {
 		w := fmt.Sprintf("%d:%s", m.op, m.payload)
 		select {
 		case got := <-c.msgs:
