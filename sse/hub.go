@@ -33,7 +33,9 @@ type Options struct {
 	// Linger keeps a topic's upstream subscription after its last client
 	// leaves, so quick reconnects resume without loss.
 	Linger time.Duration
-	// WriteTimeout bounds each write to a client.
+	// WriteTimeout bounds each write to a client. A stream re-arms it only
+	// once less than half of it is left, so a blocked write fails after
+	// between half and all of it.
 	WriteTimeout time.Duration
 	// FlushInterval is the least time between two flushes (write
 	// syscalls) of one stream: events arriving sooner wait for the next
@@ -158,7 +160,7 @@ type topic struct {
 	ready chan struct{} // closed once subscribing succeeded or failed
 	err   error         // set before ready closes
 	sub   bridge.Subscription
-	ended chan struct{} // closed when the topic is retired, for any reason
+	ended chan struct{} // closed when the topic is retired, for any reason; its clients are ended too
 	once  sync.Once
 
 	mu      sync.Mutex
@@ -321,6 +323,9 @@ func (t *topic) end() {
 		if t.linger != nil {
 			t.linger.Stop()
 		}
+		for c := range t.clients {
+			c.end(endUpstream)
+		}
 		t.mu.Unlock()
 		close(t.ended)
 		if t.sub != nil {
@@ -331,17 +336,41 @@ func (t *topic) end() {
 	})
 }
 
+// Why a stream ends, besides its client leaving (the outcomes logged).
+const (
+	endClientGone   = "client_closed"
+	endSlow         = "slow_client"
+	endShutdown     = "shutdown"
+	endUpstream     = "upstream_ended"
+	endTokenExpired = "token_expired"
+)
+
 // client is one stream's queue. Several topics may feed it.
 type client struct {
-	q      chan *event
-	kick   chan struct{} // closed when the client fell behind
-	kicked atomic.Bool
-	away   chan struct{} // closed by GoAway (shutdown)
-	awayOn sync.Once
+	q chan *event
+	// pressure wakes a stream that waits for its next flush (and so does
+	// not read q) once q is half full, so that a fast stream drains it
+	// before it overflows.
+	pressure chan struct{}
+	// stop is closed once the stream must end, for the reason in why:
+	// one channel for every reason keeps the stream's select small.
+	stop   chan struct{}
+	why    string // set before stop closes
+	stopOn sync.Once
 }
 
 func newClient(queue int) *client {
-	return &client{q: make(chan *event, queue), kick: make(chan struct{}), away: make(chan struct{})}
+	return &client{q: make(chan *event, queue), pressure: make(chan struct{}, 1), stop: make(chan struct{})}
+}
+
+// end tells the stream to finish; it reports whether this call did, the
+// first reason being the one that counts.
+func (c *client) end(why string) (first bool) {
+	c.stopOn.Do(func() {
+		c.why, first = why, true
+		close(c.stop)
+	})
+	return first
 }
 
 // offer queues ev without ever blocking the broker's goroutine. It
@@ -349,15 +378,17 @@ func newClient(queue int) *client {
 func (c *client) offer(ev *event) (fellBehind bool) {
 	select {
 	case c.q <- ev:
-		return false
-	default:
-		if c.kicked.CompareAndSwap(false, true) {
-			close(c.kick)
-			return true
+		if len(c.q) >= cap(c.q)/2 {
+			select {
+			case c.pressure <- struct{}{}:
+			default:
+			}
 		}
 		return false
+	default:
+		return c.end(endSlow)
 	}
 }
 
 // GoAway implements bridge.Closer.
-func (c *client) GoAway(string) { c.awayOn.Do(func() { close(c.away) }) }
+func (c *client) GoAway(string) { c.end(endShutdown) }

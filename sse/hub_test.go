@@ -452,3 +452,30 @@ func TestFlushIntervalCoalescesBusyStreams(t *testing.T) {
 		t.Fatalf("burst: %q, %s after the first event", burst.data, burst.at.Sub(first.at))
 	}
 }
+
+// A stream waiting for its next flush does not read its queue, but a
+// queue filling up wakes it: a client that keeps up is never dropped for
+// a long flush interval, however many events arrive within it.
+func TestBusyStreamDrainsBeforeItsQueueOverflows(t *testing.T) {
+	const queue, n = 8, 40
+	s := startHub(t, natsBroker(t), Options{FlushInterval: time.Second, ClientQueue: queue})
+	topic := uniqueTopic(t)
+	st := openStream(t, s.url+"/sse/"+topic, nil)
+	s.publish(t, topic, "quiet") // flushed at once, and starts the interval
+	if e := st.next(t); e.data != "quiet" {
+		t.Fatalf("first event %q", e.data)
+	}
+	for i := range n { // n > queue within one interval
+		s.publish(t, topic, strconv.Itoa(i))
+	}
+	s.waitStats(t, "every event queued", func(st Stats) bool { return st.Delivered == n+1 })
+	if got := s.hub.Stats().SlowDropped; got != 0 {
+		t.Fatalf("%d clients dropped for falling behind", got)
+	}
+	for i := range n { // written by the next flush at the latest
+
+		if e := st.next(t); e.data != strconv.Itoa(i) {
+			t.Fatalf("event %d is %q", i, e.data)
+		}
+	}
+}

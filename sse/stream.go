@@ -10,16 +10,12 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/validate"
 )
-
-// maxBatch bounds the events written between two flushes.
-const maxBatch = 64
 
 // StreamHandler serves GET PREFIX/<topic> and GET PREFIX?topic=a&topic=b
 // to the clients p admits (nil: everyone) for the topics it allows them.
@@ -37,13 +33,11 @@ func (h *Hub) StreamHandler(prefix string, p *auth.Policy) http.Handler {
 		if !ok {
 			return
 		}
-		var expired <-chan time.Time
+		var expires time.Time
 		if !id.Expires.IsZero() {
-			t := time.NewTimer(time.Until(id.Expires.Add(p.ExpiryGrace())))
-			defer t.Stop()
-			expired = t.C
+			expires = id.Expires.Add(p.ExpiryGrace())
 		}
-		h.serve(w, r, topics, expired)
+		h.serve(w, r, topics, expires)
 	})
 }
 
@@ -105,8 +99,8 @@ func (h *Hub) parseLastID(id string) (seq uint64, ok bool) {
 }
 
 // serve streams names until the client goes, the upstream ends, shutdown,
-// or expired fires (the client's token ran out).
-func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expired <-chan time.Time) {
+// or expires (when the client's token runs out; zero: never).
+func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expires time.Time) {
 	log := h.o.Log.With("remote", r.RemoteAddr, "topics", strings.Join(names, ","))
 	lastID := r.Header.Get("Last-Event-ID")
 	if lastID == "" {
@@ -166,7 +160,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	h.clients.Add(1)
 	defer h.clients.Add(-1)
 	log.Debug("sse stream opened", "resume", lastID != "", "replay", len(replay), "reset", reset)
-	outcome := "client_closed"
+	outcome := endClientGone
 	defer func() { log.Debug("sse stream closed", "outcome", outcome) }()
 
 	write := func(b []byte) bool {
@@ -188,116 +182,100 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 		return
 	}
 
-	ended := make([]<-chan struct{}, len(held))
-	for i, t := range held {
-		ended[i] = t.ended
+	// Every reason to end arrives on c.stop, so the loop's select stays
+	// small: it runs once per stream per flush interval.
+	defer context.AfterFunc(r.Context(), func() { c.end(endClientGone) })()
+	if !expires.IsZero() {
+		defer time.AfterFunc(time.Until(expires), func() { c.end(endTokenExpired) }).Stop()
 	}
-	stop := make(chan struct{})
-	defer close(stop)
-	anyEnded := mergeDone(ended, stop)
-	heartbeat := time.NewTicker(h.o.Heartbeat)
-	defer heartbeat.Stop()
-	// A flush is a write syscall per stream: a busy stream flushes at most
-	// once per FlushInterval and the events in between share it; a quiet
-	// one flushes at once.
-	flushTimer := time.NewTimer(time.Hour)
-	flushTimer.Stop()
-	defer flushTimer.Stop()
+
+	// A flush is a write syscall per stream. A quiet stream's event is
+	// written and flushed at once; then, for one FlushInterval, the stream
+	// leaves its queue alone (unless it fills up to half) and writes what
+	// gathered in one flush when the interval ends. A busy stream so wakes
+	// once per interval, not once per event; one with nothing new goes
+	// back to waiting on its queue, and gets a heartbeat after Heartbeat.
+	// One timer serves both.
+	tm := time.NewTimer(h.o.Heartbeat)
+	defer tm.Stop()
 	var (
-		flushDue  <-chan time.Time // the timer's channel while a flush waits
-		lastFlush time.Time
-		active    bool // something was written since the last heartbeat tick
+		interval  bool // tm times a flush interval, not the heartbeat
+		unflushed bool // written since the last flush
+		deadline  time.Time
 	)
+	// armDeadline bounds the coming writes. Re-arming costs a runtime call
+	// per flush, so a deadline still at least half the timeout away stays.
+	armDeadline := func() {
+		if now := time.Now(); deadline.Sub(now) < h.o.WriteTimeout/2 {
+			deadline = now.Add(h.o.WriteTimeout)
+			rc.SetWriteDeadline(deadline)
+		}
+	}
+	// writeQueued writes the events queued now; only this goroutine
+	// receives from c.q, so none of the receives blocks.
+	writeQueued := func() bool {
+		for n := len(c.q); n > 0; n-- {
+			if !write((<-c.q).bytesFor(multi)) {
+				return false
+			}
+			unflushed = true
+		}
+		return true
+	}
 	flush := func() bool {
-		flushDue, active = nil, true
-		lastFlush = time.Now()
+		unflushed, interval = false, h.o.FlushInterval > 0
+		if interval {
+			tm.Reset(h.o.FlushInterval)
+		} else {
+			tm.Reset(h.o.Heartbeat)
+		}
 		return rc.Flush() == nil
 	}
 	for {
+		q := c.q
+		if interval {
+			q = nil
+		}
+		ok := true
 		select {
-		case ev := <-c.q:
-			if flushDue == nil { // the first write since the last flush
-				rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
+		case ev := <-q: // the first event after a quiet spell
+			armDeadline()
+			ok = write(ev.bytesFor(multi)) && writeQueued() && flush()
+		case <-c.pressure: // half full during an interval
+			if interval {
+				armDeadline()
+				ok = writeQueued()
 			}
-			ok := write(ev.bytesFor(multi))
-		drain: // more queued events go out with the same flush
-			for n := 1; ok && n < maxBatch; n++ {
-				select {
-				case ev = <-c.q:
-					ok = write(ev.bytesFor(multi))
-				default:
-					break drain
-				}
+		case <-tm.C:
+			switch {
+			case interval && (unflushed || len(c.q) > 0):
+				armDeadline()
+				ok = writeQueued() && flush()
+			case interval: // nothing new: quiet from here on
+				interval = false
+				tm.Reset(h.o.Heartbeat)
+			default: // quiet for a whole heartbeat period
+				armDeadline()
+				ok = write([]byte(": heartbeat\n\n")) && flush()
 			}
-			switch wait := h.o.FlushInterval - time.Since(lastFlush); {
-			case !ok:
-			case wait <= 0:
-				ok = flush()
-			case flushDue == nil:
-				flushTimer.Reset(wait)
-				flushDue = flushTimer.C
+		case <-c.stop:
+			outcome = c.why
+			switch outcome {
+			case endSlow:
+				log.Warn("sse client fell behind and was disconnected; it can resume with Last-Event-ID",
+					"queue", h.o.ClientQueue)
+			case endTokenExpired:
+				armDeadline()
+				write([]byte("event: error\ndata: {\"reason\":\"token expired; reconnect with a fresh one\"}\n\n"))
+				rc.Flush()
 			}
-			if !ok {
-				outcome = "write_failed"
-				return
-			}
-		case <-flushDue:
-			if !flush() {
-				outcome = "write_failed"
-				return
-			}
-		case <-heartbeat.C:
-			if active || flushDue != nil {
-				active = false
-				continue
-			}
-			rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
-			if !write([]byte(": heartbeat\n\n")) || rc.Flush() != nil {
-				outcome = "write_failed"
-				return
-			}
-		case <-c.kick:
-			outcome = "slow_client"
-			log.Warn("sse client fell behind and was disconnected; it can resume with Last-Event-ID",
-				"queue", h.o.ClientQueue)
 			return
-		case <-anyEnded:
-			outcome = "upstream_ended"
-			return
-		case <-c.away:
-			outcome = "shutdown"
-			return
-		case <-expired:
-			outcome = "token_expired"
-			rc.SetWriteDeadline(time.Now().Add(h.o.WriteTimeout))
-			write([]byte("event: error\ndata: {\"reason\":\"token expired; reconnect with a fresh one\"}\n\n"))
-			rc.Flush()
-			return
-		case <-r.Context().Done():
+		}
+		if !ok {
+			outcome = "write_failed"
 			return
 		}
 	}
-}
-
-// mergeDone returns a channel closed when any of chans is, until stop
-// closes. A single-topic stream gets its one channel back and costs no
-// goroutine.
-func mergeDone(chans []<-chan struct{}, stop <-chan struct{}) <-chan struct{} {
-	if len(chans) == 1 {
-		return chans[0]
-	}
-	out := make(chan struct{})
-	var once sync.Once
-	for _, ch := range chans {
-		go func() {
-			select {
-			case <-ch:
-				once.Do(func() { close(out) })
-			case <-stop:
-			}
-		}()
-	}
-	return out
 }
 
 // admit does what both handlers do first: the Origin check with CORS
