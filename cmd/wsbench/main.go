@@ -87,6 +87,22 @@ func pubsubFlags(fs *flag.FlagSet, o *pubsubOptions, url string) {
 	fs.IntVar(&o.BodyBytes, "body", 128, "body size in bytes (at least 40)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish")
 	fs.DurationVar(&o.Drain, "drain", 5*time.Second, "how long to wait for messages still in flight")
+	warmupFlag(fs, &o.Warmup)
+}
+
+// warmupFlag registers -warmup: a run's first messages meet connections,
+// buffers and the runtime still settling, and would time that instead of
+// the system's steady state.
+func warmupFlag(fs *flag.FlagSet, d *time.Duration) {
+	fs.DurationVar(d, "warmup", time.Second, "at a fixed -rate, messages due this soon after the start are delivered and counted but not timed")
+}
+
+// checkWarmup leaves some of a fixed-rate run to time.
+func checkWarmup(scenario string, rate float64, warmup, duration time.Duration) error {
+	if rate > 0 && (warmup < 0 || warmup >= duration) {
+		return fmt.Errorf("%s: -warmup (%s) must be at least 0 and shorter than -duration (%s)", scenario, warmup, duration)
+	}
+	return nil
 }
 
 func (o *pubsubOptions) check(scenario string) error {
@@ -98,7 +114,7 @@ func (o *pubsubOptions) check(scenario string) error {
 	case o.Duration <= 0 || o.Rate < 0:
 		return fmt.Errorf("%s: -duration must be positive and -rate not negative", scenario)
 	}
-	return nil
+	return checkWarmup(scenario, o.Rate, o.Warmup, o.Duration)
 }
 
 func stompPubSubCommand(args []string, stdout, stderr io.Writer) error {
@@ -187,6 +203,7 @@ func sseFanoutCommand(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.BodyBytes, "body", 128, "body size in bytes (at least 40)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long to publish")
 	fs.DurationVar(&o.Drain, "drain", 5*time.Second, "how long to wait for deliveries still in flight")
+	warmupFlag(fs, &o.Warmup)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -195,6 +212,9 @@ func sseFanoutCommand(args []string, stdout, stderr io.Writer) error {
 		return errors.New("sse-fanout: -clients, -publishers, -rate and -duration must be positive")
 	case o.BodyBytes < 40 || o.BodyBytes > 1<<20:
 		return errors.New("sse-fanout: -body must be between 40 bytes and 1 MiB")
+	}
+	if err := checkWarmup("sse-fanout", o.Rate, o.Warmup, o.Duration); err != nil {
+		return err
 	}
 	if o.Topic == "" {
 		o.Topic = fmt.Sprintf("wsbench.%d", time.Now().UnixNano())

@@ -129,8 +129,49 @@ func TestPubSubThroughGatewayAtARate(t *testing.T) {
 	url := brokertest.ServeRoute(t, "/stomp", nil, func(e brokertest.RouteEnv) http.Handler {
 		return stomp.NewRelay(stomp.Options{RouteOptions: bridge.RouteOptions{Route: "/stomp", Backend: "rabbitmq", Address: addr, Credential: &cred, WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log}})
 	})
-	r := runScenario(t, "stomp-pubsub", "-url", url, "-rate", "2000", "-duration", "1s")
+	r := runScenario(t, "stomp-pubsub", "-url", url, "-rate", "2000", "-duration", "1s", "-warmup", "250ms")
 	checkClean(t, r)
+	if r.WarmupS != 0.25 {
+		t.Fatalf("warmup_s %v, want 0.25", r.WarmupS)
+	}
+}
+
+// The warm-up's messages count as delivered, lost or duplicated like any
+// other, but their latencies stay out of the percentiles.
+func TestTallyLeavesTheWarmUpUntimed(t *testing.T) {
+	tl := newTally(1, 1, 0)
+	tl.warm = 2
+	sh := &shard{warm: 2}
+	for seq := range 5 {
+		tl.published(0, seq)
+		latency := time.Millisecond
+		if seq < 2 {
+			latency = time.Hour // still settling
+		}
+		if seq != 3 {
+			tl.deliver(0, seq, latency)
+			sh.deliver(seq, latency)
+		}
+	}
+	tl.merge(sh)
+	var r result
+	tl.finish(&r, time.Second)
+	if r.Delivered != 8 || r.Lost != 1 || r.Duplicated != 4 || r.MaxUs != 1000 {
+		t.Fatalf("%+v", r)
+	}
+}
+
+func TestWarmupMustLeaveTimeToMeasure(t *testing.T) {
+	for _, args := range [][]string{
+		{"stomp-pubsub", "-rate", "100", "-duration", "1s", "-warmup", "1s"},
+		{"sse-fanout", "-duration", "1s", "-warmup", "2s"},
+		{"mqtt-pubsub", "-rate", "100", "-warmup", "-1s"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(context.Background(), args, &out, &errb, nil); code == 0 || !strings.Contains(errb.String(), "-warmup") {
+			t.Errorf("%v: exit %d, %q", args, code, errb.String())
+		}
+	}
 }
 
 func TestUsageErrors(t *testing.T) {
@@ -155,7 +196,7 @@ func TestReportMediansAndRatios(t *testing.T) {
 		`{"label":"wsbridge","rate":0,"msgs_per_s":90,"p99_us":9}`,
 		`{"label":"direct","rate":0,"msgs_per_s":200,"p99_us":20}`,
 		`{"label":"wsbridge","rate":0,"msgs_per_s":110,"p99_us":11}`,
-		`{"label":"wsbridge","rate":5000,"msgs_per_s":5000,"p99_us":1500}`,
+		`{"label":"wsbridge","rate":5000,"msgs_per_s":5000,"p99_us":1500,"warmup_s":1}`,
 		"not json, skipped",
 	}
 	var out, errb bytes.Buffer
@@ -166,7 +207,7 @@ func TestReportMediansAndRatios(t *testing.T) {
 	for _, want := range []string{
 		"| direct | 3 | 200 | 1.00 |",                       // median of 100, 300, 200
 		"| wsbridge | 3 | 110 | 0.55 | 0 | 0 | 11 | 0.55 |", // 110/200; p99 11/20
-		"fixed rate 5000 msg/s",
+		"fixed rate 5000 msg/s; messages due in each run's first 1.0s not timed",
 	} {
 		if !strings.Contains(got, want) {
 			t.Fatalf("report lacks %q:\n%s", want, got)
@@ -223,8 +264,8 @@ func TestSSEFanout(t *testing.T) {
 	srv.Handle("/publish/", h.PublishHandler("/publish", nil))
 	t.Cleanup(h.Close)
 	base := "http://" + brokertest.Serve(t, srv)
-	r := runScenario(t, "sse-fanout", "-url", base, "-clients", "50", "-rate", "100", "-duration", "1s")
-	if r.Copies != 50 || r.Subscribers != 50 {
+	r := runScenario(t, "sse-fanout", "-url", base, "-clients", "50", "-rate", "100", "-duration", "1s", "-warmup", "200ms")
+	if r.Copies != 50 || r.Subscribers != 50 || r.WarmupS != 0.2 {
 		t.Fatalf("%+v", r)
 	}
 	checkClean(t, r)

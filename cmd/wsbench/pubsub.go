@@ -18,7 +18,7 @@ type pubsubOptions struct {
 	Window                      int     // messages in flight per publisher
 	Rate                        float64 // messages per second over all publishers; 0 = as fast as the window allows
 	BodyBytes                   int
-	Duration, Drain             time.Duration
+	Duration, Drain, Warmup     time.Duration
 }
 
 // pubsubClient is one connection of a pub/sub scenario, in whichever
@@ -54,6 +54,9 @@ func runPubSub(scenario string, o pubsubOptions, expect int, dial pubsubDialer) 
 		capacity = int(o.Rate*o.Duration.Seconds()) * expect
 	}
 	t := newTally(o.Publishers, expect, capacity)
+	if o.Rate > 0 {
+		t.warm = int(o.Warmup.Seconds() * o.Rate / float64(o.Publishers))
+	}
 	windows := make([]chan struct{}, o.Publishers)
 	for i := range windows {
 		windows[i] = make(chan struct{}, o.Window)
@@ -153,6 +156,9 @@ func runPubSub(scenario string, o pubsubOptions, expect int, dial pubsubDialer) 
 		time.Sleep(5 * time.Millisecond)
 	}
 	r := &result{Label: o.Label, Rate: o.Rate, Scenario: scenario, Target: o.URL, Publishers: o.Publishers, Subscribers: o.Subscribers, BodyBytes: o.BodyBytes}
+	if t.warm > 0 {
+		r.WarmupS = o.Warmup.Seconds()
+	}
 	end := time.Unix(0, lastDelivery.Load())
 	if end.Before(start) {
 		end = start

@@ -100,8 +100,9 @@ type summary struct {
 // rateGroup is every label's summary at one offered rate (0: max rate),
 // labels in the order first seen.
 type rateGroup struct {
-	rate float64
-	sums []summary
+	rate   float64
+	warmup float64 // seconds at the start of each run not timed (the longest)
+	sums   []summary
 }
 
 func median(v []float64) float64 {
@@ -145,6 +146,7 @@ func summarize(results []result) []rateGroup {
 			s := summary{label: l, runs: len(by[l])}
 			var tp, p50, p90, p99, mx []float64
 			for _, r := range by[l] {
+				g.warmup = max(g.warmup, r.WarmupS)
 				tp, p50, p90, p99, mx = append(tp, r.MsgsPerSec), append(p50, r.P50us), append(p90, r.P90us), append(p99, r.P99us), append(mx, r.MaxUs)
 				s.lost += r.Lost
 				s.dup += r.Duplicated
@@ -174,6 +176,9 @@ func markdownReport(groups []rateGroup, baseline string) string {
 		what := "as fast as the window allows"
 		if g.rate > 0 {
 			what = fmt.Sprintf("fixed rate %.0f msg/s", g.rate)
+		}
+		if g.warmup > 0 {
+			what += fmt.Sprintf("; messages due in each run's first %.1fs not timed", g.warmup)
 		}
 		fmt.Fprintf(&b, "\n### %s (medians; ratios against %s)\n\n", what, bs.label)
 		b.WriteString("| system | runs | msgs/s | x | p50 us | p90 us | p99 us | x p99 | max us | lost | dup |\n")

@@ -18,13 +18,14 @@ type fanoutOptions struct {
 	Clients, Publishers                      int
 	Rate                                     float64
 	BodyBytes                                int
-	Duration, Drain                          time.Duration
+	Duration, Drain, Warmup                  time.Duration
 }
 
 // runSSEFanout opens the streams, waits until each has started, publishes
 // for the duration and counts every delivery to every stream.
 func runSSEFanout(o fanoutOptions) (*result, error) {
 	t := newTally(1, o.Clients, int(o.Rate*o.Duration.Seconds())*o.Clients)
+	t.warm = int(o.Warmup.Seconds() * o.Rate)
 	var lastDelivery atomic.Int64
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -33,7 +34,7 @@ func runSSEFanout(o fanoutOptions) (*result, error) {
 	var streams sync.WaitGroup
 	shards := make([]*shard, o.Clients)
 	for i := range o.Clients {
-		sh := &shard{latencies: make([]time.Duration, 0, int(o.Rate*o.Duration.Seconds())+16)}
+		sh := &shard{warm: t.warm, latencies: make([]time.Duration, 0, int(o.Rate*o.Duration.Seconds())+16)}
 		shards[i] = sh
 		streams.Add(1)
 		go func() {
@@ -130,6 +131,9 @@ func runSSEFanout(o fanoutOptions) (*result, error) {
 	}
 	r := &result{Label: o.Label, Rate: o.Rate, Scenario: "sse-fanout", Target: o.Base + o.SSEPath + "/" + o.Topic,
 		Publishers: o.Publishers, Subscribers: o.Clients, BodyBytes: o.BodyBytes}
+	if t.warm > 0 {
+		r.WarmupS = o.Warmup.Seconds()
+	}
 	end := time.Unix(0, lastDelivery.Load())
 	if end.Before(start) {
 		end = start

@@ -13,6 +13,9 @@ import (
 // percentiles. Each publisher's messages are numbered from 0.
 type tally struct {
 	expect int // deliveries each message should get (subscribers on a topic, 1 on a queue)
+	// warm is how many messages of each publisher, from seq 0, are counted
+	// but not timed: the warm-up, while connections and buffers settle.
+	warm int
 
 	mu        sync.Mutex
 	counts    [][]uint16 // [publisher][seq] deliveries
@@ -50,7 +53,9 @@ func (t *tally) deliver(p, seq int, latency time.Duration) (first bool) {
 	}
 	t.counts[p][seq]++
 	t.delivered++
-	t.latencies = append(t.latencies, latency)
+	if seq >= t.warm {
+		t.latencies = append(t.latencies, latency)
+	}
 	return t.counts[p][seq] == 1
 }
 
@@ -58,6 +63,7 @@ func (t *tally) deliver(p, seq int, latency time.Duration) (first bool) {
 // without a lock and merged into the tally at the end: a thousand readers
 // on one lock would measure the lock.
 type shard struct {
+	warm      int // as the tally's
 	counts    []uint16
 	latencies []time.Duration
 	foreign   int
@@ -75,7 +81,9 @@ func (s *shard) deliver(seq int, latency time.Duration) {
 		s.counts = grown
 	}
 	s.counts[seq]++
-	s.latencies = append(s.latencies, latency)
+	if seq >= s.warm {
+		s.latencies = append(s.latencies, latency)
+	}
 	s.n.Add(1)
 }
 
@@ -137,6 +145,8 @@ type result struct {
 	P90us       float64 `json:"p90_us"`
 	P99us       float64 `json:"p99_us"`
 	MaxUs       float64 `json:"max_us"`
+	// WarmupS is the start of the run whose messages are not timed.
+	WarmupS float64 `json:"warmup_s,omitempty"`
 }
 
 // finish computes the result over elapsed (the publishing time).
@@ -172,8 +182,15 @@ func (t *tally) finish(r *result, elapsed time.Duration) {
 func (r *result) summary() string {
 	return fmt.Sprintf("%s -> %s: %d pub / %d sub, %d-byte bodies, %.1fs\n"+
 		"  delivered %d of %d sent (x%d expected): %.0f msgs/s; lost %d, duplicated %d\n"+
-		"  latency p50 %.0fus p90 %.0fus p99 %.0fus max %.0fus",
+		"  latency p50 %.0fus p90 %.0fus p99 %.0fus max %.0fus%s",
 		r.Scenario, r.Target, r.Publishers, r.Subscribers, r.BodyBytes, r.Seconds,
 		r.Delivered, r.Sent, r.Copies, r.MsgsPerSec, r.Lost, r.Duplicated,
-		r.P50us, r.P90us, r.P99us, r.MaxUs)
+		r.P50us, r.P90us, r.P99us, r.MaxUs, r.warmupNote())
+}
+
+func (r *result) warmupNote() string {
+	if r.WarmupS == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (messages due in the first %.1fs not timed)", r.WarmupS)
 }
