@@ -2,17 +2,27 @@ package bridge
 
 import (
 	"crypto/tls"
+	"io"
 	"net"
+	"os"
+	"sync"
+	"syscall"
 	"time"
 )
 
-// upstreamReadBytes is an upstream's initial read buffer; it grows for a
-// large frame up to the caller's limit and shrinks back once drained.
+// upstreamReadBytes is an upstream's read buffer; it grows for a large
+// frame up to the caller's limit and shrinks back once drained.
 const upstreamReadBytes = 4 << 10
+
+// readBufs holds the read buffers of upstreams that are waiting for their
+// broker with nothing pending: most relayed connections are idle, and
+// 4 KiB each would be a fifth of what one costs.
+var readBufs = sync.Pool{New: func() any { return new([upstreamReadBytes]byte) }}
 
 // Upstream is a relay session's TCP connection to its broker.
 type Upstream struct {
 	conn         net.Conn
+	raw          syscall.RawConn // nil over TLS: the buffer is held while waiting
 	writeTimeout time.Duration
 	done         chan struct{}
 }
@@ -30,7 +40,11 @@ func DialUpstream(d *net.Dialer, addr string, tlsConf *tls.Config, writeTimeout 
 	if err != nil {
 		return nil, err
 	}
-	return &Upstream{conn: c, writeTimeout: writeTimeout, done: make(chan struct{})}, nil
+	u := &Upstream{conn: c, writeTimeout: writeTimeout, done: make(chan struct{})}
+	if tc, ok := c.(*net.TCPConn); ok && rawReads {
+		u.raw, _ = tc.SyscallConn()
+	}
+	return u, nil
 }
 
 // Write sends checked client bytes, bounded by the write timeout.
@@ -46,32 +60,83 @@ func (u *Upstream) LocalPort() int { return u.conn.LocalAddr().(*net.TCPAddr).Po
 // ReadLoop reads broker bytes until the connection fails and hands them
 // to consume, which sends the complete units it finds and returns how many
 // bytes it used, or false to stop. Unused bytes stay for the next read; the
-// buffer grows to max plus one read when a unit needs it. ReadLoop returns
-// the read error (nil when consume stopped it); Close waits for it.
+// buffer grows to max plus one read when a unit needs it. While nothing is
+// pending, ReadLoop waits holding no buffer. It returns the read error (nil
+// when consume stopped it); Close waits for it.
 func (u *Upstream) ReadLoop(max int, consume func(b []byte) (used int, ok bool)) error {
 	defer close(u.done)
-	buf := make([]byte, upstreamReadBytes)
-	filled := 0
-	for {
-		if filled == len(buf) {
-			nb := make([]byte, min(2*len(buf), max+upstreamReadBytes))
-			copy(nb, buf[:filled])
-			buf = nb
+	var (
+		buf    []byte // nil between reads while nothing is pending
+		pooled *[upstreamReadBytes]byte
+		filled int
+	)
+	release := func() {
+		if pooled != nil {
+			readBufs.Put(pooled)
 		}
-		n, rerr := u.conn.Read(buf[filled:])
+		buf, pooled = nil, nil
+	}
+	defer release()
+	for {
+		var n int
+		var rerr error
+		if filled == 0 {
+			pooled, n, rerr = u.readPooled()
+			buf = pooled[:]
+		} else {
+			if filled == len(buf) {
+				nb := make([]byte, min(2*len(buf), max+upstreamReadBytes))
+				copy(nb, buf[:filled])
+				release()
+				buf = nb
+			}
+			n, rerr = u.conn.Read(buf[filled:])
+		}
 		filled += n
 		used, ok := consume(buf[:filled])
 		if !ok {
 			return nil
 		}
 		filled = copy(buf, buf[used:filled])
-		if filled == 0 && len(buf) > upstreamReadBytes {
-			buf = make([]byte, upstreamReadBytes)
+		if filled == 0 {
+			release()
 		}
 		if rerr != nil {
 			return rerr
 		}
 	}
+}
+
+// readPooled waits until the broker has sent something and reads it into
+// a pooled buffer, taken only once there is something to read.
+func (u *Upstream) readPooled() (b *[upstreamReadBytes]byte, n int, err error) {
+	if u.raw == nil {
+		b = readBufs.Get().(*[upstreamReadBytes]byte)
+		n, err = u.conn.Read(b[:])
+		return b, n, err
+	}
+	werr := u.raw.Read(func(fd uintptr) bool {
+		b = readBufs.Get().(*[upstreamReadBytes]byte)
+		n, err = rawRead(fd, b[:])
+		if err == syscall.EAGAIN {
+			readBufs.Put(b)
+			b = nil      // nor may the wait keep it alive
+			return false // the runtime's poller waits for the socket
+		}
+		return true
+	})
+	if b == nil { // the wait failed: the connection was closed
+		b = readBufs.Get().(*[upstreamReadBytes]byte)
+	}
+	switch {
+	case werr != nil:
+		return b, 0, werr
+	case err != nil:
+		return b, 0, &net.OpError{Op: "read", Net: "tcp", Source: u.conn.LocalAddr(), Addr: u.conn.RemoteAddr(), Err: os.NewSyscallError("read", err)}
+	case n == 0:
+		return b, 0, io.EOF
+	}
+	return b, n, nil
 }
 
 // Close closes the connection and waits for ReadLoop to return.
