@@ -39,8 +39,7 @@ func TestTallyCountsLostAndDuplicated(t *testing.T) {
 	if first := tl.deliver(0, 99, ms); first {
 		t.Fatal("a message never sent counted as delivered")
 	}
-	var r result
-	tl.finish(&r, time.Second)
+	r := finished(tl)
 	// p0: seq1 once (1 lost), seq2 thrice (1 duplicate); p1: seq0 once (1 lost).
 	if r.Sent != 6 || r.Delivered != 11 || r.Lost != 2 || r.Duplicated != 1 || r.Copies != 2 {
 		t.Fatalf("%+v", r)
@@ -48,6 +47,13 @@ func TestTallyCountsLostAndDuplicated(t *testing.T) {
 	if r.P50us != 2000 || r.MaxUs != 3000 || r.MsgsPerSec != 11 {
 		t.Fatalf("percentiles/throughput %+v", r)
 	}
+}
+
+// finished is the tally's result over one second.
+func finished(tl *tally) result {
+	var r result
+	tl.finish(&r, time.Second)
+	return r
 }
 
 func TestBodyRoundTrip(t *testing.T) {
@@ -154,8 +160,7 @@ func TestTallyLeavesTheWarmUpUntimed(t *testing.T) {
 		}
 	}
 	tl.merge(sh)
-	var r result
-	tl.finish(&r, time.Second)
+	r := finished(tl)
 	if r.Delivered != 8 || r.Lost != 1 || r.Duplicated != 4 || r.MaxUs != 1000 {
 		t.Fatalf("%+v", r)
 	}
@@ -286,8 +291,7 @@ func TestShardMerge(t *testing.T) {
 	b.deliver(7, time.Millisecond) // never sent
 	tl.merge(a)
 	tl.merge(b)
-	var r result
-	tl.finish(&r, time.Second)
+	r := finished(tl)
 	if r.Sent != 3 || r.Delivered != 6 || r.Lost != 1 || r.Duplicated != 1 {
 		t.Fatalf("%+v", r)
 	}
