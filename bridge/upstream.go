@@ -22,7 +22,7 @@ var readBufs = sync.Pool{New: func() any { return new([upstreamReadBytes]byte) }
 // Upstream is a relay session's TCP connection to its broker.
 type Upstream struct {
 	conn         net.Conn
-	raw          syscall.RawConn // nil over TLS: the buffer is held while waiting
+	raw          *rawReader // nil over TLS: the buffer is held while waiting
 	writeTimeout time.Duration
 	done         chan struct{}
 }
@@ -42,7 +42,10 @@ func DialUpstream(d *net.Dialer, addr string, tlsConf *tls.Config, writeTimeout 
 	}
 	u := &Upstream{conn: c, writeTimeout: writeTimeout, done: make(chan struct{})}
 	if tc, ok := c.(*net.TCPConn); ok && rawReads {
-		u.raw, _ = tc.SyscallConn()
+		if rc, err := tc.SyscallConn(); err == nil {
+			u.raw = &rawReader{conn: rc}
+			u.raw.try = u.raw.attempt
+		}
 	}
 	return u, nil
 }
@@ -81,8 +84,9 @@ func (u *Upstream) ReadLoop(max int, consume func(b []byte) (used int, ok bool))
 		var n int
 		var rerr error
 		if filled == 0 {
-			pooled, n, rerr = u.readPooled()
-			buf = pooled[:]
+			if pooled, n, rerr = u.readPooled(); pooled != nil {
+				buf = pooled[:]
+			}
 		} else {
 			if filled == len(buf) {
 				nb := make([]byte, min(2*len(buf), max+upstreamReadBytes))
@@ -108,26 +112,18 @@ func (u *Upstream) ReadLoop(max int, consume func(b []byte) (used int, ok bool))
 }
 
 // readPooled waits until the broker has sent something and reads it into
-// a pooled buffer, taken only once there is something to read.
+// a pooled buffer, taken only once there is something to read (b is nil
+// when the wait failed).
 func (u *Upstream) readPooled() (b *[upstreamReadBytes]byte, n int, err error) {
 	if u.raw == nil {
 		b = readBufs.Get().(*[upstreamReadBytes]byte)
 		n, err = u.conn.Read(b[:])
 		return b, n, err
 	}
-	werr := u.raw.Read(func(fd uintptr) bool {
-		b = readBufs.Get().(*[upstreamReadBytes]byte)
-		n, err = rawRead(fd, b[:])
-		if err == syscall.EAGAIN {
-			readBufs.Put(b)
-			b = nil      // nor may the wait keep it alive
-			return false // the runtime's poller waits for the socket
-		}
-		return true
-	})
-	if b == nil { // the wait failed: the connection was closed
-		b = readBufs.Get().(*[upstreamReadBytes]byte)
-	}
+	r := u.raw
+	werr := r.conn.Read(r.try)
+	b, n, err = r.b, r.n, r.err
+	r.b = nil
 	switch {
 	case werr != nil:
 		return b, 0, werr
@@ -137,6 +133,31 @@ func (u *Upstream) readPooled() (b *[upstreamReadBytes]byte, n int, err error) {
 		return b, 0, io.EOF
 	}
 	return b, n, nil
+}
+
+// rawReader reads a socket by its descriptor once it is readable. Its
+// state lives here and its callback is bound once, so that a read
+// allocates nothing.
+type rawReader struct {
+	conn syscall.RawConn
+	try  func(fd uintptr) bool // attempt, bound
+	b    *[upstreamReadBytes]byte
+	n    int
+	err  error
+}
+
+// attempt reads what is there into a pooled buffer; with nothing there it
+// gives the buffer back and returns false, and the runtime's poller waits
+// for the socket.
+func (r *rawReader) attempt(fd uintptr) bool {
+	r.b = readBufs.Get().(*[upstreamReadBytes]byte)
+	r.n, r.err = rawRead(fd, r.b[:])
+	if r.err == syscall.EAGAIN {
+		readBufs.Put(r.b)
+		r.b = nil // nor may the wait keep it alive
+		return false
+	}
+	return true
 }
 
 // Close closes the connection and waits for ReadLoop to return.

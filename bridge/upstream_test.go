@@ -164,3 +164,40 @@ func TestIdleUpstreamsHoldNoReadBuffer(t *testing.T) {
 		t.Fatalf("idle upstreams cost %d bytes each, only %d less than ones holding a buffer", idle, pending-idle)
 	}
 }
+
+// BenchmarkUpstreamReadLoop reads 128-byte units a peer writes one per
+// write: reads and waits on the hot path allocate nothing.
+func BenchmarkUpstreamReadLoop(b *testing.B) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		unit := append(bytes.Repeat([]byte("m"), 127), 0)
+		for range b.N {
+			if _, err := c.Write(unit); err != nil {
+				return
+			}
+		}
+	}()
+	u, err := DialUpstream(&net.Dialer{}, l.Addr().String(), nil, 5*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer u.Close()
+	b.ReportAllocs()
+	b.ResetTimer()
+	units := 0
+	u.ReadLoop(1024, func(p []byte) (int, bool) {
+		whole := bytes.LastIndexByte(p, 0) + 1
+		units += bytes.Count(p[:whole], []byte{0})
+		return whole, units < b.N
+	})
+	b.ReportMetric(float64(units)/b.Elapsed().Seconds(), "units/s")
+}
