@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -113,6 +115,26 @@ func TestUpstreamCloseEndsAnIdleReadLoop(t *testing.T) {
 	u.Close() // waits for the loop
 	if err := <-done; err == nil {
 		t.Fatal("an idle loop closed under it returned nil")
+	}
+}
+
+// A broker that resets the connection ends an idle loop with the reset,
+// named as a read on that connection.
+func TestUpstreamResetEndsAnIdleReadLoop(t *testing.T) {
+	addr, accepted := listenPeer(t)
+	u, peer := dialPeer(t, addr, accepted)
+	defer u.Close()
+	done := make(chan error, 1)
+	go func() { done <- u.ReadLoop(1024, func(b []byte) (int, bool) { return len(b), true }) }()
+	peer.(*net.TCPConn).SetLinger(0) // close with RST
+	peer.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, syscall.ECONNRESET) || !strings.Contains(err.Error(), "read tcp 127.0.0.1:") {
+			t.Fatalf("ReadLoop ended with %v, want a read error with the reset", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ReadLoop did not end when the peer reset")
 	}
 }
 
