@@ -191,6 +191,21 @@ func (s *stream) next(t testing.TB) sseEvent {
 	}
 }
 
+// heartbeats waits for n comment lines on the stream.
+func (s *stream) heartbeats(t testing.TB, n int) {
+	t.Helper()
+	for seen := 0; seen < n; {
+		select {
+		case e := <-s.events:
+			if e.comment {
+				seen++
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d heartbeat comments", seen, n)
+		}
+	}
+}
+
 // ended waits for the server to end the stream.
 func (s *stream) ended(t testing.TB) {
 	t.Helper()

@@ -374,19 +374,23 @@ func TestStreamsEndWhenBrokerDrops(t *testing.T) {
 func TestHeartbeatComments(t *testing.T) {
 	s := startHub(t, natsBroker(t), Options{Heartbeat: 50 * time.Millisecond})
 	st := openStream(t, s.url+"/sse/"+uniqueTopic(t), nil)
-	for seen := 0; seen < 2; {
-		select {
-		case e := <-st.events:
-			if e.comment {
-				seen++
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("no heartbeat comment")
-		}
-	}
+	st.heartbeats(t, 2)
 }
 
 var _ bridge.Broker = (*bridge.NATS)(nil)
+
+// A stream that was busy and went quiet gets heartbeats again: the timer
+// that ended its last flush interval goes back to timing the heartbeat.
+func TestHeartbeatsResumeAfterAFlushInterval(t *testing.T) {
+	s := startHub(t, natsBroker(t), Options{Heartbeat: 100 * time.Millisecond, FlushInterval: 20 * time.Millisecond})
+	topic := uniqueTopic(t)
+	st := openStream(t, s.url+"/sse/"+topic, nil)
+	s.publish(t, topic, "busy")
+	if e := st.next(t); e.data != "busy" {
+		t.Fatalf("event %q", e.data)
+	}
+	st.heartbeats(t, 2) // after the event, once the stream is quiet
+}
 
 // With a flush interval, a quiet stream's event is written at once, and
 // events that follow within the interval share the next write: the client
