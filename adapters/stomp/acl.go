@@ -2,7 +2,9 @@ package stomp
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
+	"sync"
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
@@ -28,41 +30,163 @@ func (s *session) login(f *validate.STOMPFrame) bool {
 		return false
 	}
 	s.cred = cred
-	s.open = s.Unrestricted()
+	if !s.Unrestricted() {
+		o := &s.relay.opts
+		s.acl = &acl{topicExchange: o.TopicExchange, given: &replyQueues{}, allow: s.Allow,
+			deny: func(header, msg string) error {
+				o.Log.Info("stomp access denied", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "header", header, "reason", msg)
+				return &auth.Error{Msg: msg}
+			}}
+	}
 	s.WatchExpiry(func() {
 		s.finish("token_expired", "token expired", "the client's token expired; reconnect with a fresh one", bridge.ClosePolicy)
 	})
 	return true
 }
 
-// authorize applies the route's ACL to a SEND or SUBSCRIBE. The last
+// acl is a restricted identity's access control on one session; an
+// identity that may touch everything has none. It belongs to the read
+// loop, except given, which the broker's side fills.
+type acl struct {
+	topicExchange string
+	given         *replyQueues
+	// allow is the route's decision for one destination (it logs denials);
+	// deny logs and makes a refusal the gateway itself decided.
+	allow func(auth.Action, auth.Dest) error
+	deny  func(header, msg string) error
+
+	lastSend []byte // the last destination a SEND was allowed to
+}
+
+// authorize applies the route's ACL to a SEND or SUBSCRIBE of a client
+// speaking version v: every header that decides where the broker routes,
+// stores or forwards a message (docs/security.md lists them) is checked,
+// and on SUBSCRIBE any header not known to be harmless is refused. The last
 // destination a SEND was allowed to is remembered, so a client that keeps
-// sending to one destination pays for the check once.
-func (s *session) authorize(f *validate.STOMPFrame) error {
-	if s.open {
-		return nil
+// sending to one destination pays for mapping it once.
+func (a *acl) authorize(f *validate.STOMPFrame, v validate.STOMPVersion) error {
+	sub := f.Command == validate.CmdSubscribe
+	act, rules := auth.Publish, sendHeaders
+	if sub {
+		act, rules = auth.Subscribe, subscribeHeaders
 	}
-	act := auth.Publish
-	if f.Command == validate.CmdSubscribe {
-		act = auth.Subscribe
+	// Destinations first (every copy: brokers differ on which one wins),
+	// since whether the queue is the subscription's own decides the rest.
+	own := true
+	for i := range f.NumHeaders() {
+		name, raw := f.HeaderAt(i)
+		if string(name) != "destination" || (!sub && a.lastSend != nil && bytes.Equal(raw, a.lastSend)) {
+			continue
+		}
+		d, mine, err := a.dest(value(raw, v), act)
+		if err == nil {
+			err = a.allow(act, d)
+		}
+		if err != nil {
+			return err
+		}
+		own = own && mine
 	}
-	raw, _ := f.Header("destination")
-	if act == auth.Publish && s.lastSend != nil && bytes.Equal(raw, s.lastSend) {
-		return nil
+	for i := range f.NumHeaders() {
+		name, raw := f.HeaderAt(i)
+		rule, known := rules[string(name)]
+		if !known && !sub {
+			continue // an application header: it travels with the message
+		}
+		var err error
+		switch rule {
+		case hdrAllow, hdrDestination:
+		case hdrQueueName:
+			// RabbitMQ's x-queue-name names the queue behind a subscription:
+			// attaching to someone else's queue is subscribing to it.
+			err = a.allow(auth.Subscribe, auth.Dest{Kind: auth.Queue, Name: value(raw, v)})
+		case hdrReplyTo:
+			err = a.replyTo(value(raw, v))
+		case hdrDeadLetter:
+			err = a.deadLetter(f, v)
+		case hdrOwnQueue:
+			if !sub || !own {
+				err = a.refuseHeader(name, "it shapes a shared queue; only a subscription's own queue may be shaped")
+			}
+		default:
+			err = a.refuseHeader(name, "it is not on the list of headers a restricted identity may send (docs/security.md)")
+		}
+		if err != nil {
+			return err
+		}
 	}
-	if err := s.Allow(act, destOf(unescape(raw, s.in.Version), s.relay.opts.TopicExchange)); err != nil {
+	if !sub {
+		raw, _ := f.Header("destination")
+		a.lastSend = append(a.lastSend[:0], raw...)
+	}
+	return nil
+}
+
+// dest maps a destination onto the ACL's terms, and reports whether it is
+// a subscription with a queue of its own (topics, exchanges, temp queues).
+func (a *acl) dest(dest string, act auth.Action) (d auth.Dest, own bool, err error) {
+	ep, err := parseDestination(dest)
+	if err != nil {
+		return d, false, a.deny("destination", err.Error())
+	}
+	if ep.kind == epReplyQueue && act == auth.Publish && a.given.has(dest) {
+		return auth.Dest{Kind: auth.Private, Name: dest}, false, nil
+	}
+	d = ep.aclDest(a.topicExchange)
+	own = ep.kind == epTopic || ep.kind == epExchange || ep.kind == epTempQueue
+	return d, own, nil
+}
+
+// replyTo checks a SEND's reply-to: whoever answers the message publishes
+// to it on this client's behalf, so it must be a temp queue of the client's
+// own or a destination the client may publish to itself.
+func (a *acl) replyTo(dest string) error {
+	d, _, err := a.dest(dest, auth.Publish)
+	if err != nil {
 		return err
 	}
-	if act == auth.Subscribe {
-		// RabbitMQ's x-queue-name names the queue behind a subscription:
-		// attaching to someone else's queue is subscribing to it.
-		if q, ok := f.Header("x-queue-name"); ok {
-			return s.Allow(auth.Subscribe, auth.Dest{Kind: auth.Queue, Name: unescape(q, s.in.Version)})
-		}
-		return nil
+	return a.allow(auth.Publish, d)
+}
+
+// deadLetter checks a frame's dead-letter headers: messages the queue
+// rejects or expires are published to that exchange and key, so the
+// identity must be allowed to publish there. Without a key, RabbitMQ keeps
+// each message's own routing key: any key.
+func (a *acl) deadLetter(f *validate.STOMPFrame, v validate.STOMPVersion) error {
+	exRaw, hasEx := f.Header("x-dead-letter-exchange")
+	keyRaw, hasKey := f.Header("x-dead-letter-routing-key")
+	if !hasEx {
+		// A key alone takes effect with an exchange set by a broker policy,
+		// which the gateway cannot see.
+		return a.refuseHeader([]byte("x-dead-letter-routing-key"), "it needs x-dead-letter-exchange beside it")
 	}
-	s.lastSend = append(s.lastSend[:0], raw...)
+	ex, key := value(exRaw, v), "#"
+	if hasKey {
+		key = value(keyRaw, v)
+	}
+	var d auth.Dest
+	switch {
+	case ex == "" && !hasKey:
+		return a.refuseHeader([]byte("x-dead-letter-exchange"), "dead letters to the default exchange need x-dead-letter-routing-key")
+	case ex == "":
+		d = auth.Dest{Kind: auth.Queue, Name: key}
+	default:
+		d = endpoint{kind: epExchange, exchange: ex, name: key}.aclDest(a.topicExchange)
+	}
+	if err := a.allow(auth.Publish, d); err != nil {
+		return &auth.Error{Msg: "dead letters would go to " + d.String() + ": " + err.Error()}
+	}
 	return nil
+}
+
+// value is a header's value as RabbitMQ reads it: unescaped, without
+// leading spaces.
+func value(raw []byte, v validate.STOMPVersion) string {
+	return strings.TrimLeft(unescape(raw, v), " ")
+}
+
+func (a *acl) refuseHeader(name []byte, why string) error {
+	return a.deny(string(name), "header "+string(name)+" is not allowed: "+why)
 }
 
 // refuse ends the session over a refused frame: ERROR "access refused"
@@ -73,35 +197,215 @@ func (s *session) refuse(f *validate.STOMPFrame, err error) {
 	s.Finish("forbidden", err.Error(), bridge.ClosePolicy, gws.OpcodeText, answer)
 }
 
-// destOf maps a STOMP destination onto what the ACL names: /topic/x and
-// /exchange/<topic exchange>/x are topics, /queue/x and /amq/queue/x
-// queues, /exchange/e/k an exchange with a routing key, and
-// /temp-queue/ and /reply-queue/ destinations private to the connection.
-func destOf(dest, topicExchange string) auth.Dest {
-	cut := func(prefix string) (string, bool) { return strings.CutPrefix(dest, prefix) }
-	if n, ok := cut("/topic/"); ok {
-		return auth.Dest{Kind: auth.Topic, Name: n}
+// What the ACL does with a header of a restricted identity's SEND or
+// SUBSCRIBE.
+type headerRule uint8
+
+const (
+	hdrRefuse      headerRule = iota // refused: it changes routing or storage in a way no rule can express
+	hdrAllow                         // no effect on where messages go
+	hdrDestination                   // checked as the frame's destination
+	hdrQueueName                     // x-queue-name: subscribing to the named queue
+	hdrReplyTo                       // checked as a destination the client publishes to
+	hdrDeadLetter                    // allowed when the client may publish where dead letters go
+	hdrOwnQueue                      // shapes the queue being declared: only a subscription's own
+)
+
+// RabbitMQ's queue arguments and declare flags, which it reads from SEND
+// and SUBSCRIBE headers when it declares the queue behind a destination.
+var queueHeaders = map[string]headerRule{
+	"x-dead-letter-exchange":          hdrDeadLetter,
+	"x-dead-letter-routing-key":       hdrDeadLetter,
+	"x-dead-letter-strategy":          hdrOwnQueue,
+	"x-expires":                       hdrOwnQueue,
+	"x-message-ttl":                   hdrOwnQueue,
+	"x-max-length":                    hdrOwnQueue,
+	"x-max-length-bytes":              hdrOwnQueue,
+	"x-max-age":                       hdrOwnQueue,
+	"x-max-priority":                  hdrOwnQueue,
+	"x-overflow":                      hdrOwnQueue,
+	"x-queue-type":                    hdrOwnQueue,
+	"x-queue-mode":                    hdrOwnQueue,
+	"x-queue-version":                 hdrOwnQueue,
+	"x-queue-master-locator":          hdrOwnQueue,
+	"x-queue-leader-locator":          hdrOwnQueue,
+	"x-single-active-consumer":        hdrOwnQueue,
+	"x-delivery-limit":                hdrOwnQueue,
+	"x-initial-cluster-size":          hdrOwnQueue,
+	"x-quorum-initial-group-size":     hdrOwnQueue,
+	"x-stream-max-segment-size-bytes": hdrOwnQueue,
+	"x-stream-filter-size-bytes":      hdrOwnQueue,
+	"exclusive":                       hdrOwnQueue,
+	"auto-delete":                     hdrOwnQueue,
+	"durable":                         hdrAllow, // RabbitMQ declares /queue/ durable anyway
+	"persistent":                      hdrAllow, // on SEND the delivery mode, on SUBSCRIBE durable
+}
+
+// subscribeHeaders is everything a restricted SUBSCRIBE may carry; any
+// other header is refused.
+var subscribeHeaders = withQueueHeaders(map[string]headerRule{
+	"destination":               hdrDestination,
+	"id":                        hdrAllow,
+	"ack":                       hdrAllow,
+	"receipt":                   hdrAllow,
+	"prefetch-count":            hdrAllow,
+	"content-length":            hdrAllow,
+	"content-type":              hdrAllow,
+	"x-queue-name":              hdrQueueName,
+	"x-priority":                hdrAllow, // consumer priority
+	"x-stream-offset":           hdrAllow,
+	"x-stream-filter":           hdrAllow,
+	"x-stream-match-unfiltered": hdrAllow,
+})
+
+// sendHeaders are the SEND headers with a rule; the rest are application
+// headers, which travel with the message and route nothing (on a headers
+// exchange they do, which is why an exchange rule names the exchange).
+var sendHeaders = withQueueHeaders(map[string]headerRule{
+	"destination": hdrDestination,
+	"reply-to":    hdrReplyTo,
+})
+
+func withQueueHeaders(m map[string]headerRule) map[string]headerRule {
+	for k, v := range queueHeaders {
+		m[k] = v
 	}
-	if n, ok := cut("/queue/"); ok {
-		return auth.Dest{Kind: auth.Queue, Name: n}
+	return m
+}
+
+// endpointKind is a destination form RabbitMQ's STOMP plugin knows.
+type endpointKind uint8
+
+const (
+	epQueue      endpointKind = iota // /queue/x, and a bare name x
+	epAMQQueue                       // /amq/queue/x: an existing queue
+	epTopic                          // /topic/x: amq.topic with key x
+	epExchange                       // /exchange/e[/k]
+	epTempQueue                      // /temp-queue/x: the connection's own
+	epReplyQueue                     // /reply-queue/x: another connection's temp queue, by name
+)
+
+type endpoint struct {
+	kind           endpointKind
+	exchange, name string
+}
+
+// parseDestination reads a destination as RabbitMQ's STOMP plugin does
+// (rabbit_routing_util:parse_endpoint): a name without '/' is a queue, %2F in a name is '/', and reply-queue names
+// may hold '/'. What RabbitMQ would refuse is refused here too, so the ACL
+// never reasons about a destination the broker reads differently.
+func parseDestination(dest string) (endpoint, error) {
+	bad := func() (endpoint, error) {
+		return endpoint{}, fmt.Errorf("destination %q is not one RabbitMQ accepts: use /topic/, /queue/, /amq/queue/, /exchange/, /temp-queue/ or /reply-queue/", dest)
 	}
-	if n, ok := cut("/amq/queue/"); ok {
-		return auth.Dest{Kind: auth.Queue, Name: n}
+	if dest == "" {
+		return bad()
 	}
-	if n, ok := cut("/exchange/"); ok {
-		ex, key, _ := strings.Cut(n, "/")
-		if ex == topicExchange {
-			return auth.Dest{Kind: auth.Topic, Name: key}
+	if !strings.Contains(dest, "/") {
+		return endpoint{kind: epQueue, name: unescapeSlash(dest)}, nil
+	}
+	if name, ok := strings.CutPrefix(dest, "/reply-queue/"); ok && name != "" {
+		return endpoint{kind: epReplyQueue, name: unescapeSlash(name)}, nil
+	}
+	if rest, ok := strings.CutPrefix(dest, "/exchange/"); ok {
+		ex, key, hasKey := strings.Cut(rest, "/")
+		if ex == "" || strings.Contains(key, "/") {
+			return bad()
 		}
-		return auth.Dest{Kind: auth.Exchange, Exchange: ex, Name: key}
+		if !hasKey {
+			key = ""
+		}
+		return endpoint{kind: epExchange, exchange: unescapeSlash(ex), name: unescapeSlash(key)}, nil
 	}
-	if _, ok := cut("/temp-queue/"); ok {
-		return auth.Dest{Kind: auth.Private, Name: dest}
+	for _, p := range [...]struct {
+		prefix string
+		kind   endpointKind
+	}{{"/queue/", epQueue}, {"/topic/", epTopic}, {"/temp-queue/", epTempQueue}, {"/amq/queue/", epAMQQueue}} {
+		if name, ok := strings.CutPrefix(dest, p.prefix); ok {
+			if name == "" || strings.Contains(name, "/") {
+				return bad()
+			}
+			return endpoint{kind: p.kind, name: unescapeSlash(name)}, nil
+		}
 	}
-	if _, ok := cut("/reply-queue/"); ok {
-		return auth.Dest{Kind: auth.Private, Name: dest}
+	return bad()
+}
+
+func unescapeSlash(s string) string {
+	if !strings.Contains(s, "%2F") {
+		return s
 	}
-	// Anything else the broker refuses anyway; as a topic it matches only
-	// a pattern written for that very name.
-	return auth.Dest{Kind: auth.Topic, Name: dest}
+	return strings.ReplaceAll(s, "%2F", "/")
+}
+
+// aclDest is what the ACL names: a topic is a key on the route's topic
+// exchange (/topic/ always means amq.topic to RabbitMQ), a queue by its
+// name, any other exchange with its key, and a temp queue private.
+func (e endpoint) aclDest(topicExchange string) auth.Dest {
+	switch e.kind {
+	case epTopic:
+		if topicExchange == "amq.topic" {
+			return auth.Dest{Kind: auth.Topic, Name: e.name}
+		}
+		return auth.Dest{Kind: auth.Exchange, Exchange: "amq.topic", Name: e.name}
+	case epExchange:
+		if e.exchange == topicExchange {
+			return auth.Dest{Kind: auth.Topic, Name: e.name}
+		}
+		return auth.Dest{Kind: auth.Exchange, Exchange: e.exchange, Name: e.name}
+	case epTempQueue:
+		return auth.Dest{Kind: auth.Private, Name: "/temp-queue/" + e.name}
+	}
+	return auth.Dest{Kind: auth.Queue, Name: e.name}
+}
+
+// Bounds on the reply queues a session remembers: a responder may answer
+// the last maxReplyQueues requests it received. AMQP queue names are at
+// most 255 bytes, so this holds at most 64 KiB per session.
+const (
+	maxReplyQueues    = 256
+	maxReplyQueueName = 255 + len("/reply-queue/")
+)
+
+// replyQueues are the /reply-queue/ destinations this session was given
+// in the reply-to header of a message the broker delivered to it: those,
+// and no other connection's temp queues, it may answer to.
+type replyQueues struct {
+	mu    sync.Mutex
+	names [maxReplyQueues]string
+	next  int
+}
+
+func (r *replyQueues) add(dest string) {
+	if len(dest) > maxReplyQueueName || r.has(dest) {
+		return
+	}
+	r.mu.Lock()
+	r.names[r.next] = dest
+	r.next = (r.next + 1) % maxReplyQueues
+	r.mu.Unlock()
+}
+
+func (r *replyQueues) has(dest string) bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, n := range r.names {
+		if n == dest {
+			return true
+		}
+	}
+	return false
+}
+
+// noteReplyTo remembers the /reply-queue/ reply-to of a MESSAGE the
+// broker delivered, escaped as version v.
+func (r *replyQueues) noteReplyTo(f *validate.STOMPFrame, v validate.STOMPVersion) {
+	raw, ok := f.Header("reply-to")
+	if !ok || !bytes.HasPrefix(raw, []byte("/reply-queue/")) {
+		return
+	}
+	r.add(value(raw, v))
 }

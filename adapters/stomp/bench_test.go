@@ -168,3 +168,28 @@ func BenchmarkDirectPubSub(b *testing.B) {
 	<-ready
 	pubSub(b, func(p []byte) error { _, err := conn.Write(p); return err }, c, queue)
 }
+
+// BenchmarkACLSend is a restricted identity's check of a SEND with the
+// headers stompjs sends, to the same destination as the one before: it
+// must not allocate.
+func BenchmarkACLSend(b *testing.B) {
+	pol := authtest.JWTPolicy(b, nil)
+	id := &auth.Identity{Subject: "will", Roles: []string{"writer"}}
+	a := &acl{topicExchange: "amq.topic", given: &replyQueues{},
+		allow: func(act auth.Action, d auth.Dest) error { return pol.Allow(id, act, d) },
+		deny:  func(_, msg string) error { return &auth.Error{Msg: msg} }}
+	frame := []byte("CONNECT\naccept-version:1.2\n\n\x00SEND\ndestination:/topic/demo.x\ncontent-type:text/plain\ncontent-length:5\nreceipt:r1\n\nhello\x00")
+	sc := validate.NewSTOMPScanner(validate.STOMPLimits{}, false)
+	n, _, _ := sc.Next(frame)
+	_, f, err := sc.Next(frame[n:])
+	if err != nil || a.authorize(f, sc.Version) != nil {
+		b.Fatal("the SEND should be allowed", err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := a.authorize(f, sc.Version); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+}

@@ -26,9 +26,8 @@ type session struct {
 
 	tr *translator // translation mode only
 
-	cred     *keyring.Credential // the broker credential for this identity
-	open     bool                // the identity may touch every destination
-	lastSend []byte              // the last destination a SEND was allowed to
+	cred *keyring.Credential // the broker credential for this identity
+	acl  *acl                // nil when the identity may touch every destination
 
 	framesOut atomic.Int64
 	done      chan struct{} // closed when the session has ended
@@ -85,7 +84,10 @@ func (s *session) OnMessage(data []byte) {
 					return
 				}
 			case validate.CmdSend, validate.CmdSubscribe:
-				if err := s.authorize(f); err != nil {
+				if s.acl == nil {
+					break
+				}
+				if err := s.acl.authorize(f, s.in.Version); err != nil {
 					// Frames before the refused one were allowed: they go first.
 					if s.up == nil || off == start || s.forward(data[start:off]) {
 						s.refuse(f, err)
@@ -211,6 +213,10 @@ func (s *session) readUpstream() {
 					s.version.Store(uint32(v))
 				case validate.CmdError:
 					brokerError = true
+				case validate.CmdMessage:
+					if s.acl != nil {
+						s.acl.given.noteReplyTo(f, validate.STOMPVersion(s.version.Load()))
+					}
 				}
 			}
 			end := off + k

@@ -1,0 +1,246 @@
+package stomp
+
+import (
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/authtest"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/validate"
+)
+
+// spy is a direct AMQP connection that watches RabbitMQ from behind the
+// gateway: every message routed through amq.topic, amq.direct and
+// amq.fanout, a secret queue holding one message, and a victim queue that
+// must stay empty.
+type spy struct {
+	ch             *amqp.Channel
+	secret, victim string
+
+	mu   sync.Mutex
+	seen []amqp.Delivery
+	got  chan struct{}
+}
+
+func startSpy(t *testing.T, cred keyring.Credential, u string) *spy {
+	t.Helper()
+	conn, err := amqp.DialConfig("amqp://"+brokertest.RabbitAMQP(t)+"/", amqp.Config{
+		SASL: []amqp.Authentication{&amqp.PlainAuth{Username: cred.Username, Password: cred.Password.Reveal()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &spy{ch: ch, secret: "secret-" + u, victim: "victim-" + u, got: make(chan struct{}, 1)}
+	for _, q := range []string{s.secret, s.victim} {
+		if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, q := range []string{s.secret, s.victim} {
+			ch.QueueDelete(q, false, false, false)
+		}
+	})
+	if err := ch.Publish("", s.secret, false, false, amqp.Publishing{Body: []byte("secret-payload")}); err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range []struct{ ex, key string }{{"amq.topic", "#"}, {"amq.fanout", ""}, {"amq.direct", s.victim}, {"amq.direct", "secret." + u}} {
+		if err := ch.QueueBind(q.Name, b.key, b.ex, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for d := range deliveries {
+			s.mu.Lock()
+			s.seen = append(s.seen, d)
+			s.mu.Unlock()
+			select {
+			case s.got <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return s
+}
+
+// waitFor waits until the spy has seen a message with this body.
+func (s *spy) waitFor(t *testing.T, body string) amqp.Delivery {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		s.mu.Lock()
+		for _, d := range s.seen {
+			if string(d.Body) == body {
+				s.mu.Unlock()
+				return d
+			}
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.got:
+		case <-deadline:
+			t.Fatalf("the spy never saw %q", body)
+		}
+	}
+}
+
+// queueDepth is how many messages a queue holds.
+func (s *spy) queueDepth(t *testing.T, name string) int {
+	t.Helper()
+	q, err := s.ch.QueueDeclarePassive(name, false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q.Messages
+}
+
+// TestACLDifferentialRabbitMQ drives every destination form and header in
+// docs/security.md's STOMP table through the gateway as an identity that
+// may only use demo.* (topics and queues), while a spy on RabbitMQ itself
+// proves that nothing outside demo.* was read or written.
+func TestACLDifferentialRabbitMQ(t *testing.T) {
+	cred := testCredential(t)
+	u := strings.NewReplacer(".", "-", "_", "-").Replace(uniqueName(t))
+	pol := authtest.JWTPolicy(t, func(o *auth.Options) {
+		p := func(s string) auth.Pattern {
+			pat, err := auth.ParsePattern(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pat
+		}
+		o.Rules = []auth.Rule{{Roles: []string{"writer"},
+			Publish:   []auth.Pattern{p("demo.*"), p("queue:demo.*")},
+			Subscribe: []auth.Pattern{p("demo.*"), p("queue:demo.*")}}}
+	})
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: pol}})
+	sp := startSpy(t, cred, u)
+	login := func(t *testing.T, sub string) *client {
+		t.Helper()
+		cl := dial(t, gw.url, http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}})
+		cl.send(t, connectWith(sub, authtest.Token(t, sub, []string{"writer"}, time.Hour, nil)))
+		if f := cl.frame(t); f.Command != validate.CmdConnected {
+			t.Fatalf("%s: got %s %q", sub, f.Command, f.Raw)
+		}
+		return cl
+	}
+	attack := "attack-" + u
+	topic := "/topic/demo." + u
+	refused := []struct{ name, frame string }{
+		{"reply-queue subscribe to a named queue", "SUBSCRIBE\nid:1\ndestination:/reply-queue/" + sp.secret + "\n\n\x00"},
+		{"reply-queue send to a named queue", "SEND\ndestination:/reply-queue/" + sp.victim + "\n\n" + attack + "\x00"},
+		{"bare name is a queue to RabbitMQ", "SEND\ndestination:" + sp.victim + "\n\n" + attack + "\x00"},
+		{"bare name subscribe", "SUBSCRIBE\nid:1\ndestination:" + sp.secret + "\n\n\x00"},
+		{"amq queue", "SUBSCRIBE\nid:1\ndestination:/amq/queue/" + sp.secret + "\n\n\x00"},
+		{"leading space", "SEND\ndestination: /queue/" + sp.victim + "\n\n" + attack + "\x00"},
+		{"second destination header", "SEND\ndestination:" + topic + "\ndestination:/queue/" + sp.victim + "\n\n" + attack + "\x00"},
+		{"other exchange", "SEND\ndestination:/exchange/amq.fanout/demo." + u + "\n\n" + attack + "\x00"},
+		{"direct exchange", "SEND\ndestination:/exchange/amq.direct/" + sp.victim + "\n\n" + attack + "\x00"},
+		{"dead letters to a topic outside demo", "SUBSCRIBE\nid:1\ndestination:" + topic + "\nx-dead-letter-exchange:amq.topic\nx-dead-letter-routing-key:secret." + u + "\n\n\x00"},
+		{"dead letters through a queue it may fill", "SEND\ndestination:/queue/demo." + u + "-dl\nx-dead-letter-exchange:amq.topic\nx-dead-letter-routing-key:secret." + u + "\nx-message-ttl:1\n\n" + attack + "\x00"},
+		{"dead letters to the default exchange", "SUBSCRIBE\nid:1\ndestination:" + topic + "\nx-dead-letter-exchange:\nx-dead-letter-routing-key:" + sp.victim + "\n\n\x00"},
+		{"dead-letter key alone", "SUBSCRIBE\nid:1\ndestination:" + topic + "\nx-dead-letter-routing-key:secret." + u + "\n\n\x00"},
+		{"reply-to a foreign queue", "SEND\ndestination:" + topic + "\nreply-to:/queue/" + sp.victim + "\n\n" + attack + "\x00"},
+		{"reply-to a foreign reply queue", "SEND\ndestination:" + topic + "\nreply-to:/reply-queue/" + sp.victim + "\n\n" + attack + "\x00"},
+		{"x-queue-name of a foreign queue", "SUBSCRIBE\nid:1\ndestination:" + topic + "\nx-queue-name:" + sp.secret + "\n\n\x00"},
+		{"shaping a shared queue", "SUBSCRIBE\nid:1\ndestination:/queue/demo." + u + "-shared\nx-max-length:1\n\n\x00"},
+		{"queue arguments on send", "SEND\ndestination:/queue/demo." + u + "-args\nx-expires:1000\n\n" + attack + "\x00"},
+		{"an unknown subscribe header", "SUBSCRIBE\nid:1\ndestination:" + topic + "\nselector:x = 1\n\n\x00"},
+		{"an unparseable destination", "SEND\ndestination:/queue/demo.a/b\n\n" + attack + "\x00"},
+	}
+	for _, r := range refused {
+		t.Run("refused/"+r.name, func(t *testing.T) {
+			cl := login(t, "mallory")
+			cl.send(t, r.frame)
+			cl.expectError(t, "access refused", 1008)
+		})
+	}
+
+	allowed := []struct{ name, frame string }{
+		{"own subscription shaped", "SUBSCRIBE\nid:1\ndestination:" + topic + "\nx-message-ttl:60000\nx-max-length:10\nreceipt:r\n\n\x00"},
+		{"dead letters inside demo", "SUBSCRIBE\nid:1\ndestination:" + topic + "\nx-dead-letter-exchange:amq.topic\nx-dead-letter-routing-key:demo." + u + "-dead\nreceipt:r\n\n\x00"},
+		{"reply-to its own temp queue", "SEND\ndestination:" + topic + "\nreply-to:/temp-queue/r\nreceipt:r\n\nrequest\x00"},
+		{"application headers on send", "SEND\ndestination:" + topic + "\nx-request-id:42\ncontent-type:text/plain\nreceipt:r\n\nhello\x00"},
+	}
+	for _, a := range allowed {
+		t.Run("allowed/"+a.name, func(t *testing.T) {
+			cl := login(t, "will")
+			cl.send(t, a.frame)
+			if f := cl.frame(t); f.Command != validate.CmdReceipt {
+				t.Fatalf("got %s %q, want RECEIPT", f.Command, f.Raw)
+			}
+		})
+	}
+
+	t.Run("a responder answers the reply queue it was given, and no other", func(t *testing.T) {
+		rpc := "/queue/demo." + u + "-rpc"
+		responder := login(t, "rosa")
+		responder.send(t, "SUBSCRIBE\nid:rpc\ndestination:"+rpc+"\nreceipt:r\n\n\x00")
+		if f := responder.frame(t); f.Command != validate.CmdReceipt {
+			t.Fatalf("got %s %q", f.Command, f.Raw)
+		}
+		requester := login(t, "quinn")
+		requester.send(t, "SEND\ndestination:"+rpc+"\nreply-to:/temp-queue/answers\n\nquestion\x00")
+		req := responder.frame(t)
+		replyTo := header(t, req, "reply-to")
+		if req.Command != validate.CmdMessage || !strings.HasPrefix(replyTo, "/reply-queue/") {
+			t.Fatalf("responder got %s %q, want a MESSAGE with a /reply-queue/ reply-to", req.Command, req.Raw)
+		}
+		responder.send(t, "SEND\ndestination:"+replyTo+"\nreceipt:a\n\nanswer\x00")
+		if f := responder.frame(t); f.Command != validate.CmdReceipt {
+			t.Fatalf("the answer to a given reply queue: %s %q", f.Command, f.Raw)
+		}
+		if f := requester.frame(t); f.Command != validate.CmdMessage || string(f.Body()) != "answer" {
+			t.Fatalf("requester got %s %q, want the answer", f.Command, f.Raw)
+		}
+
+		// Another client's reply queue, its name leaked: not given, refused.
+		requester.send(t, "SEND\ndestination:"+topic+"\nreply-to:/temp-queue/other\n\nleak-"+u+"\x00")
+		// RabbitMQ puts the bare queue name in the AMQP reply-to property.
+		leaked := "/reply-queue/" + sp.waitFor(t, "leak-"+u).ReplyTo
+		thief := login(t, "mallory")
+		thief.send(t, "SEND\ndestination:"+leaked+"\n\n"+attack+"\x00")
+		thief.expectError(t, "access refused", 1008)
+	})
+
+	// What RabbitMQ itself saw: nothing of the attacker's outside demo.*,
+	// the secret still in its queue, the victim queue empty.
+	done := login(t, "will")
+	done.send(t, "SEND\ndestination:"+topic+"\n\ndone-"+u+"\x00")
+	sp.waitFor(t, "done-"+u)
+	sp.mu.Lock()
+	for _, d := range sp.seen {
+		if strings.Contains(string(d.Body), attack) {
+			t.Errorf("the broker routed the attacker's message through %s with key %q", d.Exchange, d.RoutingKey)
+		}
+		if d.Exchange == "amq.topic" && !strings.HasPrefix(d.RoutingKey, "demo.") {
+			t.Errorf("a message reached amq.topic with key %q, outside demo.*", d.RoutingKey)
+		}
+	}
+	sp.mu.Unlock()
+	if n := sp.queueDepth(t, sp.secret); n != 1 {
+		t.Errorf("the secret queue holds %d messages, want its 1 untouched", n)
+	}
+	if n := sp.queueDepth(t, sp.victim); n != 0 {
+		t.Errorf("the victim queue holds %d messages, want 0", n)
+	}
+}
