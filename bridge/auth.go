@@ -34,10 +34,14 @@ func RequestIdentity(w http.ResponseWriter, r *http.Request, p *auth.Policy, log
 }
 
 // Login settles the session's identity at the protocol's login (STOMP
-// CONNECT, MQTT CONNECT, AMQP start-ok). An identity proven at the upgrade
-// stands and the login fields are ignored. Failures are logged with their
-// reason (never the secret) and returned for the protocol's own answer.
+// CONNECT, MQTT CONNECT, AMQP start-ok) and stops the login deadline; once
+// that has passed it fails. An identity proven at the upgrade stands and
+// the login fields are ignored. Failures are logged with their reason
+// (never the secret) and returned for the protocol's own answer.
 func (s *Session) Login(user, password string) (*auth.Identity, error) {
+	if !s.loginBegun() {
+		return nil, errLoginTimeout
+	}
 	if s.Identity != nil {
 		return s.Identity, nil
 	}
@@ -112,11 +116,14 @@ func (s *Session) policy() *auth.Policy {
 	return s.adm.Auth
 }
 
-// stopExpiry disarms the expiry timer.
-func (s *Session) stopExpiry() {
+// stopTimers disarms the expiry timer and the login deadline.
+func (s *Session) stopTimers() {
 	s.mu.Lock()
 	if s.expiry != nil {
 		s.expiry.Stop()
+	}
+	if s.loginTimer != nil {
+		s.loginTimer.Stop()
 	}
 	s.mu.Unlock()
 }
