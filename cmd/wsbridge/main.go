@@ -294,6 +294,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		PingInterval:     time.Duration(cfg.WebSocket.PingInterval),
 		WriteTimeout:     time.Duration(cfg.WebSocket.WriteTimeout),
 		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout),
+		LoginTimeout:     time.Duration(*cfg.Limits.LoginTimeout),
 		Compression:      cfg.WebSocket.Compression,
 	}
 	creds := map[string]*keyring.Credential{}

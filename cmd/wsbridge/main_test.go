@@ -369,3 +369,30 @@ func TestEmbeddedDefaultWorksWithNoSetup(t *testing.T) {
 	}
 	t.Fatal("SSE stream ended without the message")
 }
+
+// limits.login_timeout reaches the routes: a STOMP client that never sends
+// CONNECT gets ERROR naming the key, then close 1008.
+func TestServeLoginTimeoutFromConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("limits: {login_timeout: 300ms}\nbackends:\n  n: {protocol: nats, embedded: true, address: 127.0.0.1:4222}\n"+
+		"routes:\n  - {path: /stomp, protocol: stomp, mode: translate, backend: n}\n"), 0o600)
+	g := serve(t, "-config", cfg)
+	_, c := dialSTOMP(t, g.addr, "")
+	select {
+	case m := <-c.msgs:
+		if !strings.HasPrefix(string(m), "ERROR\n") || !strings.Contains(string(m), "message:login not completed within 300ms (limits.login_timeout)") {
+			t.Fatalf("got %q, want ERROR naming limits.login_timeout", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ERROR within 10s")
+	}
+	select {
+	case err := <-c.closed:
+		var ce *gws.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1008 {
+			t.Fatalf("closed with %v, want 1008", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("not closed within 10s")
+	}
+}
