@@ -94,14 +94,14 @@ func (s *Session) Allow(act auth.Action, d auth.Dest) error {
 	return err
 }
 
-// WatchExpiry arms expired to run once the identity's token has run out
-// (plus the policy's grace). The adapter answers with its protocol's error.
+// WatchExpiry arms expired to run once the identity's token has run out,
+// at auth.Policy.EndsAt (the same rule as SSE streams). The adapter
+// answers with its protocol's error.
 func (s *Session) WatchExpiry(expired func()) {
-	p := s.policy()
-	if p == nil || s.Identity == nil || s.Identity.Expires.IsZero() {
+	at := s.policy().EndsAt(s.Identity)
+	if at.IsZero() {
 		return
 	}
-	at := s.Identity.Expires.Add(p.ExpiryGrace())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.expiry == nil && !s.closing.Load() {
