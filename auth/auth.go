@@ -46,7 +46,8 @@ func forbidden(format string, args ...any) error {
 type Identity struct {
 	Subject string
 	Roles   []string
-	// Expires is when the token stops being valid; zero for never.
+	// Expires is the token's exp; zero for never. Policy.EndsAt says when
+	// a connection proven by it ends.
 	Expires time.Time
 	// Grants are allow-lists from a token claim, nil when the token had none.
 	Grants *Grants
@@ -91,7 +92,8 @@ type Options struct {
 	// the token, every destination is allowed (the broker's permissions for
 	// the injected credential still apply).
 	Rules []Rule
-	// ExpiryGrace is how long a connection may outlive its token.
+	// ExpiryGrace is how long a connection may outlive its token (its exp
+	// plus the verifier's leeway).
 	ExpiryGrace time.Duration
 }
 
@@ -138,8 +140,20 @@ func New(o Options) (*Policy, error) {
 // Mode reports the policy's mode.
 func (p *Policy) Mode() Mode { return p.o.Mode }
 
-// ExpiryGrace is how long a connection may outlive its token.
-func (p *Policy) ExpiryGrace() time.Duration { return p.o.ExpiryGrace }
+// EndsAt is when a connection proven by id must end; zero when id does
+// not expire. A token is admitted until its exp plus the verifier's
+// leeway, so that is when its connections end too (plus ExpiryGrace): a
+// token inside the leeway is never admitted only to be ended at once.
+func (p *Policy) EndsAt(id *Identity) time.Time {
+	if p == nil || id == nil || id.Expires.IsZero() {
+		return time.Time{}
+	}
+	end := id.Expires.Add(p.o.ExpiryGrace)
+	if p.o.JWT != nil {
+		end = end.Add(p.o.JWT.o.Leeway)
+	}
+	return end
+}
 
 // PerIdentityCredential reports whether the broker credential depends on
 // the identity (a template or fixed entry of the auth block's own).

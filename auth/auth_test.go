@@ -518,3 +518,59 @@ func BenchmarkAllow(b *testing.B) {
 		}
 	}
 }
+
+// TestEndsAtMatchesAdmission: a connection ends at exp + leeway + grace,
+// the moment the verifier starts refusing the same token (plus grace), so
+// a token is never admitted only to be ended at once.
+func TestEndsAtMatchesAdmission(t *testing.T) {
+	exp := time.Unix(time.Now().Unix(), 0) // exp has whole seconds
+	tok := sign(t, jwt.SigningMethodHS256, hsSecret, jwt.MapClaims{"sub": "alice", "exp": exp.Unix()}, "")
+	cases := []struct {
+		name          string
+		leeway, grace time.Duration
+	}{
+		{"no leeway, no grace", 0, 0},
+		{"leeway", 30 * time.Second, 0},
+		{"leeway and grace", 30 * time.Second, 10 * time.Second},
+		{"grace only", 0, 10 * time.Second},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			policy := func(now time.Time) *Policy {
+				v, err := NewJWT(JWTOptions{Algorithm: "HS256", Secret: hsSecret, Leeway: c.leeway, Now: func() time.Time { return now }})
+				if err != nil {
+					t.Fatal(err)
+				}
+				p, err := New(Options{Mode: ModeJWT, JWT: v, Carriers: Carriers{Login: true}, ExpiryGrace: c.grace})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return p
+			}
+			refusedFrom := exp.Add(c.leeway)
+			p := policy(refusedFrom.Add(-time.Millisecond))
+			id, err := p.FromLogin("", tok)
+			if err != nil {
+				t.Fatalf("just before exp + leeway: %v", err)
+			}
+			if got, want := p.EndsAt(id), refusedFrom.Add(c.grace); !got.Equal(want) {
+				t.Fatalf("EndsAt %s, want exp + leeway + grace = %s", got, want)
+			}
+			if _, err := policy(refusedFrom).FromLogin("", tok); !errors.Is(err, ErrUnauthenticated) {
+				t.Fatalf("at exp + leeway: %v, want refused", err)
+			}
+		})
+	}
+	t.Run("identities that do not expire", func(t *testing.T) {
+		anon, err := New(Options{Mode: ModeNone})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var none *Policy
+		for _, end := range []time.Time{anon.EndsAt(Anonymous), none.EndsAt(Anonymous), anon.EndsAt(nil)} {
+			if !end.IsZero() {
+				t.Fatalf("EndsAt %s, want zero (never)", end)
+			}
+		}
+	})
+}

@@ -34,10 +34,14 @@ func RequestIdentity(w http.ResponseWriter, r *http.Request, p *auth.Policy, log
 }
 
 // Login settles the session's identity at the protocol's login (STOMP
-// CONNECT, MQTT CONNECT, AMQP start-ok). An identity proven at the upgrade
-// stands and the login fields are ignored. Failures are logged with their
-// reason (never the secret) and returned for the protocol's own answer.
+// CONNECT, MQTT CONNECT, AMQP start-ok) and stops the login deadline; once
+// that has passed it fails. An identity proven at the upgrade stands and
+// the login fields are ignored. Failures are logged with their reason
+// (never the secret) and returned for the protocol's own answer.
 func (s *Session) Login(user, password string) (*auth.Identity, error) {
+	if !s.loginBegun() {
+		return nil, errLoginTimeout
+	}
 	if s.Identity != nil {
 		return s.Identity, nil
 	}
@@ -90,14 +94,14 @@ func (s *Session) Allow(act auth.Action, d auth.Dest) error {
 	return err
 }
 
-// WatchExpiry arms expired to run once the identity's token has run out
-// (plus the policy's grace). The adapter answers with its protocol's error.
+// WatchExpiry arms expired to run once the identity's token has run out,
+// at auth.Policy.EndsAt (the same rule as SSE streams). The adapter
+// answers with its protocol's error.
 func (s *Session) WatchExpiry(expired func()) {
-	p := s.policy()
-	if p == nil || s.Identity == nil || s.Identity.Expires.IsZero() {
+	at := s.policy().EndsAt(s.Identity)
+	if at.IsZero() {
 		return
 	}
-	at := s.Identity.Expires.Add(p.ExpiryGrace())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.expiry == nil && !s.closing.Load() {
@@ -112,11 +116,14 @@ func (s *Session) policy() *auth.Policy {
 	return s.adm.Auth
 }
 
-// stopExpiry disarms the expiry timer.
-func (s *Session) stopExpiry() {
+// stopTimers disarms the expiry timer and the login deadline.
+func (s *Session) stopTimers() {
 	s.mu.Lock()
 	if s.expiry != nil {
 		s.expiry.Stop()
+	}
+	if s.loginTimer != nil {
+		s.loginTimer.Stop()
 	}
 	s.mu.Unlock()
 }

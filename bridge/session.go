@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -41,6 +42,8 @@ type Session struct {
 	mu              sync.Mutex
 	outcome, reason string
 	expiry          *time.Timer
+	loginTimer      *time.Timer // the login deadline, armed by Start
+	login           loginState
 
 	pending []byte // a partial client frame carried to the next message (read loop only)
 }
@@ -102,14 +105,78 @@ func (*Session) Delete(string)                      {}
 func (*Session) Store(string, any)                  {}
 func (*Session) Range(func(key string, v any) bool) {}
 
-// Start fills in the connection and arms the keepalive; dead runs when
-// the peer has gone silent.
-func (s *Session) Start(ws *gws.Conn, remote string, release func(), o WSOptions, dead func()) {
+// Start fills in the connection, arms the keepalive and the login
+// deadline. dead runs when the peer has gone silent. loginExpired runs
+// when the protocol's login (Login) has not begun within o.LoginTimeout:
+// it gets the reason, which names the limit, and must end the session
+// with the protocol's own error and ClosePolicy; nil just closes. The
+// session's outcome is then login_timeout whatever ends it.
+func (s *Session) Start(ws *gws.Conn, remote string, release func(), o WSOptions, dead func(), loginExpired func(reason string)) {
 	s.WS, s.Remote, s.release, s.opened, s.writeTimeout = ws, remote, release, time.Now(), o.WriteTimeout
 	s.KA = StartKeepalive(o.PingInterval, func() error {
 		ws.SetWriteDeadline(time.Now().Add(o.WriteTimeout))
 		return ws.WritePing(nil)
 	}, dead)
+	d := o.LoginTimeout
+	if d <= 0 {
+		d = DefaultWSOptions().LoginTimeout
+	}
+	if loginExpired == nil {
+		loginExpired = func(reason string) { s.Finish(OutcomeLoginTimeout, reason, ClosePolicy, 0, nil) }
+	}
+	// Only Login stops the timer: traffic does not, so a client trickling a
+	// login a byte at a time gets no more time than a silent one.
+	s.loginTimer = time.AfterFunc(d, func() {
+		reason := loginTimeoutReason(d)
+		s.mu.Lock()
+		expired := s.login == loginAwaited && !s.closing.Load() // ending anyway: let that reason stand
+		if expired {
+			s.login = loginMissed
+			// Recorded before the answer, so that a login racing the timer,
+			// refused below, leaves this outcome in the close log line.
+			if s.outcome == "" {
+				s.outcome, s.reason = OutcomeLoginTimeout, reason
+			}
+		}
+		s.mu.Unlock()
+		if expired {
+			loginExpired(reason)
+		}
+	})
+}
+
+// OutcomeLoginTimeout is the close log line's outcome of a session whose
+// login did not come in time.
+const OutcomeLoginTimeout = "login_timeout"
+
+// loginTimeoutReason is what a client whose login did not come within d
+// is told: the limit and the config key that sets it.
+func loginTimeoutReason(d time.Duration) string {
+	return fmt.Sprintf("login not completed within %s (limits.login_timeout)", d)
+}
+
+// errLoginTimeout is Login's answer once the login deadline has passed.
+var errLoginTimeout = errors.New("the login deadline (limits.login_timeout) has passed")
+
+// loginState is where a session is with its login deadline.
+type loginState uint8
+
+const (
+	loginAwaited loginState = iota
+	loginReached
+	loginMissed
+)
+
+// loginBegun stops the login deadline; false when it had already passed
+// and the session is ending.
+func (s *Session) loginBegun() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.login == loginAwaited {
+		s.login = loginReached
+		s.loginTimer.Stop()
+	}
+	return s.login == loginReached
 }
 
 // Closing reports whether the session has begun to end.
@@ -168,7 +235,7 @@ func (s *Session) Ended(err error, clientOutcome string) (outcome, reason string
 		s.SetOutcome(clientOutcome, r)
 	}
 	s.KA.Stop()
-	s.stopExpiry()
+	s.stopTimers()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.outcome, s.reason, time.Since(s.opened).Round(time.Millisecond)

@@ -24,7 +24,7 @@ func (p *panicky) GoAway(string)    {}
 func (p *panicky) OnMessage([]byte) { panic("adapter bug") }
 func (p *panicky) OnClose(error)    { p.Ended(nil, "client_closed"); close(p.closed) }
 func (p *panicky) Begin(ws *gws.Conn, remote string, release func()) {
-	p.Start(ws, remote, release, DefaultWSOptions(), func() {})
+	p.Start(ws, remote, release, DefaultWSOptions(), func() {}, nil)
 }
 
 type probe struct {
@@ -79,7 +79,7 @@ func (q *quiet) OnClose(err error) {
 	q.Release()
 }
 func (q *quiet) Begin(ws *gws.Conn, remote string, release func()) {
-	q.Start(ws, remote, release, DefaultWSOptions(), func() {})
+	q.Start(ws, remote, release, DefaultWSOptions(), func() {}, nil)
 }
 
 // Admission refuses the connection over the limit with 503 and a reason,
@@ -169,7 +169,7 @@ func TestOutboxSendsWholeMessagesInOneWrite(t *testing.T) {
 		if err != nil {
 			return
 		}
-		sess.Start(ws, r.RemoteAddr, func() {}, DefaultWSOptions(), func() {})
+		sess.Start(ws, r.RemoteAddr, func() {}, DefaultWSOptions(), func() {}, nil)
 		go ws.ReadLoop()
 		var out Outbox
 		for _, m := range msgs {
@@ -218,4 +218,139 @@ func TestOutboxSendsWholeMessagesInOneWrite(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no close")
 	}
+}
+
+// greeter is an adapter session whose login is a message "login"; it
+// answers "welcome" then, and "here" to "ping". Other messages are kept
+// as a partial frame, as a protocol's partial login would be.
+type greeter struct {
+	Session
+	ws WSOptions
+}
+
+func (g *greeter) GoAway(string) { g.Finish("shutdown", "", CloseGoingAway, 0, nil) }
+func (g *greeter) OnMessage(b []byte) {
+	switch string(b) {
+	case "login":
+		if _, err := g.Login("", ""); err == nil {
+			g.Write(gws.OpcodeText, []byte("welcome"))
+		}
+	case "ping":
+		g.Write(gws.OpcodeText, []byte("here"))
+	default:
+		g.Keep(b)
+	}
+}
+func (g *greeter) OnClose(err error) {
+	g.Ended(err, "client_closed")
+	g.Release()
+}
+func (g *greeter) Begin(ws *gws.Conn, remote string, release func()) {
+	g.Start(ws, remote, release, g.ws, func() {}, nil)
+}
+
+// A session that has not logged in within LoginTimeout is closed with 1008
+// and a reason naming the limit, its slot freed; sending bytes that are
+// not a login does not buy time, and a session that logged in stays.
+func TestLoginDeadline(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	ws := DefaultWSOptions()
+	ws.LoginTimeout = timeout
+	conns := NewConns(10, 0)
+	origins, _ := NewOrigins(nil)
+	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: conns, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upgraders: NewUpgraders(Handler{}, ws, nil, func() gws.SessionStorage { return &greeter{ws: ws} })}
+	srv := &http.Server{Handler: a}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	type client struct {
+		conn   *gws.Conn
+		c      *collector
+		opened time.Time
+	}
+	dial := func(t *testing.T) *client {
+		t.Helper()
+		c := &collector{msgs: make(chan string, 16), closed: make(chan error, 1)}
+		conn, _, err := gws.NewClient(c, &gws.ClientOption{Addr: "ws://" + ln.Addr().String()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.NetConn().Close() })
+		go conn.ReadLoop()
+		return &client{conn, c, time.Now()}
+	}
+	// Opened first, so its deadline has passed once the others' have.
+	loggedIn := dial(t)
+	loggedIn.conn.WriteString("login")
+	if got := <-loggedIn.c.msgs; got != "1:welcome" {
+		t.Fatalf("login answered %q", got)
+	}
+
+	const trickleFor = 5 * time.Second
+	cases := []struct {
+		name  string
+		sends func(c *client, stop <-chan struct{})
+	}{
+		{"silent", func(*client, <-chan struct{}) {}},
+		{"trickles bytes that are never a login", func(c *client, stop <-chan struct{}) {
+			tick := time.NewTicker(20 * time.Millisecond) // pacing, not synchronisation
+			defer tick.Stop()
+			for end := time.After(trickleFor); ; {
+				select {
+				case <-tick.C:
+					if c.conn.WriteString("l") != nil {
+						return
+					}
+				case <-end:
+					return
+				case <-stop:
+					return
+				}
+			}
+		}},
+	}
+	t.Run("not logged in", func(t *testing.T) {
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				t.Parallel()
+				c := dial(t)
+				stop := make(chan struct{})
+				defer close(stop)
+				go tc.sends(c, stop)
+				select {
+				case err := <-c.c.closed:
+					var ce *gws.CloseError
+					if !errors.As(err, &ce) || ce.Code != ClosePolicy || !strings.Contains(string(ce.Reason), "limits.login_timeout") {
+						t.Fatalf("closed with %v, want 1008 naming limits.login_timeout", err)
+					}
+				case <-time.After(trickleFor):
+					t.Fatalf("still open after %s with a login deadline of %s", trickleFor, timeout)
+				}
+				if lived := time.Since(c.opened); lived < timeout {
+					t.Fatalf("closed after %s, before the deadline", lived)
+				}
+			})
+		}
+	})
+	// The parallel cases above have all ended: the deadline has passed.
+	t.Run("logged in before the deadline", func(t *testing.T) {
+		loggedIn.conn.WriteString("ping")
+		select {
+		case got := <-loggedIn.c.msgs:
+			if got != "1:here" {
+				t.Fatalf("got %q", got)
+			}
+		case err := <-loggedIn.c.closed:
+			t.Fatalf("a logged-in session was closed: %v", err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for conns.Len() != 1 { // the server releases slots on its own goroutines
+			if time.Now().After(deadline) {
+				t.Fatalf("%d connections registered, want the logged-in one only", conns.Len())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
 }

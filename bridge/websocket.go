@@ -43,6 +43,13 @@ type WSOptions struct {
 	WriteTimeout time.Duration
 	// HandshakeTimeout bounds the upgrade response write.
 	HandshakeTimeout time.Duration
+	// LoginTimeout bounds the time from the upgrade to the protocol's login
+	// (STOMP CONNECT, MQTT CONNECT, AMQP connection.start-ok); a session
+	// still unauthenticated then is ended. Until its login a connection
+	// holds a slot of limits.max_connections while proving nothing, and
+	// pings keep it alive, so without this bound idle sockets alone could
+	// fill the gateway. Zero takes the default: there is no "off".
+	LoginTimeout time.Duration
 	// Compression offers permessage-deflate (no context takeover).
 	Compression bool
 }
@@ -55,6 +62,13 @@ func DefaultWSOptions() WSOptions {
 		PingInterval:     30 * time.Second,
 		WriteTimeout:     10 * time.Second,
 		HandshakeTimeout: 5 * time.Second,
+		// Every client library we know sends its login as soon as the
+		// socket opens, so a real client needs one round trip (for AMQP
+		// two, and the gateway's dial to the broker): well under a second
+		// even on a poor mobile link. 5 s leaves room for retransmits and a
+		// slow proxy, and, with handshake_timeout, bounds what a client
+		// that never logs in holds a slot for to ~10 s.
+		LoginTimeout: 5 * time.Second,
 	}
 }
 

@@ -159,3 +159,47 @@ func TestAuthUsersBasic(t *testing.T) {
 		t.Fatalf("no credentials: %d %q", status, hd.Get("WWW-Authenticate"))
 	}
 }
+
+// TestAuthStreamInsideLeeway: a token is admitted until exp + leeway, and
+// its stream lives until then too (plus the grace), not ended at once; one
+// past exp + leeway is refused with 401.
+func TestAuthStreamInsideLeeway(t *testing.T) {
+	cases := []struct {
+		name          string
+		age           time.Duration // how long ago the token's exp was
+		leeway, grace time.Duration
+		admitted      bool
+	}{
+		{"expired 1s ago, inside the leeway", time.Second, 3500 * time.Millisecond, 0, true},
+		{"expired 1s ago, inside leeway and grace", time.Second, 2500 * time.Millisecond, time.Second, true},
+		{"past exp + leeway", 4 * time.Second, 2 * time.Second, time.Hour, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			pol := authtest.JWTPolicy(t, func(o *auth.Options) { o.JWT, o.ExpiryGrace = authtest.Verifier(t, c.leeway), c.grace })
+			s := startHubWith(t, natsBroker(t), Options{}, pol, io.Discard)
+			exp := time.Unix(time.Now().Add(-c.age).Unix(), 0)
+			tok := authtest.Token(t, "rita", []string{"reader"}, 0, authtest.Claims{"exp": exp.Unix()})
+			if !c.admitted {
+				if status, body, _ := do(t, "GET", s.url+"/sse/demo.a", bearer(tok), ""); status != 401 || !strings.Contains(body, "token expired") {
+					t.Fatalf("%d %q, want 401 token expired", status, body)
+				}
+				return
+			}
+			st := openStream(t, s.url+"/sse/demo.a", bearer(tok))
+			opened := time.Now()
+			if ev := st.next(t); ev.typ != "error" || !strings.Contains(ev.data, "token expired") {
+				t.Fatalf("got %+v, want the token expired error event", ev)
+			}
+			end := exp.Add(c.leeway + c.grace)
+			switch ended := time.Now(); {
+			case ended.Sub(opened) < time.Second:
+				t.Fatalf("ended %s after the stream opened", ended.Sub(opened))
+			case ended.Before(end):
+				t.Fatalf("ended %s before exp + leeway + grace", end.Sub(ended))
+			}
+			st.ended(t)
+		})
+	}
+}

@@ -33,11 +33,8 @@ func (h *Hub) StreamHandler(prefix string, p *auth.Policy) http.Handler {
 		if !ok {
 			return
 		}
-		var expires time.Time
-		if !id.Expires.IsZero() {
-			expires = id.Expires.Add(p.ExpiryGrace())
-		}
-		h.serve(w, r, topics, expires)
+		// The same rule as WebSocket sessions: see auth.Policy.EndsAt.
+		h.serve(w, r, topics, p.EndsAt(id))
 	})
 }
 

@@ -120,6 +120,8 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
 		s.Finish("keepalive_timeout", "no traffic from the client for two ping intervals", bridge.CloseGoingAway, 0, nil)
+	}, func(reason string) {
+		s.closeConnection(bridge.OutcomeLoginTimeout, reason, bridge.ClosePolicy, replyAccessRefused, "ACCESS_REFUSED - "+reason)
 	})
 	s.in = validate.NewAMQPScanner(o.Limits)
 	s.closeOk = make(chan struct{})

@@ -76,6 +76,11 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
 		s.finish("keepalive_timeout", nil, "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
+	}, func(reason string) {
+		// Before CONNACK MQTT has no packet for this: a CONNACK answers a
+		// CONNECT that has not come, and MQTT 5 allows a server DISCONNECT
+		// only after CONNACK. The WebSocket close carries the reason.
+		s.finish(bridge.OutcomeLoginTimeout, nil, reason, bridge.ClosePolicy)
 	})
 	s.in = validate.NewMQTTScanner(o.Limits)
 	o.Log.Info("mqtt connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)

@@ -295,3 +295,60 @@ func TestAuthClientIDPerIdentity(t *testing.T) {
 		t.Fatalf("client-id not namespaced: %q", strings.ReplaceAll(sent, cred.Password.Reveal(), "<pw>"))
 	}
 }
+
+// TestAuthTokenInsideLeeway: a token is admitted until exp + leeway, and
+// its session lives until then too (plus the grace), not ended at once;
+// one past exp + leeway is refused at the door, in CONNECT or at the
+// upgrade.
+func TestAuthTokenInsideLeeway(t *testing.T) {
+	cred := testCredential(t)
+	sp := http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
+	cases := []struct {
+		name          string
+		age           time.Duration // how long ago the token's exp was
+		leeway, grace time.Duration
+		admitted      bool
+	}{
+		{"expired 1s ago, inside the leeway", time.Second, 3500 * time.Millisecond, 0, true},
+		{"expired 1s ago, inside leeway and grace", time.Second, 2500 * time.Millisecond, time.Second, true},
+		{"past exp + leeway", 4 * time.Second, 2 * time.Second, time.Hour, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			pol := authtest.JWTPolicy(t, func(o *auth.Options) { o.JWT, o.ExpiryGrace = authtest.Verifier(t, c.leeway), c.grace })
+			gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: pol}})
+			exp := time.Unix(time.Now().Add(-c.age).Unix(), 0)
+			tok := authtest.Token(t, "alice", []string{"reader"}, 0, authtest.Claims{"exp": exp.Unix()})
+			if !c.admitted {
+				cl := dial(t, gw.url, sp)
+				cl.send(t, connectWith("", tok))
+				cl.expectError(t, "authentication failed", 1008)
+				if _, err := tryDial(gw.url, withHeader(sp, "Authorization", "Bearer "+tok)); err == nil || !strings.Contains(err.Error(), "status 401") {
+					t.Fatalf("token at the upgrade: %v, want 401", err)
+				}
+				return
+			}
+			cl := dial(t, gw.url, sp)
+			cl.send(t, connectWith("", tok))
+			if f := cl.frame(t); f.Command != validate.CmdConnected {
+				t.Fatalf("%s %q", f.Command, f.Raw)
+			}
+			connected := time.Now()
+			cl.expectError(t, "token expired", 1008)
+			end := exp.Add(c.leeway + c.grace)
+			switch ended := time.Now(); {
+			case ended.Sub(connected) < time.Second:
+				t.Fatalf("ended %s after connecting", ended.Sub(connected))
+			case ended.Before(end):
+				t.Fatalf("ended %s before exp + leeway + grace", end.Sub(ended))
+			}
+		})
+	}
+}
+
+func withHeader(h http.Header, k, v string) http.Header {
+	h = h.Clone()
+	h.Set(k, v)
+	return h
+}

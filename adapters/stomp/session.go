@@ -41,6 +41,8 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
 		s.finish("keepalive_timeout", "", "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
+	}, func(reason string) {
+		s.finish(bridge.OutcomeLoginTimeout, reason, reason+"; send CONNECT as soon as the WebSocket opens", bridge.ClosePolicy)
 	})
 	s.in = validate.NewSTOMPScanner(o.Limits, false)
 	s.done = make(chan struct{})

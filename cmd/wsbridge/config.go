@@ -164,6 +164,10 @@ type LimitsConfig struct {
 	STOMP               STOMPLimitsConfig `yaml:"stomp"`
 	MQTT                MQTTLimitsConfig  `yaml:"mqtt"`
 	AMQP                AMQPLimitsConfig  `yaml:"amqp"`
+
+	// LoginTimeout is a pointer so that an explicit 0s, which would read
+	// as "no deadline", is refused rather than taken for unset.
+	LoginTimeout *Duration `yaml:"login_timeout"`
 }
 
 // AMQPLimitsConfig bounds AMQP frames.
@@ -226,8 +230,11 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	// A TypeError lets the decoder go on and report the file's other errors.
 	v, err := time.ParseDuration(n.Value)
-	if n.Kind != yaml.ScalarNode || err != nil || v < 0 {
+	switch {
+	case n.Kind != yaml.ScalarNode || err != nil:
 		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration such as 30s or 1m", n.Line, n.Value)}}
+	case v < 0:
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q: a duration cannot be negative", n.Line, n.Value)}}
 	}
 	*d = Duration(v)
 	return nil
@@ -492,6 +499,12 @@ func (cfg *Config) check(c *checker) {
 		c.fail("limits.handshakes_per_second", "%g is out of range [0.01, 1000000]", *hs)
 	}
 	c.intIn("limits.handshake_burst", &cfg.Limits.HandshakeBurst, 100, 1, 1_000_000)
+	if lt := &cfg.Limits.LoginTimeout; *lt == nil {
+		v := Duration(d.LoginTimeout)
+		*lt = &v
+	} else if v := time.Duration(**lt); v < 100*time.Millisecond || v > 5*time.Minute {
+		c.fail("limits.login_timeout", "%s is out of range [100ms, 5m0s]; there is no \"off\": a connection that has not logged in holds a slot and must end (default %s)", v, d.LoginTimeout)
+	}
 	sl := &cfg.Limits.STOMP
 	c.intIn("limits.stomp.max_frame_bytes", &sl.MaxFrameBytes, 128<<10, 256, 64<<20)
 	c.intIn("limits.stomp.max_headers", &sl.MaxHeaders, 64, 1, 10000)

@@ -36,6 +36,9 @@ func TestConfigDefaults(t *testing.T) {
 		cfg.Limits.STOMP.MaxFrameBytes != 128<<10 || cfg.Backends["b"].VHost != "/" || cfg.Limits.MaxConnections != 10000 {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
+	if got := time.Duration(*cfg.Limits.LoginTimeout); got != 5*time.Second {
+		t.Fatalf("limits.login_timeout %s, want 5s", got)
+	}
 	if time.Duration(*cfg.SSE.FlushInterval) != 20*time.Millisecond || cfg.WebSocket.ReadBufferBytes != 1024 {
 		t.Fatalf("sse.flush_interval %s, websocket.read_buffer_bytes %d", time.Duration(*cfg.SSE.FlushInterval), cfg.WebSocket.ReadBufferBytes)
 	}
@@ -69,6 +72,9 @@ func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
 		{"admin not host:port", "admin: {listen: \"9090\"}\n" + ok, []string{"c.yaml:1: admin.listen"}},
 		{"amqp route without a broker login", "backends:\n  r:\n    protocol: amqp\n    address: h:1\nroutes:\n  - {path: /amqp, protocol: amqp, backend: r}\n", []string{"c.yaml:6: routes.0.backend", "backends.r.credential"}},
 		{"flush interval too long", ok + "sse:\n  flush_interval: 2s\n", []string{"c.yaml:10: sse.flush_interval: 2s is out of range"}},
+		{"login timeout 0s is not off", ok + "limits:\n  login_timeout: 0s\n", []string{"c.yaml:10: limits.login_timeout: 0s is out of range", "no \"off\""}},
+		{"negative login timeout", ok + "limits:\n  login_timeout: -5s\n", []string{"c.yaml:10:", "\"-5s\": a duration cannot be negative"}},
+		{"login timeout too long", ok + "limits:\n  login_timeout: 1h\n", []string{"c.yaml:10: limits.login_timeout: 1h0m0s is out of range"}},
 		{"bad log level", ok + "log:\n  level: loud\n", []string{"c.yaml:10: log.level"}},
 		{"syntax error", "routes: [\n", []string{"c.yaml:"}},
 		{"mqtt listener without jetstream", "backends:\n  n:\n    protocol: nats\n    embedded: true\n    mqtt_address: 127.0.0.1:1884\nroutes:\n  - {path: /s, protocol: sse, backend: n}\n", []string{"c.yaml:5: backends.n.mqtt_address", "store_dir"}},

@@ -164,7 +164,11 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen
 	if gw.certs != nil {
 		scheme = "https"
 	}
-	log.Info("wsbridge listening", "addr", ln.Addr().String(), "scheme", scheme, "config", source, "routes", len(cfg.Routes))
+	attrs := []any{"addr", ln.Addr().String(), "scheme", scheme, "config", source, "routes", len(cfg.Routes)}
+	if cf.config == "" && *listen == "" {
+		attrs = append(attrs, "note", "embedded default: loopback only; pass -listen :8080 to expose it")
+	}
+	log.Info("wsbridge listening", attrs...)
 	if cfg.Demo {
 		base := "http://" + displayAddr(ln.Addr())
 		log.Info("open the demo page: " + base + "/   follow it from a terminal: curl -N " + base + "/sse/demo   publish: curl -d hi " + base + "/publish/demo")
@@ -294,6 +298,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		PingInterval:     time.Duration(cfg.WebSocket.PingInterval),
 		WriteTimeout:     time.Duration(cfg.WebSocket.WriteTimeout),
 		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout),
+		LoginTimeout:     time.Duration(*cfg.Limits.LoginTimeout),
 		Compression:      cfg.WebSocket.Compression,
 	}
 	creds := map[string]*keyring.Credential{}

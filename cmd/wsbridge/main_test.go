@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -99,18 +100,30 @@ type gatewayProcess struct {
 	stop func() error
 }
 
+// serve runs `wsbridge serve args -listen 127.0.0.1:0` until the test ends.
 func serve(t *testing.T, args ...string) *gatewayProcess {
 	t.Helper()
+	g, err := startServe(t, append(args, "-listen", "127.0.0.1:0")...)
+	if err != nil {
+		t.Fatalf("serve failed: %v\n%s", err, g.logs)
+	}
+	return g
+}
+
+// startServe runs `wsbridge serve args` until the test ends; err is why
+// it did not start listening.
+func startServe(t *testing.T, args ...string) (*gatewayProcess, error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &brokertest.Logs{}
+	g := &gatewayProcess{logs: &brokertest.Logs{}}
 	addrc := make(chan net.Addr, 1)
 	errc := make(chan error, 1)
 	go func() {
-		errc <- serveCommand(ctx, append(args, "-listen", "127.0.0.1:0"), logs, func(a net.Addr) { addrc <- a })
+		errc <- serveCommand(ctx, args, g.logs, func(a net.Addr) { addrc <- a })
 	}()
 	select {
 	case a := <-addrc:
-		g := &gatewayProcess{addr: a.String(), logs: logs}
+		g.addr = a.String()
 		var once sync.Once
 		var err error
 		g.stop = func() error {
@@ -118,12 +131,11 @@ func serve(t *testing.T, args ...string) *gatewayProcess {
 			return err
 		}
 		t.Cleanup(func() { g.stop() })
-		return g
+		return g, nil
 	case err := <-errc:
 		cancel()
-		t.Fatalf("serve failed: %v\n%s", err, logs)
+		return g, err
 	}
-	return nil
 }
 
 // serveRabbitMQExample serves testdata/rabbitmq.yaml with the test keyring.
@@ -368,4 +380,75 @@ func TestEmbeddedDefaultWorksWithNoSetup(t *testing.T) {
 		}
 	}
 	t.Fatal("SSE stream ended without the message")
+}
+
+// limits.login_timeout reaches the routes: a STOMP client that never sends
+// CONNECT gets ERROR naming the key, then close 1008.
+func TestServeLoginTimeoutFromConfig(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("limits: {login_timeout: 300ms}\nbackends:\n  n: {protocol: nats, embedded: true, address: 127.0.0.1:4222}\n"+
+		"routes:\n  - {path: /stomp, protocol: stomp, mode: translate, backend: n}\n"), 0o600)
+	g := serve(t, "-config", cfg)
+	_, c := dialSTOMP(t, g.addr, "")
+	select {
+	case m := <-c.msgs:
+		if !strings.HasPrefix(string(m), "ERROR\n") || !strings.Contains(string(m), "message:login not completed within 300ms (limits.login_timeout)") {
+			t.Fatalf("got %q, want ERROR naming limits.login_timeout", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ERROR within 10s")
+	}
+	select {
+	case err := <-c.closed:
+		var ce *gws.CloseError
+		if !errors.As(err, &ce) || ce.Code != 1008 {
+			t.Fatalf("closed with %v, want 1008", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("not closed within 10s")
+	}
+}
+
+// With no -config and no -listen the embedded default (no auth, open
+// HTTP publish) listens on loopback only and says so; -listen or a
+// config's listen still choose.
+func TestServeListenAddress(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(cfg, []byte("listen: 127.0.0.1:0\nbackends:\n  n: {protocol: nats, embedded: true, address: 127.0.0.1:4222}\n"+
+		"routes:\n  - {path: /sse, protocol: sse, backend: n}\n"), 0o600)
+	const note = `note="embedded default: loopback only; pass -listen :8080 to expose it"`
+	cases := []struct {
+		name     string
+		args     []string
+		wantHost string // "" for every interface
+		wantPort string // "" for any
+		note     bool
+	}{
+		{"embedded default", nil, "127.0.0.1", "8080", true},
+		{"-listen exposes it", []string{"-listen", ":0"}, "", "", false},
+		{"-listen on loopback", []string{"-listen", "127.0.0.1:0"}, "127.0.0.1", "", false},
+		{"a config's listen", []string{"-config", cfg}, "127.0.0.1", "", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			g, err := startServe(t, tc.args...)
+			if errors.Is(err, syscall.EADDRINUSE) {
+				t.Skipf("the embedded default's port is taken here: %v", err)
+			}
+			if err != nil {
+				t.Fatalf("serve failed: %v\n%s", err, g.logs)
+			}
+			host, port, _ := net.SplitHostPort(g.addr)
+			if ip := net.ParseIP(host); tc.wantHost == "" && !ip.IsUnspecified() || tc.wantHost != "" && host != tc.wantHost {
+				t.Fatalf("listening on %s, want host %q (\"\": every interface)", g.addr, tc.wantHost)
+			}
+			if tc.wantPort != "" && port != tc.wantPort {
+				t.Fatalf("listening on %s, want port %s", g.addr, tc.wantPort)
+			}
+			if got := strings.Contains(g.logs.String(), note); got != tc.note {
+				t.Fatalf("startup note logged: %v, want %v:\n%s", got, tc.note, g.logs)
+			}
+			g.stop()
+		})
+	}
 }

@@ -85,15 +85,22 @@ func Rules(t testing.TB) []auth.Rule {
 	}
 }
 
-// JWTPolicy is an HS256 policy with the example's rules; mod adjusts the
-// options before the policy is built.
-func JWTPolicy(t testing.TB, mod func(*auth.Options)) *auth.Policy {
+// Verifier checks the tests' tokens (exp required) with leeway.
+func Verifier(t testing.TB, leeway time.Duration) *auth.JWT {
 	t.Helper()
-	v, err := auth.NewJWT(auth.JWTOptions{Algorithm: "HS256", Secret: []byte(Secret), Audience: Audience, Issuer: Issuer, RequireExp: true})
+	v, err := auth.NewJWT(auth.JWTOptions{Algorithm: "HS256", Secret: []byte(Secret), Audience: Audience, Issuer: Issuer,
+		RequireExp: true, Leeway: leeway})
 	if err != nil {
 		t.Fatal(err)
 	}
-	o := auth.Options{Mode: auth.ModeJWT, JWT: v, Rules: Rules(t),
+	return v
+}
+
+// JWTPolicy is an HS256 policy with the example's rules and no leeway;
+// mod adjusts the options before the policy is built.
+func JWTPolicy(t testing.TB, mod func(*auth.Options)) *auth.Policy {
+	t.Helper()
+	o := auth.Options{Mode: auth.ModeJWT, JWT: Verifier(t, 0), Rules: Rules(t),
 		Carriers: auth.Carriers{Header: true, Cookie: "wsbridge_token", Query: true, Login: true}}
 	if mod != nil {
 		mod(&o)
