@@ -13,11 +13,37 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
+
+// HashLimits bound the password hashes a users file computes. Each costs
+// tens to hundreds of milliseconds of CPU by design: logins must neither
+// take the cores the relays need nor let one address make everyone else
+// wait behind its hashes.
+type HashLimits struct {
+	// Concurrent is how many hashes run at once (for one users file).
+	Concurrent int
+	// PerClient is how many logins from one client address may hash or
+	// wait for a slot at once; one more is refused at once (ErrBusy), so a
+	// flood from one address holds at most this many places in the queue.
+	PerClient int
+	// Wait bounds how long a login waits for a slot before it is refused
+	// (ErrBusy): past it the gateway is overloaded as a whole, and a quick
+	// "retry shortly" serves a client better than a hung login.
+	Wait time.Duration
+}
+
+// DefaultHashLimits: half the cores may hash (at least one); two logins at
+// once per address, so a page that opens two connections is not refused;
+// a login waits up to 2s for a slot, about ten bcrypt cost-12 hashes.
+func DefaultHashLimits() HashLimits {
+	return HashLimits{Concurrent: max(1, runtime.GOMAXPROCS(0)/2), PerClient: 2, Wait: 2 * time.Second}
+}
 
 // Users is a users file: names, password hashes (bcrypt or argon2id in
 // PHC form) and roles.
@@ -36,10 +62,10 @@ type Users struct {
 	users   uint64
 	key     []byte // picks an unknown name's class; derived from the file
 
-	// slots bounds the password hashes computed at once: each costs tens
-	// of milliseconds of CPU by design, and a flood of logins must not take
-	// the cores the relays need.
-	slots chan struct{}
+	limits HashLimits
+	slots  chan struct{} // one per hash running
+	mu     sync.Mutex
+	busy   map[string]int // logins hashing or waiting for a slot, per client address
 }
 
 type user struct {
@@ -58,8 +84,9 @@ type hashClass struct {
 	users  uint64
 }
 
-// LoadUsers reads and checks a users file.
-func LoadUsers(path string) (*Users, error) {
+// LoadUsers reads and checks a users file; zero fields of l take
+// DefaultHashLimits.
+func LoadUsers(path string, l HashLimits) (*Users, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("users file: %w", err)
@@ -75,12 +102,22 @@ func LoadUsers(path string) (*Users, error) {
 	if len(f.Users) == 0 {
 		return nil, fmt.Errorf("users file %s: no users", path)
 	}
+	d := DefaultHashLimits()
+	if l.Concurrent <= 0 {
+		l.Concurrent = d.Concurrent
+	}
+	if l.PerClient <= 0 {
+		l.PerClient = d.PerClient
+	}
+	if l.Wait <= 0 {
+		l.Wait = d.Wait
+	}
 	// The key is secret to whoever lacks the file (its salts are random)
 	// and stays the same across restarts: were it drawn afresh, a name
 	// whose timing changed after a restart would be an unknown one.
 	key := sha256.Sum256(data)
-	u := &Users{byName: make(map[string]account, len(f.Users)), key: key[:],
-		slots: make(chan struct{}, max(1, runtime.GOMAXPROCS(0)/2))}
+	u := &Users{byName: make(map[string]account, len(f.Users)), key: key[:], limits: l,
+		slots: make(chan struct{}, l.Concurrent), busy: map[string]int{}}
 	byParams := map[string]*hashClass{}
 	for name, rec := range f.Users {
 		if name == "" || !safeValue(name) {
@@ -108,7 +145,9 @@ func LoadUsers(path string) (*Users, error) {
 	return u, nil
 }
 
-// Check verifies a name and password.
+// Check verifies a name and password for a login from client (the client's
+// address, which bounds the logins it may have in progress). It refuses
+// with ErrBusy when that address, or the gateway, has too many at once.
 //
 // A check costs the same whether or not the name exists: an unknown name
 // is hashed with the parameters of a class of the file's own hashes, one
@@ -116,9 +155,12 @@ func LoadUsers(path string) (*Users, error) {
 // class. Its timing so looks like some user's, and the same each time it
 // is tried. (Checking every unknown name against the costliest class
 // would still tell apart the users whose hashes are cheaper.)
-func (u *Users) Check(name, password string) (*Identity, error) {
-	u.slots <- struct{}{}
-	defer func() { <-u.slots }()
+func (u *Users) Check(client, name, password string) (*Identity, error) {
+	release, err := u.acquire(client)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	dummy := u.dummyFor(name) // for every name: known and unknown ones do the same work
 	rec, known := u.byName[name]
 	if !known {
@@ -142,6 +184,38 @@ func (u *Users) dummyFor(name string) passwordHash {
 		n -= c.users
 	}
 	return u.classes[len(u.classes)-1].dummy
+}
+
+// acquire takes one of client's login places and then a hash slot, or
+// refuses with ErrBusy. The returned function gives both back.
+func (u *Users) acquire(client string) (func(), error) {
+	u.mu.Lock()
+	if u.busy[client] >= u.limits.PerClient {
+		u.mu.Unlock()
+		return nil, busy(time.Second, "too many logins from this address at once; retry shortly")
+	}
+	u.busy[client]++
+	u.mu.Unlock()
+	leave := func() {
+		u.mu.Lock()
+		if u.busy[client]--; u.busy[client] <= 0 {
+			delete(u.busy, client)
+		}
+		u.mu.Unlock()
+	}
+	select {
+	case u.slots <- struct{}{}:
+	default:
+		t := time.NewTimer(u.limits.Wait)
+		defer t.Stop()
+		select {
+		case u.slots <- struct{}{}:
+		case <-t.C:
+			leave()
+			return nil, busy(u.limits.Wait, "the gateway is checking too many passwords at once; retry shortly")
+		}
+	}
+	return func() { <-u.slots; leave() }, nil
 }
 
 // HashPassword makes a bcrypt hash for a users file.

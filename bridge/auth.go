@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
@@ -12,14 +14,22 @@ import (
 // RequestIdentity authenticates an HTTP request against p (nil: anonymous).
 // login says whether the protocol's own login may still prove the identity
 // later; then a request that carries nothing passes with a nil identity.
-// On failure it answers 401 with the reason and returns the error.
+// On failure it answers 401 with the reason and returns the error; a
+// password check refused because too many are in progress (auth.ErrBusy)
+// gets 429 with Retry-After instead, as nothing was checked.
 func RequestIdentity(w http.ResponseWriter, r *http.Request, p *auth.Policy, login bool) (*auth.Identity, error) {
 	if p == nil {
 		return auth.Anonymous, nil
 	}
-	id, err := p.FromRequest(r)
+	id, err := p.FromRequest(r, ClientIP(r))
 	if err == nil && id == nil && !(login && p.LoginAccepted()) {
 		err = p.Missing()
+	}
+	var ae *auth.Error
+	if errors.As(err, &ae) && errors.Is(err, auth.ErrBusy) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(ae.RetryAfter.Seconds()+0.999)))
+		Error(w, http.StatusTooManyRequests, err.Error())
+		return nil, err
 	}
 	if err != nil {
 		if p.Mode() == auth.ModeUsers {
@@ -46,13 +56,33 @@ func (s *Session) Login(user, password string) (*auth.Identity, error) {
 		s.Identity = auth.Anonymous
 		return s.Identity, nil
 	}
-	id, err := p.FromLogin(user, password)
+	id, err := p.FromLogin(s.client, user, password)
 	if err != nil {
-		s.adm.Log.Info(s.adm.Protocol+" authentication failed", "route", s.adm.Route, "remote", s.Remote, "reason", err.Error())
+		s.adm.Log.Info(s.adm.Protocol+" authentication failed", "route", s.adm.Route, "remote", s.Remote,
+			"outcome", LoginOutcome(err), "reason", err.Error())
 		return nil, err
 	}
 	s.Identity = id
 	return id, nil
+}
+
+// LoginOutcome names a failed login for logs: busy when it was refused
+// unchecked (auth.ErrBusy: the client should retry), unauthenticated
+// otherwise.
+func LoginOutcome(err error) string {
+	if errors.Is(err, auth.ErrBusy) {
+		return "busy"
+	}
+	return "unauthenticated"
+}
+
+// LoginCloseCode is the WebSocket close code for a failed login: 1013 (try
+// again later) when it was refused unchecked, 1008 otherwise.
+func LoginCloseCode(err error) uint16 {
+	if errors.Is(err, auth.ErrBusy) {
+		return CloseTryAgainLater
+	}
+	return ClosePolicy
 }
 
 // BrokerCredential is the credential this session's identity uses on the

@@ -37,6 +37,7 @@ type Session struct {
 	// the protocol's login; nil until then.
 	Identity *auth.Identity
 	adm      *Admission
+	client   string // the client's address, as the server resolved it
 
 	mu              sync.Mutex
 	outcome, reason string

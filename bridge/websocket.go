@@ -227,7 +227,7 @@ func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 	}
 	id, err := RequestIdentity(w, r, a.Auth, true)
 	if err != nil {
-		refused(slog.LevelInfo, "unauthenticated", "reason", err.Error())
+		refused(slog.LevelInfo, LoginOutcome(err), "reason", err.Error())
 		return nil, nil, false
 	}
 	ws, err := a.Upgraders.Upgrade(w, r)
@@ -258,7 +258,7 @@ func (a *Admission) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := ws.Session().(SessionEvents)
 	core := ev.Core()
-	core.adm, core.Identity = a, id
+	core.adm, core.Identity, core.client = a, id, ClientIP(r)
 	// The session starts before it is registered: shutdown must never ask
 	// a half-made session to go away. Its slot is released from OnClose,
 	// on the read loop started below, so after the assignment.
