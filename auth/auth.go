@@ -239,20 +239,21 @@ func (p *Policy) FromLogin(client, user, password string) (*Identity, error) {
 	return nil, p.Missing()
 }
 
-// Credential returns the broker credential for id: nil when the route's own
-// credential applies, or an ErrForbidden error when the identity has no
-// keyring entry (never a fallback to something more privileged).
-func (p *Policy) Credential(id *Identity) (*keyring.Credential, error) {
+// Credential returns the broker credential for id and the name of its
+// keyring entry (for logs): nil when the route's own credential applies,
+// or an ErrForbidden error when the identity has no keyring entry (never a
+// fallback to something more privileged).
+func (p *Policy) Credential(id *Identity) (*keyring.Credential, string, error) {
 	if p.o.Credential == "" {
-		return nil, nil
+		return nil, "", nil
 	}
 	for _, name := range expand(p.o.Credential, id) {
 		c, err := p.o.Lookup(name)
 		if err == nil {
-			return &c, nil
+			return &c, name, nil
 		}
 	}
-	return nil, forbidden("no broker credential is provisioned for this identity")
+	return nil, "", forbidden("no broker credential is provisioned for this identity")
 }
 
 func checkTemplate(t string) error {

@@ -179,12 +179,12 @@ func TestCredentialTemplates(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cred, err := p.Credential(c.id)
+		cred, entry, err := p.Credential(c.id)
 		switch {
 		case c.want == "" && (err == nil || !errors.Is(err, ErrForbidden)):
 			t.Errorf("%s for %s: got %v, %v; want refused", c.template, c.id, cred, err)
-		case c.want != "" && (err != nil || cred.Username != c.want):
-			t.Errorf("%s for %s: got %v, %v; want %s", c.template, c.id, cred, err, c.want)
+		case c.want != "" && (err != nil || cred.Username != c.want || entry != c.want):
+			t.Errorf("%s for %s: got %v (entry %q), %v; want %s", c.template, c.id, cred, entry, err, c.want)
 		}
 	}
 	for _, bad := range []string{"user/{name}", "user/{sub", "{role}/{role}"} {

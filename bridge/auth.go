@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
@@ -87,18 +88,108 @@ func LoginCloseCode(err error) uint16 {
 
 // BrokerCredential is the credential this session's identity uses on the
 // broker: the policy's per-identity entry, or def (the route's own). An
-// identity with no entry is refused, and that is logged.
+// identity with no entry is refused, and that is logged. The session
+// remembers which entry it was, for BrokerRefused and Redact.
 func (s *Session) BrokerCredential(def *keyring.Credential) (*keyring.Credential, error) {
 	p := s.policy()
 	if p == nil || !p.PerIdentityCredential() {
+		if def != nil && s.adm != nil {
+			s.brokerLogin.Store(&brokerLogin{entry: s.adm.CredentialName, cred: def})
+		}
 		return def, nil
 	}
-	c, err := p.Credential(s.Identity)
+	c, entry, err := p.Credential(s.Identity)
 	if err != nil {
 		s.adm.Log.Warn(s.adm.Protocol+" identity has no broker credential", "route", s.adm.Route, "remote", s.Remote,
 			"identity", s.Identity.String())
+		return nil, err
 	}
-	return c, err
+	s.brokerLogin.Store(&brokerLogin{entry: entry, cred: c})
+	return c, nil
+}
+
+// brokerLogin is who the gateway logs in to the broker as for a session.
+type brokerLogin struct {
+	entry string              // the keyring entry
+	cred  *keyring.Credential // its username is not for clients, its password for no one
+}
+
+// redactPassword removes the password from text, wherever it appears: no
+// broker is known to echo one, and none is to reach a log or a client if
+// one ever does.
+func (l *brokerLogin) redactPassword(text string) string {
+	if pw := l.cred.Password.Reveal(); pw != "" {
+		return strings.ReplaceAll(text, pw, "[redacted]")
+	}
+	return text
+}
+
+// BrokerRefusedCredential is what a client is told when the broker refuses
+// the gateway's login: the broker's own words name the gateway's broker
+// user, which is the operator's business (BrokerRefused logs them).
+const BrokerRefusedCredential = "the broker refused the gateway's credential"
+
+// BrokerRefused logs at WARN that the broker refused the session's broker
+// login, with the backend and keyring entry to fix and the broker's own
+// words (said, which may name the broker user; never the password). attrs
+// add protocol details.
+func (s *Session) BrokerRefused(said string, attrs ...any) {
+	s.BrokerWarn(s.adm.Protocol+" broker refused the gateway's credential", said, attrs...)
+}
+
+// BrokerWarn logs msg at WARN about what the broker said to the session's
+// broker login (the password removed), with the backend and keyring entry.
+func (s *Session) BrokerWarn(msg, said string, attrs ...any) {
+	entry := ""
+	if l := s.brokerLogin.Load(); l != nil {
+		entry, said = l.entry, l.redactPassword(said)
+	}
+	s.adm.Log.Warn(msg, append([]any{"route", s.adm.Route, "remote", s.Remote, "backend", s.adm.Backend,
+		"keyring_entry", entry, s.LogIdentity(), "broker_said", said}, attrs...)...)
+}
+
+// Redact replaces the session's broker username in text, where it stands
+// as a word of its own, and its password anywhere, with [redacted]; ok
+// reports whether it did. Safe from any goroutine (the broker's reader
+// calls it).
+func (s *Session) Redact(text string) (string, bool) {
+	l := s.brokerLogin.Load()
+	if l == nil {
+		return text, false
+	}
+	scrubbed := l.redactPassword(text)
+	out, ok := redactWord(scrubbed, l.cred.Username)
+	return out, ok || scrubbed != text
+}
+
+// redactWord replaces word in text wherever it is not part of a longer
+// name (a user "gw" leaves "gwen" alone).
+func redactWord(text, word string) (string, bool) {
+	if word == "" || !strings.Contains(text, word) {
+		return text, false
+	}
+	inName := func(c byte) bool {
+		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_-.@", c) >= 0
+	}
+	var b strings.Builder
+	done := false
+	for {
+		i := strings.Index(text, word)
+		if i < 0 {
+			break
+		}
+		end := i + len(word)
+		if (i > 0 && inName(text[i-1])) || (end < len(text) && inName(text[end])) {
+			b.WriteString(text[:end])
+		} else {
+			b.WriteString(text[:i])
+			b.WriteString("[redacted]")
+			done = true
+		}
+		text = text[end:]
+	}
+	b.WriteString(text)
+	return b.String(), done
 }
 
 // Unrestricted reports whether the session's identity may touch every

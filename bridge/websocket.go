@@ -198,10 +198,13 @@ func (k *Keepalive) tick() {
 // shutdown.
 type Admission struct {
 	Protocol, Route string // for logs
-	Origins         *Origins
-	Conns           *Conns
-	Log             *slog.Logger
-	Upgraders       *Upgraders
+	Backend         string // for logs
+	// CredentialName is the route's keyring entry, for logs.
+	CredentialName string
+	Origins        *Origins
+	Conns          *Conns
+	Log            *slog.Logger
+	Upgraders      *Upgraders
 	// Auth is the route's policy; nil admits everyone anonymously.
 	Auth *auth.Policy
 }
