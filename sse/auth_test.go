@@ -17,6 +17,7 @@ import (
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/authtest"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"golang.org/x/crypto/bcrypt"
 )
 
 func do(t *testing.T, method, url string, header http.Header, body string) (int, string, http.Header) {
@@ -174,10 +175,7 @@ func TestAuthUsersBasic(t *testing.T) {
 // buy a flood more places. The bound is a generous multiple of a single
 // publish's time, measured first in the same test.
 func TestAuthUsersBasicLoginFlood(t *testing.T) {
-	h, err := auth.HashPassword("pw-of-will") // bcrypt cost 10
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := slowHash(t, "pw-of-will", 40*time.Millisecond)
 	path := t.TempDir() + "/users.yaml"
 	os.WriteFile(path, []byte("users:\n  will:\n    password_hash: \""+h+"\"\n    roles: [writer]\n"), 0o600)
 	local, err := netip.ParsePrefix("127.0.0.1/32")
@@ -291,5 +289,23 @@ func TestAuthUsersBasicLoginFlood(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// slowHash is a bcrypt hash of password whose check takes at least least:
+// long enough for concurrent logins to overlap, yet quick under the race
+// detector too, which slows bcrypt about twelvefold.
+func slowHash(t *testing.T, password string, least time.Duration) string {
+	t.Helper()
+	for cost := 6; ; cost++ {
+		h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		bcrypt.CompareHashAndPassword(h, []byte(password))
+		if time.Since(start) >= least || cost == bcrypt.MaxCost {
+			return string(h)
+		}
 	}
 }
