@@ -94,7 +94,7 @@ func (s *Session) BrokerCredential(def *keyring.Credential) (*keyring.Credential
 	p := s.policy()
 	if p == nil || !p.PerIdentityCredential() {
 		if def != nil && s.adm != nil {
-			s.brokerLogin.Store(&brokerLogin{entry: s.adm.CredentialName, cred: def})
+			s.brokerLogin.Store(&brokerLogin{entry: s.adm.CredentialName, cred: def, identity: s.Identity.String()})
 		}
 		return def, nil
 	}
@@ -104,7 +104,7 @@ func (s *Session) BrokerCredential(def *keyring.Credential) (*keyring.Credential
 			"identity", s.Identity.String())
 		return nil, err
 	}
-	s.brokerLogin.Store(&brokerLogin{entry: entry, cred: c})
+	s.brokerLogin.Store(&brokerLogin{entry: entry, cred: c, identity: s.Identity.String()})
 	return c, nil
 }
 
@@ -112,6 +112,9 @@ func (s *Session) BrokerCredential(def *keyring.Credential) (*keyring.Credential
 type brokerLogin struct {
 	entry string              // the keyring entry
 	cred  *keyring.Credential // its username is not for clients, its password for no one
+	// identity is the session's, for the broker's reader to log: it may
+	// run before the login sets Session.Identity (AMQP dials first).
+	identity string
 }
 
 // redactPassword removes the password from text, wherever it appears: no
@@ -140,12 +143,12 @@ func (s *Session) BrokerRefused(said string, attrs ...any) {
 // BrokerWarn logs msg at WARN about what the broker said to the session's
 // broker login (the password removed), with the backend and keyring entry.
 func (s *Session) BrokerWarn(msg, said string, attrs ...any) {
-	entry := ""
+	entry, identity := "", "unauthenticated"
 	if l := s.brokerLogin.Load(); l != nil {
-		entry, said = l.entry, l.redactPassword(said)
+		entry, identity, said = l.entry, l.identity, l.redactPassword(said)
 	}
 	s.adm.Log.Warn(msg, append([]any{"route", s.adm.Route, "remote", s.Remote, "backend", s.adm.Backend,
-		"keyring_entry", entry, s.LogIdentity(), "broker_said", said}, attrs...)...)
+		"keyring_entry", entry, "identity", identity, "broker_said", said}, attrs...)...)
 }
 
 // Redact replaces the session's broker username in text, where it stands
@@ -163,14 +166,15 @@ func (s *Session) Redact(text string) (string, bool) {
 }
 
 // redactWord replaces word in text wherever it is not part of a longer
-// name (a user "gw" leaves "gwen" alone).
+// name (a user "gw" leaves "gwen" and "gw.x" alone, not "user gw.").
 func redactWord(text, word string) (string, bool) {
 	if word == "" || !strings.Contains(text, word) {
 		return text, false
 	}
-	inName := func(c byte) bool {
-		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_-.@", c) >= 0
+	alnum := func(c byte) bool {
+		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
 	}
+	joiner := func(c byte) bool { return c == '.' || c == '-' || c == '@' }
 	var b strings.Builder
 	done := false
 	for {
@@ -179,7 +183,9 @@ func redactWord(text, word string) (string, bool) {
 			break
 		}
 		end := i + len(word)
-		if (i > 0 && inName(text[i-1])) || (end < len(text) && inName(text[end])) {
+		before := i > 0 && (alnum(text[i-1]) || i > 1 && joiner(text[i-1]) && alnum(text[i-2]))
+		after := end < len(text) && (alnum(text[end]) || end+1 < len(text) && joiner(text[end]) && alnum(text[end+1]))
+		if before || after {
 			b.WriteString(text[:end])
 		} else {
 			b.WriteString(text[:i])

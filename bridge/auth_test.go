@@ -15,6 +15,8 @@ func TestRedactWord(t *testing.T) {
 		{"gw at the start, and gw at the end: gw", "gw", "[redacted] at the start, and [redacted] at the end: [redacted]", true},
 		{"gwen and gw.x and x-gw and gw@host are other names", "gw", "gwen and gw.x and x-gw and gw@host are other names", false},
 		{"user \"gw\" and gwen", "gw", "user \"[redacted]\" and gwen", true},
+		{"refused for user gw. Retry", "gw", "refused for user [redacted]. Retry", true},
+		{"users a.gw, gw-b and gw- are not all gw", "gw", "users a.gw, gw-b and [redacted]- are not all [redacted]", true},
 		{"no user named", "gw", "no user named", false},
 		{"an empty user name redacts nothing", "", "an empty user name redacts nothing", false},
 	}
