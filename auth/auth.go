@@ -22,13 +22,18 @@ var (
 	ErrUnauthenticated = errors.New("not authenticated")
 	// ErrForbidden: the identity is known but may not do this.
 	ErrForbidden = errors.New("forbidden")
+	// ErrBusy: too many logins at once, from the client's address or in
+	// all; nothing was checked, and the client may retry after RetryAfter.
+	ErrBusy = errors.New("too many logins at once")
 )
 
 // Error is an authentication or authorization failure whose message is
 // safe to send to the client: it never holds a token or password.
 type Error struct {
-	Msg   string
-	class error
+	Msg string
+	// RetryAfter is when an ErrBusy refusal may be retried; zero otherwise.
+	RetryAfter time.Duration
+	class      error
 }
 
 func (e *Error) Error() string { return e.Msg }
@@ -36,6 +41,10 @@ func (e *Error) Unwrap() error { return e.class }
 
 func unauthenticated(format string, args ...any) error {
 	return &Error{Msg: fmt.Sprintf(format, args...), class: ErrUnauthenticated}
+}
+
+func busy(retry time.Duration, msg string) error {
+	return &Error{Msg: msg, RetryAfter: retry, class: ErrBusy}
 }
 
 func forbidden(format string, args ...any) error {
@@ -160,15 +169,16 @@ func (p *Policy) EndsAt(id *Identity) time.Time {
 func (p *Policy) PerIdentityCredential() bool { return p.o.Credential != "" }
 
 // FromRequest authenticates an HTTP request (a WebSocket upgrade, an SSE
-// stream, a publish). It returns nil and no error when the request carries
-// nothing and the protocol's login may still prove the identity.
-func (p *Policy) FromRequest(r *http.Request) (*Identity, error) {
+// stream, a publish) from client, the client's address. It returns nil and
+// no error when the request carries nothing and the protocol's login may
+// still prove the identity.
+func (p *Policy) FromRequest(r *http.Request, client string) (*Identity, error) {
 	switch p.o.Mode {
 	case ModeNone:
 		return Anonymous, nil
 	case ModeUsers:
 		if user, pass, ok := r.BasicAuth(); ok {
-			return p.o.Users.Check(user, pass)
+			return p.o.Users.Check(client, user, pass)
 		}
 		return nil, nil
 	}
@@ -225,12 +235,13 @@ func (p *Policy) carrierList() string {
 	return strings.Join(l, ", ")
 }
 
-// FromLogin authenticates the protocol's login fields: user and password
-// against the users file, or the password as a JWT (user is ignored).
-func (p *Policy) FromLogin(user, password string) (*Identity, error) {
+// FromLogin authenticates the protocol's login fields sent from client (the
+// client's address): user and password against the users file, or the
+// password as a JWT (user is ignored).
+func (p *Policy) FromLogin(client, user, password string) (*Identity, error) {
 	switch {
 	case p.o.Mode == ModeUsers:
-		return p.o.Users.Check(user, password)
+		return p.o.Users.Check(client, user, password)
 	case p.o.Mode == ModeJWT && p.o.Carriers.Login:
 		if password == "" {
 			return nil, p.Missing()
@@ -242,20 +253,21 @@ func (p *Policy) FromLogin(user, password string) (*Identity, error) {
 	return nil, p.Missing()
 }
 
-// Credential returns the broker credential for id: nil when the route's own
-// credential applies, or an ErrForbidden error when the identity has no
-// keyring entry (never a fallback to something more privileged).
-func (p *Policy) Credential(id *Identity) (*keyring.Credential, error) {
+// Credential returns the broker credential for id and the name of its
+// keyring entry (for logs): nil when the route's own credential applies,
+// or an ErrForbidden error when the identity has no keyring entry (never a
+// fallback to something more privileged).
+func (p *Policy) Credential(id *Identity) (*keyring.Credential, string, error) {
 	if p.o.Credential == "" {
-		return nil, nil
+		return nil, "", nil
 	}
 	for _, name := range expand(p.o.Credential, id) {
 		c, err := p.o.Lookup(name)
 		if err == nil {
-			return &c, nil
+			return &c, name, nil
 		}
 	}
-	return nil, forbidden("no broker credential is provisioned for this identity")
+	return nil, "", forbidden("no broker credential is provisioned for this identity")
 }
 
 func checkTemplate(t string) error {

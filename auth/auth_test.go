@@ -179,12 +179,12 @@ func TestCredentialTemplates(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cred, err := p.Credential(c.id)
+		cred, entry, err := p.Credential(c.id)
 		switch {
 		case c.want == "" && (err == nil || !errors.Is(err, ErrForbidden)):
 			t.Errorf("%s for %s: got %v, %v; want refused", c.template, c.id, cred, err)
-		case c.want != "" && (err != nil || cred.Username != c.want):
-			t.Errorf("%s for %s: got %v, %v; want %s", c.template, c.id, cred, err, c.want)
+		case c.want != "" && (err != nil || cred.Username != c.want || entry != c.want):
+			t.Errorf("%s for %s: got %v (entry %q), %v; want %s", c.template, c.id, cred, entry, err, c.want)
 		}
 	}
 	for _, bad := range []string{"user/{name}", "user/{sub", "{role}/{role}"} {
@@ -395,18 +395,18 @@ func TestUsersFile(t *testing.T) {
 	ar := fmt.Sprintf("$argon2id$v=19$m=64,t=1,p=1$%s$%s", base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
 	path := filepath.Join(t.TempDir(), "users.yaml")
 	os.WriteFile(path, []byte(fmt.Sprintf("users:\n  alice:\n    password_hash: %q\n    roles: [writer]\n  bob:\n    password_hash: %q\n", bc, ar)), 0o600)
-	u, err := LoadUsers(path)
+	u, err := LoadUsers(path, HashLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id, err := u.Check("alice", "alice-pw"); err != nil || id.Subject != "alice" || id.Roles[0] != "writer" {
+	if id, err := u.Check("198.51.100.1", "alice", "alice-pw"); err != nil || id.Subject != "alice" || id.Roles[0] != "writer" {
 		t.Errorf("alice (bcrypt): %+v %v", id, err)
 	}
-	if _, err := u.Check("bob", "bob-pw"); err != nil {
+	if _, err := u.Check("198.51.100.1", "bob", "bob-pw"); err != nil {
 		t.Errorf("bob (argon2id): %v", err)
 	}
 	for _, c := range [][2]string{{"alice", "wrong"}, {"bob", "alice-pw"}, {"mallory", "alice-pw"}, {"", ""}} {
-		_, err := u.Check(c[0], c[1])
+		_, err := u.Check("198.51.100.1", c[0], c[1])
 		if err == nil || !errors.Is(err, ErrUnauthenticated) || err.Error() != "unknown user or wrong password" {
 			t.Errorf("%q/%q: %v", c[0], c[1], err)
 		}
@@ -419,7 +419,7 @@ func TestUsersFile(t *testing.T) {
 	} {
 		p := filepath.Join(t.TempDir(), "u.yaml")
 		os.WriteFile(p, []byte(body), 0o600)
-		if _, err := LoadUsers(p); err == nil {
+		if _, err := LoadUsers(p, HashLimits{}); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
@@ -460,7 +460,7 @@ func TestFromRequestCarriers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			id, err := p.FromRequest(c.r)
+			id, err := p.FromRequest(c.r, "198.51.100.1")
 			switch {
 			case c.want == "!" && err == nil:
 				t.Fatalf("accepted: %+v", id)
@@ -472,14 +472,14 @@ func TestFromRequestCarriers(t *testing.T) {
 		})
 	}
 	p, _ := New(Options{Mode: ModeJWT, JWT: v, Carriers: Carriers{Login: true}})
-	if id, err := p.FromLogin("ignored", tok); err != nil || id.Subject != "alice" {
+	if id, err := p.FromLogin("198.51.100.1", "ignored", tok); err != nil || id.Subject != "alice" {
 		t.Errorf("token in the login's password: %+v %v", id, err)
 	}
-	if _, err := p.FromLogin("alice", ""); err == nil {
+	if _, err := p.FromLogin("198.51.100.1", "alice", ""); err == nil {
 		t.Error("empty password accepted as a token")
 	}
 	noLogin, _ := New(Options{Mode: ModeJWT, JWT: v, Carriers: Carriers{Header: true}})
-	if _, err := noLogin.FromLogin("", tok); err == nil {
+	if _, err := noLogin.FromLogin("198.51.100.1", "", tok); err == nil {
 		t.Error("a token in the login was accepted where only the header is a carrier")
 	}
 }
@@ -549,14 +549,14 @@ func TestEndsAtMatchesAdmission(t *testing.T) {
 			}
 			refusedFrom := exp.Add(c.leeway)
 			p := policy(refusedFrom.Add(-time.Millisecond))
-			id, err := p.FromLogin("", tok)
+			id, err := p.FromLogin("", "", tok)
 			if err != nil {
 				t.Fatalf("just before exp + leeway: %v", err)
 			}
 			if got, want := p.EndsAt(id), refusedFrom.Add(c.grace); !got.Equal(want) {
 				t.Fatalf("EndsAt %s, want exp + leeway + grace = %s", got, want)
 			}
-			if _, err := policy(refusedFrom).FromLogin("", tok); !errors.Is(err, ErrUnauthenticated) {
+			if _, err := policy(refusedFrom).FromLogin("", "", tok); !errors.Is(err, ErrUnauthenticated) {
 				t.Fatalf("at exp + leeway: %v, want refused", err)
 			}
 		})

@@ -1,8 +1,11 @@
 package bridge
 
 import (
+	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
@@ -12,14 +15,22 @@ import (
 // RequestIdentity authenticates an HTTP request against p (nil: anonymous).
 // login says whether the protocol's own login may still prove the identity
 // later; then a request that carries nothing passes with a nil identity.
-// On failure it answers 401 with the reason and returns the error.
+// On failure it answers 401 with the reason and returns the error; a
+// password check refused because too many are in progress (auth.ErrBusy)
+// gets 429 with Retry-After instead, as nothing was checked.
 func RequestIdentity(w http.ResponseWriter, r *http.Request, p *auth.Policy, login bool) (*auth.Identity, error) {
 	if p == nil {
 		return auth.Anonymous, nil
 	}
-	id, err := p.FromRequest(r)
+	id, err := p.FromRequest(r, ClientIP(r))
 	if err == nil && id == nil && !(login && p.LoginAccepted()) {
 		err = p.Missing()
+	}
+	var ae *auth.Error
+	if errors.As(err, &ae) && errors.Is(err, auth.ErrBusy) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(ae.RetryAfter.Seconds()+0.999)))
+		Error(w, http.StatusTooManyRequests, err.Error())
+		return nil, err
 	}
 	if err != nil {
 		if p.Mode() == auth.ModeUsers {
@@ -50,29 +61,145 @@ func (s *Session) Login(user, password string) (*auth.Identity, error) {
 		s.Identity = auth.Anonymous
 		return s.Identity, nil
 	}
-	id, err := p.FromLogin(user, password)
+	id, err := p.FromLogin(s.client, user, password)
 	if err != nil {
-		s.adm.Log.Info(s.adm.Protocol+" authentication failed", "route", s.adm.Route, "remote", s.Remote, "reason", err.Error())
+		s.adm.Log.Info(s.adm.Protocol+" authentication failed", "route", s.adm.Route, "remote", s.Remote,
+			"outcome", LoginOutcome(err), "reason", err.Error())
 		return nil, err
 	}
 	s.Identity = id
 	return id, nil
 }
 
+// LoginOutcome names a failed login for logs: busy when it was refused
+// unchecked (auth.ErrBusy: the client should retry), unauthenticated
+// otherwise.
+func LoginOutcome(err error) string {
+	if errors.Is(err, auth.ErrBusy) {
+		return "busy"
+	}
+	return "unauthenticated"
+}
+
+// LoginCloseCode is the WebSocket close code for a failed login: 1013 (try
+// again later) when it was refused unchecked, 1008 otherwise.
+func LoginCloseCode(err error) uint16 {
+	if errors.Is(err, auth.ErrBusy) {
+		return CloseTryAgainLater
+	}
+	return ClosePolicy
+}
+
 // BrokerCredential is the credential this session's identity uses on the
 // broker: the policy's per-identity entry, or def (the route's own). An
-// identity with no entry is refused, and that is logged.
+// identity with no entry is refused, and that is logged. The session
+// remembers which entry it was, for BrokerRefused and Redact.
 func (s *Session) BrokerCredential(def *keyring.Credential) (*keyring.Credential, error) {
 	p := s.policy()
 	if p == nil || !p.PerIdentityCredential() {
+		if def != nil && s.adm != nil {
+			s.brokerLogin.Store(&brokerLogin{entry: s.adm.CredentialName, cred: def, identity: s.Identity.String()})
+		}
 		return def, nil
 	}
-	c, err := p.Credential(s.Identity)
+	c, entry, err := p.Credential(s.Identity)
 	if err != nil {
 		s.adm.Log.Warn(s.adm.Protocol+" identity has no broker credential", "route", s.adm.Route, "remote", s.Remote,
 			"identity", s.Identity.String())
+		return nil, err
 	}
-	return c, err
+	s.brokerLogin.Store(&brokerLogin{entry: entry, cred: c, identity: s.Identity.String()})
+	return c, nil
+}
+
+// brokerLogin is who the gateway logs in to the broker as for a session.
+type brokerLogin struct {
+	entry string              // the keyring entry
+	cred  *keyring.Credential // its username is not for clients, its password for no one
+	// identity is the session's, for the broker's reader to log: it may
+	// run before the login sets Session.Identity (AMQP dials first).
+	identity string
+}
+
+// redactPassword removes the password from text, wherever it appears: no
+// broker is known to echo one, and none is to reach a log or a client if
+// one ever does.
+func (l *brokerLogin) redactPassword(text string) string {
+	if pw := l.cred.Password.Reveal(); pw != "" {
+		return strings.ReplaceAll(text, pw, "[redacted]")
+	}
+	return text
+}
+
+// BrokerRefusedCredential is what a client is told when the broker refuses
+// the gateway's login: the broker's own words name the gateway's broker
+// user, which is the operator's business (BrokerRefused logs them).
+const BrokerRefusedCredential = "the broker refused the gateway's credential"
+
+// BrokerRefused logs at WARN that the broker refused the session's broker
+// login, with the backend and keyring entry to fix and the broker's own
+// words (said, which may name the broker user; never the password). attrs
+// add protocol details.
+func (s *Session) BrokerRefused(said string, attrs ...any) {
+	s.BrokerWarn(s.adm.Protocol+" broker refused the gateway's credential", said, attrs...)
+}
+
+// BrokerWarn logs msg at WARN about what the broker said to the session's
+// broker login (the password removed), with the backend and keyring entry.
+func (s *Session) BrokerWarn(msg, said string, attrs ...any) {
+	entry, identity := "", "unauthenticated"
+	if l := s.brokerLogin.Load(); l != nil {
+		entry, identity, said = l.entry, l.identity, l.redactPassword(said)
+	}
+	s.adm.Log.Warn(msg, append([]any{"route", s.adm.Route, "remote", s.Remote, "backend", s.adm.Backend,
+		"keyring_entry", entry, "identity", identity, "broker_said", said}, attrs...)...)
+}
+
+// Redact replaces the session's broker username in text, where it stands
+// as a word of its own, and its password anywhere, with [redacted]; ok
+// reports whether it did. Safe from any goroutine (the broker's reader
+// calls it).
+func (s *Session) Redact(text string) (string, bool) {
+	l := s.brokerLogin.Load()
+	if l == nil {
+		return text, false
+	}
+	scrubbed := l.redactPassword(text)
+	out, ok := redactWord(scrubbed, l.cred.Username)
+	return out, ok || scrubbed != text
+}
+
+// redactWord replaces word in text wherever it is not part of a longer
+// name (a user "gw" leaves "gwen" and "gw.x" alone, not "user gw.").
+func redactWord(text, word string) (string, bool) {
+	if word == "" || !strings.Contains(text, word) {
+		return text, false
+	}
+	alnum := func(c byte) bool {
+		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+	}
+	joiner := func(c byte) bool { return c == '.' || c == '-' || c == '@' }
+	var b strings.Builder
+	done := false
+	for {
+		i := strings.Index(text, word)
+		if i < 0 {
+			break
+		}
+		end := i + len(word)
+		before := i > 0 && (alnum(text[i-1]) || i > 1 && joiner(text[i-1]) && alnum(text[i-2]))
+		after := end < len(text) && (alnum(text[end]) || end+1 < len(text) && joiner(text[end]) && alnum(text[end+1]))
+		if before || after {
+			b.WriteString(text[:end])
+		} else {
+			b.WriteString(text[:i])
+			b.WriteString("[redacted]")
+			done = true
+		}
+		text = text[end:]
+	}
+	b.WriteString(text)
+	return b.String(), done
 }
 
 // Unrestricted reports whether the session's identity may touch every

@@ -21,6 +21,9 @@ type RouteOptions struct {
 	// Credential goes to the broker in place of whatever the client sent;
 	// nil sends none. Auth may choose a per-identity credential instead.
 	Credential *keyring.Credential
+	// CredentialName is Credential's keyring entry, for the operator's log
+	// when the broker refuses it.
+	CredentialName string
 	// Auth is the route's authentication and ACL; nil admits everyone.
 	Auth *auth.Policy
 	// TLS, when set, reaches the broker over TLS.
@@ -43,7 +46,8 @@ func (o *RouteOptions) Dialer() net.Dialer {
 // Admission is the route's admission of clients of protocol, whose
 // sessions newSession makes.
 func (o *RouteOptions) Admission(protocol string, subprotocols []string, newSession func() gws.SessionStorage) Admission {
-	return Admission{Protocol: protocol, Route: o.Route, Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
+	return Admission{Protocol: protocol, Route: o.Route, Backend: o.Backend, CredentialName: o.CredentialName,
+		Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
 		Upgraders: NewUpgraders(Handler{}, o.WS, subprotocols, newSession)}
 }
 

@@ -38,6 +38,10 @@ type Session struct {
 	// the protocol's login; nil until then.
 	Identity *auth.Identity
 	adm      *Admission
+	client   string // the client's address, as the server resolved it
+	// brokerLogin is set at the protocol's login and read by the broker's
+	// reader, which may already be running (AMQP dials first).
+	brokerLogin atomic.Pointer[brokerLogin]
 
 	mu              sync.Mutex
 	outcome, reason string

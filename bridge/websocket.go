@@ -212,10 +212,13 @@ func (k *Keepalive) tick() {
 // shutdown.
 type Admission struct {
 	Protocol, Route string // for logs
-	Origins         *Origins
-	Conns           *Conns
-	Log             *slog.Logger
-	Upgraders       *Upgraders
+	Backend         string // for logs
+	// CredentialName is the route's keyring entry, for logs.
+	CredentialName string
+	Origins        *Origins
+	Conns          *Conns
+	Log            *slog.Logger
+	Upgraders      *Upgraders
 	// Auth is the route's policy; nil admits everyone anonymously.
 	Auth *auth.Policy
 }
@@ -241,7 +244,7 @@ func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 	}
 	id, err := RequestIdentity(w, r, a.Auth, true)
 	if err != nil {
-		refused(slog.LevelInfo, "unauthenticated", "reason", err.Error())
+		refused(slog.LevelInfo, LoginOutcome(err), "reason", err.Error())
 		return nil, nil, false
 	}
 	ws, err := a.Upgraders.Upgrade(w, r)
@@ -272,7 +275,7 @@ func (a *Admission) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := ws.Session().(SessionEvents)
 	core := ev.Core()
-	core.adm, core.Identity = a, id
+	core.adm, core.Identity, core.client = a, id, ClientIP(r)
 	// The session starts before it is registered: shutdown must never ask
 	// a half-made session to go away. Its slot is released from OnClose,
 	// on the read loop started below, so after the assignment.

@@ -1,17 +1,23 @@
 package sse
 
 import (
+	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/authtest"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"golang.org/x/crypto/bcrypt"
 )
 
 func do(t *testing.T, method, url string, header http.Header, body string) (int, string, http.Header) {
@@ -130,7 +136,7 @@ func TestAuthUsersBasic(t *testing.T) {
 	}
 	path := t.TempDir() + "/users.yaml"
 	os.WriteFile(path, []byte("users:\n  will:\n    password_hash: \""+h+"\"\n    roles: [writer]\n"), 0o600)
-	users, err := auth.LoadUsers(path)
+	users, err := auth.LoadUsers(path, auth.HashLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,5 +207,149 @@ func TestAuthStreamInsideLeeway(t *testing.T) {
 			}
 			st.ended(t)
 		})
+	}
+}
+
+// TestAuthUsersBasicLoginFlood: Basic-auth publishes and streams from one
+// address that fail their password checks, sent at once, do not hold up a
+// publish from another address: beyond the address's share of password
+// checks they are refused at once with 429 and Retry-After. The address
+// is the one the server resolves: a trusted proxy's X-Forwarded-For names
+// it, an untrusted peer's is not believed, so varying the header does not
+// buy a flood more places. The bound is a generous multiple of a single
+// publish's time, measured first in the same test.
+func TestAuthUsersBasicLoginFlood(t *testing.T) {
+	h := slowHash(t, "pw-of-will", 40*time.Millisecond)
+	path := t.TempDir() + "/users.yaml"
+	os.WriteFile(path, []byte("users:\n  will:\n    password_hash: \""+h+"\"\n    roles: [writer]\n"), 0o600)
+	local, err := netip.ParsePrefix("127.0.0.1/32")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		proxies bridge.Proxies
+		floodAt func(i int) string // the flood's X-Forwarded-For
+		validAt string
+	}{
+		{"behind a trusted proxy", bridge.Proxies{local}, func(int) string { return "198.51.100.1" }, "198.51.100.2"},
+		{"untrusted peer varying X-Forwarded-For", nil, func(i int) string { return fmt.Sprintf("203.0.113.%d", i+1) }, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			users, err := auth.LoadUsers(path, auth.HashLimits{Concurrent: 1, PerClient: 2, Wait: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := auth.New(auth.Options{Mode: auth.ModeUsers, Users: users, Rules: authtest.Rules(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The valid publish goes once the whole flood has arrived: a
+			// request's arrival is the event to wait for, not its start.
+			arrived := make(chan struct{}, 64)
+			flooding := func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if _, pass, _ := r.BasicAuth(); pass == "wrong" {
+						arrived <- struct{}{}
+					}
+					next.ServeHTTP(w, r)
+				})
+			}
+			s := startHubOn(t, natsBroker(t), Options{}, p, io.Discard, bridge.ServerOptions{TrustedProxies: c.proxies}, flooding)
+			type answer struct {
+				status int
+				retry  string
+			}
+			request := func(method, path, xff, pass string) answer {
+				r, _ := http.NewRequest(method, s.url+path, strings.NewReader("x"))
+				r.SetBasicAuth("will", pass)
+				if xff != "" {
+					r.Header.Set("X-Forwarded-For", xff)
+				}
+				resp, err := http.DefaultClient.Do(r)
+				if err != nil {
+					t.Error(err)
+					return answer{}
+				}
+				resp.Body.Close()
+				return answer{resp.StatusCode, resp.Header.Get("Retry-After")}
+			}
+			publish := func() time.Duration {
+				start := time.Now()
+				if a := request("POST", "/publish/demo.a", c.validAt, "pw-of-will"); a.status != http.StatusAccepted {
+					t.Fatalf("valid publish: %d", a.status)
+				}
+				return time.Since(start)
+			}
+			var single []time.Duration
+			for range 3 {
+				single = append(single, publish())
+			}
+			slices.Sort(single)
+			baseline := single[1]
+
+			const flood = 16
+			answers := make(chan answer, flood)
+			var done sync.WaitGroup
+			done.Add(flood)
+			for i := range flood {
+				method, path := "POST", "/publish/demo.a"
+				if i%2 == 1 {
+					method, path = "GET", "/sse/demo.a"
+				}
+				go func() {
+					defer done.Done()
+					answers <- request(method, path, c.floodAt(i), "wrong")
+				}()
+			}
+			for range flood {
+				<-arrived
+			}
+			var d time.Duration
+			if c.validAt != "" {
+				d = publish()
+			}
+			done.Wait()
+			close(answers)
+			limited := 0
+			for a := range answers {
+				switch {
+				case a.status == http.StatusTooManyRequests && a.retry != "":
+					limited++
+				case a.status != http.StatusUnauthorized:
+					t.Errorf("flood request answered %d (Retry-After %q), want 401 or 429 with Retry-After", a.status, a.retry)
+				}
+			}
+			t.Logf("single publish %v; %d of %d flood requests refused with 429", baseline, limited, flood)
+			if limited < flood/2 {
+				t.Errorf("%d of %d concurrent bad logins from one address got 429, want most", limited, flood)
+			}
+			if c.validAt != "" {
+				ratio := float64(d) / float64(baseline)
+				t.Logf("publish from another address during the flood: %v (%.1fx)", d, ratio)
+				if ratio > 8 {
+					t.Errorf("publish took %.1fx a single publish during the flood, want at most 8x", ratio)
+				}
+			}
+		})
+	}
+}
+
+// slowHash is a bcrypt hash of password whose check takes at least least:
+// long enough for concurrent logins to overlap, yet quick under the race
+// detector too, which slows bcrypt about twelvefold.
+func slowHash(t *testing.T, password string, least time.Duration) string {
+	t.Helper()
+	for cost := 6; ; cost++ {
+		h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		bcrypt.CompareHashAndPassword(h, []byte(password))
+		if time.Since(start) >= least || cost == bcrypt.MaxCost {
+			return string(h)
+		}
 	}
 }

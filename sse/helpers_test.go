@@ -67,16 +67,27 @@ func startHub(t testing.TB, b bridge.Broker, o Options) *hubServer {
 // startHubWith serves the hub's routes with an auth policy, logging to logs.
 func startHubWith(t testing.TB, b bridge.Broker, o Options, p *auth.Policy, logs io.Writer) *hubServer {
 	t.Helper()
+	return startHubOn(t, b, o, p, logs, bridge.ServerOptions{}, nil)
+}
+
+// startHubOn is startHubWith on a server with options so, each route's
+// handler wrapped by wrap (nil: none).
+func startHubOn(t testing.TB, b bridge.Broker, o Options, p *auth.Policy, logs io.Writer, so bridge.ServerOptions,
+	wrap func(http.Handler) http.Handler) *hubServer {
+	t.Helper()
+	if wrap == nil {
+		wrap = func(h http.Handler) http.Handler { return h }
+	}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	srv := bridge.NewServer(log, bridge.ServerOptions{})
+	srv := bridge.NewServer(log, so)
 	if o.Origins == nil {
 		o.Origins, _ = bridge.NewOrigins([]string{"http://app.example"})
 	}
 	o.Conns, o.Log = srv.Conns, log
 	h := NewHub(b, o)
-	srv.Handle("/sse", h.StreamHandler("/sse", p))
-	srv.Handle("/sse/", h.StreamHandler("/sse", p))
-	srv.Handle("/publish/", h.PublishHandler("/publish", p))
+	srv.Handle("/sse", wrap(h.StreamHandler("/sse", p)))
+	srv.Handle("/sse/", wrap(h.StreamHandler("/sse", p)))
+	srv.Handle("/publish/", wrap(h.PublishHandler("/publish", p)))
 	t.Cleanup(h.Close) // runs after the server's shutdown, registered below
 	return &hubServer{url: "http://" + brokertest.Serve(t, srv), hub: h, srv: srv}
 }

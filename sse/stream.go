@@ -43,7 +43,7 @@ func (h *Hub) StreamHandler(prefix string, p *auth.Policy) http.Handler {
 func (h *Hub) authorize(w http.ResponseWriter, r *http.Request, p *auth.Policy, act auth.Action, topics []string) (*auth.Identity, bool) {
 	id, err := bridge.RequestIdentity(w, r, p, false)
 	if err != nil {
-		h.o.Log.Info("sse request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", "unauthenticated", "reason", err.Error())
+		h.o.Log.Info("sse request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", bridge.LoginOutcome(err), "reason", err.Error())
 		return nil, false
 	}
 	if p == nil {

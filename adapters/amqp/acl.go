@@ -62,7 +62,7 @@ func (s *session) login(mechanism, response []byte) bool {
 		}
 	}
 	if _, err := s.Login(user, pass); err != nil {
-		s.closeConnection("unauthenticated", err.Error(), bridge.ClosePolicy, replyAccessRefused,
+		s.closeConnection(bridge.LoginOutcome(err), err.Error(), bridge.LoginCloseCode(err), replyAccessRefused,
 			"ACCESS_REFUSED - authentication failed: "+err.Error())
 		return false
 	}

@@ -111,9 +111,15 @@ func readFrame(t *testing.T, c *wsConn) []byte {
 }
 
 // startOk is connection.start-ok with PLAIN and password as the password.
-func startOk(password string) []byte {
+func startOk(password string) []byte { return startOkWith(nil, password) }
+
+// startOkWith is startOk with props as the client properties (a field
+// table's entries).
+func startOkWith(props []byte, password string) []byte {
 	resp := "\x00whoever\x00" + password
-	p := []byte{0, 10, 0, 11, 0, 0, 0, 0, 5, 'P', 'L', 'A', 'I', 'N'}
+	p := []byte{0, 10, 0, 11, byte(len(props) >> 24), byte(len(props) >> 16), byte(len(props) >> 8), byte(len(props))}
+	p = append(p, props...)
+	p = append(p, 5, 'P', 'L', 'A', 'I', 'N')
 	p = append(p, byte(len(resp)>>24), byte(len(resp)>>16), byte(len(resp)>>8), byte(len(resp)))
 	p = append(p, resp...)
 	p = append(p, 5, 'e', 'n', '_', 'U', 'S')

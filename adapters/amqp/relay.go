@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -314,6 +315,7 @@ func (s *session) forward(b []byte) bool {
 // binary WebSocket message.
 func (s *session) readUpstream() {
 	max := s.in.Limits.MaxFrameBytes
+	opened := false // the broker sent connection.open-ok: the gateway's login is through
 	err := s.up.ReadLoop(max, func(b []byte) (int, bool) {
 		end, count := 0, 0
 		// The broker's first bytes may be a protocol header of its own
@@ -321,20 +323,38 @@ func (s *session) readUpstream() {
 		if len(b) >= 8 && string(b[:4]) == "AMQP" {
 			end = 8
 		}
+		var rebuilt []byte // b[:kept] with the broker's close texts replaced; nil while none was
+		kept := 0
 		for end+7 <= len(b) {
 			size := int(binary.BigEndian.Uint32(b[end+3:]))
 			if size+8 > max {
 				s.Finish("broker_protocol_error", "broker frame over the gateway's frame-max", bridge.CloseInternal, 0, nil)
 				return 0, false
 			}
-			if end+size+8 > len(b) {
+			next := end + size + 8
+			if next > len(b) {
 				break
 			}
-			end += size + 8
+			if b[end] == validate.AMQPFrameMethod && size >= 4 {
+				switch binary.BigEndian.Uint32(b[end+7:]) {
+				case 10<<16 | 41: // connection.open-ok
+					opened = true
+				case 10<<16 | 50, 20<<16 | 40: // connection.close, channel.close
+					if repl := s.closeForClient(b[end:next], opened); repl != nil {
+						rebuilt = append(append(rebuilt, b[kept:end]...), repl...)
+						kept = next
+					}
+				}
+			}
+			end = next
 			count++
 		}
 		if end > 0 {
-			if !s.Write(gws.OpcodeBinary, s.dropBroker(b[:end])) {
+			msg := b[:end]
+			if rebuilt != nil {
+				msg = append(rebuilt, b[kept:end]...)
+			}
+			if !s.Write(gws.OpcodeBinary, s.dropBroker(msg)) {
 				return 0, false
 			}
 			s.framesOut.Add(int64(count))
@@ -348,6 +368,43 @@ func (s *session) readUpstream() {
 	default:
 		s.Finish("broker_closed", "the broker closed the connection", bridge.CloseInternal, 0, nil)
 	}
+}
+
+// closeForClient is what the client gets of the broker's connection.close
+// or channel.close (fr, one whole frame), or nil for fr as it is. Before
+// connection.open-ok a close is the broker refusing the gateway's login,
+// whose words may name the gateway's broker user ("NOT_ALLOWED - access
+// to vhost '/' refused for user 'gw'"): the client gets the reply code
+// and its name with a generic text, the operator's log the broker's words.
+// A later one that names the broker user (a permission it lacks) goes on
+// with the user redacted.
+func (s *session) closeForClient(fr []byte, opened bool) []byte {
+	p := fr[7 : len(fr)-1]
+	if len(p) < 7 || len(p) < 7+int(p[6]) {
+		return nil // not a close the client's library could read either
+	}
+	code, text := binary.BigEndian.Uint16(p[4:]), string(p[7:7+int(p[6])])
+	var repl string
+	if !opened {
+		s.BrokerRefused(text, "reply_code", code)
+		name, _, _ := strings.Cut(text, " - ")
+		if name == "" || strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != "" {
+			name = "ACCESS_REFUSED"
+		}
+		repl = name + " - " + bridge.BrokerRefusedCredential
+	} else {
+		var named bool
+		if repl, named = s.Redact(text); !named {
+			return nil
+		}
+		s.BrokerWarn("amqp broker close names the gateway's broker user; the client gets it redacted", text, "reply_code", code)
+	}
+	if len(repl) > 255 { // a short string; the redaction may have lengthened it
+		repl = repl[:255]
+	}
+	np := append(append(append([]byte(nil), p[:6]...), byte(len(repl))), repl...)
+	np = append(np, p[7+int(p[6]):]...) // the failing method's class and method ids
+	return frame(fr[0], binary.BigEndian.Uint16(fr[1:]), np)
 }
 
 // OnClose releases everything the session holds.

@@ -15,8 +15,11 @@ import (
 
 	"github.com/lxzan/gws"
 	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/authtest"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -204,6 +207,81 @@ func TestRelayAMQPBrokerSeesKeyringIdentity(t *testing.T) {
 		t.Fatalf("connection from port %s not listed:\n%s", port, out)
 	}
 	conn.Close()
+}
+
+// authFailureClose is client properties asking RabbitMQ to refuse a login
+// with connection.close rather than by closing the socket, as
+// @cloudamqp/amqp-client and most clients do (amqp091-go does not).
+var authFailureClose = func() []byte {
+	const name = "authentication_failure_close"
+	inner := append(append([]byte{byte(len(name))}, name...), 't', 1)
+	p := append([]byte{12}, "capabilities"...)
+	p = append(p, 'F', 0, 0, 0, byte(len(inner)))
+	return append(p, inner...)
+}()
+
+// TestRelayAMQPBrokerRefusesTheGatewaysCredential: with a wrong password
+// in the keyring, RabbitMQ refuses the gateway's start-ok with
+// connection.close 403. The client gets the code with a generic text;
+// the operator's log gets the broker's words at WARN with the backend and
+// the keyring entry (the route's own, or the identity's), never the
+// password.
+func TestRelayAMQPBrokerRefusesTheGatewaysCredential(t *testing.T) {
+	cred := brokertest.RabbitCredential(t)
+	addr := brokertest.RabbitAMQP(t)
+	password := fmt.Sprintf("wrong-password-%d", time.Now().UnixNano())
+	wrong := keyring.Credential{Username: cred.Username, Password: keyring.NewSecret(password)}
+	cases := []struct {
+		name, entry string
+		route       bridge.RouteOptions
+		login       string
+	}{
+		{"route credential", "rabbit-gateway", bridge.RouteOptions{Credential: &wrong, CredentialName: "rabbit-gateway"}, "anything"},
+		{"per-identity credential", "user/alice", bridge.RouteOptions{Credential: &cred, CredentialName: "rabbit-gateway",
+			Auth: authtest.JWTPolicy(t, func(o *auth.Options) {
+				o.Credential, o.Lookup = "user/{sub}", authtest.Lookup(map[string]keyring.Credential{"user/alice": wrong})
+			})},
+			authtest.Token(t, "alice", []string{"writer"}, time.Hour, nil)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.route.Address = addr
+			url, logs := startAuthRelay(t, Options{RouteOptions: c.route})
+			ws := dialWS(t, url)
+			ws.Write([]byte(validate.AMQPProtocolHeader))
+			readFrame(t, ws) // connection.start
+			ws.Write(startOkWith(authFailureClose, c.login))
+			f := readFrame(t, ws)
+			want := "ACCESS_REFUSED - " + bridge.BrokerRefusedCredential
+			if len(f) < 13 || f[8] != 10 || f[10] != 50 || int(f[11])<<8|int(f[12]) != 403 || !strings.Contains(string(f), want) {
+				t.Fatalf("got %q, want connection.close 403 %q", f, want)
+			}
+			if strings.Contains(string(f), cred.Username) {
+				t.Fatalf("the client learnt the gateway's broker user %q: %q", cred.Username, f)
+			}
+			ws.Write(closeOkFrame) // as a client does; the broker then ends the connection
+			select {
+			case <-ws.closed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the connection stayed open")
+			}
+			logs.WaitFor(t, "broker refused the gateway's credential")
+			var line string
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "broker refused the gateway's credential") {
+					line = l
+				}
+			}
+			for _, w := range []string{"level=WARN", "backend=rabbitmq", "keyring_entry=" + c.entry, "reply_code=403", "ACCESS_REFUSED"} {
+				if !strings.Contains(line, w) {
+					t.Errorf("log line lacks %q: %s", w, line)
+				}
+			}
+			if strings.Contains(logs.String(), password) {
+				t.Fatalf("the password reached the logs:\n%s", logs)
+			}
+		})
+	}
 }
 
 func TestRelayAMQPRejects(t *testing.T) {

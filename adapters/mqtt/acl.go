@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -18,11 +19,13 @@ import (
 
 // MQTT reason codes and 3.1.1 return codes the ACL answers with.
 const (
-	reasonBadLogin      = 0x86 // bad user name or password
-	reasonNotAuthorized = 0x87
-	returnBadLoginV311  = 0x04
-	returnNotAuthV311   = 0x05
-	subackFailureV311   = 0x80
+	reasonBadLogin        = 0x86 // bad user name or password
+	reasonNotAuthorized   = 0x87
+	reasonServerBusy      = 0x89
+	returnUnavailableV311 = 0x03
+	returnBadLoginV311    = 0x04
+	returnNotAuthV311     = 0x05
+	subackFailureV311     = 0x80
 )
 
 // Bounds on the topic aliases the gateway remembers for the ACL: brokers
@@ -51,19 +54,23 @@ func (s *session) login() bool {
 	pk := &s.in.Connect
 	v := pk.ProtocolVersion
 	if _, err := s.Login(string(pk.Connect.Username), string(pk.Connect.Password)); err != nil {
-		s.refuseConnect(v, reasonBadLogin, returnBadLoginV311, "unauthenticated", err.Error())
+		reason, rc := byte(reasonBadLogin), byte(returnBadLoginV311)
+		if errors.Is(err, auth.ErrBusy) { // nothing was checked: say so, so the client retries
+			reason, rc = reasonServerBusy, returnUnavailableV311
+		}
+		s.refuseConnect(v, reason, rc, bridge.LoginOutcome(err), err.Error(), bridge.LoginCloseCode(err))
 		return false
 	}
 	cred, err := s.BrokerCredential(s.relay.opts.Credential)
 	if err != nil {
-		s.refuseConnect(v, reasonNotAuthorized, returnNotAuthV311, "forbidden", err.Error())
+		s.refuseConnect(v, reasonNotAuthorized, returnNotAuthV311, "forbidden", err.Error(), bridge.ClosePolicy)
 		return false
 	}
 	s.cred = cred
 	s.acl.open = s.Unrestricted()
 	if pk.Connect.WillFlag && !s.acl.open {
 		if err := s.Allow(auth.Publish, auth.Dest{Kind: auth.Topic, Name: pk.Connect.WillTopic}); err != nil {
-			s.refuseConnect(v, reasonNotAuthorized, returnNotAuthV311, "forbidden", "will topic: "+err.Error())
+			s.refuseConnect(v, reasonNotAuthorized, returnNotAuthV311, "forbidden", "will topic: "+err.Error(), bridge.ClosePolicy)
 			return false
 		}
 	}
@@ -77,12 +84,12 @@ func (s *session) login() bool {
 	return true
 }
 
-func (s *session) refuseConnect(v, reason, returnCode byte, outcome, msg string) {
+func (s *session) refuseConnect(v, reason, returnCode byte, outcome, msg string, code uint16) {
 	answer := []byte{0x20, 0x02, 0x00, returnCode}
 	if v == 5 {
 		answer = []byte{0x20, 0x03, 0x00, reason, 0x00}
 	}
-	s.finish(outcome, answer, msg, bridge.ClosePolicy)
+	s.finish(outcome, answer, msg, code)
 }
 
 // disconnectWithReason is an MQTT 5 DISCONNECT with a reason string.

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/lxzan/gws"
+	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
@@ -259,6 +260,7 @@ func (s *session) forward(b []byte) bool {
 // allows and which saves a write per packet under load.
 func (s *session) readUpstream() {
 	o := &s.relay.opts
+	connacked := false
 	err := s.up.ReadLoop(o.MaxBrokerPacketBytes, func(b []byte) (int, bool) {
 		end, count, err := completePackets(b, o.MaxBrokerPacketBytes)
 		if err != nil {
@@ -266,8 +268,13 @@ func (s *session) readUpstream() {
 			s.finish("broker_protocol_error", nil, "broker sent an invalid packet", bridge.CloseInternal)
 			return 0, false
 		}
+		msg := b[:end]
+		if end > 0 && !connacked {
+			connacked = true
+			msg = s.connack(msg)
+		}
 		if end > 0 {
-			if !s.Write(gws.OpcodeBinary, s.mergeSubacks(b[:end])) {
+			if !s.Write(gws.OpcodeBinary, s.mergeSubacks(msg)) {
 				return 0, false
 			}
 			s.packetsOut.Add(int64(count))
@@ -277,6 +284,70 @@ func (s *session) readUpstream() {
 	if err != nil {
 		s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
 	}
+}
+
+// Broker CONNACK codes that refuse the gateway's credential: MQTT 3.1.1
+// return codes and MQTT 5 reason codes.
+var credentialRefusals = map[byte]string{
+	0x04: "bad user name or password", 0x05: "not authorized",
+	0x86: "bad user name or password", 0x87: "not authorized", 0x8C: "bad authentication method",
+}
+
+// connack looks at the broker's first packets, b (whole ones), which begin
+// with its CONNACK. A refusal is logged at WARN with the backend and the
+// keyring entry.
+func (s *session) connack(b []byte) []byte {
+	out, code, reason := clientConnack(b, s.version.Load() == 5)
+	if code == 0 {
+		return out
+	}
+	said := fmt.Sprintf("CONNACK 0x%02x", code)
+	if reason != "" {
+		said += " " + reason
+	}
+	if what, ok := credentialRefusals[code]; ok {
+		s.BrokerRefused(said+" ("+what+")", "connack_code", code)
+	} else {
+		s.BrokerWarn("mqtt broker refused the gateway's connection", said, "connack_code", code)
+	}
+	return out
+}
+
+// clientConnack is what the client gets of the broker's first packets, b,
+// which begin with its CONNACK: as they are, unless the CONNACK refuses;
+// then the client gets its code, which names no one, but none of an MQTT 5
+// CONNACK's properties, whose reason string or user properties may name
+// the gateway's broker user. code is the refusal's (0: none), reason the
+// broker's reason string, for the operator.
+func clientConnack(b []byte, v5 bool) (out []byte, code byte, reason string) {
+	if b[0] != validate.MQTTConnack<<4 {
+		return b, 0, "" // not a CONNACK: the client's library will say so
+	}
+	rl, hl := 0, 1 // remaining length and fixed header length; whole, as completePackets checked
+	for shift := 0; ; shift += 7 {
+		c := b[hl]
+		hl++
+		rl |= int(c&0x7f) << shift
+		if c&0x80 == 0 {
+			break
+		}
+	}
+	size := hl + rl
+	if rl < 2 {
+		return b, 0, ""
+	}
+	code = b[hl+1]
+	if code == 0 || (!v5 && code > 5) || (v5 && code < 0x80) {
+		return b, 0, ""
+	}
+	if !v5 {
+		return b, code, ""
+	}
+	pk := packets.Packet{ProtocolVersion: 5, FixedHeader: packets.FixedHeader{Type: packets.Connack, Remaining: rl}}
+	if pk.ConnackDecode(b[hl:size]) == nil {
+		reason = pk.Properties.ReasonString
+	}
+	return append([]byte{validate.MQTTConnack << 4, 3, 0, code, 0}, b[size:]...), code, reason
 }
 
 // completePackets returns how many leading bytes of b are whole packets.

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,6 +216,109 @@ func TestRelayReplacesCredentials(t *testing.T) {
 		if cred != nil && !strings.Contains(sent, "gateway-identity") {
 			t.Fatalf("injected identity missing: %q", sent)
 		}
+	}
+}
+
+// TestRelayBrokerRefusesTheGatewaysCredential: a Mosquitto of the test's
+// own refuses a wrong keyring password with a CONNACK refusal. The client
+// gets the code (it names no one) and, in MQTT 5, no properties; the
+// operator's log gets the refusal at WARN with the backend and keyring
+// entry, never the password. The right password still connects.
+func TestRelayBrokerRefusesTheGatewaysCredential(t *testing.T) {
+	const user = "gw_user"
+	password := fmt.Sprintf("right-password-%d", time.Now().UnixNano())
+	wrong := fmt.Sprintf("wrong-password-%d", time.Now().UnixNano())
+	addr := brokertest.MosquittoWithPasswords(t, map[string]string{user: password})
+	cases := []struct {
+		name     string
+		v        byte
+		password string
+		refused  []byte // the codes a refusal may carry; nil: accepted
+	}{
+		{"3.1.1 wrong password", 4, wrong, []byte{0x04, 0x05}},
+		{"5 wrong password", 5, wrong, []byte{0x86, 0x87}},
+		{"5 right password", 5, password, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			logs := &brokertest.Logs{}
+			cred := keyring.Credential{Username: user, Password: keyring.NewSecret(c.password)}
+			url := brokertest.ServeRoute(t, "/mqtt", slog.New(slog.NewTextHandler(logs, nil)), func(e brokertest.RouteEnv) http.Handler {
+				return NewRelay(Options{RouteOptions: bridge.RouteOptions{Route: "/mqtt", Backend: "mosquitto", Address: addr,
+					Credential: &cred, CredentialName: "mosquitto-gateway", Origins: e.Origins, Conns: e.Conns, Log: e.Log, WS: e.WS}})
+			})
+			cl := dialRaw(t, url)
+			cl.send(t, connect(t, c.v, fmt.Sprintf("refusal-%d", time.Now().UnixNano())))
+			ack := cl.next(t)
+			if bytes.Contains(ack, []byte(user)) {
+				t.Fatalf("the client learnt the gateway's broker user: %q", ack)
+			}
+			if c.refused == nil {
+				if len(ack) < 4 || ack[0] != 0x20 || ack[3] != 0 {
+					t.Fatalf("CONNACK %x, want accepted", ack)
+				}
+				cl.conn.WriteClose(1000, nil)
+				if strings.Contains(logs.String(), "refused") {
+					t.Fatalf("an accepted login logged as refused:\n%s", logs)
+				}
+				return
+			}
+			want := []byte{0x20, 0x02, 0x00, ack[min(3, len(ack)-1)]}
+			if c.v == 5 {
+				want = []byte{0x20, 0x03, 0x00, ack[min(3, len(ack)-1)], 0x00} // no properties
+			}
+			if !bytes.Equal(ack, want) || !bytes.Contains(c.refused, ack[3:4]) {
+				t.Fatalf("CONNACK %x, want a refusal with one of %x and nothing else", ack, c.refused)
+			}
+			logs.WaitFor(t, "broker refused the gateway's credential")
+			var line string
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "broker refused the gateway's credential") {
+					line = l
+				}
+			}
+			for _, w := range []string{"level=WARN", "backend=mosquitto", "keyring_entry=mosquitto-gateway", fmt.Sprintf("connack_code=%d", ack[3])} {
+				if !strings.Contains(line, w) {
+					t.Errorf("log line lacks %q: %s", w, line)
+				}
+			}
+			if strings.Contains(logs.String(), c.password) {
+				t.Fatalf("the password reached the logs:\n%s", logs)
+			}
+		})
+	}
+}
+
+// A broker's MQTT 5 CONNACK refusal reaches the client without its
+// properties, whose reason string may name the gateway's broker user; a
+// success keeps them (they carry what the client must honour).
+func TestClientConnackDropsRefusalProperties(t *testing.T) {
+	reason := "user gw_user is not authorized"
+	props := append([]byte{0x1F, 0, byte(len(reason))}, reason...)
+	refusal := append([]byte{0x20, byte(3 + len(props)), 0x00, 0x87, byte(len(props))}, props...)
+	accepted := []byte{0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x0A} // receive maximum 10
+	puback := []byte{0x40, 0x02, 0x00, 0x01}
+	cases := []struct {
+		name    string
+		v5      bool
+		in, out []byte
+		code    byte
+		reason  string
+	}{
+		{"5 refusal with a reason string", true, refusal, []byte{0x20, 0x03, 0x00, 0x87, 0x00}, 0x87, reason},
+		{"5 refusal, packets after it", true, append(slices.Clone(refusal), puback...),
+			append([]byte{0x20, 0x03, 0x00, 0x87, 0x00}, puback...), 0x87, reason},
+		{"5 accepted with properties", true, accepted, accepted, 0, ""},
+		{"3.1.1 refusal", false, []byte{0x20, 0x02, 0x00, 0x05}, []byte{0x20, 0x02, 0x00, 0x05}, 0x05, ""},
+		{"3.1.1 accepted", false, []byte{0x20, 0x02, 0x01, 0x00}, []byte{0x20, 0x02, 0x01, 0x00}, 0, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			out, code, why := clientConnack(c.in, c.v5)
+			if !bytes.Equal(out, c.out) || code != c.code || why != c.reason {
+				t.Fatalf("got %x, 0x%02x, %q; want %x, 0x%02x, %q", out, code, why, c.out, c.code, c.reason)
+			}
+		})
 	}
 }
 

@@ -21,7 +21,7 @@ func (s *session) login(f *validate.STOMPFrame) bool {
 	user, _ := f.Header("login") // CONNECT headers are not escaped
 	pass, _ := f.Header("passcode")
 	if _, err := s.Login(string(user), string(pass)); err != nil {
-		s.finish("unauthenticated", "authentication failed", err.Error(), bridge.ClosePolicy)
+		s.finish(bridge.LoginOutcome(err), "authentication failed", err.Error(), bridge.LoginCloseCode(err))
 		return false
 	}
 	cred, err := s.BrokerCredential(s.relay.opts.Credential)

@@ -14,8 +14,11 @@ import (
 
 	"github.com/go-stomp/stomp/v3"
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/authtest"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -312,6 +315,70 @@ func TestRelayBrokerUnreachable(t *testing.T) {
 	}
 	gw.logs.waitFor(t, "outcome=broker_unavailable")
 	waitGoroutines(t, base)
+}
+
+// TestRelayBrokerRefusesTheGatewaysCredential: with a wrong password in
+// the keyring, RabbitMQ answers CONNECT with an ERROR naming the gateway's
+// broker user ("Access refused for user 'guest'"). The client gets a
+// generic ERROR and close 1011 at once instead (RabbitMQ would close only
+// 10 s later); the operator's log gets the broker's words at WARN with the
+// backend and the keyring entry (the route's own, or the identity's), and
+// never the password.
+func TestRelayBrokerRefusesTheGatewaysCredential(t *testing.T) {
+	addr := brokerAddr(t)
+	cred := testCredential(t)
+	password := fmt.Sprintf("wrong-password-%d", time.Now().UnixNano())
+	wrong := keyring.Credential{Username: cred.Username, Password: keyring.NewSecret(password)}
+	token := authtest.Token(t, "alice", []string{"writer"}, time.Hour, nil)
+	cases := []struct {
+		name, entry string
+		route       bridge.RouteOptions
+		connect     string
+	}{
+		{"route credential", "rabbit-gateway", bridge.RouteOptions{Credential: &wrong, CredentialName: "rabbit-gateway"}, connect12},
+		{"per-identity credential", "user/alice", bridge.RouteOptions{Credential: &cred, CredentialName: "rabbit-gateway",
+			Auth: authtest.JWTPolicy(t, func(o *auth.Options) {
+				o.Credential, o.Lookup = "user/{sub}", authtest.Lookup(map[string]keyring.Credential{"user/alice": wrong})
+			})},
+			"CONNECT\naccept-version:1.2\npasscode:" + token + "\n\n\x00"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.route.Address = addr
+			gw := startGateway(t, Options{RouteOptions: c.route})
+			cl := dial(t, gw.url, nil)
+			start := time.Now()
+			cl.send(t, c.connect)
+			f := cl.frame(t)
+			if f.Command != validate.CmdError || header(t, f, "message") != bridge.BrokerRefusedCredential {
+				t.Fatalf("got %s %q, want ERROR %q", f.Command, f.Raw, bridge.BrokerRefusedCredential)
+			}
+			if strings.Contains(string(f.Raw), cred.Username) {
+				t.Fatalf("the client learnt the gateway's broker user %q: %q", cred.Username, f.Raw)
+			}
+			if code := cl.closed(t); code != bridge.CloseInternal {
+				t.Fatalf("close code %d, want %d", code, bridge.CloseInternal)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("the refusal took %v", d)
+			}
+			gw.logs.waitFor(t, "outcome=broker_refused")
+			var line string
+			for _, l := range strings.Split(gw.logs.String(), "\n") {
+				if strings.Contains(l, "broker refused the gateway's credential") {
+					line = l
+				}
+			}
+			for _, want := range []string{"level=WARN", "backend=rabbitmq", "keyring_entry=" + c.entry, cred.Username} {
+				if !strings.Contains(line, want) {
+					t.Errorf("log line lacks %q: %s", want, line)
+				}
+			}
+			if strings.Contains(gw.logs.String(), password) {
+				t.Fatalf("the password reached the logs:\n%s", gw.logs)
+			}
+		})
+	}
 }
 
 func TestRelayBrokerDrops(t *testing.T) {

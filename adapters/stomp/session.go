@@ -3,6 +3,7 @@ package stomp
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -187,7 +188,7 @@ func (s *session) readUpstream() {
 	o := &s.relay.opts
 	max := o.MaxBrokerFrameBytes
 	sc := validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: max, MaxHeaders: 4096, MaxHeaderLineBytes: max}, true)
-	brokerError := false
+	brokerError, connected := false, false
 	var out bridge.Outbox
 	invalid := func(err error) (int, bool) {
 		s.Send(&out) // the valid frames before it
@@ -208,6 +209,7 @@ func (s *session) readUpstream() {
 				s.framesOut.Add(1)
 				switch f.Command {
 				case validate.CmdConnected:
+					connected = true
 					v := validate.STOMP10
 					if h, ok := f.Header("version"); ok {
 						v = validate.ParseSTOMPVersion(h)
@@ -215,6 +217,11 @@ func (s *session) readUpstream() {
 					s.version.Store(uint32(v))
 				case validate.CmdError:
 					brokerError = true
+					if !connected {
+						s.Send(&out)
+						s.brokerRefused(f)
+						return 0, false
+					}
 				case validate.CmdMessage:
 					if s.acl != nil {
 						s.acl.given.noteReplyTo(f, validate.STOMPVersion(s.version.Load()))
@@ -231,7 +238,11 @@ func (s *session) readUpstream() {
 				}
 				end += e
 			}
-			out.Add(textOrBinary(b[off:end]), b[off:end])
+			frame := b[off:end]
+			if f != nil && f.Command == validate.CmdError {
+				frame = s.redactError(f, frame)
+			}
+			out.Add(textOrBinary(frame), frame)
 			if out.Full() && !s.Send(&out) {
 				return 0, false
 			}
@@ -248,6 +259,36 @@ func (s *session) readUpstream() {
 	default:
 		s.finish("broker_lost", "broker connection lost", "the broker closed the connection", bridge.CloseInternal)
 	}
+}
+
+// brokerRefused answers a broker ERROR before CONNECTED: the broker
+// refusing the gateway's login, in words that name the gateway's broker
+// user ("Access refused for user 'gw'"). The client gets a generic ERROR
+// and the operator's log the broker's words, and the session ends at once
+// (RabbitMQ closes only 10 s after its ERROR).
+func (s *session) brokerRefused(f *validate.STOMPFrame) {
+	m, _ := f.Header("message")
+	s.BrokerRefused(strings.TrimSpace(unescape(m, validate.STOMPVersion(s.version.Load())) + ": " + string(f.Body())))
+	s.finish("broker_refused", bridge.BrokerRefusedCredential, "the gateway's log has the broker's reason", bridge.CloseInternal)
+}
+
+// redactError is what the client gets of a broker ERROR frame after
+// CONNECTED (raw, with its EOLs): as it is, unless it names the gateway's
+// broker user (a permission that user lacks); then rebuilt with the user
+// redacted, and logged for the operator as the broker wrote it.
+func (s *session) redactError(f *validate.STOMPFrame, raw []byte) []byte {
+	v := validate.STOMPVersion(s.version.Load())
+	m, _ := f.Header("message")
+	said, body := unescape(m, v), string(f.Body())
+	msg, inMsg := s.Redact(said)
+	body, inBody := s.Redact(body)
+	if !inMsg && !inBody {
+		return raw
+	}
+	s.BrokerWarn("stomp broker error names the gateway's broker user; the client gets it redacted",
+		strings.TrimSpace(said+": "+string(f.Body())))
+	receipt, _ := f.Header("receipt-id")
+	return errorFrame(v, msg, body, receipt)
 }
 
 func (s *session) brokerInvalid(err error) {

@@ -159,11 +159,11 @@ func TestTokenAndPasswdCommands(t *testing.T) {
 		t.Fatalf("passwd output %q is not YAML: %v", out.String(), err)
 	}
 	os.WriteFile(users, []byte("users:\n  ann:\n    "+out.String()), 0o600)
-	u, err := auth.LoadUsers(users)
+	u, err := auth.LoadUsers(users, auth.HashLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := u.Check("ann", "s3cret pass"); err != nil {
+	if _, err := u.Check("198.51.100.1", "ann", "s3cret pass"); err != nil {
 		t.Fatalf("the hash from passwd does not verify: %v", err)
 	}
 }
@@ -198,11 +198,11 @@ routes:
 		t.Fatal(err)
 	}
 	good := mint(t, "-config", config, "-auth", "es", "-sub", "eve", "-role", "reader", "-key", filepath.Join(dir, "signer.pem"))
-	if id, err := cfg.policies["es"].FromLogin("", good); err != nil || id.Subject != "eve" {
+	if id, err := cfg.policies["es"].FromLogin("198.51.100.1", "", good); err != nil || id.Subject != "eve" {
 		t.Fatalf("token from -key: %+v %v", id, err)
 	}
 	bad := mint(t, "-config", config, "-auth", "es", "-sub", "eve", "-key", filepath.Join(dir, "other.pem"))
-	if _, err := cfg.policies["es"].FromLogin("", bad); err == nil {
+	if _, err := cfg.policies["es"].FromLogin("198.51.100.1", "", bad); err == nil {
 		t.Fatal("a token signed by another key was accepted")
 	}
 	var out, errb bytes.Buffer

@@ -157,10 +157,14 @@ type SSEConfig struct {
 
 // LimitsConfig bounds what clients may do.
 type LimitsConfig struct {
-	MaxConnections      int               `yaml:"max_connections"`
-	MaxConnectionsPerIP int               `yaml:"max_connections_per_ip"`
-	HandshakesPerSecond float64           `yaml:"handshakes_per_second"`
-	HandshakeBurst      int               `yaml:"handshake_burst"`
+	MaxConnections      int     `yaml:"max_connections"`
+	MaxConnectionsPerIP int     `yaml:"max_connections_per_ip"`
+	HandshakesPerSecond float64 `yaml:"handshakes_per_second"`
+	HandshakeBurst      int     `yaml:"handshake_burst"`
+	// Password checks bound users-mode logins (auth.HashLimits).
+	PasswordChecks      int               `yaml:"password_checks"`
+	PasswordChecksPerIP int               `yaml:"password_checks_per_ip"`
+	PasswordCheckWait   Duration          `yaml:"password_check_wait"`
 	STOMP               STOMPLimitsConfig `yaml:"stomp"`
 	MQTT                MQTTLimitsConfig  `yaml:"mqtt"`
 	AMQP                AMQPLimitsConfig  `yaml:"amqp"`
@@ -505,6 +509,10 @@ func (cfg *Config) check(c *checker) {
 	} else if v := time.Duration(**lt); v < 100*time.Millisecond || v > 5*time.Minute {
 		c.fail("limits.login_timeout", "%s is out of range [100ms, 5m0s]; there is no \"off\": a connection that has not logged in holds a slot and must end (default %s)", v, d.LoginTimeout)
 	}
+	hl := auth.DefaultHashLimits()
+	c.intIn("limits.password_checks", &cfg.Limits.PasswordChecks, hl.Concurrent, 1, 1024)
+	c.intIn("limits.password_checks_per_ip", &cfg.Limits.PasswordChecksPerIP, hl.PerClient, 1, 1_000_000)
+	c.durIn("limits.password_check_wait", &cfg.Limits.PasswordCheckWait, hl.Wait, time.Millisecond, time.Minute)
 	sl := &cfg.Limits.STOMP
 	c.intIn("limits.stomp.max_frame_bytes", &sl.MaxFrameBytes, 128<<10, 256, 64<<20)
 	c.intIn("limits.stomp.max_headers", &sl.MaxHeaders, 64, 1, 10000)
@@ -697,7 +705,8 @@ func (cfg *Config) checkAuth(c *checker) {
 				c.fail(p+".users_file", "mode users needs a users_file")
 				break
 			}
-			u, err := auth.LoadUsers(cfg.path(a.UsersFile))
+			u, err := auth.LoadUsers(cfg.path(a.UsersFile), auth.HashLimits{Concurrent: cfg.Limits.PasswordChecks,
+				PerClient: cfg.Limits.PasswordChecksPerIP, Wait: time.Duration(cfg.Limits.PasswordCheckWait)})
 			if err != nil {
 				c.fail(p+".users_file", "%v", err)
 			}

@@ -75,6 +75,7 @@ func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
 		{"login timeout 0s is not off", ok + "limits:\n  login_timeout: 0s\n", []string{"c.yaml:10: limits.login_timeout: 0s is out of range", "no \"off\""}},
 		{"negative login timeout", ok + "limits:\n  login_timeout: -5s\n", []string{"c.yaml:10:", "\"-5s\": a duration cannot be negative"}},
 		{"login timeout too long", ok + "limits:\n  login_timeout: 1h\n", []string{"c.yaml:10: limits.login_timeout: 1h0m0s is out of range"}},
+		{"password check wait too long", ok + "limits:\n  password_check_wait: 2m\n", []string{"c.yaml:10: limits.password_check_wait: 2m0s is out of range"}},
 		{"bad log level", ok + "log:\n  level: loud\n", []string{"c.yaml:10: log.level"}},
 		{"syntax error", "routes: [\n", []string{"c.yaml:"}},
 		{"mqtt listener without jetstream", "backends:\n  n:\n    protocol: nats\n    embedded: true\n    mqtt_address: 127.0.0.1:1884\nroutes:\n  - {path: /s, protocol: sse, backend: n}\n", []string{"c.yaml:5: backends.n.mqtt_address", "store_dir"}},

@@ -396,7 +396,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		b := cfg.Backends[r.Backend]
 		path := strings.TrimSuffix(r.Path, "/")
 		ro := bridge.RouteOptions{Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend],
-			Auth: cfg.policies[r.Auth], TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout),
+			CredentialName: b.Credential, Auth: cfg.policies[r.Auth], TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout),
 			WS: ws, Origins: cfg.origins, Conns: srv.Conns, Log: log}
 		switch r.Protocol {
 		case "stomp":

@@ -140,7 +140,7 @@ func Users(t testing.TB, users map[string][2]string) *auth.Users {
 	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	loaded, err := auth.LoadUsers(path)
+	loaded, err := auth.LoadUsers(path, auth.HashLimits{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,300 @@
+package auth
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/argon2"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Client addresses of the tests' logins.
+const (
+	clientA = "198.51.100.1"
+	clientB = "198.51.100.2"
+)
+
+// loadUsers writes a users file of name -> password_hash and loads it.
+func loadUsers(t testing.TB, hashes map[string]string, l HashLimits) *Users {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("users:\n")
+	for _, name := range slices.Sorted(maps.Keys(hashes)) { // the same users, the same file
+		fmt.Fprintf(&b, "  %s:\n    password_hash: %q\n", name, hashes[name])
+	}
+	path := filepath.Join(t.TempDir(), "users.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	u, err := LoadUsers(path, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func bcryptHash(t testing.TB, password string, cost int) string {
+	t.Helper()
+	h, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(h)
+}
+
+func argon2Hash(password string, m, time uint32, p uint8) string {
+	salt := []byte("sixteen-byte-slt")
+	key := argon2.IDKey([]byte(password), salt, time, m, p, 32)
+	return fmt.Sprintf("$argon2id$v=19$m=%d,t=%d,p=%d$%s$%s", m, time, p,
+		base64.RawStdEncoding.EncodeToString(salt), base64.RawStdEncoding.EncodeToString(key))
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+// timed runs one check and returns how long it took and its error.
+func timed(u *Users, client, name, password string) (time.Duration, error) {
+	start := time.Now()
+	_, err := u.Check(client, name, password)
+	return time.Since(start), err
+}
+
+// TestUsersUnknownNamesCostWhatUsersCost: a name nobody has and a known
+// name with a wrong password take the same time, for each kind of hash in
+// a file that mixes them (bcrypt cost 12, argon2id), so timing does not
+// tell which names exist. Medians of interleaved samples, in an order
+// that alternates, keep a loaded machine's noise out of the ratio.
+func TestUsersUnknownNamesCostWhatUsersCost(t *testing.T) {
+	bcryptCost := 12
+	if raceEnabled {
+		bcryptCost = 8
+	}
+	u := loadUsers(t, map[string]string{
+		"carol": bcryptHash(t, "carol-pw", bcryptCost),
+		// compute-bound parameters: a larger m's first use is mostly page faults
+		"dave": argon2Hash("dave-pw", 16<<10, 12, 1),
+	}, HashLimits{})
+	const samples = 5
+	for _, c := range []struct{ name, user string }{
+		{fmt.Sprintf("bcrypt cost %d", bcryptCost), "carol"},
+		{"argon2id m=16MiB t=12", "dave"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			unknown := unknownNameLike(t, u, c.user)
+			if _, err := u.Check(clientA, c.user, "warm-up"); !errors.Is(err, ErrUnauthenticated) {
+				t.Fatalf("wrong password: %v", err)
+			}
+			var known, absent []time.Duration
+			for i := range samples {
+				pair := []string{c.user, unknown}
+				if i%2 == 1 {
+					pair[0], pair[1] = pair[1], pair[0]
+				}
+				for _, name := range pair {
+					d, err := timed(u, clientA, name, "wrong-password")
+					if !errors.Is(err, ErrUnauthenticated) || err.Error() != "unknown user or wrong password" {
+						t.Fatalf("%s: %v", name, err)
+					}
+					if name == unknown {
+						absent = append(absent, d)
+					} else {
+						known = append(known, d)
+					}
+				}
+			}
+			ratio := float64(median(absent)) / float64(median(known))
+			t.Logf("unknown %q: median %v; %s with a wrong password: median %v; ratio %.2f",
+				unknown, median(absent), c.user, median(known), ratio)
+			if ratio < 0.7 || ratio > 1.5 {
+				t.Errorf("unknown/known check time ratio %.2f, want within [0.7, 1.5]", ratio)
+			}
+		})
+	}
+}
+
+// unknownNameLike finds a name not in u that is checked against a hash of
+// the same class as user's.
+func unknownNameLike(t *testing.T, u *Users, user string) string {
+	t.Helper()
+	want := u.byName[user].hash.params()
+	for i := range 1000 {
+		name := fmt.Sprintf("nobody-%d", i)
+		if u.dummyFor(name).params() == want {
+			return name
+		}
+	}
+	t.Fatalf("no unknown name maps to %s", want)
+	return ""
+}
+
+// TestUsersUnknownNamesSpreadLikeUsers: unknown names fall on the file's
+// hash classes in proportion to their users, and each name on the same
+// class every time, after a restart too (a name whose timing varied would
+// be an unknown one); another file, with other salts, chooses otherwise.
+func TestUsersUnknownNamesSpreadLikeUsers(t *testing.T) {
+	file := func() map[string]string {
+		hashes := map[string]string{"dave": argon2Hash("x", 64, 1, 1)}
+		for i := range 3 {
+			hashes[fmt.Sprint("user", i)] = bcryptHash(t, "x", bcrypt.MinCost)
+		}
+		return hashes
+	}
+	hashes := file()
+	u := loadUsers(t, hashes, HashLimits{})
+	restarted := loadUsers(t, hashes, HashLimits{})
+	other := loadUsers(t, file(), HashLimits{})
+	const names = 4000
+	perClass := map[string]int{}
+	differ := 0
+	for i := range names {
+		name := fmt.Sprint("nobody-", i)
+		p := u.dummyFor(name).params()
+		if u.dummyFor(name).params() != p || restarted.dummyFor(name).params() != p {
+			t.Fatalf("%s: class changed between two checks or after a restart", name)
+		}
+		if other.dummyFor(name).params() != p {
+			differ++
+		}
+		perClass[p]++
+	}
+	argon := perClass[u.byName["dave"].hash.params()]
+	if argon < names/4-names/20 || argon > names/4+names/20 {
+		t.Errorf("%d of %d unknown names checked as argon2id, want about a quarter: %v", argon, names, perClass)
+	}
+	if differ < names/4 {
+		t.Errorf("a file with other salts chose alike for %d of %d names: the key does not come from the file", names-differ, names)
+	}
+}
+
+// TestUsersLoginLimits: a login beyond an address's share is refused at
+// once, and one that cannot get a hash slot within the wait is refused
+// then; both say when to retry, and other addresses are unaffected.
+func TestUsersLoginLimits(t *testing.T) {
+	cases := []struct {
+		name  string
+		limit HashLimits
+		hold  func(u *Users) func() // occupies what the case is about
+		from  string
+		want  error
+		after time.Duration // the refusal takes at least this
+	}{
+		{"address at its limit", HashLimits{Concurrent: 4, PerClient: 2, Wait: time.Minute},
+			func(u *Users) func() { u.busy[clientA] = 2; return func() { delete(u.busy, clientA) } },
+			clientA, ErrBusy, 0},
+		{"another address meanwhile", HashLimits{Concurrent: 4, PerClient: 2, Wait: time.Minute},
+			func(u *Users) func() { u.busy[clientA] = 2; return func() { delete(u.busy, clientA) } },
+			clientB, nil, 0},
+		{"every slot taken past the wait", HashLimits{Concurrent: 1, PerClient: 2, Wait: 30 * time.Millisecond},
+			func(u *Users) func() { u.slots <- struct{}{}; return func() { <-u.slots } },
+			clientB, ErrBusy, 30 * time.Millisecond},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			u := loadUsers(t, map[string]string{"erin": bcryptHash(t, "erin-pw", bcrypt.MinCost)}, c.limit)
+			release := c.hold(u)
+			d, err := timed(u, c.from, "erin", "erin-pw")
+			release()
+			if !errors.Is(err, c.want) && !(c.want == nil && err == nil) {
+				t.Fatalf("got %v, want %v", err, c.want)
+			}
+			if c.want == nil {
+				return
+			}
+			var ae *Error
+			if !errors.As(err, &ae) || ae.RetryAfter <= 0 {
+				t.Errorf("refusal %v says not when to retry", err)
+			}
+			if d < c.after || d > c.after+time.Second {
+				t.Errorf("refused after %v, want about %v", d, c.after)
+			}
+			if _, err := u.Check(c.from, "erin", "erin-pw"); err != nil {
+				t.Errorf("once free again: %v", err)
+			}
+			if len(u.busy) != 0 || len(u.slots) != 0 {
+				t.Errorf("places left taken: %v, %d slots", u.busy, len(u.slots))
+			}
+		})
+	}
+}
+
+// TestUsersLoginFloodFromOneAddress: bad logins sent at once from one
+// address do not hold up another address's login. Before the per-address
+// limit they queued on the hash slots and one valid login waited for all
+// of them; now most are refused at once and the valid one waits behind
+// an address's share at most. The bound is a generous multiple of a
+// single login's time, measured first in the same test.
+func TestUsersLoginFloodFromOneAddress(t *testing.T) {
+	cost := 10
+	if raceEnabled {
+		cost = 6
+	}
+	u := loadUsers(t, map[string]string{"erin": bcryptHash(t, "erin-pw", cost)},
+		HashLimits{Concurrent: 1, PerClient: 2, Wait: time.Minute})
+	var single []time.Duration
+	for range 3 {
+		d, err := timed(u, clientB, "erin", "erin-pw")
+		if err != nil {
+			t.Fatal(err)
+		}
+		single = append(single, d)
+	}
+	baseline := median(single)
+
+	const flood = 16
+	type result struct {
+		d   time.Duration
+		err error
+	}
+	results := make(chan result, flood)
+	var ready, done sync.WaitGroup
+	ready.Add(flood)
+	done.Add(flood)
+	for range flood {
+		go func() {
+			defer done.Done()
+			ready.Done()
+			d, err := timed(u, clientA, "erin", "wrong")
+			results <- result{d, err}
+		}()
+	}
+	ready.Wait()
+	d, err := timed(u, clientB, "erin", "erin-pw")
+	done.Wait()
+	close(results)
+	if err != nil {
+		t.Fatalf("valid login from another address: %v", err)
+	}
+	refused := 0
+	for r := range results {
+		switch {
+		case errors.Is(r.err, ErrBusy):
+			refused++
+			if r.d > baseline {
+				t.Errorf("a refusal took %v, longer than a whole login (%v)", r.d, baseline)
+			}
+		case !errors.Is(r.err, ErrUnauthenticated):
+			t.Errorf("bad login: %v", r.err)
+		}
+	}
+	ratio := float64(d) / float64(baseline)
+	t.Logf("single login %v; during a flood of %d from one address %v (%.1fx); %d of the flood refused at once",
+		baseline, flood, d, ratio, refused)
+	if ratio > 8 {
+		t.Errorf("valid login took %.1fx a single login during the flood, want at most 8x", ratio)
+	}
+	if refused < flood/2 {
+		t.Errorf("%d of %d concurrent logins from one address refused, want most", refused, flood)
+	}
+}
