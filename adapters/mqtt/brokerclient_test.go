@@ -23,17 +23,27 @@ type mqttTCP struct {
 	nextID uint16
 	msgs   chan packets.Packet // PUBLISH, in the broker's order
 	acks   chan packets.Packet // everything else
+	// keep picks the PUBLISHes worth queueing (nil: all), so a spy on #
+	// of a shared broker keeps up with everyone else's traffic.
+	keep func(packets.Packet) bool
 }
 
 // dialMQTT connects a clean MQTT 5 session to the broker at addr and
 // returns once the broker accepted it.
 func dialMQTT(t *testing.T, addr, id string) *mqttTCP {
 	t.Helper()
+	return dialMQTTKeep(t, addr, id, nil)
+}
+
+// dialMQTTKeep is dialMQTT queueing only the PUBLISHes keep returns true
+// for.
+func dialMQTTKeep(t *testing.T, addr, id string, keep func(packets.Packet) bool) *mqttTCP {
+	t.Helper()
 	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &mqttTCP{conn: conn, msgs: make(chan packets.Packet, 1024), acks: make(chan packets.Packet, 64)}
+	c := &mqttTCP{conn: conn, msgs: make(chan packets.Packet, 1024), acks: make(chan packets.Packet, 64), keep: keep}
 	t.Cleanup(func() { conn.Close() })
 	go c.read()
 	c.write(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 5,
@@ -80,7 +90,7 @@ func (c *mqttTCP) read() {
 				c.conn.Write(b.Bytes())
 				c.mu.Unlock()
 			}
-			if err == nil {
+			if err == nil && (c.keep == nil || c.keep(pk)) {
 				c.msgs <- pk
 			}
 		case packets.Connack:

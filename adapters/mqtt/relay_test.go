@@ -181,6 +181,8 @@ func enc(t *testing.T, pk packets.Packet) []byte {
 		err = pk.PublishEncode(&b)
 	case packets.Subscribe:
 		err = pk.SubscribeEncode(&b)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeEncode(&b)
 	}
 	if err != nil {
 		t.Fatal(err)
