@@ -23,7 +23,7 @@ func runID() string { return strconv.FormatInt(time.Now().UnixNano(), 36) }
 
 // rule allows role to subscribe to the sub patterns and publish to the pub
 // patterns.
-func rule(t *testing.T, role string, sub, pub []string) auth.Rule {
+func rule(t testing.TB, role string, sub, pub []string) auth.Rule {
 	t.Helper()
 	r := auth.Rule{Roles: []string{role}}
 	for i, list := range [][]string{sub, pub} {
@@ -44,7 +44,7 @@ func rule(t *testing.T, role string, sub, pub []string) auth.Rule {
 
 // rulesPolicy is the tests' JWT policy with these rules instead of the
 // worked example's.
-func rulesPolicy(t *testing.T, rules ...auth.Rule) *auth.Policy {
+func rulesPolicy(t testing.TB, rules ...auth.Rule) *auth.Policy {
 	t.Helper()
 	return authtest.JWTPolicy(t, func(o *auth.Options) { o.Rules = rules })
 }
