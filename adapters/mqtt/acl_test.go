@@ -348,6 +348,15 @@ func TestACLPersistentSession(t *testing.T) {
 				pk.Connect.Clean, pk.Connect.ClientIdentifier = false, id
 			})
 			cl.send(t, subscribe(t, v, 1, fence))
+			for { // a resumed session's queued messages would come first
+				b := r.next(t)
+				if b == nil || b[0]>>4 == packets.Publish {
+					t.Fatalf("before the SUBACK: %x", b)
+				}
+				if b[0] == 0x90 {
+					break
+				}
+			}
 			spy.publish(t, secret, "published after the resume", false)
 			spy.publish(t, fence, "fence", false)
 			readUntil(t, v, r, "fence")
