@@ -50,7 +50,8 @@ func (a Action) String() string {
 // is a subscription filter: '*' and '+' match one segment, '#' zero or more
 // and '>' one or more. Segments are separated by '.' or '/' alike, so one
 // rule such as "demo.*" covers the STOMP /topic/demo.x, the MQTT topic
-// demo/x and the SSE topic demo.x.
+// demo/x and the SSE topic demo.x. A pattern whose first segment is a
+// wildcard does not cover a name whose first segment starts with '$'.
 type Dest struct {
 	Kind     Kind
 	Exchange string // Exchange kind only
@@ -116,6 +117,13 @@ func (p Pattern) Covers(d Dest) bool {
 }
 
 func covers(p, f []string) bool {
+	// Names starting with '$' are the broker's own ($SYS, $share, a
+	// plugin's $CONTROL): MQTT filters that start with a wildcard do not
+	// match them (MQTT-4.7.2-1), and neither does a pattern. A rule reaches
+	// them only by spelling out their first segment.
+	if len(p) > 0 && len(f) > 0 && wildcard(p[0]) && strings.HasPrefix(f[0], "$") {
+		return false
+	}
 	for {
 		if len(p) == 0 {
 			return len(f) == 0
@@ -144,6 +152,8 @@ func covers(p, f []string) bool {
 		p, f = p[1:], f[1:]
 	}
 }
+
+func wildcard(seg string) bool { return seg == "*" || seg == "+" || seg == "#" || seg == ">" }
 
 // segments splits a name at every '.' and '/', keeping empty segments:
 // "demo..x" is not "demo.x" to a broker, so not to the ACL either.

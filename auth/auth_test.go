@@ -52,6 +52,20 @@ func TestPatternCovers(t *testing.T) {
 		{"demo.x", topic("demo.x"), true},
 		{"demo.x", topic("demo.y"), false},
 		{"*.x", topic("+/x"), true},
+		// $ names are covered only by patterns that spell out their first
+		// segment, as MQTT's wildcards do not match them (MQTT-4.7.2-1).
+		{"#", topic("$SYS/#"), false},
+		{"#", topic("$SYS/broker/version"), false},
+		{">", topic("$CONTROL/dynamic-security/v1"), false},
+		{"*.#", topic("$share/g/demo/x"), false},
+		{"+.x", topic("$x/x"), false},
+		{"#", topic("#"), true}, // an MQTT # does not match $ topics either
+		{"#", topic("+/x"), true},
+		{"#", topic("a/$b"), true}, // only the first segment is the broker's
+		{"$SYS.#", topic("$SYS/broker/version"), true},
+		{"$share.workers.demo.*", topic("$share/workers/demo/x"), true},
+		{"$share.*.demo.*", topic("$share/any/demo/x"), true},
+		{"$share.workers.demo.*", topic("$share/others/demo/x"), false},
 		{"demo.*", Dest{Kind: Queue, Name: "demo.x"}, false},
 		{"queue:jobs", Dest{Kind: Queue, Name: "jobs"}, true},
 		{"queue:jobs", topic("jobs"), false},

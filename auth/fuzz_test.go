@@ -38,11 +38,13 @@ func instances(filter string) []string {
 
 // FuzzPatternCovers checks the ACL's one hard judgement: when a pattern is
 // said to cover a subscription filter, it must match every concrete topic
-// that filter can match; a pattern covers itself; nothing panics.
+// that filter can match; a pattern covers itself; a pattern that starts
+// with a wildcard covers nothing that starts with '$'; nothing panics.
 func FuzzPatternCovers(f *testing.F) {
 	for _, s := range [][2]string{
 		{"demo.*", "demo.+"}, {"demo.#", "demo/#"}, {"demo.>", "demo.*.#"}, {"*.x", "+/x"},
 		{"demo.*", "demo"}, {"a.#", "#"}, {"queue:jobs.*", "jobs.a"}, {"exchange:e:k.#", "k.x"},
+		{"#", "$SYS/#"}, {"*.x", "$SYS.x"}, {"$SYS.#", "$SYS/broker/x"}, {"$share.*.demo.*", "$share/g/demo/x"},
 	} {
 		f.Add(s[0], s[1])
 	}
@@ -57,6 +59,9 @@ func FuzzPatternCovers(f *testing.F) {
 		}
 		if !p.Covers(d) {
 			return
+		}
+		if len(p.segs) > 0 && wildcard(p.segs[0]) && strings.HasPrefix(filter, "$") {
+			t.Fatalf("%q starts with a wildcard but covers %q", pattern, filter)
 		}
 		for _, name := range instances(filter) {
 			if !p.Covers(Dest{Kind: p.kind, Exchange: p.exchange, Name: name}) {

@@ -75,6 +75,9 @@ type MQTTPacket struct {
 	Topic    []byte
 	Alias    uint16
 	PacketID uint16
+	// ResponseTopic is a PUBLISH's MQTT 5 response topic (nil for none):
+	// where a responder will publish on the client's behalf.
+	ResponseTopic []byte
 }
 
 // MQTTScanner frames and checks client packets incrementally: CONNECT
@@ -268,6 +271,11 @@ func (s *MQTTScanner) checkConnect(p *MQTTPacket) error {
 		if err := checkTopicName([]byte(pk.Connect.WillTopic)); err != nil {
 			return err
 		}
+		if rt := pk.Connect.WillProperties.ResponseTopic; rt != "" {
+			if err := checkResponseTopic([]byte(rt)); err != nil {
+				return err
+			}
+		}
 	}
 	s.Version, s.connected, s.Connect = pk.ProtocolVersion, true, pk
 	return nil
@@ -299,7 +307,7 @@ func (s *MQTTScanner) checkPublish(p *MQTTPacket) error {
 	}
 	if s.Version == 5 {
 		var err error
-		if off, p.Alias, err = checkProperties(b, off, MQTTPublish); err != nil {
+		if off, err = checkProperties(b, off, p); err != nil {
 			return err
 		}
 	}
@@ -318,6 +326,18 @@ func checkTopicName(t []byte) error {
 	}
 	if bytes.ContainsAny(t, "+#") {
 		return mqttErr(ErrMalformed, MQTTReasonTopicNameBad, "topic name %q holds a wildcard", clip(t))
+	}
+	return nil
+}
+
+// checkResponseTopic: a response topic is a topic name, so not empty and
+// without wildcards (MQTT-3.3.2-14, MQTT-4.7.3-1).
+func checkResponseTopic(t []byte) error {
+	if len(t) == 0 {
+		return mqttErr(ErrMalformed, MQTTReasonProtocolError, "empty response topic")
+	}
+	if !utf8.Valid(t) || bytes.IndexByte(t, 0) >= 0 || bytes.ContainsAny(t, "+#") {
+		return mqttErr(ErrMalformed, MQTTReasonProtocolError, "response topic %q is not a valid topic name", clip(t))
 	}
 	return nil
 }
@@ -384,7 +404,7 @@ func (s *MQTTScanner) checkAck(p *MQTTPacket) error {
 		return nil
 	}
 	if len(b) > 3 {
-		if _, _, err := checkProperties(b, 3, p.Type); err != nil {
+		if _, err := checkProperties(b, 3, p); err != nil {
 			return err
 		}
 	}
@@ -410,17 +430,17 @@ var mqttProps = map[byte]int{
 	0x22: propUint16, 0x23: propUint16, 0x26: propPair, 0x27: propUint32,
 }
 
-// checkProperties reads the property block at b[off:], returning the
-// offset after it and the topic alias it held (0 for none). Only PUBLISH
-// and the acknowledgements come here.
-func checkProperties(b []byte, off int, typ byte) (int, uint16, error) {
+// checkProperties reads p's property block at b[off:], returning the
+// offset after it; a PUBLISH's topic alias and response topic go into p.
+// Only PUBLISH and the acknowledgements come here.
+func checkProperties(b []byte, off int, p *MQTTPacket) (int, error) {
+	typ := p.Type
 	n, used, ok := MQTTVarInt(b[off:])
 	if !ok || off+used+n > len(b) {
-		return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property length runs past the packet")
+		return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property length runs past the packet")
 	}
 	end := off + used + n
 	var seen [64]bool
-	var alias uint16
 	for i := off + used; i < end; {
 		id := b[i]
 		i++
@@ -428,11 +448,11 @@ func checkProperties(b []byte, off int, typ byte) (int, uint16, error) {
 		allowed := known && (typ != MQTTPublish && (id == 0x1F || id == 0x26) ||
 			typ == MQTTPublish && (id == 0x01 || id == 0x02 || id == 0x03 || id == 0x08 || id == 0x09 || id == 0x23 || id == 0x26))
 		if !allowed {
-			return 0, 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x not allowed in packet type %d", id, typ)
+			return 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x not allowed in packet type %d", id, typ)
 		}
 		if id != 0x26 {
 			if seen[id] {
-				return 0, 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x repeated", id)
+				return 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x repeated", id)
 			}
 			seen[id] = true
 		}
@@ -441,14 +461,14 @@ func checkProperties(b []byte, off int, typ byte) (int, uint16, error) {
 		case propByte:
 			size = 1
 			if i < end && id == 0x01 && b[i] > 1 {
-				return 0, 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "payload format indicator %d", b[i])
+				return 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "payload format indicator %d", b[i])
 			}
 		case propUint16:
 			size = 2
 			if id == 0x23 {
 				if i+1 < end {
-					if alias = uint16(b[i])<<8 | uint16(b[i+1]); alias == 0 {
-						return 0, 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "topic alias 0")
+					if p.Alias = uint16(b[i])<<8 | uint16(b[i+1]); p.Alias == 0 {
+						return 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "topic alias 0")
 					}
 				}
 			}
@@ -456,33 +476,39 @@ func checkProperties(b []byte, off int, typ byte) (int, uint16, error) {
 			size = 4
 		case propString, propBinary:
 			if i+2 > end {
-				return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
+				return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
 			}
 			size = 2 + (int(b[i])<<8 | int(b[i+1]))
 			if kind == propString && i+size <= end {
 				if s := b[i+2 : i+size]; !utf8.Valid(s) || bytes.IndexByte(s, 0) >= 0 {
-					return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x is not valid UTF-8", id)
+					return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x is not valid UTF-8", id)
+				}
+			}
+			if id == 0x08 && i+size <= end {
+				p.ResponseTopic = b[i+2 : i+size]
+				if err := checkResponseTopic(p.ResponseTopic); err != nil {
+					return 0, err
 				}
 			}
 		case propPair:
 			for range 2 {
 				if i+2 > end {
-					return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property runs past the block")
+					return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property runs past the block")
 				}
 				l := int(b[i])<<8 | int(b[i+1])
 				if i+2+l > end || !utf8.Valid(b[i+2:i+2+l]) || bytes.IndexByte(b[i+2:i+2+l], 0) >= 0 {
-					return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property is not a valid UTF-8 pair")
+					return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property is not a valid UTF-8 pair")
 				}
 				i += 2 + l
 			}
 			continue
 		}
 		if i+size > end {
-			return 0, 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
+			return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
 		}
 		i += size
 	}
-	return end, alias, nil
+	return end, nil
 }
 
 // MQTTVarInt decodes an MQTT variable byte integer at the start of b: its

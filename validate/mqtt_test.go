@@ -144,6 +144,11 @@ func TestMQTTScannerRejects(t *testing.T) {
 		{"v5 subscription identifier from client", append(append([]byte(nil), c5...), 0x30, 0x06, 0, 1, 'a', 2, 0x0B, 1), ErrMalformed, MQTTReasonProtocolError},
 		{"v3 ack with extra bytes", append(append([]byte(nil), c4...), 0x40, 0x03, 0, 1, 0), ErrMalformed, MQTTReasonMalformed},
 		{"auth before v5", append(append([]byte(nil), c4...), 0xF0, 0x00), ErrMalformed, MQTTReasonProtocolError},
+		{"v5 wildcard in response topic", append(append([]byte(nil), c5...), 0x30, 10, 0, 1, 'a', 6, 0x08, 0, 3, 'r', '/', '#'), ErrMalformed, MQTTReasonProtocolError},
+		{"v5 empty response topic", append(append([]byte(nil), c5...), 0x30, 7, 0, 1, 'a', 3, 0x08, 0, 0), ErrMalformed, MQTTReasonProtocolError},
+		{"v5 repeated response topic", append(append([]byte(nil), c5...), 0x30, 13, 0, 1, 'a', 9, 0x08, 0, 1, 'r', 0x08, 0, 1, 's', 0), ErrMalformed, MQTTReasonProtocolError},
+		{"v5 wildcard in the will's response topic", []byte{0x10, 27, 0, 4, 'M', 'Q', 'T', 'T', 5, 0x06, 0, 60, 0, 0, 1, 'c',
+			6, 0x08, 0, 3, 'r', '/', '+', 0, 1, 'w', 0, 1, 'p'}, ErrMalformed, MQTTReasonProtocolError},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -162,6 +167,41 @@ func TestMQTTScannerRejects(t *testing.T) {
 	big := append(append([]byte(nil), c4...), publishPacket(t, 4, "a", 0, packets.Properties{})...)
 	if _, err := scanMQTT(t, MQTTLimits{MaxPacketBytes: 10}, big, 0); !errors.Is(err, ErrTooLarge) {
 		t.Fatalf("size limit: %v", err)
+	}
+}
+
+// The ACL needs a PUBLISH's response topic: the scanner shows it, without
+// allocating, and only where the packet has one.
+func TestMQTTScannerResponseTopic(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		props packets.Properties
+		qos   byte
+		want  string
+	}{
+		{"none", packets.Properties{ContentType: "x"}, 1, ""},
+		{"qos 0", packets.Properties{ResponseTopic: "r/1"}, 0, "r/1"},
+		{"among others", packets.Properties{ContentType: "x", ResponseTopic: "demo/reply", CorrelationData: []byte("c"), TopicAlias: 2, TopicAliasFlag: true}, 1, "demo/reply"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := NewMQTTScanner(MQTTLimits{})
+			if _, _, err := s.Next(connectPacket(t, 5)); err != nil {
+				t.Fatal(err)
+			}
+			pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: MQTTPublish, Qos: c.qos}, ProtocolVersion: 5,
+				TopicName: "a/b", PacketID: 7, Payload: []byte("hello"), Properties: c.props}
+			pk.Mods.AllowResponseInfo = true // or mochi leaves the response topic out
+			_, p, err := s.Next(encode(t, pk))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(p.ResponseTopic) != c.want || (c.want == "") != (p.ResponseTopic == nil) {
+				t.Fatalf("response topic %q, want %q", p.ResponseTopic, c.want)
+			}
+			if string(p.Topic) != "a/b" || p.Alias != c.props.TopicAlias {
+				t.Fatalf("topic %q alias %d", p.Topic, p.Alias)
+			}
+		})
 	}
 }
 

@@ -22,6 +22,7 @@ const (
 	reasonBadLogin        = 0x86 // bad user name or password
 	reasonNotAuthorized   = 0x87
 	reasonServerBusy      = 0x89
+	reasonBadAuthMethod   = 0x8C
 	returnUnavailableV311 = 0x03
 	returnBadLoginV311    = 0x04
 	returnNotAuthV311     = 0x05
@@ -35,12 +36,20 @@ const (
 	maxAliasTopics = 64 << 10 // bytes of topic names held for aliases
 )
 
-// acl is a session's ACL state.
+// acl is a session's ACL state. Everything but the SUBACK bookkeeping
+// belongs to the read loop. docs/security.md tables what is checked and
+// why.
 type acl struct {
-	open       bool              // the identity may touch every destination (read loop)
-	aliases    map[uint16]string // MQTT 5 topic aliases the client set (read loop)
-	aliasBytes int               // their topics' total length
-	last       []byte            // the last topic a PUBLISH was allowed to (read loop)
+	open bool // the identity may touch every destination
+	// allow is the route's policy for this identity (it logs refusals);
+	// set when open is false.
+	allow func(auth.Action, auth.Dest) error
+	// aliases are the MQTT 5 topic aliases the broker holds for this
+	// client: only those of PUBLISHes that were forwarded.
+	aliases      map[uint16][]byte
+	aliasBytes   int    // their topics' total length
+	last         []byte // the last topic a PUBLISH was allowed to
+	lastResponse []byte // the last response topic a PUBLISH was allowed to
 
 	mu       sync.Mutex
 	pending  map[uint16][]bool // SUBSCRIBE packet id -> which filters were refused
@@ -48,8 +57,8 @@ type acl struct {
 }
 
 // login settles the identity from CONNECT (or the upgrade's token), picks
-// the broker credential and checks the will topic. It returns false after
-// answering with a refusing CONNACK.
+// the broker credential and, for a restricted identity, applies the ACL to
+// the CONNECT. It returns false after answering with a refusing CONNACK.
 func (s *session) login() bool {
 	pk := &s.in.Connect
 	v := pk.ProtocolVersion
@@ -68,9 +77,10 @@ func (s *session) login() bool {
 	}
 	s.cred = cred
 	s.acl.open = s.Unrestricted()
-	if pk.Connect.WillFlag && !s.acl.open {
-		if err := s.Allow(auth.Publish, auth.Dest{Kind: auth.Topic, Name: pk.Connect.WillTopic}); err != nil {
-			s.refuseConnect(v, reasonNotAuthorized, returnNotAuthV311, "forbidden", "will topic: "+err.Error(), bridge.ClosePolicy)
+	if !s.acl.open {
+		s.acl.allow = s.Allow
+		if reason, code, err := s.acl.connect(pk); err != nil {
+			s.refuseConnect(v, reason, code, "forbidden", err.Error(), bridge.ClosePolicy)
 			return false
 		}
 	}
@@ -99,34 +109,85 @@ func disconnectWithReason(reason byte, text string) []byte {
 	return append(b, text...)
 }
 
-// publishAllowed applies the ACL to a PUBLISH, following MQTT 5 topic
-// aliases.
-func (s *session) publishAllowed(p *validate.MQTTPacket) error {
-	a := &s.acl
-	topic := p.Topic
-	if p.Alias != 0 {
-		if len(topic) > 0 {
-			if a.aliases == nil {
-				a.aliases = map[uint16]string{}
+// connect applies the ACL to a restricted identity's CONNECT and makes it
+// start a clean session. The will and its response topic are publishes
+// the broker makes for the client later. Enhanced authentication would
+// let the client pick the broker identity the gateway injects. A session
+// the broker kept under this client id holds subscriptions these rules
+// never checked (made under other roles, an older token or an older
+// gateway), and resuming it would deliver them; the CONNACK then says
+// no session was present, as it would after a broker restart.
+func (a *acl) connect(pk *packets.Packet) (reason, returnCode byte, err error) {
+	if pk.Properties.AuthenticationMethod != "" || len(pk.Properties.AuthenticationData) > 0 {
+		return reasonBadAuthMethod, returnNotAuthV311, errAuthMethod
+	}
+	c := &pk.Connect
+	if c.WillFlag {
+		if err := a.allow(auth.Publish, auth.Dest{Kind: auth.Topic, Name: c.WillTopic}); err != nil {
+			return reasonNotAuthorized, returnNotAuthV311, fmt.Errorf("will topic: %w", err)
+		}
+		if rt := c.WillProperties.ResponseTopic; rt != "" {
+			if err := a.allow(auth.Publish, auth.Dest{Kind: auth.Topic, Name: rt}); err != nil {
+				return reasonNotAuthorized, returnNotAuthV311, fmt.Errorf("will response topic: %w", err)
 			}
-			old, known := a.aliases[p.Alias]
-			if !known && len(a.aliases) >= maxAliases || a.aliasBytes-len(old)+len(topic) > maxAliasTopics {
-				return errTooManyAliases
-			}
-			a.aliases[p.Alias] = string(topic)
-			a.aliasBytes += len(topic) - len(old)
-		} else {
-			topic = []byte(a.aliases[p.Alias])
 		}
 	}
-	if a.last != nil && bytes.Equal(topic, a.last) {
+	c.Clean = true
+	return 0, 0, nil
+}
+
+var errAuthMethod = errors.New("enhanced authentication is not allowed for a restricted identity: the gateway picks the broker identity")
+
+// publish applies the ACL to a PUBLISH: its topic, following MQTT 5 topic
+// aliases as the broker holds them, and its response topic, where a
+// responder will publish for the client. A repeated topic is not looked
+// up again, so the hot path does not allocate.
+func (a *acl) publish(p *validate.MQTTPacket) error {
+	topic := p.Topic
+	if len(topic) == 0 { // validate: then there is an alias
+		topic = a.aliases[p.Alias] // nil when unknown: refused below
+	}
+	if err := a.allowPublish(&a.last, topic); err != nil {
+		return err
+	}
+	if p.ResponseTopic != nil {
+		if err := a.allowPublish(&a.lastResponse, p.ResponseTopic); err != nil {
+			return err
+		}
+	}
+	if p.Alias != 0 && len(p.Topic) > 0 {
+		return a.setAlias(p.Alias, p.Topic)
+	}
+	return nil
+}
+
+// allowPublish asks the policy about topic unless it equals *last, the
+// previous topic allowed in that place, and remembers it when allowed.
+func (a *acl) allowPublish(last *[]byte, topic []byte) error {
+	if *last != nil && bytes.Equal(topic, *last) {
 		return nil
 	}
-	err := s.Allow(auth.Publish, auth.Dest{Kind: auth.Topic, Name: string(topic)})
-	if err == nil {
-		a.last = append(a.last[:0], topic...)
+	if err := a.allow(auth.Publish, auth.Dest{Kind: auth.Topic, Name: string(topic)}); err != nil {
+		return err
 	}
-	return err
+	*last = append((*last)[:0], topic...)
+	return nil
+}
+
+// setAlias records an alias a forwarded PUBLISH sets. A refused PUBLISH
+// never reaches the broker, so its alias must not be recorded either:
+// the alias keeps the topic the broker has for it.
+func (a *acl) setAlias(alias uint16, topic []byte) error {
+	if a.aliases == nil {
+		a.aliases = map[uint16][]byte{}
+	}
+	old, known := a.aliases[alias]
+	if !known && len(a.aliases) >= maxAliases || a.aliasBytes-len(old)+len(topic) > maxAliasTopics {
+		return errTooManyAliases
+	}
+	a.aliases[alias] = bytes.Clone(topic) // a fresh copy: a reused one would keep its old capacity
+	a.aliasBytes += len(topic) - len(old)
+	return nil
 }
 
 var errTooManyAliases = fmt.Errorf("more than %d topic aliases or %d bytes of aliased topics", maxAliases, maxAliasTopics)
@@ -156,56 +217,103 @@ func (s *session) refusePublish(p *validate.MQTTPacket, err error) bool {
 }
 
 // subscribeFiltered applies the ACL to each filter of a SUBSCRIBE: a filter
-// is allowed only if every topic it can match is. When some are refused it
-// returns the packet to forward instead, rewritten without them (their
-// codes go back into the broker's SUBACK), or, when all are, the SUBACK
-// for the client; both nil: forward the packet as it is.
-func (s *session) subscribeFiltered() (rewritten, answer []byte, err error) {
+// is allowed only if every topic it can match is. It returns the packet to
+// forward, re-encoded from what was checked so the broker cannot read the
+// bytes differently, without the refused filters (their codes go back into
+// the broker's SUBACK); or, when all are refused, the SUBACK for the client.
+func (s *session) subscribeFiltered() (forward, answer []byte, err error) {
 	pk := s.in.Decoded
 	refused := make([]bool, len(pk.Filters))
 	n := 0
 	for i, f := range pk.Filters {
-		if s.Allow(auth.Subscribe, auth.Dest{Kind: auth.Topic, Name: unshared(f.Filter)}) != nil {
+		if err := s.acl.filter(f.Filter); err != nil {
+			if errors.Is(err, errShare) { // the policy logs its own refusals
+				o := &s.relay.opts
+				o.Log.Info("mqtt access denied", "route", o.Route, "remote", s.Remote, s.LogIdentity(),
+					"action", "subscribe", "destination", f.Filter, "reason", err.Error())
+			}
 			refused[i] = true
 			n++
 		}
 	}
-	switch {
-	case n == 0:
-		return nil, nil, nil
-	case n == len(pk.Filters):
+	if n == len(pk.Filters) {
 		return nil, suback(pk.ProtocolVersion, pk.PacketID, refused, nil), nil
 	}
-	kept := make(packets.Subscriptions, 0, len(pk.Filters)-n)
-	for i, f := range pk.Filters {
-		if !refused[i] {
-			kept = append(kept, f)
+	if n > 0 {
+		kept := make(packets.Subscriptions, 0, len(pk.Filters)-n)
+		for i, f := range pk.Filters {
+			if !refused[i] {
+				kept = append(kept, f)
+			}
 		}
+		pk.Filters = kept
 	}
-	pk.Filters = kept
 	var buf bytes.Buffer
 	if err := pk.SubscribeEncode(&buf); err != nil {
 		return nil, nil, err
 	}
-	s.acl.mu.Lock()
-	if s.acl.pending == nil {
-		s.acl.pending = map[uint16][]bool{}
+	if n > 0 {
+		s.acl.mu.Lock()
+		if s.acl.pending == nil {
+			s.acl.pending = map[uint16][]bool{}
+		}
+		s.acl.pending[pk.PacketID] = refused
+		s.acl.pendingN.Store(int32(len(s.acl.pending)))
+		s.acl.mu.Unlock()
 	}
-	s.acl.pending[pk.PacketID] = refused
-	s.acl.pendingN.Store(int32(len(s.acl.pending)))
-	s.acl.mu.Unlock()
 	return buf.Bytes(), nil, nil
 }
 
-// unshared strips a shared subscription's $share/<group>/ prefix: the
-// ACL is about the topics, not the group.
-func unshared(f string) string {
+// filter applies the ACL to one SUBSCRIBE topic filter.
+func (a *acl) filter(f string) error {
+	name, err := filterName(f)
+	if err != nil {
+		return err
+	}
+	return a.allow(auth.Subscribe, auth.Dest{Kind: auth.Topic, Name: name})
+}
+
+// errShare classes the refusals of shared subscriptions the ACL cannot
+// judge by their name.
+var errShare = errors.New("shared subscription")
+
+// filterName is the name the ACL judges for an MQTT topic filter.
+//
+// An MQTT + matches one level, and a level may hold dots, which the ACL
+// reads as separators: demo/+ matches demo/a.b, which demo.* does not
+// cover. So + is as wide as > (one or more segments) to the ACL.
+//
+// A shared subscription, $share/GROUP/FILTER, takes a share of what every
+// other member of GROUP gets, so the group matters as much as the topics:
+// the name keeps the $share/GROUP/ prefix and a rule must name the group
+// ($share/workers/demo.*, or $share/*/demo.* for any group; $share is a $
+// name, so no wildcard-first pattern covers it). A group with a dot would
+// read as two segments and could pass for part of the topic; a shared $
+// filter would hide its $ behind the group. Both are refused.
+func filterName(f string) (string, error) {
+	prefix := ""
 	if rest, ok := strings.CutPrefix(f, "$share/"); ok {
-		if _, filter, ok := strings.Cut(rest, "/"); ok {
-			return filter
+		group, inner, ok := strings.Cut(rest, "/")
+		switch {
+		case !ok || group == "" || inner == "":
+			return "", fmt.Errorf("%w %q: want $share/GROUP/FILTER", errShare, f)
+		case strings.Contains(group, "."):
+			return "", fmt.Errorf("%w %q: a share name with '.' is not allowed under an ACL", errShare, f)
+		case strings.HasPrefix(inner, "$"):
+			return "", fmt.Errorf("%w %q: shared subscriptions to $ topics are not allowed under an ACL", errShare, f)
+		}
+		prefix, f = f[:len(f)-len(inner)], inner
+	}
+	if !strings.Contains(f, "+") {
+		return prefix + f, nil
+	}
+	levels := strings.Split(f, "/")
+	for i, l := range levels {
+		if l == "+" {
+			levels[i] = ">"
 		}
 	}
-	return f
+	return prefix + strings.Join(levels, "/"), nil
 }
 
 // suback encodes a SUBACK for len(refused) filters: refused ones get

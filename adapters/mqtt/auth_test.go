@@ -194,7 +194,7 @@ func TestAuthPublishSubscribeV5(t *testing.T) {
 func TestAuthPublishSubscribeV311(t *testing.T) {
 	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: brokertest.Mosquitto(t), Auth: authtest.JWTPolicy(t, nil)}})
 	c := loggedIn(t, url, 4, "rita", "reader")
-	c.send(t, subscribe(t, 4, 1, "demo/+", "secret/#"))
+	c.send(t, subscribe(t, 4, 1, "demo/x", "secret/#"))
 	if ack := c.next(t); !bytes.Equal(ack, []byte{0x90, 0x04, 0x00, 0x01, 0x01, 0x80}) {
 		t.Fatalf("SUBACK %x, want granted QoS 1 and 0x80", ack)
 	}

@@ -120,7 +120,7 @@ func (s *session) OnMessage(data []byte) {
 			start = off + n
 		case s.acl.open:
 		case p.Type == validate.MQTTPublish:
-			if err := s.publishAllowed(p); err != nil {
+			if err := s.acl.publish(p); err != nil {
 				// Packets before the refused one were allowed: they go.
 				if off > start && !s.forward(data[start:off]) || !s.refusePublish(p, err) {
 					return
@@ -129,17 +129,23 @@ func (s *session) OnMessage(data []byte) {
 			}
 		case p.Type == validate.MQTTSubscribe:
 			rewritten, answer, err := s.subscribeFiltered()
-			switch {
-			case err != nil:
+			if err != nil {
 				s.finish("rejected", nil, "re-encoding SUBSCRIBE: "+err.Error(), bridge.CloseProtocolError)
 				return
-			case rewritten != nil || answer != nil:
-				if off > start && !s.forward(data[start:off]) ||
-					rewritten != nil && !s.forward(rewritten) || answer != nil && !s.Write(gws.OpcodeBinary, answer) {
-					return
-				}
-				start = off + n
 			}
+			if off > start && !s.forward(data[start:off]) ||
+				rewritten != nil && !s.forward(rewritten) || answer != nil && !s.Write(gws.OpcodeBinary, answer) {
+				return
+			}
+			start = off + n
+		case p.Type == validate.MQTTAuth:
+			// Re-authentication could change the broker identity the
+			// gateway chose (see acl.connect).
+			if off > start && !s.forward(data[start:off]) {
+				return
+			}
+			s.finish("forbidden", disconnectWithReason(reasonNotAuthorized, "re-authentication not allowed"), errAuthMethod.Error(), bridge.ClosePolicy)
+			return
 		}
 		off += n
 	}

@@ -172,6 +172,7 @@ func enc(t *testing.T, pk packets.Packet) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	var err error
+	pk.Mods.AllowResponseInfo = true // or mochi leaves response topics out
 	switch pk.FixedHeader.Type {
 	case packets.Connect:
 		if pk.Connect.ProtocolName == nil {
@@ -182,6 +183,8 @@ func enc(t *testing.T, pk packets.Packet) []byte {
 		err = pk.PublishEncode(&b)
 	case packets.Subscribe:
 		err = pk.SubscribeEncode(&b)
+	case packets.Unsubscribe:
+		err = pk.UnsubscribeEncode(&b)
 	}
 	if err != nil {
 		t.Fatal(err)
