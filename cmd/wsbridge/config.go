@@ -158,15 +158,15 @@ type SSEConfig struct {
 
 // LimitsConfig bounds what clients may do.
 type LimitsConfig struct {
-	MaxConnections      int               `yaml:"max_connections"`
-	MaxConnectionsPerIP int               `yaml:"max_connections_per_ip"`
-	HandshakesPerSecond float64           `yaml:"handshakes_per_second"`
-	HandshakeBurst      int               `yaml:"handshake_burst"`
+	MaxConnections      int     `yaml:"max_connections"`
+	MaxConnectionsPerIP int     `yaml:"max_connections_per_ip"`
+	HandshakesPerSecond float64 `yaml:"handshakes_per_second"`
+	HandshakeBurst      int     `yaml:"handshake_burst"`
 	// MemoryBytes is the budget for everything held for clients.
-	MemoryBytes int `yaml:"memory_bytes"`
-	STOMP               STOMPLimitsConfig `yaml:"stomp"`
-	MQTT                MQTTLimitsConfig  `yaml:"mqtt"`
-	AMQP                AMQPLimitsConfig  `yaml:"amqp"`
+	MemoryBytes int               `yaml:"memory_bytes"`
+	STOMP       STOMPLimitsConfig `yaml:"stomp"`
+	MQTT        MQTTLimitsConfig  `yaml:"mqtt"`
+	AMQP        AMQPLimitsConfig  `yaml:"amqp"`
 
 	// LoginTimeout is a pointer so that an explicit 0s, which would read
 	// as "no deadline", is refused rather than taken for unset.
