@@ -61,6 +61,10 @@ type SessionEvents interface {
 	OnClose(err error)
 	// Begin starts the session once Admission has admitted it.
 	Begin(ws *gws.Conn, remote string, release func())
+	// Refuse ends the session over a message the WebSocket layer refused
+	// (too large, too slow, over the memory budget): the protocol's own
+	// error first where it has one. Session's own sends only the close.
+	Refuse(r Refusal)
 }
 
 // Handler dispatches gws events to the connection's SessionEvents.
@@ -68,7 +72,12 @@ type Handler struct{}
 
 func (Handler) OnOpen(*gws.Conn) {}
 
-func (Handler) OnClose(c *gws.Conn, err error) { c.Session().(SessionEvents).OnClose(err) }
+func (Handler) OnClose(c *gws.Conn, err error) {
+	c.Session().(SessionEvents).OnClose(err)
+	if wc, ok := c.NetConn().(*wsConn); ok {
+		wc.readEnded()
+	}
+}
 
 func (Handler) OnPing(c *gws.Conn, p []byte) {
 	s := c.Session().(SessionEvents).Core()
@@ -182,6 +191,10 @@ func (s *Session) loginBegun() bool {
 	}
 	return s.login == loginReached
 }
+
+// Refuse implements SessionEvents for a protocol with no error of its own
+// to send: the close alone carries the reason.
+func (s *Session) Refuse(r Refusal) { s.Finish(r.Outcome, r.Reason, r.Code, 0, nil) }
 
 // Closing reports whether the session has begun to end.
 func (s *Session) Closing() bool { return s.closing.Load() }

@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -50,6 +52,13 @@ type WSOptions struct {
 	// pings keep it alive, so without this bound idle sockets alone could
 	// fill the gateway. Zero takes the default: there is no "off".
 	LoginTimeout time.Duration
+	// MessageTimeout bounds how long one message may take to arrive once
+	// its first bytes have: a message being assembled holds memory, so a
+	// client may not trickle it.
+	MessageTimeout time.Duration
+	// Budget, shared by every route, bounds the bytes held in messages
+	// being assembled, with everything else held for clients; nil: none.
+	Budget *Budget
 	// Compression offers permessage-deflate (no context takeover).
 	Compression bool
 }
@@ -57,7 +66,9 @@ type WSOptions struct {
 // DefaultWSOptions are used where the config is silent.
 func DefaultWSOptions() WSOptions {
 	return WSOptions{
-		MaxMessageBytes:  256 << 10,
+		// A 1 MiB application message with its protocol's framing and
+		// headers: what browsers' clients send without a second thought.
+		MaxMessageBytes:  1<<20 + 64<<10,
 		ReadBufferBytes:  1 << 10,
 		PingInterval:     30 * time.Second,
 		WriteTimeout:     10 * time.Second,
@@ -69,6 +80,9 @@ func DefaultWSOptions() WSOptions {
 		// slow proxy, and, with handshake_timeout, bounds what a client
 		// that never logs in holds a slot for to ~10 s.
 		LoginTimeout: 5 * time.Second,
+		// A 1 MiB message needs 0.6 Mbit/s to arrive in time: a poor
+		// mobile link, not a trickle.
+		MessageTimeout: 15 * time.Second,
 	}
 }
 
@@ -76,6 +90,7 @@ func DefaultWSOptions() WSOptions {
 // adapter's subprotocols and one for clients that offer none (a gws
 // Upgrader with SubProtocols set rejects those).
 type Upgraders struct {
+	opts         WSOptions
 	subprotocols []string
 	with         *gws.Upgrader
 	without      *gws.Upgrader
@@ -100,7 +115,7 @@ func NewUpgraders(h gws.Event, o WSOptions, subprotocols []string, newSession fu
 			},
 		}
 	}
-	u := &Upgraders{subprotocols: subprotocols, without: gws.NewUpgrader(h, opt(nil))}
+	u := &Upgraders{opts: o, subprotocols: subprotocols, without: gws.NewUpgrader(h, opt(nil))}
 	if len(subprotocols) > 0 {
 		u.with = gws.NewUpgrader(h, opt(subprotocols))
 	}
@@ -116,22 +131,49 @@ func (u *Upgraders) Upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, 
 		Error(w, http.StatusUpgradeRequired, "this endpoint speaks WebSocket; connect with a WebSocket client")
 		return nil, errors.New("not a WebSocket upgrade request")
 	}
-	offered := r.Header.Values("Sec-Websocket-Protocol")
+	up := u.pick(r.Header.Values("Sec-Websocket-Protocol"))
+	if up == nil {
+		msg := fmt.Sprintf("no supported subprotocol offered; this endpoint speaks %s", strings.Join(u.subprotocols, ", "))
+		Error(w, http.StatusBadRequest, msg)
+		return nil, fmt.Errorf("%s", msg)
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		Error(w, http.StatusInternalServerError, "this connection cannot be upgraded")
+		return nil, errors.New("the response writer cannot hijack")
+	}
+	nc, brw, err := hj.Hijack()
+	if err != nil {
+		return nil, err
+	}
+	wc := newWSConn(nc, u.opts)
+	if n := brw.Reader.Buffered(); n > 0 { // frames sent before the 101
+		wc.early, _ = brw.Reader.Peek(n)
+		wc.early = bytes.Clone(wc.early)
+	}
+	ws, err := up.UpgradeFromConn(wc, bufio.NewReaderSize(wc, u.opts.ReadBufferBytes), r)
+	if err != nil {
+		wc.closeSocket()
+	}
+	return ws, err
+}
+
+// pick is the upgrader for a client offering these subprotocols, nil when
+// it offers only others.
+func (u *Upgraders) pick(offered []string) *gws.Upgrader {
 	if len(offered) == 0 || u.with == nil {
-		return u.without.Upgrade(w, r)
+		return u.without
 	}
 	for _, line := range offered {
 		for _, p := range strings.Split(line, ",") {
 			for _, ours := range u.subprotocols {
 				if strings.TrimSpace(p) == ours {
-					return u.with.Upgrade(w, r)
+					return u.with
 				}
 			}
 		}
 	}
-	msg := fmt.Sprintf("no supported subprotocol offered; this endpoint speaks %s", strings.Join(u.subprotocols, ", "))
-	Error(w, http.StatusBadRequest, msg)
-	return nil, fmt.Errorf("%s", msg)
+	return nil
 }
 
 // Keepalive pings a WebSocket connection that has been quiet for an
@@ -276,6 +318,9 @@ func (a *Admission) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ev := ws.Session().(SessionEvents)
 	core := ev.Core()
 	core.adm, core.Identity, core.client = a, id, ClientIP(r)
+	if wc, ok := ws.NetConn().(*wsConn); ok {
+		wc.refuse = ev.Refuse
+	}
 	// The session starts before it is registered: shutdown must never ask
 	// a half-made session to go away. Its slot is released from OnClose,
 	// on the read loop started below, so after the assignment.

@@ -65,7 +65,7 @@ func DefaultOptions() Options {
 		WriteTimeout:    10 * time.Second,
 		FlushInterval:   20 * time.Millisecond,
 		MaxTopics:       16,
-		MaxPublishBytes: 64 << 10,
+		MaxPublishBytes: 1 << 20, // a 1 MiB message, as on every other route
 		PublishTimeout:  10 * time.Second,
 	}
 }

@@ -116,6 +116,23 @@ func (s *session) closeConnection(outcome, reason string, code uint16, reply int
 	})
 }
 
+// Refuse implements bridge.SessionEvents: connection.close (501
+// frame-error for a message too large or too slow, 506 resource-error
+// when the gateway's memory budget is spent), then the WebSocket close
+// at once. The client's close-ok would come behind the rest of the refused
+// message, which is no longer read.
+func (s *session) Refuse(r bridge.Refusal) {
+	reply, text := 501, "FRAME_ERROR - "
+	if r.Outcome == bridge.OutcomeOverBudget {
+		reply, text = 506, "RESOURCE_ERROR - "
+	}
+	s.closeOnce.Do(func() {
+		s.awaitingOk.Store(true)
+		s.Write(gws.OpcodeBinary, connectionClose(reply, text+r.Reason))
+		s.Finish(r.Outcome, r.Reason, r.Code, 0, nil)
+	})
+}
+
 // Begin implements bridge.SessionEvents.
 func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts

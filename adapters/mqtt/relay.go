@@ -96,6 +96,25 @@ func (s *session) GoAway(reason string) {
 	s.finish("shutdown", answer, reason, bridge.CloseGoingAway)
 }
 
+// Refuse implements bridge.SessionEvents: MQTT 5 clients past CONNECT get
+// DISCONNECT 0x95 (packet too large), 0x97 (quota exceeded: the memory
+// budget) or 0x81 (a packet that did not arrive in time is malformed);
+// MQTT 3.1.1 has no such packet, and the close carries the reason.
+func (s *session) Refuse(r bridge.Refusal) {
+	var answer []byte
+	if s.version.Load() == 5 {
+		reason := byte(0x81)
+		switch r.Outcome {
+		case bridge.OutcomeTooLarge:
+			reason = 0x95
+		case bridge.OutcomeOverBudget:
+			reason = 0x97
+		}
+		answer = disconnectWithReason(reason, r.Reason)
+	}
+	s.finish(r.Outcome, answer, r.Reason, r.Code)
+}
+
 // OnMessage handles one client WebSocket message.
 func (s *session) OnMessage(data []byte) {
 	start, off := 0, 0

@@ -58,6 +58,10 @@ func (s *session) GoAway(reason string) {
 	s.finish("shutdown", reason, reason, bridge.CloseGoingAway)
 }
 
+// Refuse implements bridge.SessionEvents: an ERROR naming the limit,
+// then the close.
+func (s *session) Refuse(r bridge.Refusal) { s.finish(r.Outcome, r.Reason, r.Reason, r.Code) }
+
 // OnMessage handles one client WebSocket message.
 func (s *session) OnMessage(data []byte) {
 	// Escaping follows the version the broker chose, which may be lower

@@ -138,6 +138,7 @@ type WebSocketConfig struct {
 	PingInterval     Duration `yaml:"ping_interval"`
 	WriteTimeout     Duration `yaml:"write_timeout"`
 	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	MessageTimeout   Duration `yaml:"message_timeout"`
 	Compression      bool     `yaml:"compression"`
 }
 
@@ -162,12 +163,14 @@ type LimitsConfig struct {
 	HandshakesPerSecond float64 `yaml:"handshakes_per_second"`
 	HandshakeBurst      int     `yaml:"handshake_burst"`
 	// Password checks bound users-mode logins (auth.HashLimits).
-	PasswordChecks      int               `yaml:"password_checks"`
-	PasswordChecksPerIP int               `yaml:"password_checks_per_ip"`
-	PasswordCheckWait   Duration          `yaml:"password_check_wait"`
-	STOMP               STOMPLimitsConfig `yaml:"stomp"`
-	MQTT                MQTTLimitsConfig  `yaml:"mqtt"`
-	AMQP                AMQPLimitsConfig  `yaml:"amqp"`
+	PasswordChecks      int      `yaml:"password_checks"`
+	PasswordChecksPerIP int      `yaml:"password_checks_per_ip"`
+	PasswordCheckWait   Duration `yaml:"password_check_wait"`
+	// MemoryBytes is the budget for everything held for clients.
+	MemoryBytes int               `yaml:"memory_bytes"`
+	STOMP       STOMPLimitsConfig `yaml:"stomp"`
+	MQTT        MQTTLimitsConfig  `yaml:"mqtt"`
+	AMQP        AMQPLimitsConfig  `yaml:"amqp"`
 
 	// LoginTimeout is a pointer so that an explicit 0s, which would read
 	// as "no deadline", is refused rather than taken for unset.
@@ -479,6 +482,7 @@ func (cfg *Config) check(c *checker) {
 	c.durIn("websocket.ping_interval", &ws.PingInterval, d.PingInterval, time.Second, time.Hour)
 	c.durIn("websocket.write_timeout", &ws.WriteTimeout, d.WriteTimeout, 100*time.Millisecond, 5*time.Minute)
 	c.durIn("websocket.handshake_timeout", &ws.HandshakeTimeout, d.HandshakeTimeout, 100*time.Millisecond, time.Minute)
+	c.durIn("websocket.message_timeout", &ws.MessageTimeout, d.MessageTimeout, 100*time.Millisecond, 10*time.Minute)
 
 	sc, sd := &cfg.SSE, sse.DefaultOptions()
 	c.durIn("sse.heartbeat", &sc.Heartbeat, sd.Heartbeat, 100*time.Millisecond, 10*time.Minute)
@@ -503,6 +507,7 @@ func (cfg *Config) check(c *checker) {
 		c.fail("limits.handshakes_per_second", "%g is out of range [0.01, 1000000]", *hs)
 	}
 	c.intIn("limits.handshake_burst", &cfg.Limits.HandshakeBurst, 100, 1, 1_000_000)
+	c.intIn("limits.memory_bytes", &cfg.Limits.MemoryBytes, bridge.DefaultMemoryBytes, 1<<20, 1<<40)
 	if lt := &cfg.Limits.LoginTimeout; *lt == nil {
 		v := Duration(d.LoginTimeout)
 		*lt = &v
@@ -514,12 +519,14 @@ func (cfg *Config) check(c *checker) {
 	c.intIn("limits.password_checks_per_ip", &cfg.Limits.PasswordChecksPerIP, hl.PerClient, 1, 1_000_000)
 	c.durIn("limits.password_check_wait", &cfg.Limits.PasswordCheckWait, hl.Wait, time.Millisecond, time.Minute)
 	sl := &cfg.Limits.STOMP
-	c.intIn("limits.stomp.max_frame_bytes", &sl.MaxFrameBytes, 128<<10, 256, 64<<20)
+	// A frame as large as the largest message: what a client sends in
+	// one WebSocket message, STOMP carries in one frame.
+	c.intIn("limits.stomp.max_frame_bytes", &sl.MaxFrameBytes, d.MaxMessageBytes, 256, 64<<20)
 	c.intIn("limits.stomp.max_headers", &sl.MaxHeaders, 64, 1, 10000)
 	c.intIn("limits.stomp.max_header_line_bytes", &sl.MaxHeaderLineBytes, 8<<10, 64, 1<<20)
 	c.intIn("limits.stomp.max_broker_frame_bytes", &sl.MaxBrokerFrameBytes, 16<<20, 1<<10, 1<<30)
 	ml := &cfg.Limits.MQTT
-	c.intIn("limits.mqtt.max_packet_bytes", &ml.MaxPacketBytes, 256<<10, 16, 256<<20)
+	c.intIn("limits.mqtt.max_packet_bytes", &ml.MaxPacketBytes, d.MaxMessageBytes, 16, 256<<20)
 	c.intIn("limits.mqtt.max_broker_packet_bytes", &ml.MaxBrokerPacketBytes, 16<<20, 1<<10, 256<<20)
 	al, ad := &cfg.Limits.AMQP, validate.DefaultAMQPLimits()
 	c.intIn("limits.amqp.max_frame_bytes", &al.MaxFrameBytes, ad.MaxFrameBytes, validate.AMQPMinFrameMax, 64<<20)

@@ -32,8 +32,12 @@ func TestConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Listen != ":8080" || cfg.WebSocket.MaxMessageBytes != 256<<10 || time.Duration(cfg.WebSocket.PingInterval) != 30*time.Second ||
-		cfg.Limits.STOMP.MaxFrameBytes != 128<<10 || cfg.Backends["b"].VHost != "/" || cfg.Limits.MaxConnections != 10000 {
+	// A 1 MiB application message passes every default on its way.
+	const mib = 1 << 20
+	if cfg.Listen != ":8080" || cfg.WebSocket.MaxMessageBytes <= mib || time.Duration(cfg.WebSocket.PingInterval) != 30*time.Second ||
+		cfg.Limits.STOMP.MaxFrameBytes <= mib || cfg.Limits.MQTT.MaxPacketBytes <= mib || cfg.SSE.MaxPublishBytes < mib ||
+		time.Duration(cfg.WebSocket.MessageTimeout) != 15*time.Second || cfg.Limits.MemoryBytes != 1<<30 ||
+		cfg.Backends["b"].VHost != "/" || cfg.Limits.MaxConnections != 10000 {
 		t.Fatalf("defaults not applied: %+v", cfg)
 	}
 	if got := time.Duration(*cfg.Limits.LoginTimeout); got != 5*time.Second {

@@ -299,6 +299,8 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		WriteTimeout:     time.Duration(cfg.WebSocket.WriteTimeout),
 		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout),
 		LoginTimeout:     time.Duration(*cfg.Limits.LoginTimeout),
+		MessageTimeout:   time.Duration(cfg.WebSocket.MessageTimeout),
+		Budget:           bridge.NewBudget(int64(cfg.Limits.MemoryBytes)),
 		Compression:      cfg.WebSocket.Compression,
 	}
 	creds := map[string]*keyring.Credential{}

@@ -1,0 +1,55 @@
+package bridge
+
+import "sync/atomic"
+
+// Budget is the process-wide bound on the bytes the gateway holds for its
+// clients (messages being assembled, and whatever else takes from it):
+// past it new work is refused rather than the process running out of
+// memory. A nil Budget has no bound.
+type Budget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// DefaultMemoryBytes is the budget where the config is silent: room for
+// a thousand 1 MiB messages in flight at once, far less than a machine
+// running a gateway has, and far more than its well-behaved clients hold.
+const DefaultMemoryBytes = 1 << 30
+
+// NewBudget makes a budget of limit bytes.
+func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Take reserves n bytes, or reports that the budget cannot spare them.
+func (b *Budget) Take(n int64) bool {
+	if b == nil || n <= 0 {
+		return true
+	}
+	if b.used.Add(n) > b.limit {
+		b.used.Add(-n)
+		return false
+	}
+	return true
+}
+
+// Give returns n bytes taken before.
+func (b *Budget) Give(n int64) {
+	if b != nil && n > 0 {
+		b.used.Add(-n)
+	}
+}
+
+// Used is how many bytes are taken now.
+func (b *Budget) Used() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.used.Load()
+}
+
+// Limit is the budget's size.
+func (b *Budget) Limit() int64 {
+	if b == nil {
+		return 0
+	}
+	return b.limit
+}

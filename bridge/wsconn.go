@@ -1,0 +1,353 @@
+package bridge
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Refusal is why the gateway refuses a client's WebSocket message before
+// the protocol sees it. The adapter answers with its protocol's own error
+// carrying Reason, then closes with Code.
+type Refusal struct {
+	Outcome string // for the close log line
+	Reason  string // for the client: names the limit and its config key
+	Code    uint16
+}
+
+// Outcomes of the refusals wsConn makes.
+const (
+	OutcomeTooLarge       = "too_large"
+	OutcomeMessageTimeout = "message_timeout"
+	OutcomeOverBudget     = "over_budget"
+)
+
+// Lingering close: after the gateway's close frame, what the client still
+// sends is read and dropped for up to lingerTime or lingerBytes, so that
+// its stack reads the close frame instead of a reset (which is what
+// closing a socket with unread data sends).
+const (
+	lingerTime  = time.Second
+	lingerBytes = 4 << 20
+)
+
+// frameCursor follows WebSocket frame boundaries in a byte stream, reading
+// only headers: payloads are skipped whole.
+type frameCursor struct {
+	hdr      [14]byte
+	hn, need int    // header bytes held, and needed once known
+	left     uint64 // payload bytes of the current frame still to come
+	op       byte   // the current frame's opcode
+	fin      bool
+}
+
+// What frameCursor.step reached.
+const (
+	stepMore    = iota // b is used up within a header or payload
+	stepHeader         // a header is complete: op, fin and left describe the frame
+	stepPayload        // the current frame's payload has ended
+)
+
+// step consumes b up to the next header's end or the current payload's
+// end, whichever comes first, and says which it reached.
+func (f *frameCursor) step(b []byte) (int, int) {
+	if f.left > 0 {
+		k := min(uint64(len(b)), f.left)
+		f.left -= k
+		if f.left == 0 {
+			return int(k), stepPayload
+		}
+		return int(k), stepMore
+	}
+	for i, c := range b {
+		f.hdr[f.hn] = c
+		f.hn++
+		if f.hn == 2 {
+			f.need = 2
+			switch f.hdr[1] & 0x7f {
+			case 126:
+				f.need += 2
+			case 127:
+				f.need += 8
+			}
+			if f.hdr[1]&0x80 != 0 {
+				f.need += 4
+			}
+		}
+		if f.hn < 2 || f.hn < f.need {
+			continue
+		}
+		switch l := f.hdr[1] & 0x7f; l {
+		case 126:
+			f.left = uint64(binary.BigEndian.Uint16(f.hdr[2:]))
+		case 127:
+			f.left = binary.BigEndian.Uint64(f.hdr[2:])
+		default:
+			f.left = uint64(l)
+		}
+		f.hn, f.op, f.fin = 0, f.hdr[0]&0x0f, f.hdr[0]&0x80 != 0
+		return i + 1, stepHeader
+	}
+	return len(b), stepMore
+}
+
+// wsConn is a client's connection as gws reads and writes it. It follows
+// the WebSocket frame headers in the bytes passing through, so that a
+// message over the size limit, one that does not complete in time, or one
+// the memory budget cannot hold is refused at its header, before gws
+// allocates it (gws allocates a frame's declared length up front). Its
+// Close is a lingering close.
+type wsConn struct {
+	net.Conn
+	maxMessage int64
+	timeout    time.Duration
+	budget     *Budget
+	// refuse answers a refusal the protocol's way and finishes the
+	// session; set before the read loop starts.
+	refuse func(Refusal)
+
+	// The read loop's.
+	early      []byte // bytes the client sent before the upgrade's answer
+	cur        frameCursor
+	inMsg      bool  // a data message has begun and not ended
+	msgBytes   int64 // its declared length so far
+	held       int64 // what it holds of the budget
+	timed      bool  // its timer is armed
+	pending    *Refusal
+	draining   bool
+	peerClosed bool // the client's close frame has been seen
+
+	timer   *time.Timer // the message timeout; made on first use
+	refused atomic.Bool
+	state   atomic.Uint32 // a connState; changed under mu
+	mu      sync.Mutex
+}
+
+type connState = uint32
+
+const (
+	connOpen    connState = iota
+	connClosing           // Close was called: the read loop drains, then closes
+	connReadEnd           // the read loop has ended: Close closes at once
+	connClosed
+)
+
+func newWSConn(c net.Conn, o WSOptions) *wsConn {
+	return &wsConn{Conn: c, maxMessage: int64(o.MaxMessageBytes), timeout: o.MessageTimeout, budget: o.Budget}
+}
+
+// Read passes the client's bytes to gws, following frame headers. A
+// refused message is not passed on: gws gets the messages before it, then
+// the session is refused, and from then on Read drains and ends with EOF.
+func (c *wsConn) Read(p []byte) (int, error) {
+	if c.pending != nil {
+		c.fire(*c.pending)
+		c.pending = nil
+	}
+	if c.draining || c.refused.Load() || c.state.Load() != connOpen {
+		return 0, c.drain()
+	}
+	var n int
+	var err error
+	if len(c.early) > 0 {
+		n = copy(p, c.early)
+		c.early = c.early[n:]
+	} else {
+		n, err = c.Conn.Read(p)
+	}
+	if n == 0 {
+		return n, err
+	}
+	keep, r := c.scan(p[:n])
+	if r != nil {
+		if keep == 0 {
+			c.fire(*r)
+			return 0, c.drain()
+		}
+		c.pending = r // gws handles the messages before it first
+		return keep, nil
+	}
+	return n, err
+}
+
+// fire refuses the session once.
+func (c *wsConn) fire(r Refusal) {
+	if c.refused.CompareAndSwap(false, true) && c.refuse != nil {
+		c.refuse(r)
+	}
+}
+
+// scan follows the frames in b. It returns how many bytes of b gws may
+// have, and a refusal when a message breaks a limit: then gws gets only the
+// bytes up to the end of the last whole message.
+func (c *wsConn) scan(b []byte) (int, *Refusal) {
+	whole := 0 // b[:whole] ends at a message boundary
+	for i := 0; i < len(b); {
+		k, at := c.cur.step(b[i:])
+		i += k
+		switch at {
+		case stepHeader:
+			if c.cur.op < 8 { // a data frame
+				if c.cur.op != 0 { // a new message (gws refuses one inside another)
+					c.inMsg, c.msgBytes = true, 0
+				}
+				if c.cur.left > uint64(c.maxMessage-c.msgBytes) {
+					c.peerClosed = c.sawClose(b[i:]) // keep following the frames, to drain
+					return whole, &Refusal{Outcome: OutcomeTooLarge, Code: CloseTooLarge,
+						Reason: fmt.Sprintf("message larger than %d bytes (websocket.max_message_bytes)", c.maxMessage)}
+				}
+				c.msgBytes += int64(c.cur.left)
+			}
+			if c.cur.left == 0 && c.frameDone() {
+				whole = i
+			}
+		case stepPayload:
+			if c.frameDone() {
+				whole = i
+			}
+		}
+	}
+	if r := c.hold(); r != nil {
+		return whole, r
+	}
+	return len(b), nil
+}
+
+// frameDone ends the current frame; it reports whether that leaves no
+// message open.
+func (c *wsConn) frameDone() bool {
+	if c.cur.op < 8 && c.cur.fin {
+		c.inMsg = false
+	}
+	return !c.inMsg
+}
+
+// hold settles what an incomplete message holds once a read has been
+// scanned: its declared length against the budget, and the time it has
+// to complete. A whole message holds nothing here: gws hands it over at
+// once.
+func (c *wsConn) hold() *Refusal {
+	if !c.inMsg {
+		if c.held > 0 || c.timed {
+			c.release()
+		}
+		return nil
+	}
+	if more := c.msgBytes - c.held; more > 0 {
+		if !c.budget.Take(more) {
+			return &Refusal{Outcome: OutcomeOverBudget, Code: CloseTryAgainLater,
+				Reason: "the gateway holds as much for its clients as it may (limits.memory_bytes); retry later"}
+		}
+		c.held += more
+	}
+	if !c.timed && c.timeout > 0 {
+		c.timed = true
+		if c.timer == nil {
+			c.timer = time.AfterFunc(c.timeout, c.timedOut)
+		} else {
+			c.timer.Reset(c.timeout)
+		}
+	}
+	return nil
+}
+
+// release gives back what an incomplete message held.
+func (c *wsConn) release() {
+	if c.timed {
+		c.timer.Stop()
+		c.timed = false
+	}
+	c.budget.Give(c.held)
+	c.held = 0
+}
+
+func (c *wsConn) timedOut() {
+	c.fire(Refusal{Outcome: OutcomeMessageTimeout, Code: ClosePolicy,
+		Reason: fmt.Sprintf("message not completed within %s (websocket.message_timeout)", c.timeout)})
+	// The read loop may be waiting for the rest of that message: wake it.
+	c.Conn.SetReadDeadline(time.Now())
+}
+
+// drain reads and drops what the client still sends, until its close
+// frame, EOF, or the linger bounds; then closes the socket. It returns
+// the error gws ends its read loop with.
+func (c *wsConn) drain() error {
+	if !c.draining {
+		c.draining = true
+		c.release()
+		c.Conn.SetReadDeadline(time.Now().Add(lingerTime))
+	}
+	var buf [4096]byte
+	for drained := 0; !c.peerClosed && drained < lingerBytes; {
+		n, err := c.Conn.Read(buf[:])
+		drained += n
+		c.peerClosed = c.sawClose(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	c.closeSocket()
+	return io.EOF
+}
+
+// sawClose follows drained bytes and reports the client's close frame.
+func (c *wsConn) sawClose(b []byte) bool {
+	for i := 0; i < len(b); {
+		k, at := c.cur.step(b[i:])
+		i += k
+		if (at == stepHeader && c.cur.left == 0 || at == stepPayload) && c.cur.op == 8 {
+			return true
+		}
+	}
+	return false
+}
+
+// Close begins a lingering close: the write side ends at once (the close
+// frame written before it reaches the client, then EOF), the socket itself
+// once the read loop has drained what the client still sends.
+func (c *wsConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.state.Load() {
+	case connOpen:
+		c.state.Store(connClosing)
+		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+		// Wake a read loop waiting on a silent client.
+		c.Conn.SetReadDeadline(time.Now().Add(lingerTime))
+	case connReadEnd:
+		c.state.Store(connClosed)
+		return c.Conn.Close()
+	}
+	return nil
+}
+
+// readEnded is called once gws's read loop has ended. A session that has
+// closed gets its socket drained (bounded) and closed; one still writing
+// closes it with its own Close.
+func (c *wsConn) readEnded() {
+	c.mu.Lock()
+	st := c.state.Load()
+	if st == connOpen {
+		c.state.Store(connReadEnd)
+	}
+	c.mu.Unlock()
+	if st == connClosing {
+		c.drain()
+	}
+	c.release()
+}
+
+func (c *wsConn) closeSocket() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state.Load() != connClosed {
+		c.state.Store(connClosed)
+		c.Conn.Close()
+	}
+}

@@ -1,0 +1,337 @@
+package bridge
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+)
+
+// counter is an adapter session that answers each message with its
+// length, and a refusal with a text message of its own before the close,
+// as a protocol's error would.
+type counter struct{ Session }
+
+func (c *counter) GoAway(string)      { c.Finish("shutdown", "", CloseGoingAway, 0, nil) }
+func (c *counter) OnMessage(b []byte) { c.Write(gws.OpcodeText, fmt.Appendf(nil, "got %d", len(b))) }
+func (c *counter) Refuse(r Refusal) {
+	c.Finish(r.Outcome, r.Reason, r.Code, gws.OpcodeText, []byte("refused: "+r.Reason))
+}
+func (c *counter) OnClose(err error) {
+	c.Ended(err, "client_closed")
+	c.Release()
+}
+func (c *counter) Begin(ws *gws.Conn, remote string, release func()) {
+	c.Start(ws, remote, release, DefaultWSOptions(), func() {}, nil)
+}
+
+// serveCounter serves counter sessions with o and returns the address.
+func serveCounter(t *testing.T, o WSOptions) string {
+	t.Helper()
+	origins, _ := NewOrigins(nil)
+	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: NewConns(100, 0),
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upgraders: NewUpgraders(Handler{}, o, nil, func() gws.SessionStorage { return &counter{} })}
+	srv := &http.Server{Handler: a}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// rawWS is a WebSocket client on a bare socket, so that a test can send
+// frames as a hostile or careless client would: one huge frame, endless
+// fragments, a message that stops halfway, and keep sending while the
+// server closes.
+type rawWS struct {
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+func dialRawWS(t *testing.T, addr string) *rawWS {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	return &rawWS{conn: conn, br: br}
+}
+
+// header is a masked client frame header (the mask is zero: payloads go
+// as they are).
+func header(fin bool, op byte, n int) []byte {
+	b := []byte{op, 0x80}
+	if fin {
+		b[0] |= 0x80
+	}
+	switch {
+	case n < 126:
+		b[1] |= byte(n)
+	case n < 1<<16:
+		b[1] |= 126
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b[1] |= 127
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, 0, 0, 0, 0)
+}
+
+func frame(fin bool, op byte, payload []byte) []byte {
+	return append(header(fin, op, len(payload)), payload...)
+}
+
+// next reads one server frame.
+func (r *rawWS) next() (op byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r.br, h[:]); err != nil {
+		return 0, nil, err
+	}
+	n := int(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var l [2]byte
+		if _, err := io.ReadFull(r.br, l[:]); err != nil {
+			return 0, nil, err
+		}
+		n = int(binary.BigEndian.Uint16(l[:]))
+	case 127:
+		var l [8]byte
+		if _, err := io.ReadFull(r.br, l[:]); err != nil {
+			return 0, nil, err
+		}
+		n = int(binary.BigEndian.Uint64(l[:]))
+	}
+	payload = make([]byte, n)
+	_, err = io.ReadFull(r.br, payload)
+	return h[0] & 0x0f, payload, err
+}
+
+// untilClose reads the server's frames up to its close frame and returns
+// the text messages before it and the close code and reason. A reset or
+// EOF before the close frame fails the test: that is what a client would
+// see as 1006.
+func (r *rawWS) untilClose(t *testing.T) (texts []string, code uint16, reason string) {
+	t.Helper()
+	r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		op, p, err := r.next()
+		if err != nil {
+			t.Fatalf("connection ended without a close frame (a client sees 1006): %v; got %q before", err, texts)
+		}
+		switch op {
+		case 1:
+			texts = append(texts, string(p))
+		case 8:
+			if len(p) < 2 {
+				t.Fatalf("close frame without a code: %x", p)
+			}
+			return texts, binary.BigEndian.Uint16(p), string(p[2:])
+		}
+	}
+}
+
+// keepSending writes chunks until the server stops reading or stop is
+// closed, as a client stack that is still flushing a large message does.
+func (r *rawWS) keepSending(t *testing.T, chunk []byte) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r.conn.SetWriteDeadline(time.Now().Add(3 * time.Second))
+			if _, err := r.conn.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); wg.Wait() })
+}
+
+// A message over the limit is refused at its header, and the client,
+// still sending it, reads the refusal and the close frame 1009 instead of
+// a reset: sent as one huge frame, or as endless fragments, or after a
+// small message in the same write (which is answered first).
+func TestOversizeMessageClosesWith1009TheClientReceives(t *testing.T) {
+	o := DefaultWSOptions()
+	o.MaxMessageBytes = 64 << 10
+	addr := serveCounter(t, o)
+	junk := bytes.Repeat([]byte("x"), 32<<10)
+	cases := []struct {
+		name  string
+		first []byte // written at once
+		more  []byte // then written over and over
+		want  []string
+	}{
+		{"one huge frame", header(true, 2, 64<<20), junk, nil},
+		{"a frame just over", frame(true, 2, make([]byte, 64<<10+1)), junk, nil},
+		{"endless fragments", frame(false, 2, junk), frame(false, 0, junk), nil},
+		{"after a small message", append(frame(true, 1, []byte("hello")), header(true, 2, 1<<30)...), junk, []string{"got 5"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := dialRawWS(t, addr)
+			if _, err := r.conn.Write(c.first); err != nil {
+				t.Fatal(err)
+			}
+			r.keepSending(t, c.more)
+			texts, code, reason := r.untilClose(t)
+			if code != CloseTooLarge || !strings.Contains(reason, "websocket.max_message_bytes") {
+				t.Fatalf("closed with %d %q, want 1009 naming websocket.max_message_bytes", code, reason)
+			}
+			want := append(c.want, "refused: message larger than 65536 bytes (websocket.max_message_bytes)")
+			if fmt.Sprint(texts) != fmt.Sprint(want) {
+				t.Fatalf("got %q before the close, want %q", texts, want)
+			}
+		})
+	}
+}
+
+// A message whose rest never comes is refused at websocket.message_timeout
+// (1008), however the client trickles it; messages that complete pass.
+func TestMessageTimeout(t *testing.T) {
+	o := DefaultWSOptions()
+	o.MessageTimeout = 300 * time.Millisecond
+	addr := serveCounter(t, o)
+
+	r := dialRawWS(t, addr)
+	start := time.Now()
+	msg := frame(true, 2, make([]byte, 1000))
+	r.conn.Write(msg[:500])
+	go func() { // a byte every 50 ms: never done in time
+		for i := 500; i < 600; i++ {
+			time.Sleep(50 * time.Millisecond) // pacing, not synchronisation
+			if _, err := r.conn.Write(msg[i : i+1]); err != nil {
+				return
+			}
+		}
+	}()
+	texts, code, reason := r.untilClose(t)
+	if code != ClosePolicy || !strings.Contains(reason, "websocket.message_timeout") || len(texts) != 1 {
+		t.Fatalf("closed with %d %q after %q, want 1008 naming websocket.message_timeout", code, reason, texts)
+	}
+	if took := time.Since(start); took < o.MessageTimeout || took > o.MessageTimeout+2*time.Second {
+		t.Fatalf("refused after %s, want about %s", took, o.MessageTimeout)
+	}
+
+	ok := dialRawWS(t, addr)
+	ok.conn.Write(msg[:500])
+	ok.conn.Write(msg[500:])
+	ok.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if op, p, err := ok.next(); err != nil || op != 1 || string(p) != "got 1000" {
+		t.Fatalf("a message sent in two parts: %d %q %v", op, p, err)
+	}
+}
+
+// Messages being assembled take from the process-wide budget: past it a
+// new one is refused with 1013, and what a finished or refused message
+// held is given back.
+func TestMessagesBeingAssembledTakeFromTheBudget(t *testing.T) {
+	o := DefaultWSOptions()
+	o.Budget = NewBudget(100 << 10)
+	addr := serveCounter(t, o)
+
+	first := dialRawWS(t, addr)
+	first.conn.Write(header(true, 2, 60<<10)) // declared, not yet sent
+	waitFor(t, func() bool { return o.Budget.Used() == 60<<10 })
+
+	second := dialRawWS(t, addr)
+	second.conn.Write(header(true, 2, 60<<10))
+	second.keepSending(t, make([]byte, 1<<10))
+	texts, code, reason := second.untilClose(t)
+	if code != CloseTryAgainLater || !strings.Contains(reason, "limits.memory_bytes") || len(texts) != 1 {
+		t.Fatalf("closed with %d %q after %q, want 1013 naming limits.memory_bytes", code, reason, texts)
+	}
+
+	first.conn.Write(make([]byte, 60<<10))
+	first.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if op, p, err := first.next(); err != nil || op != 1 || string(p) != fmt.Sprint("got ", 60<<10) {
+		t.Fatalf("the first message: %d %q %v", op, p, err)
+	}
+	waitFor(t, func() bool { return o.Budget.Used() == 0 })
+}
+
+// A refused client's connection is gone within the linger bound even when
+// it never closes its side, and the sessions' goroutines end.
+func TestLingeringCloseIsBounded(t *testing.T) {
+	base := runtime.NumGoroutine()
+	o := DefaultWSOptions()
+	o.MaxMessageBytes = 1 << 10
+	addr := serveCounter(t, o)
+	r := dialRawWS(t, addr)
+	r.conn.Write(header(true, 2, 1<<20))
+	r.keepSending(t, make([]byte, 8<<10))
+	r.untilClose(t)
+	start := time.Now()
+	r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, r.br)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		t.Fatal("the gateway kept the socket open")
+	}
+	if took := time.Since(start); took > 2*lingerTime+time.Second {
+		t.Fatalf("the socket closed %s after the close frame, want within about %s", took, lingerTime)
+	}
+	r.conn.Close()
+	waitFor(t, func() bool { return runtime.NumGoroutine() <= base+2 }) // the test's own server goroutines
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() { // no event to wait on: the state is internal
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkWSConnScan is the frame following on the read path for a read
+// holding many small messages: it must not allocate.
+func BenchmarkWSConnScan(b *testing.B) {
+	var buf []byte
+	payload := make([]byte, 128)
+	rand.Read(payload)
+	for range 64 {
+		buf = append(buf, frame(true, 2, payload)...)
+	}
+	c := &wsConn{maxMessage: 1 << 20, timeout: time.Second}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		if n, r := c.scan(buf); n != len(buf) || r != nil {
+			b.Fatal(n, r)
+		}
+	}
+}
