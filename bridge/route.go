@@ -53,5 +53,9 @@ func (o *RouteOptions) Admission(protocol string, subprotocols []string, newSess
 
 // Dial connects one session to the broker.
 func (o *RouteOptions) Dial(d *net.Dialer) (*Upstream, error) {
-	return DialUpstream(d, o.Address, o.TLS, o.WS.WriteTimeout)
+	u, err := DialUpstream(d, o.Address, o.TLS, o.WS.WriteTimeout)
+	if err == nil {
+		u.Budget = o.WS.Budget
+	}
+	return u, err
 }

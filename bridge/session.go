@@ -49,7 +49,13 @@ type Session struct {
 	loginTimer      *time.Timer // the login deadline, armed by Start
 	login           loginState
 
-	pending []byte // a partial client frame carried to the next message (read loop only)
+	// A partial client frame carried to the next message (read loop only),
+	// what it holds of the budget, and its deadline.
+	pending     []byte
+	pendingHeld int64
+	pendingDue  *time.Timer
+	budget      *Budget
+	msgTimeout  time.Duration
 }
 
 // SessionEvents is what Handler needs from an adapter's session.
@@ -126,6 +132,7 @@ func (*Session) Range(func(key string, v any) bool) {}
 // session's outcome is then login_timeout whatever ends it.
 func (s *Session) Start(ws *gws.Conn, remote string, release func(), o WSOptions, dead func(), loginExpired func(reason string)) {
 	s.WS, s.Remote, s.release, s.opened, s.writeTimeout = ws, remote, release, time.Now(), o.WriteTimeout
+	s.budget, s.msgTimeout = o.Budget, o.MessageTimeout
 	s.KA = StartKeepalive(o.PingInterval, func() error {
 		ws.SetWriteDeadline(time.Now().Add(o.WriteTimeout))
 		return ws.WritePing(nil)
@@ -253,6 +260,7 @@ func (s *Session) Ended(err error, clientOutcome string) (outcome, reason string
 	}
 	s.KA.Stop()
 	s.stopTimers()
+	s.releasePending()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.outcome, s.reason, time.Since(s.opened).Round(time.Millisecond)
@@ -283,6 +291,9 @@ func (s *Session) input(data []byte) ([]byte, bool) {
 
 // Keep carries rest, the unconsumed tail of what OnMessage got (a partial
 // frame, already bounded by the adapter's validator), to the next message.
+// A partial frame takes its size from the memory budget and must complete
+// within the message timeout, as a WebSocket message being assembled must:
+// a frame spread over many messages is no way around either.
 func (s *Session) Keep(rest []byte) {
 	switch {
 	case len(rest) == 0:
@@ -296,6 +307,73 @@ func (s *Session) Keep(rest []byte) {
 	default:
 		s.pending = append(s.pending[:0], rest...)
 	}
+	if len(s.pending) == 0 && s.pendingHeld == 0 {
+		return // the common case: whole frames in whole messages
+	}
+	s.holdPending()
+}
+
+// holdPending settles what the partial frame holds of the budget, and
+// its deadline.
+func (s *Session) holdPending() {
+	held := int64(cap(s.pending))
+	if len(s.pending) == 0 {
+		held = 0
+	}
+	was := s.pendingHeld
+	switch {
+	case held > was:
+		if !s.budget.Take(held - was) {
+			s.refuse(OverBudget())
+			return
+		}
+	case held < was:
+		s.budget.Give(was - held)
+	}
+	s.pendingHeld = held
+	// The deadline runs from the frame's first bytes, not its latest.
+	switch {
+	case held == 0 && was > 0 && s.pendingDue != nil:
+		s.pendingDue.Stop()
+	case held > 0 && was == 0 && s.msgTimeout > 0:
+		if s.pendingDue == nil {
+			s.pendingDue = time.AfterFunc(s.msgTimeout, s.pendingTimedOut)
+		} else {
+			s.pendingDue.Reset(s.msgTimeout)
+		}
+	}
+}
+
+func (s *Session) pendingTimedOut() {
+	s.refuse(Refusal{Outcome: OutcomeMessageTimeout, Code: ClosePolicy,
+		Reason: fmt.Sprintf("frame not completed within %s (websocket.message_timeout)", s.msgTimeout)})
+}
+
+// releasePending gives back what a partial frame held; the session has
+// ended.
+func (s *Session) releasePending() {
+	if s.pendingDue != nil {
+		s.pendingDue.Stop()
+	}
+	s.budget.Give(s.pendingHeld)
+	s.pendingHeld = 0
+	s.pending = nil
+}
+
+// refuse ends the session over r through the adapter's Refuse (the
+// WebSocket layer knows it), once.
+func (s *Session) refuse(r Refusal) {
+	if wc, ok := s.WS.NetConn().(*wsConn); ok {
+		wc.fire(r)
+		return
+	}
+	s.Refuse(r)
+}
+
+// OverBudget is the refusal of work the memory budget cannot hold.
+func OverBudget() Refusal {
+	return Refusal{Outcome: OutcomeOverBudget, Code: CloseTryAgainLater,
+		Reason: "the gateway holds as much for its clients as it may (limits.memory_bytes); retry later"}
 }
 
 // Outbox collects whole server WebSocket messages so that several go out

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -25,7 +26,14 @@ type Upstream struct {
 	raw          *rawReader // nil over TLS: the buffer is held while waiting
 	writeTimeout time.Duration
 	done         chan struct{}
+	// Budget bounds, with everything else held for clients, a read buffer
+	// grown for a large broker frame; set before ReadLoop.
+	Budget *Budget
 }
+
+// ErrOverBudget is ReadLoop's error when a broker frame needs more memory
+// than the budget can spare: the session is refused as over budget.
+var ErrOverBudget = errors.New("the memory budget (limits.memory_bytes) cannot hold the broker's frame")
 
 // DialUpstream connects to a broker, over TLS when tlsConf is set (the
 // handshake is bounded by the dialer's timeout too).
@@ -72,12 +80,14 @@ func (u *Upstream) ReadLoop(max int, consume func(b []byte) (used int, ok bool))
 		buf    []byte // nil between reads while nothing is pending
 		pooled *[upstreamReadBytes]byte
 		filled int
+		held   int64 // what a grown buf holds of the budget
 	)
 	release := func() {
 		if pooled != nil {
 			readBufs.Put(pooled)
 		}
-		buf, pooled = nil, nil
+		u.Budget.Give(held)
+		buf, pooled, held = nil, nil, 0
 	}
 	defer release()
 	for {
@@ -89,10 +99,14 @@ func (u *Upstream) ReadLoop(max int, consume func(b []byte) (used int, ok bool))
 			}
 		} else {
 			if filled == len(buf) {
-				nb := make([]byte, min(2*len(buf), max+upstreamReadBytes))
+				size := min(2*len(buf), max+upstreamReadBytes)
+				if !u.Budget.Take(int64(size)) {
+					return ErrOverBudget
+				}
+				nb := make([]byte, size)
 				copy(nb, buf[:filled])
 				release()
-				buf = nb
+				buf, held = nb, int64(size)
 			}
 			n, rerr = u.conn.Read(buf[filled:])
 		}

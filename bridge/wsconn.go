@@ -239,8 +239,8 @@ func (c *wsConn) hold() *Refusal {
 	}
 	if more := c.msgBytes - c.held; more > 0 {
 		if !c.budget.Take(more) {
-			return &Refusal{Outcome: OutcomeOverBudget, Code: CloseTryAgainLater,
-				Reason: "the gateway holds as much for its clients as it may (limits.memory_bytes); retry later"}
+			r := OverBudget()
+			return &r
 		}
 		c.held += more
 	}

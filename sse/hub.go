@@ -49,9 +49,15 @@ type Options struct {
 	MaxPublishBytes int
 	// PublishTimeout bounds waiting for the broker to take a publish.
 	PublishTimeout time.Duration
-	Origins        *bridge.Origins
-	Conns          *bridge.Conns
-	Log            *slog.Logger
+	// BodyTimeout bounds reading a publish body, so a client cannot hold a
+	// request (and its socket) open by trickling it.
+	BodyTimeout time.Duration
+	// Budget, shared with every route, bounds publish bodies being read
+	// and sent with everything else held for clients; nil: none.
+	Budget  *bridge.Budget
+	Origins *bridge.Origins
+	Conns   *bridge.Conns
+	Log     *slog.Logger
 }
 
 // DefaultOptions are used where a config is silent.
@@ -67,6 +73,7 @@ func DefaultOptions() Options {
 		MaxTopics:       16,
 		MaxPublishBytes: 1 << 20, // a 1 MiB message, as on every other route
 		PublishTimeout:  10 * time.Second,
+		BodyTimeout:     15 * time.Second, // as websocket.message_timeout
 	}
 }
 
@@ -110,6 +117,7 @@ func NewHub(broker bridge.Broker, o Options) *Hub {
 	setDefault(&o.MaxTopics, d.MaxTopics)
 	setDefault(&o.MaxPublishBytes, d.MaxPublishBytes)
 	setDefault(&o.PublishTimeout, d.PublishTimeout)
+	setDefault(&o.BodyTimeout, d.BodyTimeout)
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
@@ -40,14 +42,38 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 			bridge.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the %d-byte limit", r.ContentLength, max))
 			return
 		}
+		// A publish holds a socket and its body while it lasts: it counts
+		// as a connection, takes its body's size from the memory budget,
+		// and its body must arrive within BodyTimeout.
+		rc := http.NewResponseController(w)
+		release, err := h.o.Conns.Add(publishing{rc}, bridge.ClientIP(r))
+		if err != nil {
+			bridge.RefuseOverLimit(w, err)
+			return
+		}
+		defer release()
+		hold := max
+		if r.ContentLength >= 0 {
+			hold = r.ContentLength
+		}
+		if !h.o.Budget.Take(hold) {
+			w.Header().Set("Retry-After", strconv.Itoa(int(h.o.Retry.Seconds()+0.5)))
+			bridge.Error(w, http.StatusServiceUnavailable, bridge.OverBudget().Reason)
+			return
+		}
+		defer h.o.Budget.Give(hold)
+		rc.SetReadDeadline(time.Now().Add(h.o.BodyTimeout))
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
 		if err != nil {
 			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
+			switch {
+			case errors.As(err, &tooBig):
 				bridge.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the %d-byte limit", max))
-				return
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				bridge.Error(w, http.StatusRequestTimeout, fmt.Sprintf("body not received within %s (websocket.message_timeout)", h.o.BodyTimeout))
+			default:
+				bridge.Error(w, http.StatusBadRequest, "reading the body: "+err.Error())
 			}
-			bridge.Error(w, http.StatusBadRequest, "reading the body: "+err.Error())
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), h.o.PublishTimeout)
@@ -67,3 +93,9 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 		}{topic, len(body)})
 	})
 }
+
+// publishing is a publish in flight as the connection registry sees it:
+// shutdown ends the wait for its body.
+type publishing struct{ rc *http.ResponseController }
+
+func (p publishing) GoAway(string) { p.rc.SetReadDeadline(time.Now()) }

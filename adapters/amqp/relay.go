@@ -382,6 +382,8 @@ func (s *session) readUpstream() {
 	case err == nil:
 	case s.clientClosing.Load():
 		s.Finish("client_closed", "connection.close completed", bridge.CloseNormal, 0, nil)
+	case errors.Is(err, bridge.ErrOverBudget):
+		s.Refuse(bridge.OverBudget())
 	default:
 		s.Finish("broker_closed", "the broker closed the connection", bridge.CloseInternal, 0, nil)
 	}

@@ -306,7 +306,10 @@ func (s *session) readUpstream() {
 		}
 		return end, true
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, bridge.ErrOverBudget):
+		s.Refuse(bridge.OverBudget())
+	case err != nil:
 		s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
 	}
 }

@@ -2,6 +2,7 @@ package stomp
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -258,6 +259,8 @@ func (s *session) readUpstream() {
 	case err == nil, s.Closing():
 	case s.disconnecting.Load():
 		s.finish("disconnected", "", "", bridge.CloseNormal)
+	case errors.Is(err, bridge.ErrOverBudget):
+		s.Refuse(bridge.OverBudget())
 	case brokerError:
 		s.finish("broker_error", "", "broker ended the session with ERROR", bridge.CloseInternal)
 	default:

@@ -387,6 +387,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			ClientQueue: sc.ClientQueueEvents, Linger: time.Duration(sc.Linger), WriteTimeout: ws.WriteTimeout,
 			FlushInterval: time.Duration(*sc.FlushInterval),
 			MaxTopics:     sc.MaxTopicsPerStream, MaxPublishBytes: sc.MaxPublishBytes,
+			BodyTimeout: ws.MessageTimeout, Budget: ws.Budget,
 			Origins: cfg.origins, Conns: srv.Conns, Log: log,
 		})
 		hubs[name] = h
