@@ -166,8 +166,8 @@ func (s *session) OnMessage(data []byte) {
 		case f.Channel != 0 && s.acl.clientClosing != nil && s.dropClient(f):
 			skip = true
 		case f.Channel != 0 && f.Type == validate.AMQPFrameMethod && !s.acl.open:
-			if err := s.check(f); err != nil {
-				if off > start && !s.forward(data[start:off]) || !s.refuse(f, err) {
+			if err := s.acl.method(f); err != nil {
+				if off > start && !s.forward(data[start:off]) || !s.refuse(f.Channel, f.Class, f.Method, err) {
 					return
 				}
 				start = off + n
@@ -319,6 +319,7 @@ func (s *session) readUpstream() {
 		if len(b) >= 8 && string(b[:4]) == "AMQP" {
 			end = 8
 		}
+		declaring := s.acl.queues.waiting.Load() > 0
 		for end+7 <= len(b) {
 			size := int(binary.BigEndian.Uint32(b[end+3:]))
 			if size+8 > max {
@@ -327,6 +328,9 @@ func (s *session) readUpstream() {
 			}
 			if end+size+8 > len(b) {
 				break
+			}
+			if declaring { // learn the names of our server-named queues before the client does
+				s.acl.queues.brokerFrame(b[end : end+size+8])
 			}
 			end += size + 8
 			count++

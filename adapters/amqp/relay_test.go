@@ -3,6 +3,7 @@ package amqp
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -40,6 +41,11 @@ type wsConn struct {
 	buf    []byte
 	closed chan struct{}
 	err    error
+
+	// perFrame sends every AMQP frame as a message of its own, as a
+	// client may: a basic.publish then arrives apart from its header.
+	perFrame bool
+	unsent   []byte
 }
 
 func (c *wsConn) OnMessage(_ *gws.Conn, m *gws.Message) { c.msgs <- bytes.Clone(m.Bytes()); m.Close() }
@@ -62,7 +68,27 @@ func (c *wsConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 func (c *wsConn) Write(p []byte) (int, error) {
-	return len(p), c.conn.WriteMessage(gws.OpcodeBinary, p)
+	if !c.perFrame {
+		return len(p), c.conn.WriteMessage(gws.OpcodeBinary, p)
+	}
+	c.unsent = append(c.unsent, p...)
+	for {
+		n := 8 // the protocol header
+		if !bytes.HasPrefix(c.unsent, []byte("AMQP")) {
+			if len(c.unsent) < 7 {
+				break
+			}
+			n = 8 + int(binary.BigEndian.Uint32(c.unsent[3:]))
+		}
+		if len(c.unsent) < n {
+			break
+		}
+		if err := c.conn.WriteMessage(gws.OpcodeBinary, c.unsent[:n]); err != nil {
+			return 0, err
+		}
+		c.unsent = c.unsent[n:]
+	}
+	return len(p), nil
 }
 
 // Close lets the gateway's WebSocket close arrive first, as a browser

@@ -1,0 +1,573 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/internal/authtest"
+	"github.com/wsbridge/wsbridge/internal/brokertest"
+)
+
+// aclEnv is a gateway route with the worked example's rules (and a test's
+// own) in front of the real RabbitMQ, and a spy: a direct connection with
+// the broker credential that owns the "secret" queues and looks at what
+// reached them. Names carry run, as the broker is shared.
+type aclEnv struct {
+	url  string
+	tap  *brokertest.TapProxy
+	run  string
+	spy  *amqp091.Connection
+	spyC *amqp091.Channel // in confirm mode
+}
+
+// newACLEnv starts one; rules (nil for none) are added to the example's,
+// made for the run's names.
+func newACLEnv(t *testing.T, rules func(run string) []auth.Rule) *aclEnv {
+	t.Helper()
+	cred := brokertest.RabbitCredential(t)
+	addr := brokertest.RabbitAMQP(t)
+	tap := brokertest.NewTapProxy(t, addr)
+	run := fmt.Sprintf("acl%x", time.Now().UnixNano())
+	policy := authtest.JWTPolicy(t, func(o *auth.Options) {
+		if rules != nil {
+			o.Rules = append(o.Rules, rules(run)...)
+		}
+	})
+	url, _ := startAuthRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred, Auth: policy}})
+	spy, err := amqp091.DialConfig("amqp://"+addr+"/", amqp091.Config{
+		SASL: []amqp091.Authentication{&amqp091.PlainAuth{Username: cred.Username, Password: cred.Password.Reveal()}},
+	})
+	if err != nil {
+		t.Fatalf("spy: %v", err)
+	}
+	t.Cleanup(func() { spy.Close() })
+	ch, err := spy.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	return &aclEnv{url: url, tap: tap, run: run, spy: spy, spyC: ch}
+}
+
+// rule is an ACL rule for roles.
+func rule(t *testing.T, roles []string, publish, subscribe []string) auth.Rule {
+	t.Helper()
+	parse := func(ss []string) []auth.Pattern {
+		var ps []auth.Pattern
+		for _, s := range ss {
+			p, err := auth.ParsePattern(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps = append(ps, p)
+		}
+		return ps
+	}
+	return auth.Rule{Roles: roles, Publish: parse(publish), Subscribe: parse(subscribe)}
+}
+
+// client connects through the gateway as "mallory" with roles; perFrame
+// sends every frame as a WebSocket message of its own.
+func (e *aclEnv) client(t *testing.T, perFrame bool, roles ...string) *amqp091.Connection {
+	t.Helper()
+	token := authtest.Token(t, "mallory", roles, time.Hour, nil)
+	conn, err := amqp091.DialConfig("amqp://gateway/", amqp091.Config{
+		SASL: []amqp091.Authentication{&amqp091.PlainAuth{Username: "mallory", Password: token}},
+		Dial: func(network, addr string) (net.Conn, error) {
+			c := dialWS(t, e.url)
+			c.perFrame = perFrame
+			return c, nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("through the gateway: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// queue declares a spy queue (server-named for ""), not exclusive so that
+// the client under test can try it, bound as binds say ({exchange, key});
+// it goes when the test ends (or, should the test die, expires).
+func (e *aclEnv) queue(t *testing.T, name string, binds ...[2]string) string {
+	t.Helper()
+	q, err := e.spyC.QueueDeclare(name, false, false, false, false, amqp091.Table{"x-expires": int32(600000)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range binds {
+		if err := e.spyC.QueueBind(q.Name, b[1], b[0], false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if ch, err := e.spy.Channel(); err == nil {
+			ch.QueueDelete(q.Name, false, false, false)
+			ch.Close()
+		}
+	})
+	return q.Name
+}
+
+// exchange declares a spy exchange of kind that goes when the test ends.
+func (e *aclEnv) exchange(t *testing.T, name, kind string) {
+	t.Helper()
+	if err := e.spyC.ExchangeDeclare(name, kind, false, true, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if ch, err := e.spy.Channel(); err == nil {
+			ch.ExchangeDelete(name, false, false)
+			ch.Close()
+		}
+	})
+}
+
+// put publishes as the spy and waits until the broker has routed it.
+func (e *aclEnv) put(t *testing.T, ex, key string, msg amqp091.Publishing) {
+	t.Helper()
+	dc, err := e.spyC.PublishWithDeferredConfirmWithContext(context.Background(), ex, key, false, false, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !dc.Wait() {
+		t.Fatalf("spy publish to %q %q not confirmed", ex, key)
+	}
+}
+
+// take drains a spy queue.
+func (e *aclEnv) take(t *testing.T, q string) []amqp091.Delivery {
+	t.Helper()
+	var got []amqp091.Delivery
+	for {
+		d, ok, err := e.spyC.Get(q, true)
+		if err != nil {
+			t.Fatalf("spy get %s: %v", q, err)
+		}
+		if !ok {
+			return got
+		}
+		got = append(got, d)
+	}
+}
+
+func bodies(ds []amqp091.Delivery) []string {
+	var s []string
+	for _, d := range ds {
+		s = append(s, string(d.Body))
+	}
+	return s
+}
+
+// attempt runs do on a fresh channel of c, then one round trip on it, and
+// returns how the channel ended: nil while it is open. A refused publish
+// has no answer of its own; the round trip meets the channel's close.
+func attempt(t *testing.T, c *amqp091.Connection, do func(ch *amqp091.Channel) error) *amqp091.Error {
+	t.Helper()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ch.NotifyClose(make(chan *amqp091.Error, 1))
+	done := make(chan error, 1)
+	go func() {
+		err := do(ch)
+		if err == nil {
+			err = ch.Qos(0, 0, false)
+		}
+		done <- err
+	}()
+	select {
+	case err = <-done:
+		if err == nil {
+			ch.Close()
+			return nil
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer from the gateway")
+	}
+	select {
+	case e := <-closed:
+		if e == nil {
+			t.Fatalf("the channel failed (%v) without a close", err)
+		}
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the channel failed (%v) but was not closed", err)
+	}
+	return nil
+}
+
+func refused(t *testing.T, c *amqp091.Connection, mention string, do func(ch *amqp091.Channel) error) {
+	t.Helper()
+	e := attempt(t, c, do)
+	if e == nil {
+		t.Fatalf("allowed; want 403 naming %q", mention)
+	}
+	if e.Code != replyAccessRefused || !strings.Contains(e.Reason, mention) {
+		t.Fatalf("channel closed with %v; want 403 naming %q", e, mention)
+	}
+}
+
+func allowed(t *testing.T, c *amqp091.Connection, do func(ch *amqp091.Channel) error) {
+	t.Helper()
+	if e := attempt(t, c, do); e != nil {
+		t.Fatalf("refused: %v", e)
+	}
+}
+
+// publish publishes in confirm mode and waits for the broker's confirm,
+// so that once it returns what it published has been routed.
+func publish(ex, key string, msg amqp091.Publishing) func(*amqp091.Channel) error {
+	return func(ch *amqp091.Channel) error {
+		if err := ch.Confirm(false); err != nil {
+			return err
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), ex, key, false, false, msg)
+		if err != nil {
+			return err
+		}
+		if !dc.Wait() {
+			return errors.New("publish not confirmed")
+		}
+		return nil
+	}
+}
+
+func body(s string) amqp091.Publishing { return amqp091.Publishing{Body: []byte(s)} }
+
+// ownQueue declares a server-named queue on ch: the client's own.
+func ownQueue(ch *amqp091.Channel, args amqp091.Table) (string, error) {
+	q, err := ch.QueueDeclare("", false, true, true, false, args)
+	return q.Name, err
+}
+
+// TestACLServerNamedQueues: a name starting amq.gen- is private only when
+// the broker gave it to this connection. Another connection's server-named
+// queue, not exclusive, whose name leaked, is as closed as any queue.
+func TestACLServerNamedQueues(t *testing.T) {
+	t.Parallel()
+	e := newACLEnv(t, nil)
+	victim := e.queue(t, "")
+	e.put(t, "", victim, body("victim-secret"))
+	c := e.client(t, false, "writer")
+	for _, tt := range []struct {
+		name string
+		do   func(ch *amqp091.Channel) error
+	}{
+		{"basic.get", func(ch *amqp091.Channel) error { _, _, err := ch.Get(victim, false); return err }},
+		{"basic.consume", func(ch *amqp091.Channel) error {
+			_, err := ch.Consume(victim, "", false, false, false, false, nil)
+			return err
+		}},
+		{"queue.bind", func(ch *amqp091.Channel) error { return ch.QueueBind(victim, "demo."+e.run, "amq.topic", false, nil) }},
+		{"queue.unbind", func(ch *amqp091.Channel) error { return ch.QueueUnbind(victim, "demo."+e.run, "amq.topic", nil) }},
+		{"queue.purge", func(ch *amqp091.Channel) error { _, err := ch.QueuePurge(victim, false); return err }},
+		{"queue.delete", func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(victim, false, false, false); return err }},
+		{"passive queue.declare", func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclarePassive(victim, false, false, false, false, nil)
+			return err
+		}},
+		{"publish through the default exchange", publish("", victim, body("sneaky-default"))},
+	} {
+		t.Run(tt.name, func(t *testing.T) { refused(t, c, "queue:"+victim, tt.do) })
+	}
+	if got := bodies(e.take(t, victim)); !slices.Equal(got, []string{"victim-secret"}) {
+		t.Fatalf("the victim's queue holds %q, want just its own message", got)
+	}
+
+	var mine string
+	t.Run("its own are private by name", func(t *testing.T) {
+		allowed(t, c, func(ch *amqp091.Channel) error {
+			var err error
+			if mine, err = ownQueue(ch, nil); err != nil {
+				return err
+			}
+			if err := ch.QueueBind(mine, "demo."+e.run, "amq.topic", false, nil); err != nil {
+				return err
+			}
+			if err := publish("", mine, body("to myself"))(ch); err != nil {
+				return err
+			}
+			if d, ok, err := ch.Get(mine, true); err != nil || !ok || string(d.Body) != "to myself" {
+				return fmt.Errorf("get %q %v %v", d.Body, ok, err)
+			}
+			if _, err := ch.Consume(mine, "", true, false, false, false, nil); err != nil {
+				return err
+			}
+			if _, err := ch.QueuePurge(mine, false); err != nil {
+				return err
+			}
+			_, err = ch.QueueDelete(mine, false, false, false)
+			return err
+		})
+	})
+	t.Run("another connection's are not", func(t *testing.T) {
+		other := e.client(t, false, "writer")
+		allowed(t, c, func(ch *amqp091.Channel) error { mine, _ = ownQueue(ch, nil); return nil })
+		refused(t, other, "queue:"+mine, func(ch *amqp091.Channel) error { _, _, err := ch.Get(mine, false); return err })
+	})
+}
+
+// TestACLQueueArguments: queue.declare arguments are read as a field table.
+// Dead-lettering is a publish to its target; arguments that shape storage
+// are for the connection's own server-named queue; others are refused.
+func TestACLQueueArguments(t *testing.T) {
+	t.Parallel()
+	e := newACLEnv(t, func(run string) []auth.Rule {
+		return []auth.Rule{rule(t, []string{"owner"}, []string{"queue:" + run + ".*"}, []string{"queue:" + run + ".*"})}
+	})
+	shared := e.run + ".shared"
+	dead := e.queue(t, "", [2]string{"amq.topic", "demo." + e.run}, [2]string{"amq.topic", "secret." + e.run})
+	c := e.client(t, false, "writer", "owner")
+	own := func(args amqp091.Table) func(ch *amqp091.Channel) error {
+		return func(ch *amqp091.Channel) error { _, err := ownQueue(ch, args); return err }
+	}
+	named := func(args amqp091.Table) func(ch *amqp091.Channel) error {
+		return func(ch *amqp091.Channel) error {
+			_, err := ch.QueueDeclare(shared, false, true, false, false, args)
+			return err
+		}
+	}
+	for _, tt := range []struct {
+		name    string
+		do      func(ch *amqp091.Channel) error
+		mention string // "" when allowed
+	}{
+		{"dead-lettering to any key of the topic exchange", own(amqp091.Table{"x-dead-letter-exchange": "amq.topic"}), "publish to #"},
+		{"dead-lettering to a key outside the rules", own(amqp091.Table{"x-dead-letter-exchange": "amq.topic", "x-dead-letter-routing-key": "secret." + e.run}), "secret."},
+		{"dead-lettering into another queue", own(amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}), "queue:" + dead},
+		{"dead-lettering to a fanout", own(amqp091.Table{"x-dead-letter-exchange": "amq.fanout", "x-dead-letter-routing-key": "demo.x"}), "exchange:amq.fanout:#"},
+		{"a dead-letter key alone", own(amqp091.Table{"x-dead-letter-routing-key": "demo.x"}), "without x-dead-letter-exchange"},
+		{"a dead-letter exchange that is not a string", own(amqp091.Table{"x-dead-letter-exchange": []byte("amq.topic")}), "long string"},
+		{"an argument not on the list", own(amqp091.Table{"x-whatever": "x"}), `"x-whatever"`},
+		{"a shared queue's length", named(amqp091.Table{"x-max-length": int32(0)}), "own server-named queue"},
+		{"a shared queue's TTL", named(amqp091.Table{"x-message-ttl": int32(0)}), "own server-named queue"},
+		{"a shared queue's expiry", named(amqp091.Table{"x-expires": int32(1000)}), "own server-named queue"},
+		{"a shared queue's type", named(amqp091.Table{"x-queue-type": "classic"}), "own server-named queue"},
+		{"storage arguments on its own queue", own(amqp091.Table{"x-message-ttl": int32(60000), "x-max-length": int32(10),
+			"x-overflow": "reject-publish", "x-queue-mode": "lazy", "x-max-priority": int32(3)}), ""},
+		{"dead-lettering where it may publish", own(amqp091.Table{"x-dead-letter-exchange": "amq.topic", "x-dead-letter-routing-key": "demo." + e.run}), ""},
+		{"a passive declare's arguments, which the broker ignores", func(ch *amqp091.Channel) error {
+			q, err := ownQueue(ch, nil)
+			if err != nil {
+				return err
+			}
+			_, err = ch.QueueDeclarePassive(q, false, true, false, false, amqp091.Table{"x-whatever": "x"})
+			return err
+		}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.mention == "" {
+				allowed(t, c, tt.do)
+			} else {
+				refused(t, c, tt.mention, tt.do)
+			}
+		})
+	}
+	// The shared queue, had any of those declares created it, would hold
+	// their arguments; it is the spy's to shape.
+	e.queue(t, shared)
+	if got := bodies(e.take(t, dead)); len(got) != 0 {
+		t.Fatalf("dead-lettered into the spy's queue: %q", got)
+	}
+
+	t.Run("dead-lettering reaches what it may", func(t *testing.T) {
+		allowed(t, c, func(ch *amqp091.Channel) error {
+			q, err := ownQueue(ch, amqp091.Table{"x-dead-letter-exchange": "amq.topic", "x-dead-letter-routing-key": "demo." + e.run})
+			if err != nil {
+				return err
+			}
+			return publish("", q, amqp091.Publishing{Body: []byte("expired"), Expiration: "0"})(ch)
+		})
+		d := e.await(t, dead)
+		if string(d.Body) != "expired" || d.RoutingKey != "demo."+e.run {
+			t.Fatalf("dead-lettered %q with key %q", d.Body, d.RoutingKey)
+		}
+	})
+}
+
+// await waits for the next message in a spy queue.
+func (e *aclEnv) await(t *testing.T, q string) amqp091.Delivery {
+	t.Helper()
+	ch, err := e.spy.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	ds, err := ch.Consume(q, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-ds:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatalf("nothing arrived in %s", q)
+	}
+	return amqp091.Delivery{}
+}
+
+// TestACLExchangeArguments: an alternate exchange gets whatever the
+// exchange cannot route, under any key; other arguments are refused.
+func TestACLExchangeArguments(t *testing.T) {
+	t.Parallel()
+	own := func(run string, i int) string { return fmt.Sprintf("%s.own%d", run, i) }
+	e := newACLEnv(t, func(run string) []auth.Rule {
+		return []auth.Rule{rule(t, []string{"exchanger"}, []string{"exchange:" + own(run, 1) + ":#", "exchange:" + own(run, 2) + ":#", "exchange:" + own(run, 3) + ":#"}, nil)}
+	})
+	fanout := e.queue(t, "", [2]string{"amq.fanout", ""})
+	c := e.client(t, false, "writer", "exchanger")
+	declare := func(name string, args amqp091.Table) func(ch *amqp091.Channel) error {
+		return func(ch *amqp091.Channel) error {
+			return ch.ExchangeDeclare(name, "direct", false, true, false, false, args)
+		}
+	}
+	t.Cleanup(func() {
+		if ch, err := e.spy.Channel(); err == nil {
+			for i := 1; i <= 3; i++ {
+				ch.ExchangeDelete(own(e.run, i), false, false)
+			}
+		}
+	})
+	refused(t, c, "alternate-exchange: publish to exchange:amq.fanout:#", declare(own(e.run, 1), amqp091.Table{"alternate-exchange": "amq.fanout"}))
+	refused(t, c, "alternate-exchange: publish to #", declare(own(e.run, 1), amqp091.Table{"alternate-exchange": "amq.topic"}))
+	refused(t, c, "long string", declare(own(e.run, 1), amqp091.Table{"alternate-exchange": []byte(own(e.run, 2))}))
+	refused(t, c, `"x-whatever"`, declare(own(e.run, 1), amqp091.Table{"x-whatever": "x"}))
+	// Had one of those declared own1, an unroutable publish to it would
+	// now reach the spy through amq.fanout; the broker does not know own1.
+	if ae := attempt(t, c, publish(own(e.run, 1), "nowhere", body("sneaky-unroutable"))); ae == nil || ae.Code != 404 {
+		t.Fatalf("publish to the refused exchange: %v, want 404", ae)
+	}
+	if got := bodies(e.take(t, fanout)); len(got) != 0 {
+		t.Fatalf("reached amq.fanout: %q", got)
+	}
+	allowed(t, c, declare(own(e.run, 2), nil))
+	allowed(t, c, declare(own(e.run, 3), amqp091.Table{"alternate-exchange": own(e.run, 2)}))
+}
+
+// TestACLBindArguments: a headers exchange routes by a binding's
+// arguments, and the standard fanout and headers exchanges ignore the
+// key: binding there reads the whole exchange.
+func TestACLBindArguments(t *testing.T) {
+	t.Parallel()
+	e := newACLEnv(t, func(run string) []auth.Rule {
+		return []auth.Rule{rule(t, []string{"headers"}, []string{"exchange:" + run + ".mine:#"},
+			[]string{"exchange:" + run + ".hx:demo.*", "exchange:amq.headers:demo.*", "exchange:amq.fanout:demo.*"})}
+	})
+	hx, mine := e.run+".hx", e.run+".mine"
+	e.exchange(t, hx, "headers")
+	t.Cleanup(func() {
+		if ch, err := e.spy.Channel(); err == nil {
+			ch.ExchangeDelete(mine, false, false)
+		}
+	})
+	c := e.client(t, false, "writer", "headers")
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ownQueue(ch, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	match := amqp091.Table{"x-match": "any", "secret": e.run}
+	refused(t, c, "exchange:"+hx+":#", func(ch *amqp091.Channel) error { return ch.QueueBind(q, "demo.x", hx, false, match) })
+	refused(t, c, "exchange:amq.headers:#", func(ch *amqp091.Channel) error { return ch.QueueBind(q, "demo.x", "amq.headers", false, nil) })
+	refused(t, c, "exchange:amq.fanout:#", func(ch *amqp091.Channel) error { return ch.QueueBind(q, "demo.x", "amq.fanout", false, nil) })
+	refused(t, c, "exchange:"+hx+":#", func(ch *amqp091.Channel) error {
+		if err := ch.ExchangeDeclare(mine, "fanout", false, true, false, false, nil); err != nil {
+			return err
+		}
+		return ch.ExchangeBind(mine, "demo.x", hx, false, match)
+	})
+	allowed(t, c, func(ch *amqp091.Channel) error { return ch.QueueBind(q, "demo.x", "amq.topic", false, nil) })
+	secret := amqp091.Publishing{Headers: amqp091.Table{"secret": e.run}, Body: []byte("headers-secret")}
+	e.put(t, hx, "", secret)
+	e.put(t, "amq.headers", "", secret)
+	e.put(t, "amq.fanout", "", secret)
+	if d, ok, err := ch.Get(q, true); err != nil || ok {
+		t.Fatalf("the client's queue got %q (%v)", d.Body, err)
+	}
+}
+
+// TestACLMoreForms: the remaining ways around a rule, each closed.
+func TestACLMoreForms(t *testing.T) {
+	t.Parallel()
+	e := newACLEnv(t, func(run string) []auth.Rule {
+		return []auth.Rule{
+			rule(t, []string{"shortcut"}, []string{"queue:" + run + ".*"}, []string{"*", "queue:" + run + ".*"}),
+			rule(t, []string{"hx"}, []string{"exchange:" + run + ".hx:demo.*", "exchange:amq.fanout:demo.*"}, nil),
+		}
+	})
+	run := e.run
+
+	t.Run("queue.unbind of someone else's binding", func(t *testing.T) {
+		tapped := e.queue(t, run+".tapped", [2]string{"amq.topic", "demo." + run})
+		c := e.client(t, false, "writer")
+		refused(t, c, "queue:"+tapped, func(ch *amqp091.Channel) error { return ch.QueueUnbind(tapped, "demo."+run, "amq.topic", nil) })
+		e.put(t, "amq.topic", "demo."+run, body("still bound"))
+		if got := bodies(e.take(t, tapped)); len(got) != 1 {
+			t.Fatalf("the spy's binding lost its message: %q", got)
+		}
+	})
+	t.Run("queue.bind with no queue and no key", func(t *testing.T) {
+		// The broker binds with the channel's last declared queue's name as
+		// the key: here a topic ("RUN.mine") the identity may not read.
+		c := e.client(t, false, "shortcut")
+		ch, err := c.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ch.QueueDeclare(run+".mine", false, true, true, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, c, "subscribe to #", func(ch *amqp091.Channel) error {
+			if _, err := ch.QueueDeclare(run+".mine", false, true, true, false, nil); err != nil {
+				return err
+			}
+			return ch.QueueBind("", "", "amq.topic", false, nil)
+		})
+		e.put(t, "amq.topic", run+".mine", body("not yours"))
+		if d, ok, err := ch.Get(run+".mine", true); err != nil || ok {
+			t.Fatalf("read %q (%v)", d.Body, err)
+		}
+	})
+	t.Run("passive exchange.declare probes", func(t *testing.T) {
+		e.exchange(t, run+".spyex", "fanout")
+		c := e.client(t, false, "writer")
+		refused(t, c, "exchange:"+run+".spyex:#", func(ch *amqp091.Channel) error {
+			return ch.ExchangeDeclarePassive(run+".spyex", "fanout", false, true, false, false, nil)
+		})
+		allowed(t, c, func(ch *amqp091.Channel) error {
+			return ch.ExchangeDeclarePassive("amq.topic", "topic", true, false, false, false, nil)
+		})
+	})
+	t.Run("consumer arguments", func(t *testing.T) {
+		c := e.client(t, false, "writer")
+		consume := func(args amqp091.Table) func(ch *amqp091.Channel) error {
+			return func(ch *amqp091.Channel) error {
+				q, err := ownQueue(ch, nil)
+				if err != nil {
+					return err
+				}
+				_, err = ch.Consume(q, "", true, false, false, false, args)
+				return err
+			}
+		}
+		refused(t, c, `consumer argument "x-whatever"`, consume(amqp091.Table{"x-whatever": int32(1)}))
+		allowed(t, c, consume(amqp091.Table{"x-priority": int32(5)}))
+	})
+
+}
