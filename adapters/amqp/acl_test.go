@@ -502,6 +502,73 @@ func TestACLBindArguments(t *testing.T) {
 	}
 }
 
+// TestACLReplyTo: a responder publishes its reply to the request's
+// reply-to on the client's behalf, so reply-to is a publish there.
+func TestACLReplyTo(t *testing.T) {
+	t.Parallel()
+	for _, perFrame := range []bool{false, true} {
+		t.Run(fmt.Sprintf("perFrame=%v", perFrame), func(t *testing.T) {
+			e := newACLEnv(t, nil)
+			topic := "demo." + e.run
+			requests := e.queue(t, "", [2]string{"amq.topic", topic})
+			victim := e.queue(t, e.run+".victim")
+			leaked := e.queue(t, "")
+			c := e.client(t, perFrame, "writer")
+			to := func(replyTo string) func(*amqp091.Channel) error {
+				return publish("amq.topic", topic, amqp091.Publishing{ReplyTo: replyTo, Body: []byte("request to " + replyTo)})
+			}
+			refused(t, c, "reply-to: publish to queue:"+victim, to(victim))
+			refused(t, c, "reply-to: publish to queue:"+leaked, to(leaked))
+			refused(t, c, "reply-to: publish to queue:amq.rabbitmq.reply-to.", to("amq.rabbitmq.reply-to.g1h2AA5yZXBseUAzMjY5OTk2NgAAAAEAAAAAYgAAAAA="))
+			allowed(t, c, func(ch *amqp091.Channel) error {
+				if _, err := ch.Consume("amq.rabbitmq.reply-to", "", true, false, false, false, nil); err != nil {
+					return err
+				}
+				return to("amq.rabbitmq.reply-to")(ch)
+			})
+			allowed(t, c, func(ch *amqp091.Channel) error {
+				q, err := ownQueue(ch, nil)
+				if err != nil {
+					return err
+				}
+				return to(q)(ch)
+			})
+			for _, d := range e.take(t, requests) {
+				if d.ReplyTo == victim || d.ReplyTo == leaked || !strings.HasPrefix(d.ReplyTo, "amq.") {
+					t.Fatalf("a request reached the broker with reply-to %q", d.ReplyTo)
+				}
+			}
+		})
+	}
+}
+
+// TestACLSenderSelected: RabbitMQ routes a message again under each key in
+// its CC and BCC headers; each is a publish of its own.
+func TestACLSenderSelected(t *testing.T) {
+	t.Parallel()
+	for _, perFrame := range []bool{false, true} {
+		t.Run(fmt.Sprintf("perFrame=%v", perFrame), func(t *testing.T) {
+			e := newACLEnv(t, nil)
+			secret := e.queue(t, "", [2]string{"amq.topic", "secret." + e.run})
+			copies := e.queue(t, "", [2]string{"amq.topic", "demo." + e.run + "b"})
+			c := e.client(t, perFrame, "writer")
+			with := func(h amqp091.Table) func(*amqp091.Channel) error {
+				return publish("amq.topic", "demo."+e.run, amqp091.Publishing{Headers: h, Body: []byte("sneaky-cc")})
+			}
+			refused(t, c, "header CC: publish to secret.", with(amqp091.Table{"CC": []any{"demo.x", "secret." + e.run}}))
+			refused(t, c, "header BCC: publish to secret.", with(amqp091.Table{"BCC": []any{"secret." + e.run}}))
+			refused(t, c, "header CC must be an array", with(amqp091.Table{"CC": "secret." + e.run}))
+			allowed(t, c, with(amqp091.Table{"CC": []any{"demo." + e.run + "b"}, "trace": "ok"}))
+			if got := bodies(e.take(t, secret)); len(got) != 0 {
+				t.Fatalf("copies reached secret.*: %q", got)
+			}
+			if got := bodies(e.take(t, copies)); len(got) != 1 {
+				t.Fatalf("the allowed copy: %q", got)
+			}
+		})
+	}
+}
+
 // TestACLMoreForms: the remaining ways around a rule, each closed.
 func TestACLMoreForms(t *testing.T) {
 	t.Parallel()
@@ -569,5 +636,19 @@ func TestACLMoreForms(t *testing.T) {
 		refused(t, c, `consumer argument "x-whatever"`, consume(amqp091.Table{"x-whatever": int32(1)}))
 		allowed(t, c, consume(amqp091.Table{"x-priority": int32(5)}))
 	})
-
+	t.Run("headers on an exchange that may route by them", func(t *testing.T) {
+		e.exchange(t, run+".hx", "headers")
+		secret := e.queue(t, "")
+		if err := e.spyC.QueueBind(secret, "", run+".hx", false, amqp091.Table{"x-match": "any", "secret": run}); err != nil {
+			t.Fatal(err)
+		}
+		c := e.client(t, false, "hx")
+		refused(t, c, "headers (a headers exchange routes by them", publish(run+".hx", "demo.x",
+			amqp091.Publishing{Headers: amqp091.Table{"secret": run}, Body: []byte("sneaky-headers")}))
+		refused(t, c, "exchange:amq.fanout:#", publish("amq.fanout", "demo.x", body("sneaky-fanout")))
+		allowed(t, c, publish(run+".hx", "demo.x", body("no headers")))
+		if got := bodies(e.take(t, secret)); len(got) != 0 {
+			t.Fatalf("reached the headers binding: %q", got)
+		}
+	})
 }

@@ -31,11 +31,15 @@ const (
 // consuming it gets only the replies addressed to that channel.
 const directReplyTo = "amq.rabbitmq.reply-to"
 
+// maxHeldPublishes bounds the basic.publish frames a connection may have
+// waiting for a content header that has not arrived yet.
+const maxHeldPublishes = 64
+
 // hash is the routing key that stands for every key.
 var hash = []byte("#")
 
 // guard decides, for an identity with rules, whether a client's method
-// may reach the broker. It is deny by default: whatever
+// or content header may reach the broker. It is deny by default: whatever
 // changes where the broker routes, stores or forwards a message is checked
 // against the rules or refused when it is not on the lists below
 // (docs/security.md explains each decision). It runs in the client loop;
@@ -45,24 +49,42 @@ type guard struct {
 	topicEx  string
 	maxDepth int // field-table nesting, as the scanner bounds it
 
-	// The last destination the rules allowed a publish to, so that
-	// publishing to the same place again allocates nothing. Rules do not
-	// change during a session, so an allowed destination stays allowed.
-	pubOK         bool
-	pubEx, pubKey []byte
+	// The last destinations the rules allowed, so that publishing to the
+	// same place again allocates nothing. Rules do not change during a
+	// session, so an allowed destination stays allowed.
+	pubOK, replyOK, wholeOK bool
+	pubEx, pubKey           []byte
+	replyTo, wholeEx        []byte
+
+	checked uint32 // channel+1 whose next frame, a content header, is already allowed
+	held    []byte // basic.publish frames waiting for their content header
+	heldN   int
 
 	queues serverNamed
 }
 
 // method decides a method frame on a channel other than 0, which the
-// scanner has accepted.
-func (g *guard) method(f *validate.AMQPFrame) error {
+// scanner has accepted. next is what follows the frame in the same
+// message: a basic.publish is decided together with its content header
+// when that is the next frame; when it is not, the guard holds the
+// publish (held reports it) until the header comes to content.
+func (g *guard) method(f *validate.AMQPFrame, next []byte) (held bool, err error) {
 	a := argReader{p: f.Payload, off: 4}
 	switch uint32(f.Class)<<16 | uint32(f.Method) {
 	case basicPublish:
 		a.skip(2)
 		ex, key := a.str(), a.str()
-		return g.publish(ex, key)
+		if err := g.publish(ex, key); err != nil {
+			return false, err
+		}
+		hdr, ok := nextHeader(next, f.Channel)
+		if !ok {
+			return true, g.hold(f.Raw)
+		}
+		if err := g.header(ex, hdr); err != nil {
+			return false, err
+		}
+		g.checked = uint32(f.Channel) + 1
 	case channelOpen:
 		g.queues.reset(f.Channel)
 	case exchangeDeclare:
@@ -71,15 +93,15 @@ func (g *guard) method(f *validate.AMQPFrame) error {
 		a.str() // type
 		bits, args := a.octet(), a.table()
 		if bits&1 != 0 { // passive: the broker ignores everything but the name
-			return g.probeExchange(name)
+			return false, g.probeExchange(name)
 		}
 		if err := g.allow(auth.Publish, g.route(name, hash)); err != nil {
-			return err
+			return false, err
 		}
-		return g.exchangeArgs(args)
+		return false, g.exchangeArgs(args)
 	case exchangeDelete:
 		a.skip(2)
-		return g.allow(auth.Publish, g.route(a.str(), hash))
+		return false, g.allow(auth.Publish, g.route(a.str(), hash))
 	case exchangeBind, exchangeUnbind:
 		a.skip(2)
 		dst, src, key := a.str(), a.str(), a.str()
@@ -87,12 +109,12 @@ func (g *guard) method(f *validate.AMQPFrame) error {
 		// Whatever reaches the source under the binding goes on to the
 		// destination with its own key, to any of the destination's bindings.
 		if err := g.allow(auth.Publish, g.route(dst, hash)); err != nil {
-			return err
+			return false, err
 		}
 		if len(a.table()) > 4 { // a headers exchange matches arguments, not the key
 			key = hash
 		}
-		return g.allow(auth.Subscribe, g.route(src, key))
+		return false, g.allow(auth.Subscribe, g.route(src, key))
 	case queueDeclare:
 		a.skip(2)
 		name := a.str()
@@ -103,29 +125,29 @@ func (g *guard) method(f *validate.AMQPFrame) error {
 		case passive && string(name) == directReplyTo:
 		case !own:
 			if err := g.allow(auth.Subscribe, g.queue(name)); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if !passive { // a passive declare's arguments are ignored by the broker
 			if err := g.queueArgs(args, own); err != nil {
-				return err
+				return false, err
 			}
 		}
 		if !noWait && !g.queues.expect(f.Channel, own) {
-			return fmt.Errorf("more than %d queue.declare awaiting their reply on one channel", maxDeclaresInFlight)
+			return false, fmt.Errorf("more than %d queue.declare awaiting their reply on one channel", maxDeclaresInFlight)
 		}
 	case queueBind:
 		a.skip(2)
 		q, ex, key := a.str(), a.str(), a.str()
 		a.octet()
-		return g.bind(q, ex, key, a.table())
+		return false, g.bind(q, ex, key, a.table())
 	case queueUnbind:
 		a.skip(2)
 		q, ex, key := a.str(), a.str(), a.str()
-		return g.bind(q, ex, key, a.table())
+		return false, g.bind(q, ex, key, a.table())
 	case queuePurge, queueDelete, basicGet:
 		a.skip(2)
-		return g.allow(auth.Subscribe, g.queue(a.str()))
+		return false, g.allow(auth.Subscribe, g.queue(a.str()))
 	case basicConsume:
 		a.skip(2)
 		q := a.str()
@@ -133,12 +155,27 @@ func (g *guard) method(f *validate.AMQPFrame) error {
 		a.octet()
 		if string(q) != directReplyTo {
 			if err := g.allow(auth.Subscribe, g.queue(q)); err != nil {
-				return err
+				return false, err
 			}
 		}
-		return g.consumeArgs(a.table())
+		return false, g.consumeArgs(a.table())
 	}
-	return nil
+	return false, nil
+}
+
+// content decides a content header frame. The header of a publish the
+// lookahead already allowed passes; that of a held publish is decided
+// now, and pub is the held frame to forward first.
+func (g *guard) content(f *validate.AMQPFrame) (pub []byte, err error) {
+	if g.checked == uint32(f.Channel)+1 {
+		g.checked = 0
+		return nil, nil
+	}
+	if pub = g.heldFor(f.Channel); pub == nil {
+		return nil, errors.New("content header without its basic.publish")
+	}
+	a := argReader{p: pub[7 : len(pub)-1], off: 6}
+	return pub, g.header(a.str(), f.Payload)
 }
 
 // publish decides basic.publish to exchange with routing key key.
@@ -153,6 +190,74 @@ func (g *guard) publish(ex, key []byte) error {
 	if d.Kind != auth.Private {
 		g.pubEx, g.pubKey, g.pubOK = append(g.pubEx[:0], ex...), append(g.pubKey[:0], key...), true
 	}
+	return nil
+}
+
+// header decides the properties of a message published to exchange ex:
+// reply-to names where a responder will publish on the client's behalf;
+// the CC and BCC headers route copies under more keys (RabbitMQ's
+// sender-selected distribution); a headers exchange routes by the rest.
+func (g *guard) header(ex, payload []byte) error {
+	pr, err := validate.ParseAMQPProperties(payload, g.maxDepth)
+	if err != nil {
+		return err
+	}
+	if rt, ok := pr.String(validate.AMQPReplyTo); ok && len(rt) > 0 {
+		if err := g.replyToAllowed(rt); err != nil {
+			return fmt.Errorf("reply-to: %w", err)
+		}
+	}
+	h, ok := pr.Headers()
+	if !ok || h.Len() == 0 {
+		return nil
+	}
+	others := false
+	for name, v, ok := h.Next(); ok; name, v, ok = h.Next() {
+		if string(name) != "CC" && string(name) != "BCC" {
+			others = true
+			continue
+		}
+		keys, ok := v.Array()
+		if !ok {
+			return fmt.Errorf("header %s must be an array of routing keys", name)
+		}
+		for _, k, ok := keys.Next(); ok; _, k, ok = keys.Next() {
+			key, ok := k.String()
+			if !ok {
+				return fmt.Errorf("header %s must hold long strings only", name)
+			}
+			if err := g.allow(auth.Publish, g.route(ex, key)); err != nil {
+				return fmt.Errorf("header %s: %w", name, err)
+			}
+		}
+		if keys.Err() != nil {
+			return keys.Err()
+		}
+	}
+	if h.Err() != nil {
+		return h.Err()
+	}
+	if !others || len(ex) == 0 || string(ex) == g.topicEx {
+		return nil // the default and topic exchanges route by key alone
+	}
+	if g.wholeOK && bytes.Equal(ex, g.wholeEx) {
+		return nil
+	}
+	if err := g.allow(auth.Publish, g.route(ex, hash)); err != nil {
+		return fmt.Errorf("headers (a headers exchange routes by them, not the key): %w", err)
+	}
+	g.wholeEx, g.wholeOK = append(g.wholeEx[:0], ex...), true
+	return nil
+}
+
+func (g *guard) replyToAllowed(rt []byte) error {
+	if string(rt) == directReplyTo || g.queues.has(rt) || (g.replyOK && bytes.Equal(rt, g.replyTo)) {
+		return nil
+	}
+	if err := g.allow(auth.Publish, auth.Dest{Kind: auth.Queue, Name: string(rt)}); err != nil {
+		return err
+	}
+	g.replyTo, g.replyOK = append(g.replyTo[:0], rt...), true
 	return nil
 }
 
@@ -325,6 +430,59 @@ func (g *guard) queue(name []byte) auth.Dest {
 		return auth.Dest{Kind: auth.Private}
 	}
 	return auth.Dest{Kind: auth.Queue, Name: string(name)}
+}
+
+// hold keeps a basic.publish frame until its content header comes.
+func (g *guard) hold(raw []byte) error {
+	if g.heldN >= maxHeldPublishes {
+		return fmt.Errorf("more than %d basic.publish waiting for their content header", maxHeldPublishes)
+	}
+	g.held = append(g.held, raw...)
+	g.heldN++
+	return nil
+}
+
+// heldFor returns the held basic.publish frame of channel ch, or nil.
+func (g *guard) heldFor(ch uint16) []byte {
+	if off, end := g.heldAt(ch); end > 0 {
+		return g.held[off:end]
+	}
+	return nil
+}
+
+// release drops the held frame of channel ch once it went on or was refused.
+func (g *guard) release(ch uint16) {
+	if off, end := g.heldAt(ch); end > 0 {
+		g.held = append(g.held[:off], g.held[end:]...)
+		g.heldN--
+	}
+	if g.heldN == 0 && cap(g.held) > 4<<10 {
+		g.held = nil // a burst of held frames does not pin its memory
+	}
+}
+
+func (g *guard) heldAt(ch uint16) (off, end int) {
+	for off < len(g.held) {
+		end = off + 8 + int(binary.BigEndian.Uint32(g.held[off+3:]))
+		if binary.BigEndian.Uint16(g.held[off+1:]) == ch {
+			return off, end
+		}
+		off = end
+	}
+	return 0, 0
+}
+
+// nextHeader returns the payload of next's first frame when it is a whole
+// content header on channel ch.
+func nextHeader(next []byte, ch uint16) ([]byte, bool) {
+	if len(next) < 8 || next[0] != validate.AMQPFrameHeader || binary.BigEndian.Uint16(next[1:]) != ch {
+		return nil, false
+	}
+	size := int(binary.BigEndian.Uint32(next[3:]))
+	if size > len(next)-8 {
+		return nil, false
+	}
+	return next[7 : 7+size], true
 }
 
 func indexOf(list []string, name []byte) int {

@@ -166,8 +166,30 @@ func (s *session) OnMessage(data []byte) {
 		case f.Channel != 0 && s.acl.clientClosing != nil && s.dropClient(f):
 			skip = true
 		case f.Channel != 0 && f.Type == validate.AMQPFrameMethod && !s.acl.open:
-			if err := s.acl.method(f); err != nil {
-				if off > start && !s.forward(data[start:off]) || !s.refuse(f.Channel, f.Class, f.Method, err) {
+			held, err := s.acl.method(f, data[off+n:])
+			if err != nil || held {
+				if off > start && !s.forward(data[start:off]) || err != nil && !s.refuse(f.Channel, f.Class, f.Method, err) {
+					return
+				}
+				start = off + n
+			}
+		case f.Channel != 0 && f.Type == validate.AMQPFrameHeader && !s.acl.open:
+			// A held basic.publish goes on just before its header, or
+			// both are refused together.
+			pub, err := s.acl.content(f)
+			if pub == nil && err == nil {
+				break
+			}
+			if off > start && !s.forward(data[start:off]) {
+				return
+			}
+			start = off
+			if err == nil && !s.forward(pub) {
+				return
+			}
+			s.acl.release(f.Channel)
+			if err != nil {
+				if !s.refuse(f.Channel, 60, 40, err) {
 					return
 				}
 				start = off + n
