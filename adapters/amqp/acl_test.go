@@ -652,3 +652,221 @@ func TestACLMoreForms(t *testing.T) {
 		}
 	})
 }
+
+// TestACLDifferential drives every AMQP form in docs/security.md through
+// the gateway as an identity that may publish and subscribe demo.* only,
+// and compares each decision with the table. Then the spy, which has
+// bound every exchange used with a catch-all and owns the secret queues,
+// shows that nothing outside demo.* was written or read, whatever the
+// decisions were. Frames go as one message per write, and one per frame
+// (a publish apart from its header).
+func TestACLDifferential(t *testing.T) {
+	t.Parallel()
+	for _, perFrame := range []bool{false, true} {
+		t.Run(fmt.Sprintf("perFrame=%v", perFrame), func(t *testing.T) {
+			t.Parallel()
+			differential(t, perFrame)
+		})
+	}
+}
+
+func differential(t *testing.T, perFrame bool) {
+	e := newACLEnv(t, nil)
+	run, topic := e.run, "demo."+e.run
+	spyEx := run + ".spyex"
+	e.exchange(t, spyEx, "fanout")
+	topicAll := e.queue(t, "", [2]string{"amq.topic", "#"})
+	others := map[string]string{ // catch-alls that nothing may reach
+		"amq.fanout":  e.queue(t, "", [2]string{"amq.fanout", ""}),
+		"amq.headers": e.queue(t, "", [2]string{"amq.headers", ""}),
+		"amq.direct":  e.queue(t, "", [2]string{"amq.direct", "secret." + run}),
+		spyEx:         e.queue(t, "", [2]string{spyEx, ""}),
+	}
+	secret := e.queue(t, run+".secret")
+	gen := e.queue(t, "") // a server-named queue of the spy's whose name leaked
+	e.put(t, "", secret, body("secret-1"))
+	e.put(t, "", secret, body("secret-2"))
+	e.put(t, "", gen, body("gen-1"))
+	c := e.client(t, perFrame, "writer")
+
+	// Every body carries the run: the broker is shared, and the spy's
+	// catch-alls see other tests' messages too.
+	pub := func(ex, key string, m amqp091.Publishing) func(*amqp091.Channel) error {
+		if len(m.Body) == 0 {
+			m.Body = []byte("sneaky " + ex + " " + key)
+		}
+		m.Body = append(m.Body, " "+run...)
+		return publish(ex, key, m)
+	}
+	ours := func(ds []amqp091.Delivery) []amqp091.Delivery {
+		return slices.DeleteFunc(ds, func(d amqp091.Delivery) bool { return !strings.HasSuffix(string(d.Body), " "+run) })
+	}
+	q := func(do func(ch *amqp091.Channel, q string) error) func(*amqp091.Channel) error {
+		return func(ch *amqp091.Channel) error {
+			name, err := ownQueue(ch, nil)
+			if err != nil {
+				return err
+			}
+			return do(ch, name)
+		}
+	}
+	declare := func(name string, passive bool, args amqp091.Table) func(*amqp091.Channel) error {
+		return func(ch *amqp091.Channel) error {
+			if passive {
+				_, err := ch.QueueDeclarePassive(name, false, true, true, false, args)
+				return err
+			}
+			_, err := ch.QueueDeclare(name, false, true, true, false, args)
+			return err
+		}
+	}
+	get := func(name string) func(*amqp091.Channel) error {
+		return func(ch *amqp091.Channel) error { _, _, err := ch.Get(name, false); return err }
+	}
+	consume := func(name string, args amqp091.Table) func(*amqp091.Channel) error {
+		return func(ch *amqp091.Channel) error {
+			_, err := ch.Consume(name, "", true, false, false, false, args)
+			return err
+		}
+	}
+	forms := []struct {
+		name    string
+		do      func(ch *amqp091.Channel) error
+		mention string // "" for allowed
+	}{
+		// basic.publish: exchange and key, then the properties
+		{"publish to the topic outside demo", pub("amq.topic", "secret."+run, amqp091.Publishing{}), "publish to secret."},
+		{"publish to #", pub("amq.topic", "#", amqp091.Publishing{}), "publish to #"},
+		{"publish to demo.#", pub("amq.topic", "demo.#", amqp091.Publishing{}), "publish to demo.#"},
+		{"CC outside demo", pub("amq.topic", topic, amqp091.Publishing{Headers: amqp091.Table{"CC": []any{"secret." + run}}}), "header CC"},
+		{"BCC outside demo", pub("amq.topic", topic, amqp091.Publishing{Headers: amqp091.Table{"BCC": []any{"secret." + run}}}), "header BCC"},
+		{"reply-to a named queue", pub("amq.topic", topic, amqp091.Publishing{ReplyTo: secret}), "reply-to"},
+		{"reply-to a leaked server-named queue", pub("amq.topic", topic, amqp091.Publishing{ReplyTo: gen}), "reply-to"},
+		{"the default exchange into a named queue", pub("", secret, amqp091.Publishing{}), "queue:" + secret},
+		{"the default exchange into a leaked queue", pub("", gen, amqp091.Publishing{}), "queue:" + gen},
+		{"amq.fanout", pub("amq.fanout", topic, amqp091.Publishing{}), "exchange:amq.fanout:#"},
+		{"amq.headers", pub("amq.headers", topic, amqp091.Publishing{Headers: amqp091.Table{"k": "v"}}), "exchange:amq.headers:#"},
+		{"amq.direct", pub("amq.direct", "secret."+run, amqp091.Publishing{}), "exchange:amq.direct:secret."},
+		{"another exchange", pub(spyEx, topic, amqp091.Publishing{}), "exchange:" + spyEx},
+		{"a body larger than a frame", pub("amq.topic", "secret."+run, amqp091.Publishing{Body: []byte("sneaky " + strings.Repeat("x", 200<<10))}), "secret."},
+		// reading and managing queues
+		{"basic.get a named queue", get(secret), "queue:" + secret},
+		{"basic.get a leaked queue", get(gen), "queue:" + gen},
+		{"basic.consume a named queue", consume(secret, nil), "queue:" + secret},
+		{"basic.consume a leaked queue", consume(gen, nil), "queue:" + gen},
+		{"queue.purge", func(ch *amqp091.Channel) error { _, err := ch.QueuePurge(secret, false); return err }, "queue:" + secret},
+		{"queue.purge a leaked queue", func(ch *amqp091.Channel) error { _, err := ch.QueuePurge(gen, false); return err }, "queue:" + gen},
+		{"queue.delete", func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(secret, false, false, false); return err }, "queue:" + secret},
+		{"queue.delete a leaked queue", func(ch *amqp091.Channel) error { _, err := ch.QueueDelete(gen, false, false, false); return err }, "queue:" + gen},
+		{"passive queue.declare", declare(secret, true, nil), "queue:" + secret},
+		{"queue.declare of a named queue", declare(secret, false, nil), "queue:" + secret},
+		{"queue.bind a named queue", func(ch *amqp091.Channel) error { return ch.QueueBind(secret, topic, "amq.topic", false, nil) }, "queue:" + secret},
+		{"queue.unbind the spy's catch-all", func(ch *amqp091.Channel) error { return ch.QueueUnbind(topicAll, "#", "amq.topic", nil) }, "queue:" + topicAll},
+		{"queue.bind #", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind(q, "#", "amq.topic", false, nil) }), "subscribe to #"},
+		{"queue.bind outside demo", q(func(ch *amqp091.Channel, q string) error {
+			return ch.QueueBind(q, "secret."+run, "amq.topic", false, nil)
+		}), "secret."},
+		{"queue.bind demo.#", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind(q, "demo.#", "amq.topic", false, nil) }), "demo.#"},
+		{"queue.bind with arguments", q(func(ch *amqp091.Channel, q string) error {
+			return ch.QueueBind(q, topic, "amq.topic", false, amqp091.Table{"x-match": "any"})
+		}), "subscribe to #"},
+		{"queue.bind to amq.fanout", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind(q, topic, "amq.fanout", false, nil) }), "amq.fanout:#"},
+		{"queue.bind to amq.headers", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind(q, topic, "amq.headers", false, nil) }), "amq.headers:#"},
+		{"queue.bind to another exchange", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind(q, topic, spyEx, false, nil) }), spyEx},
+		{"queue.bind with no queue and no key", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind("", "", "amq.topic", false, nil) }), "subscribe to #"},
+		// queue arguments
+		{"dead-lettering to a fanout", declare("", false, amqp091.Table{"x-dead-letter-exchange": "amq.fanout"}), "x-dead-letter-exchange"},
+		{"dead-lettering into a named queue", declare("", false, amqp091.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": secret}), "x-dead-letter-exchange"},
+		{"dead-lettering outside demo", declare("", false, amqp091.Table{"x-dead-letter-exchange": "amq.topic", "x-dead-letter-routing-key": "secret." + run}), "x-dead-letter-exchange"},
+		{"an unknown queue argument", declare("", false, amqp091.Table{"x-whatever": int32(1)}), `"x-whatever"`},
+		{"an unknown consumer argument", q(func(ch *amqp091.Channel, q string) error {
+			return consume(q, amqp091.Table{"x-whatever": int32(1)})(ch)
+		}), `"x-whatever"`},
+		// exchanges
+		{"exchange.declare", func(ch *amqp091.Channel) error {
+			return ch.ExchangeDeclare(run+".mallory", "fanout", false, true, false, false, nil)
+		}, "exchange:" + run + ".mallory:#"},
+		{"passive exchange.declare", func(ch *amqp091.Channel) error {
+			return ch.ExchangeDeclarePassive(spyEx, "fanout", false, true, false, false, nil)
+		}, "exchange:" + spyEx},
+		{"exchange.delete", func(ch *amqp091.Channel) error { return ch.ExchangeDelete(spyEx, false, false) }, "exchange:" + spyEx},
+		{"exchange.bind into another exchange", func(ch *amqp091.Channel) error { return ch.ExchangeBind(spyEx, topic, "amq.topic", false, nil) }, "exchange:" + spyEx},
+		{"exchange.bind into the topic exchange", func(ch *amqp091.Channel) error { return ch.ExchangeBind("amq.topic", "", spyEx, false, nil) }, "publish to #"},
+		{"exchange.unbind", func(ch *amqp091.Channel) error { return ch.ExchangeUnbind(spyEx, topic, "amq.topic", false, nil) }, "exchange:" + spyEx},
+
+		// what demo.* allows
+		{"publish to demo", pub("amq.topic", topic, amqp091.Publishing{Body: []byte("allowed plain")}), ""},
+		{"publish with CC inside demo", pub("amq.topic", topic, amqp091.Publishing{Body: []byte("allowed cc"), Headers: amqp091.Table{"CC": []any{"demo.other"}, "app": "x"}}), ""},
+		{"direct reply-to", func(ch *amqp091.Channel) error {
+			if err := consume("amq.rabbitmq.reply-to", nil)(ch); err != nil {
+				return err
+			}
+			return pub("amq.topic", topic, amqp091.Publishing{Body: []byte("allowed direct reply-to"), ReplyTo: "amq.rabbitmq.reply-to"})(ch)
+		}, ""},
+		{"reply-to its own queue", q(func(ch *amqp091.Channel, q string) error {
+			return pub("amq.topic", topic, amqp091.Publishing{Body: []byte("allowed own reply-to"), ReplyTo: q})(ch)
+		}), ""},
+		{"its own queue, bound inside demo", q(func(ch *amqp091.Channel, q string) error {
+			if err := ch.QueueBind(q, topic, "amq.topic", false, nil); err != nil {
+				return err
+			}
+			if err := pub("", q, amqp091.Publishing{Body: []byte("allowed to itself")})(ch); err != nil {
+				return err
+			}
+			if d, ok, err := ch.Get(q, true); err != nil || !ok || string(d.Body) != "allowed to itself "+run {
+				return fmt.Errorf("get: %q %v %v", d.Body, ok, err)
+			}
+			return consume(q, amqp091.Table{"x-priority": int32(1)})(ch)
+		}), ""},
+		{"its own queue, shaped and dead-lettering inside demo", declare("", false, amqp091.Table{"x-message-ttl": int32(1000),
+			"x-dead-letter-exchange": "amq.topic", "x-dead-letter-routing-key": topic}), ""},
+		{"passive exchange.declare of the topic exchange", func(ch *amqp091.Channel) error {
+			return ch.ExchangeDeclarePassive("amq.topic", "topic", true, false, false, false, nil)
+		}, ""},
+	}
+	for _, f := range forms {
+		e := attempt(t, c, f.do)
+		switch {
+		case f.mention == "" && e != nil:
+			t.Errorf("%s: refused (%v); the table allows it", f.name, e)
+		case f.mention != "" && e == nil:
+			t.Errorf("%s: allowed; the table refuses it", f.name)
+		case f.mention != "" && (e.Code != replyAccessRefused || !strings.Contains(e.Reason, f.mention)):
+			t.Errorf("%s: closed with %v; want 403 naming %q", f.name, e, f.mention)
+		}
+	}
+
+	// The spy's view, which holds whatever the decisions were.
+	var allowedBodies []string
+	for _, d := range ours(e.take(t, topicAll)) {
+		if rest, ok := strings.CutPrefix(d.RoutingKey, "demo."); !ok || strings.ContainsAny(rest, "./") {
+			t.Errorf("a message reached the topic exchange under %q: %q", d.RoutingKey, d.Body)
+		}
+		if d.ReplyTo != "" && !strings.HasPrefix(d.ReplyTo, "amq.") || d.ReplyTo == gen {
+			t.Errorf("a message went out with reply-to %q", d.ReplyTo)
+		}
+		if _, ok := d.Headers["BCC"]; ok {
+			t.Errorf("a message kept its BCC: %v", d.Headers)
+		}
+		allowedBodies = append(allowedBodies, strings.TrimSuffix(string(d.Body), " "+run))
+	}
+	slices.Sort(allowedBodies)
+	want := []string{"allowed cc", "allowed direct reply-to", "allowed own reply-to", "allowed plain"}
+	if !slices.Equal(allowedBodies, want) {
+		t.Errorf("the topic exchange got %q, want %q", allowedBodies, want)
+	}
+	for ex, q := range others {
+		if got := bodies(ours(e.take(t, q))); len(got) != 0 {
+			t.Errorf("reached %s: %q", ex, got)
+		}
+	}
+	if got := bodies(e.take(t, secret)); !slices.Equal(got, []string{"secret-1", "secret-2"}) {
+		t.Errorf("the named secret queue holds %q", got)
+	}
+	if got := bodies(e.take(t, gen)); !slices.Equal(got, []string{"gen-1"}) {
+		t.Errorf("the leaked server-named queue holds %q", got)
+	}
+	if strings.Contains(e.tap.Sent(), "sneaky") {
+		t.Error("a refused message reached RabbitMQ")
+	}
+}
