@@ -269,7 +269,7 @@ func (s *AMQPScanner) checkMethod(f *AMQPFrame) error {
 	if err := s.order(f, m); err != nil {
 		return err
 	}
-	end, err := s.args(p, 4, m.args)
+	end, err := args(p, 4, m.args, s.Limits.MaxTableDepth)
 	if err != nil {
 		return amqpErr(ErrMalformed, AMQPSyntaxError, "%s: %v", m.name, err)
 	}
@@ -336,7 +336,7 @@ func (s *AMQPScanner) order(f *AMQPFrame, m amqpMethod) error {
 }
 
 // args walks the encoded arguments from off, returning the end offset.
-func (s *AMQPScanner) args(p []byte, off int, spec string) (int, error) {
+func args(p []byte, off int, spec string, maxDepth int) (int, error) {
 	for i := 0; i < len(spec); i++ {
 		var err error
 		switch spec[i] {
@@ -353,7 +353,7 @@ func (s *AMQPScanner) args(p []byte, off int, spec string) (int, error) {
 		case 'X':
 			off, err = longStr(p, off)
 		case 't':
-			off, err = s.table(p, off, 1)
+			off, err = fieldTable(p, off, 1, maxDepth)
 		}
 		if err != nil {
 			return 0, err
@@ -383,11 +383,11 @@ func longStr(p []byte, off int) (int, error) {
 	return need(p, off+4, int(binary.BigEndian.Uint32(p[off:])))
 }
 
-// table checks a field table: a long size, then name/type/value entries
-// filling it exactly, nested tables and arrays at most MaxTableDepth deep.
-func (s *AMQPScanner) table(p []byte, off, depth int) (int, error) {
-	if depth > s.Limits.MaxTableDepth {
-		return 0, fmt.Errorf("field tables nested deeper than %d", s.Limits.MaxTableDepth)
+// fieldTable checks a field table: a long size, then name/type/value entries
+// filling it exactly, nested tables and arrays at most maxDepth deep.
+func fieldTable(p []byte, off, depth, maxDepth int) (int, error) {
+	if depth > maxDepth {
+		return 0, fmt.Errorf("field tables nested deeper than %d", maxDepth)
 	}
 	if off+4 > len(p) {
 		return 0, fmt.Errorf("field table truncated at byte %d", off)
@@ -402,7 +402,7 @@ func (s *AMQPScanner) table(p []byte, off, depth int) (int, error) {
 		if i, err = shortStr(q, i); err != nil {
 			return 0, err
 		}
-		if i, err = s.fieldValue(q, i, depth); err != nil {
+		if i, err = fieldValue(q, i, depth, maxDepth); err != nil {
 			return 0, err
 		}
 	}
@@ -410,7 +410,7 @@ func (s *AMQPScanner) table(p []byte, off, depth int) (int, error) {
 }
 
 // fieldValue checks one typed value (RabbitMQ's field type set).
-func (s *AMQPScanner) fieldValue(p []byte, off, depth int) (int, error) {
+func fieldValue(p []byte, off, depth, maxDepth int) (int, error) {
 	if off >= len(p) {
 		return 0, fmt.Errorf("field value truncated at byte %d", off)
 	}
@@ -432,10 +432,10 @@ func (s *AMQPScanner) fieldValue(p []byte, off, depth int) (int, error) {
 	case 'V':
 		return off, nil
 	case 'F':
-		return s.table(p, off, depth+1)
+		return fieldTable(p, off, depth+1, maxDepth)
 	case 'A':
-		if depth+1 > s.Limits.MaxTableDepth {
-			return 0, fmt.Errorf("field arrays nested deeper than %d", s.Limits.MaxTableDepth)
+		if depth+1 > maxDepth {
+			return 0, fmt.Errorf("field arrays nested deeper than %d", maxDepth)
 		}
 		if off+4 > len(p) {
 			return 0, fmt.Errorf("field array truncated at byte %d", off)
@@ -446,7 +446,7 @@ func (s *AMQPScanner) fieldValue(p []byte, off, depth int) (int, error) {
 		}
 		for i := off + 4; i < end; {
 			var err error
-			if i, err = s.fieldValue(p[:end], i, depth+1); err != nil {
+			if i, err = fieldValue(p[:end], i, depth+1, maxDepth); err != nil {
 				return 0, err
 			}
 		}
@@ -458,30 +458,87 @@ func (s *AMQPScanner) fieldValue(p []byte, off, depth int) (int, error) {
 // Basic content properties in flag order (bit 15 down to bit 2).
 const basicProps = "SStooSSSSLSSSS"
 
-func (s *AMQPScanner) checkContentHeader(f *AMQPFrame) error {
-	p := f.Payload
+// Basic content properties, by their place in basicProps.
+const (
+	AMQPContentType = iota
+	AMQPContentEncoding
+	AMQPHeaders
+	AMQPDeliveryMode
+	AMQPPriority
+	AMQPCorrelationID
+	AMQPReplyTo
+	AMQPExpiration
+	AMQPMessageID
+	AMQPTimestamp
+	AMQPType
+	AMQPUserID
+	AMQPAppID
+	AMQPClusterID
+)
+
+// AMQPProperties locates the basic properties of a content header. It
+// holds offsets only, so reading a header allocates nothing.
+type AMQPProperties struct {
+	p   []byte
+	at  [len(basicProps)]int32 // where each present property's value starts; 0: absent
+	end [len(basicProps)]int32
+}
+
+// ParseAMQPProperties reads a content header's payload (class, weight,
+// body size, property flags and list) as the scanner checks it, so it may
+// run before the scanner has seen the frame; the error then is the one the
+// scanner will give.
+func ParseAMQPProperties(p []byte, maxTableDepth int) (AMQPProperties, error) {
+	pr := AMQPProperties{p: p}
 	if len(p) < 14 {
-		return amqpErr(ErrMalformed, AMQPFrameError, "content header shorter than 14 bytes")
+		return pr, amqpErr(ErrMalformed, AMQPFrameError, "content header shorter than 14 bytes")
 	}
 	if class, weight := binary.BigEndian.Uint16(p), binary.BigEndian.Uint16(p[2:]); class != 60 || weight != 0 {
-		return amqpErr(ErrMalformed, AMQPFrameError, "content header class %d weight %d, want basic (60) and 0", class, weight)
+		return pr, amqpErr(ErrMalformed, AMQPFrameError, "content header class %d weight %d, want basic (60) and 0", class, weight)
 	}
 	flags := binary.BigEndian.Uint16(p[12:])
 	if flags&0x3 != 0 {
-		return amqpErr(ErrMalformed, AMQPSyntaxError, "content header uses reserved property flag bits")
+		return pr, amqpErr(ErrMalformed, AMQPSyntaxError, "content header uses reserved property flag bits")
 	}
 	end := 14
 	for i := 0; i < len(basicProps); i++ {
 		if flags&(1<<(15-i)) == 0 {
 			continue
 		}
+		start := end
 		var err error
-		if end, err = s.args(p, end, basicProps[i:i+1]); err != nil {
-			return amqpErr(ErrMalformed, AMQPSyntaxError, "content header property %d: %v", i, err)
+		if end, err = args(p, end, basicProps[i:i+1], maxTableDepth); err != nil {
+			return pr, amqpErr(ErrMalformed, AMQPSyntaxError, "content header property %d: %v", i, err)
 		}
+		pr.at[i], pr.end[i] = int32(start), int32(end)
 	}
 	if end != len(p) {
-		return amqpErr(ErrMalformed, AMQPSyntaxError, "content header: %d bytes after its properties", len(p)-end)
+		return pr, amqpErr(ErrMalformed, AMQPSyntaxError, "content header: %d bytes after its properties", len(p)-end)
+	}
+	return pr, nil
+}
+
+// String returns short-string property i (such as AMQPReplyTo) and
+// whether it is present.
+func (pr *AMQPProperties) String(i int) ([]byte, bool) {
+	if i < 0 || i >= len(basicProps) || pr.at[i] == 0 || basicProps[i] != 'S' {
+		return nil, false
+	}
+	return pr.p[pr.at[i]+1 : pr.end[i]], true
+}
+
+// Headers returns the headers table and whether it is present.
+func (pr *AMQPProperties) Headers() (AMQPFields, bool) {
+	if pr.at[AMQPHeaders] == 0 {
+		return AMQPFields{}, false
+	}
+	return NewAMQPFields(pr.p[pr.at[AMQPHeaders]:pr.end[AMQPHeaders]]), true
+}
+
+func (s *AMQPScanner) checkContentHeader(f *AMQPFrame) error {
+	p := f.Payload
+	if _, err := ParseAMQPProperties(p, s.Limits.MaxTableDepth); err != nil {
+		return err
 	}
 	if size := binary.BigEndian.Uint64(p[4:]); size > 0 {
 		s.contents[f.Channel] = content{remaining: size}
@@ -489,4 +546,80 @@ func (s *AMQPScanner) checkContentHeader(f *AMQPFrame) error {
 		delete(s.contents, f.Channel)
 	}
 	return nil
+}
+
+// AMQPFields walks the entries of a field table or the values of a field
+// array that a scanner has accepted. It allocates nothing; on a malformed
+// encoding Next stops and Err says why.
+type AMQPFields struct {
+	b     []byte // the entries or values, without the size
+	off   int
+	array bool
+	err   error
+}
+
+// NewAMQPFields walks table, a field table's encoding with its long size.
+func NewAMQPFields(table []byte) AMQPFields {
+	if len(table) < 4 || int(binary.BigEndian.Uint32(table)) != len(table)-4 {
+		return AMQPFields{err: fmt.Errorf("field table size does not match its bytes")}
+	}
+	return AMQPFields{b: table[4:]}
+}
+
+// Len reports the encoded size of the entries left, 0 for an empty table.
+func (t *AMQPFields) Len() int { return len(t.b) - t.off }
+
+// Next returns the next entry (an array's values have no name). Value is
+// the encoding after the type octet; String reads a long string's bytes.
+func (t *AMQPFields) Next() (name []byte, v AMQPValue, ok bool) {
+	if t.err != nil || t.off >= len(t.b) {
+		return nil, AMQPValue{}, false
+	}
+	i := t.off
+	if !t.array {
+		n, err := shortStr(t.b, i)
+		if err != nil {
+			t.err = err
+			return nil, AMQPValue{}, false
+		}
+		name, i = t.b[i+1:n], n
+	}
+	// The depth was bounded when the frame was scanned; here only the
+	// value's extent matters.
+	end, err := fieldValue(t.b, i, 0, maxWalkDepth)
+	if err != nil {
+		t.err = err
+		return nil, AMQPValue{}, false
+	}
+	t.off = end
+	return name, AMQPValue{Type: t.b[i], Raw: t.b[i+1 : end]}, true
+}
+
+// Err reports why Next stopped early, nil at the end of the entries.
+func (t *AMQPFields) Err() error { return t.err }
+
+// maxWalkDepth bounds recursion when AMQPFields measures a value whose
+// frame a scanner (with its own, smaller limit) has already accepted.
+const maxWalkDepth = 64
+
+// AMQPValue is one typed field value.
+type AMQPValue struct {
+	Type byte
+	Raw  []byte
+}
+
+// String returns a long string's bytes ('S'), or false for any other type.
+func (v AMQPValue) String() ([]byte, bool) {
+	if v.Type != 'S' || len(v.Raw) < 4 {
+		return nil, false
+	}
+	return v.Raw[4:], true
+}
+
+// Array walks an array's values ('A'), or reports false for any other type.
+func (v AMQPValue) Array() (AMQPFields, bool) {
+	if v.Type != 'A' || len(v.Raw) < 4 {
+		return AMQPFields{}, false
+	}
+	return AMQPFields{b: v.Raw[4:], array: true}, true
 }

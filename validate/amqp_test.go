@@ -225,3 +225,85 @@ func scanAMQPInto(s *AMQPScanner, in []byte) (int, error) {
 	}
 	return frames, nil
 }
+
+// TestAMQPProperties: the readers the ACL uses find reply-to and the
+// headers table (with an array inside) wherever the flags put them, and
+// refuse what the scanner refuses.
+func TestAMQPProperties(t *testing.T) {
+	hdr := func(flags uint16, props ...[]byte) []byte {
+		b := append(append(u16(60), u16(0)...), u64(0)...)
+		b = append(b, u16(flags)...)
+		for _, p := range props {
+			b = append(b, p...)
+		}
+		return b
+	}
+	vals := append(append([]byte{'S'}, lstr("a.b")...), 'I', 0, 0, 0, 9)
+	cc := table(entry("CC", 'A', append(u32(uint32(len(vals))), vals...)), entry("n", 'I', u32(7)))
+	tests := []struct {
+		name    string
+		payload []byte
+		replyTo string // "-" for absent
+		headers []string
+		err     bool
+	}{
+		{"none", hdr(0), "-", nil, false},
+		{"reply-to alone", hdr(1<<9, sstr("amq.rabbitmq.reply-to")), "amq.rabbitmq.reply-to", nil, false},
+		{"reply-to after headers and correlation-id", hdr(1<<15|1<<13|1<<10|1<<9, sstr("text/plain"), cc, sstr("c1"), sstr("rq")),
+			"rq", []string{"CC A [S:a.b I]", "n I"}, false},
+		{"empty reply-to", hdr(1<<9, sstr("")), "", nil, false},
+		{"truncated reply-to", hdr(1<<9, []byte{9, 'x'}), "-", nil, true},
+		{"bytes after the properties", hdr(0, []byte{0}), "-", nil, true},
+		{"reserved flag bit", hdr(1), "-", nil, true},
+		{"not basic", append(u16(50), hdr(0)[2:]...), "-", nil, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pr, err := ParseAMQPProperties(tt.payload, 4)
+			if (err != nil) != tt.err {
+				t.Fatalf("err %v, want error %v", err, tt.err)
+			}
+			if err != nil {
+				return
+			}
+			rt, ok := pr.String(AMQPReplyTo)
+			if got := map[bool]string{true: string(rt), false: "-"}[ok]; got != tt.replyTo {
+				t.Fatalf("reply-to %q, want %q", got, tt.replyTo)
+			}
+			var got []string
+			if h, ok := pr.Headers(); ok {
+				for name, v, ok := h.Next(); ok; name, v, ok = h.Next() {
+					s := string(name) + " " + string(v.Type)
+					if arr, ok := v.Array(); ok {
+						var vals []string
+						for _, e, ok := arr.Next(); ok; _, e, ok = arr.Next() {
+							if str, ok := e.String(); ok {
+								vals = append(vals, "S:"+string(str))
+							} else {
+								vals = append(vals, string(e.Type))
+							}
+						}
+						s += " [" + strings.Join(vals, " ") + "]"
+					}
+					got = append(got, s)
+				}
+				if h.Err() != nil {
+					t.Fatal(h.Err())
+				}
+			}
+			if strings.Join(got, ",") != strings.Join(tt.headers, ",") {
+				t.Fatalf("headers %q, want %q", got, tt.headers)
+			}
+		})
+	}
+	t.Run("malformed table", func(t *testing.T) {
+		f := NewAMQPFields(append(u32(3), 5, 'a', 'b'))
+		if _, _, ok := f.Next(); ok || f.Err() == nil {
+			t.Fatal("a truncated entry was read")
+		}
+		f = NewAMQPFields(u32(9))
+		if _, _, ok := f.Next(); ok || f.Err() == nil {
+			t.Fatal("a size past the bytes was accepted")
+		}
+	})
+}

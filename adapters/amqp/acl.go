@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -18,6 +17,7 @@ import (
 // AMQP reply codes the gateway's auth answers with.
 const (
 	replyAccessRefused    = 403
+	replyNotAllowed       = 530
 	replyConnectionForced = 320
 )
 
@@ -29,6 +29,7 @@ const (
 type acl struct {
 	open          bool            // the identity may touch every destination (read loop)
 	clientClosing map[uint16]bool // channels awaiting the client's close-ok (read loop)
+	guard                         // the decisions when it may not
 
 	mu            sync.Mutex
 	brokerClosing map[uint16]bool // channels awaiting the broker's close-ok
@@ -73,6 +74,15 @@ func (s *session) login(mechanism, response []byte) bool {
 	}
 	s.cred = cred
 	s.acl.open = s.Unrestricted()
+	if !s.acl.open {
+		o := &s.relay.opts
+		policy, id := o.Auth, s.Identity
+		s.acl.guard = guard{
+			allow:    func(act auth.Action, d auth.Dest) error { return policy.Allow(id, act, d) },
+			topicEx:  o.TopicExchange,
+			maxDepth: s.in.Limits.MaxTableDepth,
+		}
+	}
 	s.WatchExpiry(func() {
 		s.closeConnection("token_expired", "the client's token expired", bridge.ClosePolicy, replyConnectionForced,
 			"CONNECTION_FORCED - token expired; reconnect with a fresh one")
@@ -80,78 +90,12 @@ func (s *session) login(mechanism, response []byte) bool {
 	return true
 }
 
-// check applies the ACL to a method frame. It returns the destinations
-// the method touches that the identity may not, as an error for
-// channel.close, or nil.
-func (s *session) check(f *validate.AMQPFrame) error {
-	p := f.Payload
-	str := func(i int) string { // the i-th short string after the reserved short
-		off := 6
-		for ; i > 0; i-- {
-			off += 1 + int(p[off])
-		}
-		return string(p[off+1 : off+1+int(p[off])])
-	}
-	topicEx := s.relay.opts.TopicExchange
-	queue := func(name string) auth.Dest {
-		if name == "" || strings.HasPrefix(name, "amq.gen-") {
-			// the channel's last server-named queue, or one: exclusive to
-			// this connection whatever the ACL says
-			return auth.Dest{Kind: auth.Private, Name: name}
-		}
-		return auth.Dest{Kind: auth.Queue, Name: name}
-	}
-	route := func(exchange, key string) auth.Dest {
-		switch exchange {
-		case "":
-			return auth.Dest{Kind: auth.Queue, Name: key}
-		case topicEx:
-			return auth.Dest{Kind: auth.Topic, Name: key}
-		}
-		return auth.Dest{Kind: auth.Exchange, Exchange: exchange, Name: key}
-	}
-	wholeExchange := func(name string) auth.Dest { return auth.Dest{Kind: auth.Exchange, Exchange: name, Name: "#"} }
-	switch uint32(f.Class)<<16 | uint32(f.Method) {
-	case 60<<16 | 40: // basic.publish
-		return s.Allow(auth.Publish, route(str(0), str(1)))
-	case 50<<16 | 10: // queue.declare
-		name := str(0)
-		if bytes.Contains(p[6+1+len(name):], []byte("x-dead-letter-exchange")) {
-			o := &s.relay.opts
-			o.Log.Info("amqp access denied", "route", o.Route, "remote", s.Remote, "identity", s.Identity.String(),
-				"action", "queue.declare", "destination", "queue:"+name, "reason", "x-dead-letter-exchange")
-			return &auth.Error{Msg: "queue arguments that route messages elsewhere (x-dead-letter-exchange) are not allowed"}
-		}
-		return s.Allow(auth.Subscribe, queue(name))
-	case 50<<16 | 20: // queue.bind
-		if err := s.Allow(auth.Subscribe, queue(str(0))); err != nil {
-			return err
-		}
-		return s.Allow(auth.Subscribe, route(str(1), str(2)))
-	case 50<<16 | 30, 50<<16 | 40, 60<<16 | 20, 60<<16 | 70: // queue.purge, queue.delete, basic.consume, basic.get
-		return s.Allow(auth.Subscribe, queue(str(0)))
-	case 40<<16 | 10: // exchange.declare
-		name := str(0)
-		bitsAt := 6 + 1 + len(name) + 1 + len(str(1))
-		if p[bitsAt]&1 != 0 { // passive: only asks whether it exists
-			return nil
-		}
-		return s.Allow(auth.Publish, wholeExchange(name))
-	case 40<<16 | 20: // exchange.delete
-		return s.Allow(auth.Publish, wholeExchange(str(0)))
-	case 40<<16 | 30, 40<<16 | 40: // exchange.bind, exchange.unbind
-		if err := s.Allow(auth.Publish, wholeExchange(str(0))); err != nil {
-			return err
-		}
-		return s.Allow(auth.Subscribe, route(str(1), str(2)))
-	}
-	return nil
-}
-
-// refuse closes the channel of a refused method on both sides. It returns
-// false when the session has ended.
-func (s *session) refuse(f *validate.AMQPFrame, err error) bool {
-	ch := f.Channel
+// refuse closes the channel of a refused method (class, method) on both
+// sides, and logs why. It returns false when the session has ended.
+func (s *session) refuse(ch, class, method uint16, err error) bool {
+	o := &s.relay.opts
+	o.Log.Info("amqp access denied", "route", o.Route, "remote", s.Remote, "identity", s.Identity.String(),
+		"channel", ch, "method", (&validate.AMQPFrame{Class: class, Method: method}).MethodName(), "reason", err.Error())
 	if s.acl.clientClosing == nil {
 		s.acl.clientClosing = map[uint16]bool{}
 	}
@@ -166,7 +110,7 @@ func (s *session) refuse(f *validate.AMQPFrame, err error) bool {
 	if !s.forward(channelClose(ch, 200, "closed by the gateway", 0, 0)) {
 		return false
 	}
-	return s.Write(gws.OpcodeBinary, channelClose(ch, replyAccessRefused, fmt.Sprintf("ACCESS_REFUSED - %s", err), f.Class, f.Method))
+	return s.Write(gws.OpcodeBinary, channelClose(ch, replyAccessRefused, fmt.Sprintf("ACCESS_REFUSED - %s", err), class, method))
 }
 
 // dropClient reports whether a client frame belongs to a channel the

@@ -186,8 +186,30 @@ func (s *session) OnMessage(data []byte) {
 		case f.Channel != 0 && s.acl.clientClosing != nil && s.dropClient(f):
 			skip = true
 		case f.Channel != 0 && f.Type == validate.AMQPFrameMethod && !s.acl.open:
-			if err := s.check(f); err != nil {
-				if off > start && !s.forward(data[start:off]) || !s.refuse(f, err) {
+			held, err := s.acl.method(f, data[off+n:])
+			if err != nil || held {
+				if off > start && !s.forward(data[start:off]) || err != nil && !s.refuse(f.Channel, f.Class, f.Method, err) {
+					return
+				}
+				start = off + n
+			}
+		case f.Channel != 0 && f.Type == validate.AMQPFrameHeader && !s.acl.open:
+			// A held basic.publish goes on just before its header, or
+			// both are refused together.
+			pub, err := s.acl.content(f)
+			if pub == nil && err == nil {
+				break
+			}
+			if off > start && !s.forward(data[start:off]) {
+				return
+			}
+			start = off
+			if err == nil && !s.forward(pub) {
+				return
+			}
+			s.acl.release(f.Channel)
+			if err != nil {
+				if !s.refuse(f.Channel, 60, 40, err) {
 					return
 				}
 				start = off + n
@@ -202,6 +224,15 @@ func (s *session) OnMessage(data []byte) {
 			if !s.vhostAllowed(f) {
 				return
 			}
+		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 70:
+			// connection.update-secret would hand the broker a secret for
+			// the gateway's login: the credential is the gateway's alone.
+			if off > start && !s.forward(data[start:off]) {
+				return
+			}
+			s.closeConnection("forbidden", "connection.update-secret from a client", bridge.ClosePolicy, replyNotAllowed,
+				"NOT_ALLOWED - connection.update-secret: the broker credential belongs to the gateway; reconnect with a fresh token")
+			return
 		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && (f.Method == 50 || f.Method == 51):
 			s.clientClosing.Store(true)
 		}
@@ -342,6 +373,7 @@ func (s *session) readUpstream() {
 		}
 		var rebuilt []byte // b[:kept] with the broker's close texts replaced; nil while none was
 		kept := 0
+		declaring := s.acl.queues.waiting.Load() > 0
 		for end+7 <= len(b) {
 			size := int(binary.BigEndian.Uint32(b[end+3:]))
 			if size+8 > max {
@@ -362,6 +394,9 @@ func (s *session) readUpstream() {
 						kept = next
 					}
 				}
+			}
+			if declaring { // learn the names of our server-named queues before the client does
+				s.acl.queues.brokerFrame(b[end:next])
 			}
 			end = next
 			count++

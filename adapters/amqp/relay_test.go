@@ -3,6 +3,7 @@ package amqp
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,11 @@ type wsConn struct {
 	buf    []byte
 	closed chan struct{}
 	err    error
+
+	// perFrame sends every AMQP frame as a message of its own, as a
+	// client may: a basic.publish then arrives apart from its header.
+	perFrame bool
+	unsent   []byte
 }
 
 func (c *wsConn) OnMessage(_ *gws.Conn, m *gws.Message) { c.msgs <- bytes.Clone(m.Bytes()); m.Close() }
@@ -65,7 +71,27 @@ func (c *wsConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 func (c *wsConn) Write(p []byte) (int, error) {
-	return len(p), c.conn.WriteMessage(gws.OpcodeBinary, p)
+	if !c.perFrame {
+		return len(p), c.conn.WriteMessage(gws.OpcodeBinary, p)
+	}
+	c.unsent = append(c.unsent, p...)
+	for {
+		n := 8 // the protocol header
+		if !bytes.HasPrefix(c.unsent, []byte("AMQP")) {
+			if len(c.unsent) < 7 {
+				break
+			}
+			n = 8 + int(binary.BigEndian.Uint32(c.unsent[3:]))
+		}
+		if len(c.unsent) < n {
+			break
+		}
+		if err := c.conn.WriteMessage(gws.OpcodeBinary, c.unsent[:n]); err != nil {
+			return 0, err
+		}
+		c.unsent = c.unsent[n:]
+	}
+	return len(p), nil
 }
 
 // Close lets the gateway's WebSocket close arrive first, as a browser
@@ -372,4 +398,31 @@ func TestRelayAMQPRejects(t *testing.T) {
 			t.Fatal("connected with the broker down")
 		}
 	})
+}
+
+// connection.update-secret would give the broker a new secret for the
+// gateway's own login: it never reaches the broker, and the client is told
+// why (connection.close 530) before the WebSocket closes.
+func TestRelayAMQPRefusesUpdateSecret(t *testing.T) {
+	cred := brokertest.RabbitCredential(t)
+	tap := brokertest.NewTapProxy(t, brokertest.RabbitAMQP(t))
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Credential: &cred}})
+	conn := amqpThrough(t, url)
+	closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
+	err := conn.UpdateSecret("a-secret-of-the-client", "refresh")
+	if err == nil {
+		t.Fatal("update-secret succeeded through the gateway")
+	}
+	select {
+	case e := <-closed:
+		if e == nil || e.Code != 530 || !strings.Contains(e.Reason, "update-secret") {
+			t.Fatalf("closed with %v, want 530 naming update-secret", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the connection was not closed")
+	}
+	tap.Close()
+	if strings.Contains(tap.Sent(), "a-secret-of-the-client") {
+		t.Fatal("the client's secret reached RabbitMQ")
+	}
 }
