@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -199,6 +200,17 @@ func (s *Session) loginBegun() bool {
 	return s.login == loginReached
 }
 
+// writeOutcome names a failed write to the client: write_timeout when the
+// client stopped reading for longer than the write timeout (a slow
+// consumer, dropped so it holds nothing more), client_write_failed when
+// its connection broke.
+func writeOutcome(err error) string {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return "write_timeout"
+	}
+	return "client_write_failed"
+}
+
 // Refuse implements SessionEvents for a protocol with no error of its own
 // to send: the close alone carries the reason.
 func (s *Session) Refuse(r Refusal) { s.Finish(r.Outcome, r.Reason, r.Code, 0, nil) }
@@ -211,7 +223,7 @@ func (s *Session) Closing() bool { return s.closing.Load() }
 func (s *Session) Write(op gws.Opcode, b []byte) bool {
 	s.WS.SetWriteDeadline(time.Now().Add(s.writeTimeout))
 	if err := s.WS.WriteMessage(op, b); err != nil {
-		s.SetOutcome("client_write_failed", err.Error())
+		s.SetOutcome(writeOutcome(err), err.Error())
 		return false
 	}
 	return true
@@ -436,7 +448,7 @@ func (s *Session) Send(o *Outbox) bool {
 	nc := s.WS.NetConn()
 	nc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
 	if _, err := nc.Write(o.buf); err != nil {
-		s.SetOutcome("client_write_failed", err.Error())
+		s.SetOutcome(writeOutcome(err), err.Error())
 		nc.Close()
 		return false
 	}

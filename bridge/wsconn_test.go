@@ -335,3 +335,53 @@ func BenchmarkWSConnScan(b *testing.B) {
 		}
 	}
 }
+
+// flooder writes 256 KiB messages to a client that asked for them until a
+// write fails, and reports the outcome its session ended with.
+type flooder struct {
+	Session
+	ended chan string
+}
+
+func (f *flooder) GoAway(string) { f.Finish("shutdown", "", CloseGoingAway, 0, nil) }
+func (f *flooder) OnMessage([]byte) {
+	go func() { // as an upstream goroutine would
+		big := make([]byte, 256<<10)
+		for f.Write(gws.OpcodeBinary, big) {
+		}
+	}()
+}
+func (f *flooder) OnClose(err error) {
+	outcome, _, _ := f.Ended(err, "client_closed")
+	f.ended <- outcome
+	f.Release()
+}
+func (f *flooder) Begin(ws *gws.Conn, remote string, release func()) {
+	o := DefaultWSOptions()
+	o.WriteTimeout = 200 * time.Millisecond
+	f.Start(ws, remote, release, o, func() {}, nil)
+}
+
+// A client that stops reading is dropped at the write timeout, and the
+// close log line says write_timeout, not that the client closed.
+func TestStalledReaderEndsAsWriteTimeout(t *testing.T) {
+	f := &flooder{ended: make(chan string, 1)}
+	origins, _ := NewOrigins(nil)
+	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: NewConns(10, 0),
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return f })}
+	srv := &http.Server{Handler: a}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	r := dialRawWS(t, ln.Addr().String())
+	r.conn.Write(frame(true, 1, []byte("flood me"))) // and never read again
+	select {
+	case outcome := <-f.ended:
+		if outcome != "write_timeout" {
+			t.Fatalf("outcome %q, want write_timeout", outcome)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the stalled reader was not dropped")
+	}
+}
