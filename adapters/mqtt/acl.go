@@ -303,6 +303,10 @@ func filterName(f string) (string, error) {
 			return "", fmt.Errorf("%w %q: shared subscriptions to $ topics are not allowed under an ACL", errShare, f)
 		}
 		prefix, f = f[:len(f)-len(inner)], inner
+	} else if first, _, _ := strings.Cut(strings.ReplaceAll(f, ".", "/"), "/"); first == "$share" {
+		// $share.g.demo.x is an ordinary $ topic to the broker but reads
+		// to the ACL like the share $share/g/demo.x: refused, not guessed.
+		return "", fmt.Errorf("%w %q: a filter named like a shared subscription is not allowed under an ACL", errShare, f)
 	}
 	if !strings.Contains(f, "+") {
 		return prefix + f, nil
