@@ -429,6 +429,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			relay := amqp.NewRelay(amqp.Options{RouteOptions: ro, TopicExchange: b.Exchange, VHosts: r.VHosts,
 				Limits: validate.AMQPLimits{MaxFrameBytes: al.MaxFrameBytes, MaxChannels: al.MaxChannels, MaxTableDepth: al.MaxTableDepth}})
 			srv.Handle(r.Path, relay)
+			srv.AddReadyCheck(r.Backend, relay.Ready)
 		case "sse", "publish":
 			h, err := hubFor(r.Backend)
 			if err != nil {

@@ -254,19 +254,33 @@ func TestServeRabbitMQConfig(t *testing.T) {
 	}
 }
 
+// Every relay route's backend counts for /readyz, whatever its protocol.
 func TestServeReadyzReportsDownBackend(t *testing.T) {
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	dead := ln.Addr().String()
-	ln.Close()
-	cfg := filepath.Join(t.TempDir(), "c.yaml")
-	os.WriteFile(cfg, []byte("backends:\n  gone:\n    protocol: stomp\n    address: "+dead+"\nroutes:\n  - {path: /stomp, protocol: stomp, backend: gone}\n"), 0o600)
-	g := serve(t, "-config", cfg)
-	code, body := get(t, "http://"+g.addr+"/readyz")
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, "gone") || !strings.Contains(body, dead) {
-		t.Fatalf("readyz with a dead backend: %d %q", code, body)
-	}
-	if code, _ := get(t, "http://"+g.addr+"/healthz"); code != 200 {
-		t.Fatalf("healthz must not depend on backends: %d", code)
+	for _, proto := range []string{"stomp", "mqtt", "amqp"} {
+		t.Run(proto, func(t *testing.T) {
+			ln, _ := net.Listen("tcp", "127.0.0.1:0")
+			dead := ln.Addr().String()
+			ln.Close()
+			cfg := filepath.Join(t.TempDir(), "c.yaml")
+			args := []string{"-config", cfg}
+			backend := "backends:\n  gone:\n    protocol: " + proto + "\n    address: " + dead + "\n"
+			if proto == "amqp" { // an AMQP route logs in with a keyring entry
+				path, keyFile := brokertest.RabbitKeyring(t)
+				t.Setenv("WSBRIDGE_KEYRING_KEY", "")
+				t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
+				backend += "    credential: " + brokertest.RabbitEntry + "\n"
+				args = append(args, "-keyring", path)
+			}
+			os.WriteFile(cfg, []byte(backend+"routes:\n  - {path: /"+proto+", protocol: "+proto+", backend: gone}\n"), 0o600)
+			g := serve(t, args...)
+			code, body := get(t, "http://"+g.addr+"/readyz")
+			if code != http.StatusServiceUnavailable || !strings.Contains(body, "gone") || !strings.Contains(body, dead) {
+				t.Fatalf("readyz with a dead backend: %d %q", code, body)
+			}
+			if code, _ := get(t, "http://"+g.addr+"/healthz"); code != 200 {
+				t.Fatalf("healthz must not depend on backends: %d", code)
+			}
+		})
 	}
 }
 
