@@ -60,8 +60,9 @@ type MQTTLimits struct {
 	MaxPacketBytes int
 }
 
-// DefaultMQTTLimits are used where a config is silent.
-func DefaultMQTTLimits() MQTTLimits { return MQTTLimits{MaxPacketBytes: 256 << 10} }
+// DefaultMQTTLimits are used where a config is silent: a packet carries a
+// 1 MiB payload with its topic and properties.
+func DefaultMQTTLimits() MQTTLimits { return MQTTLimits{MaxPacketBytes: 1<<20 + 64<<10} }
 
 // MQTTPacket is one framed packet; it aliases the scanned buffer.
 type MQTTPacket struct {

@@ -128,11 +128,11 @@ type STOMPLimits struct {
 	MaxHeaderLineBytes int
 }
 
-// DefaultSTOMPLimits are the limits for client frames when a config sets none.
-// 128 KiB matches Kaazing's maximum WebSocket message and is twice Spring's
-// inbound default.
+// DefaultSTOMPLimits are the limits for client frames when a config sets none:
+// a frame carries a 1 MiB body with its headers, as browsers' clients send
+// without a second thought.
 func DefaultSTOMPLimits() STOMPLimits {
-	return STOMPLimits{MaxFrameBytes: 128 << 10, MaxHeaders: 64, MaxHeaderLineBytes: 8 << 10}
+	return STOMPLimits{MaxFrameBytes: 1<<20 + 64<<10, MaxHeaders: 64, MaxHeaderLineBytes: 8 << 10}
 }
 
 // Frame offsets are int32; a larger limit could not be represented.

@@ -65,6 +65,9 @@ func NewRelay(o Options) *Relay {
 	if o.TopicExchange == "" {
 		o.TopicExchange = "amq.topic"
 	}
+	if _, shared := o.Broker.(*bridge.Shared); o.Broker != nil && !shared {
+		o.Broker = bridge.NewShared(o.Broker) // subscribers of one topic share its subscription
+	}
 	r := &Relay{dialer: o.Dialer()}
 	r.opts = o
 	r.Admission = o.Admission("stomp", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })

@@ -2,6 +2,7 @@ package stomp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -13,11 +14,18 @@ import (
 	"github.com/wsbridge/wsbridge/validate"
 )
 
-// Translation-mode limits per session.
+// Translation-mode limits per session. What a session may make the
+// gateway hold for it: maxQueueBytes of messages waiting for the client
+// (plus the one being written) and maxTxBytes of messages in open
+// transactions, every byte of it also taken from the memory budget; the
+// broker client holds nothing for it, since delivery only queues.
 const (
 	maxSubscriptions  = 64
 	maxTransactions   = 16
 	maxTxMessages     = 1000
+	maxTxBytes        = 4 << 20
+	maxQueueMessages  = 1024
+	maxQueueBytes     = 4 << 20
 	publishTimeout    = 10 * time.Second
 	defaultHeartBeat  = 10 * time.Second
 	heartBeatGraceMul = 2
@@ -38,8 +46,16 @@ type translator struct {
 	mu   sync.Mutex // guards subs and hbTimer
 	subs map[string]*tsub
 
-	txs   map[string][]bridge.Message // read loop only
-	msgID atomic.Uint64
+	txs     map[string][]bridge.Message // read loop only
+	txBytes int64                       // their bodies' bytes, taken from the budget
+	msgID   atomic.Uint64
+
+	// out holds MESSAGE frames for the client's writer: delivery runs on
+	// the broker client's goroutine, shared by every subscriber of the
+	// topic, and must never wait for one client's socket.
+	out      chan []byte
+	outBytes atomic.Int64
+	budget   *bridge.Budget
 
 	hbOut, hbIn time.Duration
 	hbTimer     *time.Timer
@@ -53,7 +69,46 @@ type tsub struct {
 }
 
 func newTranslator(s *session, b bridge.Broker) *translator {
-	return &translator{s: s, broker: b, subs: map[string]*tsub{}, txs: map[string][]bridge.Message{}}
+	t := &translator{s: s, broker: b, subs: map[string]*tsub{}, txs: map[string][]bridge.Message{},
+		out: make(chan []byte, maxQueueMessages), budget: s.relay.opts.WS.Budget}
+	go t.writer()
+	return t
+}
+
+// writer sends queued MESSAGE frames to the client until the session
+// ends, then gives back what was left queued.
+func (t *translator) writer() {
+	s := t.s
+	for {
+		select {
+		case b := <-t.out:
+			t.dequeued(b)
+			if s.toClient(b) {
+				s.framesOut.Add(1)
+			}
+		case <-s.done:
+			t.drop()
+			return
+		}
+	}
+}
+
+// drop empties the queue of a client being dropped, so what it held is
+// free at once rather than once its last write has timed out.
+func (t *translator) drop() {
+	for {
+		select {
+		case b := <-t.out:
+			t.dequeued(b)
+		default:
+			return
+		}
+	}
+}
+
+func (t *translator) dequeued(b []byte) {
+	t.outBytes.Add(-int64(len(b)))
+	t.budget.Give(int64(len(b)))
 }
 
 // frame handles one checked client frame. It returns false when the
@@ -205,6 +260,15 @@ func (t *translator) send(f *validate.STOMPFrame) bool {
 		if len(msgs) >= maxTxMessages {
 			return t.refuse(fmt.Sprintf("transaction %q holds more than %d messages", tx, maxTxMessages))
 		}
+		n := int64(len(m.Data))
+		if t.txBytes+n > maxTxBytes {
+			return t.refuse(fmt.Sprintf("open transactions hold more than %d bytes", maxTxBytes))
+		}
+		if !t.budget.Take(n) {
+			t.s.Refuse(bridge.OverBudget())
+			return false
+		}
+		t.txBytes += n
 		t.txs[string(tx)] = append(msgs, m)
 		return true
 	}
@@ -240,7 +304,7 @@ func (t *translator) transaction(f *validate.STOMPFrame) bool {
 		if !open {
 			return t.refuse(fmt.Sprintf("transaction %q is not open", tx))
 		}
-		delete(t.txs, tx)
+		t.dropTx(tx)
 		for _, m := range msgs {
 			if !t.publish(m) {
 				return false
@@ -251,9 +315,19 @@ func (t *translator) transaction(f *validate.STOMPFrame) bool {
 		if !open {
 			return t.refuse(fmt.Sprintf("transaction %q is not open", tx))
 		}
-		delete(t.txs, tx)
+		t.dropTx(tx)
 		return true
 	}
+}
+
+// dropTx closes a transaction and gives back what its messages held.
+func (t *translator) dropTx(tx string) {
+	for _, m := range t.txs[tx] {
+		n := int64(len(m.Data))
+		t.txBytes -= n
+		t.budget.Give(n)
+	}
+	delete(t.txs, tx)
 }
 
 func (t *translator) subscribe(f *validate.STOMPFrame) bool {
@@ -294,6 +368,9 @@ func (t *translator) subscribe(f *validate.STOMPFrame) bool {
 			return t.refuse("/queue/ destinations need a NATS backend")
 		}
 		sub, err = qs.QueueSubscribe(ctx, topic, group, deliver)
+		if errors.Is(err, bridge.ErrNoQueueGroups) {
+			return t.refuse("/queue/ destinations need a NATS backend")
+		}
 	} else {
 		sub, err = t.broker.Subscribe(ctx, topic, deliver)
 	}
@@ -363,8 +440,34 @@ func (t *translator) deliver(ts *tsub, m bridge.Message) {
 	b = fmt.Appendf(b, "content-length:%d\n\n", len(m.Data))
 	b = append(b, m.Data...)
 	b = append(b, 0)
-	if s.toClient(b) {
-		s.framesOut.Add(1)
+	t.enqueue(b)
+}
+
+// enqueue hands a frame to the writer without waiting. A client that lets
+// more than maxQueueMessages or maxQueueBytes wait is dropped, and only it:
+// the others on the topic are not held up, nor is the broker client's
+// goroutine by the ERROR that goes to a client that does not read.
+func (t *translator) enqueue(b []byte) {
+	s := t.s
+	n := int64(len(b))
+	if q := t.outBytes.Add(n); q > maxQueueBytes && q > n {
+		t.outBytes.Add(-n)
+		t.drop()
+		go s.finish("slow_consumer", "slow consumer", fmt.Sprintf("more than %d bytes waiting for the client (the gateway's per-connection queue)", maxQueueBytes), bridge.ClosePolicy)
+		return
+	}
+	if !t.budget.Take(n) {
+		t.outBytes.Add(-n)
+		go s.Refuse(bridge.OverBudget()) // its answer may wait on the client's socket
+		return
+	}
+	select {
+	case t.out <- b:
+	default:
+		t.outBytes.Add(-n)
+		t.budget.Give(n)
+		t.drop()
+		go s.finish("slow_consumer", "slow consumer", fmt.Sprintf("more than %d messages waiting for the client (the gateway's per-connection queue)", maxQueueMessages), bridge.ClosePolicy)
 	}
 }
 
@@ -381,6 +484,9 @@ func (t *translator) close() {
 	t.mu.Unlock()
 	for _, ts := range subs {
 		ts.sub.Unsubscribe()
+	}
+	for tx := range t.txs { // the read loop has ended: the transactions are its
+		t.dropTx(tx)
 	}
 }
 

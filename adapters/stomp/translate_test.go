@@ -166,6 +166,20 @@ func TestTranslateTransactions(t *testing.T) {
 }
 
 // The per-connection bounds on subscriptions and open transactions hold.
+// Open transactions hold at most maxTxBytes of message bodies, however
+// they are split into frames and messages.
+func TestTranslateTransactionBytes(t *testing.T) {
+	gw, _ := startTranslator(t, Options{})
+	c := dial(t, gw.url, nil)
+	c.connect(t)
+	c.send(t, "BEGIN\ntransaction:a\n\n\x00BEGIN\ntransaction:b\n\n\x00")
+	frame := "SEND\ndestination:/topic/lim\ntransaction:%s\n\n" + strings.Repeat("x", 1<<20) + "\x00"
+	for i := range maxTxBytes>>20 + 1 {
+		c.send(t, fmt.Sprintf(frame, []string{"a", "b"}[i%2]))
+	}
+	c.expectError(t, fmt.Sprintf("hold more than %d bytes", maxTxBytes), bridge.ClosePolicy)
+}
+
 func TestTranslateLimits(t *testing.T) {
 	gw, _ := startTranslator(t, Options{})
 	var subs, txs strings.Builder
@@ -176,6 +190,7 @@ func TestTranslateLimits(t *testing.T) {
 		fmt.Fprintf(&txs, "BEGIN\ntransaction:t%d\n\n\x00", i)
 	}
 	tooMany := strings.Repeat("SEND\ndestination:/topic/lim\ntransaction:big\n\nx\x00", maxTxMessages+1)
+
 	for _, tt := range []struct{ name, frames, mention string }{
 		{"subscriptions", subs.String(), fmt.Sprintf("more than %d subscriptions", maxSubscriptions)},
 		{"open transactions", txs.String(), fmt.Sprintf("more than %d open transactions", maxTransactions)},

@@ -521,12 +521,12 @@ func (cfg *Config) check(c *checker) {
 	sl := &cfg.Limits.STOMP
 	// A frame as large as the largest message: what a client sends in
 	// one WebSocket message, STOMP carries in one frame.
-	c.intIn("limits.stomp.max_frame_bytes", &sl.MaxFrameBytes, d.MaxMessageBytes, 256, 64<<20)
+	c.intIn("limits.stomp.max_frame_bytes", &sl.MaxFrameBytes, validate.DefaultSTOMPLimits().MaxFrameBytes, 256, 64<<20)
 	c.intIn("limits.stomp.max_headers", &sl.MaxHeaders, 64, 1, 10000)
 	c.intIn("limits.stomp.max_header_line_bytes", &sl.MaxHeaderLineBytes, 8<<10, 64, 1<<20)
 	c.intIn("limits.stomp.max_broker_frame_bytes", &sl.MaxBrokerFrameBytes, 16<<20, 1<<10, 1<<30)
 	ml := &cfg.Limits.MQTT
-	c.intIn("limits.mqtt.max_packet_bytes", &ml.MaxPacketBytes, d.MaxMessageBytes, 16, 256<<20)
+	c.intIn("limits.mqtt.max_packet_bytes", &ml.MaxPacketBytes, validate.DefaultMQTTLimits().MaxPacketBytes, 16, 256<<20)
 	c.intIn("limits.mqtt.max_broker_packet_bytes", &ml.MaxBrokerPacketBytes, 16<<20, 1<<10, 256<<20)
 	al, ad := &cfg.Limits.AMQP, validate.DefaultAMQPLimits()
 	c.intIn("limits.amqp.max_frame_bytes", &al.MaxFrameBytes, ad.MaxFrameBytes, validate.AMQPMinFrameMax, 64<<20)

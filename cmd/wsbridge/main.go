@@ -367,10 +367,12 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log})
 		}
-		brokers[name] = broker
 		g.brokers = append(g.brokers, broker)
 		srv.AddReadyCheck(name, broker.Ready) // replaces a relay's check of the same backend
-		return broker, nil
+		// Every terminating route of the backend shares its subscriptions.
+		shared := bridge.NewShared(broker)
+		brokers[name] = shared
+		return shared, nil
 	}
 	hubs := map[string]*sse.Hub{}
 	hubFor := func(name string) (*sse.Hub, error) {
