@@ -2,6 +2,7 @@ package validate
 
 import (
 	"bytes"
+	"fmt"
 	"unicode/utf8"
 )
 
@@ -144,6 +145,51 @@ func propRule(ctx, id byte) string {
 	return "2.2.2.2"
 }
 
+// propName names property id for messages.
+func propName(id byte) string {
+	switch id {
+	case 0x01:
+		return "Payload Format Indicator"
+	case 0x02:
+		return "Message Expiry Interval"
+	case 0x03:
+		return "Content Type"
+	case 0x08:
+		return "Response Topic"
+	case 0x09:
+		return "Correlation Data"
+	case 0x0B:
+		return "Subscription Identifier"
+	case 0x11:
+		return "Session Expiry Interval"
+	case 0x15:
+		return "Authentication Method"
+	case 0x16:
+		return "Authentication Data"
+	case 0x17:
+		return "Request Problem Information"
+	case 0x18:
+		return "Will Delay Interval"
+	case 0x19:
+		return "Request Response Information"
+	case 0x1C:
+		return "Server Reference"
+	case 0x1F:
+		return "Reason String"
+	case 0x21:
+		return "Receive Maximum"
+	case 0x22:
+		return "Topic Alias Maximum"
+	case 0x23:
+		return "Topic Alias"
+	case 0x26:
+		return "User Property"
+	case 0x27:
+		return "Maximum Packet Size"
+	}
+	return fmt.Sprintf("property %#x", id)
+}
+
 // packetName names a property context for messages.
 func packetName(ctx byte) string {
 	switch ctx {
@@ -199,11 +245,11 @@ func checkProps(b []byte, off int, ctx byte, v *mqttProps) (int, error) {
 			return 0, ruleErr(ErrMalformed, MQTTReasonMalformed, "2.2.2.2", "%s: no property has identifier %#x", packetName(ctx), id)
 		}
 		if in&(1<<ctx) == 0 {
-			return 0, ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: property %#x is not allowed here", packetName(ctx), id)
+			return 0, ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: %s is not allowed here", packetName(ctx), propName(id))
 		}
 		if id != 0x26 {
 			if v.has(id) {
-				return 0, ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: property %#x more than once", packetName(ctx), id)
+				return 0, ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: %s more than once", packetName(ctx), propName(id))
 			}
 			v.seen |= 1 << id
 		}
@@ -214,11 +260,11 @@ func checkProps(b []byte, off int, ctx byte, v *mqttProps) (int, error) {
 				return 0, err
 			}
 			if sid == 0 {
-				return 0, ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: subscription identifier 0", packetName(ctx))
+				return 0, ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: Subscription Identifier 0", packetName(ctx))
 			}
 		}
 		if size == 0 {
-			return 0, ruleErr(ErrMalformed, MQTTReasonMalformed, "2.2.2.2", "%s: property %#x runs past the property block", packetName(ctx), id)
+			return 0, ruleErr(ErrMalformed, MQTTReasonMalformed, "2.2.2.2", "%s: %s runs past the property block", packetName(ctx), propName(id))
 		}
 		if err := checkProp(ctx, id, kind, b[i:i+size], v); err != nil {
 			return 0, err
@@ -265,7 +311,7 @@ func checkProp(ctx, id byte, kind int, val []byte, v *mqttProps) error {
 	switch kind {
 	case propString:
 		if f := stringFault(val[2:], true); f != "" {
-			return ruleErr(ErrMalformed, MQTTReasonMalformed, f, "%s: property %#x is not a UTF-8 Encoded String", packetName(ctx), id)
+			return ruleErr(ErrMalformed, MQTTReasonMalformed, f, "%s: %s is not a UTF-8 Encoded String", packetName(ctx), propName(id))
 		}
 	case propPair:
 		k := val[2 : 2+(int(val[0])<<8|int(val[1]))]
@@ -276,7 +322,7 @@ func checkProp(ctx, id byte, kind int, val []byte, v *mqttProps) error {
 	switch id {
 	case 0x01, 0x17, 0x19: // payload format indicator, request problem/response information
 		if val[0] > 1 {
-			return ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: property %#x is %d, not 0 or 1", packetName(ctx), id, val[0])
+			return ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: %s is %d, not 0 or 1", packetName(ctx), propName(id), val[0])
 		}
 		if id == 0x01 {
 			v.utf8Payload = val[0] == 1
@@ -288,15 +334,15 @@ func checkProp(ctx, id byte, kind int, val []byte, v *mqttProps) error {
 		v.sessionExpiry = uint32(val[0])<<24 | uint32(val[1])<<16 | uint32(val[2])<<8 | uint32(val[3])
 	case 0x21:
 		if val[0] == 0 && val[1] == 0 {
-			return ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: receive maximum 0", packetName(ctx))
+			return ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: Receive Maximum 0", packetName(ctx))
 		}
 	case 0x23:
 		if v.alias = uint16(val[0])<<8 | uint16(val[1]); v.alias == 0 {
-			return ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: topic alias 0", packetName(ctx))
+			return ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: Topic Alias 0", packetName(ctx))
 		}
 	case 0x27:
 		if v.maxPacket = uint32(val[0])<<24 | uint32(val[1])<<16 | uint32(val[2])<<8 | uint32(val[3]); v.maxPacket == 0 {
-			return ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: maximum packet size 0", packetName(ctx))
+			return ruleErr(ErrMalformed, MQTTReasonProtocolError, propRule(ctx, id), "%s: Maximum Packet Size 0", packetName(ctx))
 		}
 	}
 	return nil
