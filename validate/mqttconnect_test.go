@@ -211,6 +211,7 @@ func TestMQTTConnectRules(t *testing.T) {
 		{"2.2.2.2 Will Delay Interval is no CONNECT property", v5(p32(0x18, 1)), ErrMalformed, pe, "2.2.2.2"},
 		{"2.2.2.2 no property 0x7f", v5([]byte{0x7f, 0}), ErrMalformed, mal, "2.2.2.2"},
 		{"2.2.2.2 property past its block", mconnect(5, fClean, []byte{2, 0x11, 0}, c), ErrMalformed, mal, "2.2.2.2"},
+		{"2.2.2.2 user property without its value", v5([]byte{0x26, 0, 1, 'k'}), ErrMalformed, mal, "2.2.2.2"},
 		{"2.2.2.1 property length past the packet", mconnect(5, fClean, []byte{9, 0x11}), ErrMalformed, mal, "2.2.2.1"},
 		{"MQTT-1.5.5-1 property length not in its shortest form", mconnect(5, fClean, []byte{0x80, 0x00}, c), ErrMalformed, mal, "MQTT-1.5.5-1"},
 		{"MQTT-1.5.7-1 user property not UTF-8", v5(ppair("k", "v\xff")), ErrMalformed, mal, "MQTT-1.5.7-1"},
@@ -249,6 +250,7 @@ func TestMQTTPropertyRules(t *testing.T) {
 		{"MQTT-3.3.4-6 PUBLISH with a Subscription Identifier", after(pub([]byte{0x0B, 1})), ErrMalformed, MQTTReasonProtocolError, "MQTT-3.3.4-6"},
 		{"3.3.2.3.2 PUBLISH Payload Format Indicator 2", after(pub(p8(0x01, 2))), ErrMalformed, MQTTReasonProtocolError, "3.3.2.3.2"},
 		{"3.3.2.3.9 PUBLISH Content Type twice", after(pub(pstr(0x03, "a"), pstr(0x03, "a"))), ErrMalformed, MQTTReasonProtocolError, "3.3.2.3.9"},
+		{"2.2.2.2 PUBLISH user property without its value", after(pub([]byte{0x26, 0, 1, 'k'})), ErrMalformed, MQTTReasonMalformed, "2.2.2.2"},
 		{"MQTT-1.5.4-2 NUL in a PUBLISH Content Type", after(pub(pstr(0x03, "a\x00"))), ErrMalformed, MQTTReasonMalformed, "MQTT-1.5.4-2"},
 		{"2.2.2.2 PUBACK with a Content Type", after(mpacket(MQTTPuback, 0, []byte{0, 1, 0}, mprops(pstr(0x03, "a")))), ErrMalformed, MQTTReasonProtocolError, "2.2.2.2"},
 	}

@@ -292,12 +292,13 @@ func propSize(kind int, b []byte) int {
 			size = 2 + (int(b[0])<<8 | int(b[1]))
 		}
 	case propPair:
-		if len(b) >= 2 {
-			size = 2 + (int(b[0])<<8 | int(b[1]))
-			if size <= len(b)-2 {
-				size += 2 + (int(b[size])<<8 | int(b[size+1]))
-			}
+		if len(b) < 2 {
+			return 0
 		}
+		if size = 2 + (int(b[0])<<8 | int(b[1])); size > len(b)-2 {
+			return 0 // no room for the value's length
+		}
+		size += 2 + (int(b[size])<<8 | int(b[size+1]))
 	}
 	if size > len(b) {
 		return 0
