@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 
@@ -75,8 +76,11 @@ type session struct {
 	packetsOut atomic.Int64
 	version    atomic.Uint32 // protocol level once CONNECT is seen
 	// connackSent: the broker's accepting CONNACK has gone to the client,
-	// so an MQTT 5 DISCONNECT may follow (MQTT-3.14.0-1).
-	connackSent atomic.Bool
+	// so an MQTT 5 DISCONNECT may follow (MQTT-3.14.0-1). connackMu is held
+	// across that CONNACK's write and the flag's setting: a client that
+	// answers the CONNACK at once must find the flag set.
+	connackMu   sync.Mutex
+	connackSent bool
 	// clientMax is the MQTT 5 client's Maximum Packet Size (0: none),
 	// which a reason string must not make a packet exceed.
 	clientMax atomic.Uint32
@@ -85,7 +89,11 @@ type session struct {
 // disconnectAllowed reports whether the client may be sent an MQTT 5
 // DISCONNECT: only after an accepting CONNACK (MQTT-3.14.0-1); before
 // that, and in MQTT 3.1.1, the WebSocket close alone says why.
-func (s *session) disconnectAllowed() bool { return s.version.Load() == 5 && s.connackSent.Load() }
+func (s *session) disconnectAllowed() bool {
+	s.connackMu.Lock()
+	defer s.connackMu.Unlock()
+	return s.version.Load() == 5 && s.connackSent
+}
 
 // disconnect is an MQTT 5 DISCONNECT with reason and, where it keeps the
 // packet within the client's Maximum Packet Size (MQTT-3.14.2-3), text as
@@ -364,25 +372,36 @@ func (s *session) readUpstream() {
 			s.finish("broker_protocol_error", nil, "broker sent an invalid packet", bridge.CloseInternal)
 			return 0, false
 		}
+		if end == 0 {
+			return 0, true
+		}
 		msg, accepted := b[:end], false
-		if end > 0 && !connacked {
+		if !connacked {
 			connacked = true
 			msg, accepted = s.connack(msg)
 		}
-		if end > 0 {
-			if !s.Write(gws.OpcodeBinary, s.mergeSubacks(msg)) {
-				return 0, false
-			}
-			if accepted {
-				s.connackSent.Store(true)
-			}
-			s.packetsOut.Add(int64(count))
+		if !s.relayOut(msg, accepted) {
+			return 0, false
 		}
+		s.packetsOut.Add(int64(count))
 		return end, true
 	})
 	if err != nil {
 		s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
 	}
+}
+
+// relayOut writes whole broker packets to the client as one message. When
+// they begin with the broker's accepting CONNACK, connackSent is set in
+// the same hold of connackMu as the write.
+func (s *session) relayOut(msg []byte, acceptingConnack bool) bool {
+	if !acceptingConnack {
+		return s.Write(gws.OpcodeBinary, s.mergeSubacks(msg))
+	}
+	s.connackMu.Lock()
+	defer s.connackMu.Unlock()
+	s.connackSent = s.Write(gws.OpcodeBinary, s.mergeSubacks(msg))
+	return s.connackSent
 }
 
 // Broker CONNACK codes that refuse the gateway's credential: MQTT 3.1.1
