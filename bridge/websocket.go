@@ -21,10 +21,13 @@ const (
 	CloseNormal        uint16 = 1000
 	CloseGoingAway     uint16 = 1001
 	CloseProtocolError uint16 = 1002
-	ClosePolicy        uint16 = 1008
-	CloseTooLarge      uint16 = 1009
-	CloseInternal      uint16 = 1011
-	CloseTryAgainLater uint16 = 1013
+	// CloseUnsupportedData: a message of a type the endpoint cannot take,
+	// such as a text message where only binary ones are defined.
+	CloseUnsupportedData uint16 = 1003
+	ClosePolicy          uint16 = 1008
+	CloseTooLarge        uint16 = 1009
+	CloseInternal        uint16 = 1011
+	CloseTryAgainLater   uint16 = 1013
 )
 
 // WSOptions are the WebSocket settings every adapter shares.
@@ -94,6 +97,10 @@ type Upgraders struct {
 	subprotocols []string
 	with         *gws.Upgrader
 	without      *gws.Upgrader
+	// BinaryOnly refuses a text message at its first frame's header, with
+	// OutcomeTextMessage and close 1003, for a protocol whose spec sends
+	// binary messages only (MQTT-6.0.0-1). Set it before serving.
+	BinaryOnly bool
 }
 
 // NewUpgraders builds the upgraders for one route. newSession returns the
@@ -147,6 +154,7 @@ func (u *Upgraders) Upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, 
 		return nil, err
 	}
 	wc := newWSConn(nc, u.opts)
+	wc.binaryOnly = u.BinaryOnly
 	if n := brw.Reader.Buffered(); n > 0 { // frames sent before the 101
 		wc.early, _ = brw.Reader.Peek(n)
 		wc.early = bytes.Clone(wc.early)

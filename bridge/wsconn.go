@@ -24,6 +24,7 @@ const (
 	OutcomeTooLarge       = "too_large"
 	OutcomeMessageTimeout = "message_timeout"
 	OutcomeOverBudget     = "over_budget"
+	OutcomeTextMessage    = "text_message"
 )
 
 // Lingering close: after the gateway's close frame, what the client still
@@ -106,6 +107,7 @@ type wsConn struct {
 	maxMessage int64
 	timeout    time.Duration
 	budget     *Budget
+	binaryOnly bool // a text message is refused (Upgraders.BinaryOnly)
 	// refuse answers a refusal the protocol's way and finishes the
 	// session; set before the read loop starts.
 	refuse func(Refusal)
@@ -194,6 +196,11 @@ func (c *wsConn) scan(b []byte) (int, *Refusal) {
 			if c.cur.op < 8 { // a data frame
 				if c.cur.op != 0 { // a new message (gws refuses one inside another)
 					c.inMsg, c.msgBytes = true, 0
+				}
+				if c.cur.op == 1 && c.binaryOnly {
+					c.peerClosed = c.sawClose(b[i:])
+					return whole, &Refusal{Outcome: OutcomeTextMessage, Code: CloseUnsupportedData,
+						Reason: "text message on a route that takes binary messages only"}
 				}
 				if c.cur.left > uint64(c.maxMessage-c.msgBytes) {
 					c.peerClosed = c.sawClose(b[i:]) // keep following the frames, to drain

@@ -41,10 +41,16 @@ func (c *counter) Begin(ws *gws.Conn, remote string, release func()) {
 // serveCounter serves counter sessions with o and returns the address.
 func serveCounter(t *testing.T, o WSOptions) string {
 	t.Helper()
+	return serveCounterRoute(t, o, false)
+}
+
+func serveCounterRoute(t *testing.T, o WSOptions, binaryOnly bool) string {
+	t.Helper()
 	origins, _ := NewOrigins(nil)
 	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: NewConns(100, 0),
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, o, nil, func() gws.SessionStorage { return &counter{} })}
+	a.Upgraders.BinaryOnly = binaryOnly
 	srv := &http.Server{Handler: a}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -214,6 +220,51 @@ func TestOversizeMessageClosesWith1009TheClientReceives(t *testing.T) {
 				t.Fatalf("got %q before the close, want %q", texts, want)
 			}
 		})
+	}
+}
+
+// On a binary-only route a text message is refused at its first frame's
+// header with 1003, which the client receives, after the messages before
+// it are answered; the session never sees it. Other routes take text.
+func TestBinaryOnlyRouteRefusesTextWith1003(t *testing.T) {
+	binary := serveCounterRoute(t, DefaultWSOptions(), true)
+	cases := []struct {
+		name string
+		in   []byte
+		want []string
+	}{
+		{"a text message", frame(true, 1, []byte("hello")), nil},
+		{"after a binary message", append(frame(true, 2, []byte("ab")), frame(true, 1, []byte("hello"))...), []string{"got 2"}},
+		{"a fragmented text message", append(frame(false, 1, []byte("he")), frame(true, 0, []byte("llo"))...), nil},
+		{"text that is not UTF-8", frame(true, 1, []byte{0x30, 0xff}), nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := dialRawWS(t, binary)
+			if _, err := r.conn.Write(c.in); err != nil {
+				t.Fatal(err)
+			}
+			texts, code, reason := r.untilClose(t)
+			if code != CloseUnsupportedData || !strings.Contains(reason, "binary messages only") {
+				t.Fatalf("closed with %d %q, want 1003", code, reason)
+			}
+			want := append(c.want, "refused: "+reason)
+			if fmt.Sprint(texts) != fmt.Sprint(want) {
+				t.Fatalf("got %q before the close, want %q", texts, want)
+			}
+		})
+	}
+	for name, addr := range map[string]string{"binary on a binary-only route": binary, "text elsewhere": serveCounter(t, DefaultWSOptions())} {
+		r := dialRawWS(t, addr)
+		sent := byte(2)
+		if addr != binary {
+			sent = 1
+		}
+		r.conn.Write(frame(true, sent, []byte("hello")))
+		r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if op, p, err := r.next(); err != nil || op != 1 || string(p) != "got 5" {
+			t.Fatalf("%s: %d %q %v", name, op, p, err)
+		}
 	}
 }
 

@@ -33,25 +33,42 @@ const (
 	MQTTReasonMalformed         byte = 0x81
 	MQTTReasonProtocolError     byte = 0x82
 	MQTTReasonBadVersion        byte = 0x84
+	MQTTReasonBadClientID       byte = 0x85
 	MQTTReasonTopicFilterBad    byte = 0x8F
 	MQTTReasonTopicNameBad      byte = 0x90
 	MQTTReasonPacketTooLarge    byte = 0x95
+	MQTTReasonPayloadFormat     byte = 0x99
 	MQTTReturnBadVersionV311    byte = 0x01 // CONNACK return code in 3.1/3.1.1
+	MQTTReturnBadClientIDV311   byte = 0x02 // CONNACK return code in 3.1/3.1.1
 	mqttMaxRemainingLengthBytes      = 4
 )
 
 // MQTTError is a violation with the reason code an MQTT 5 peer is told.
 type MQTTError struct {
 	Reason byte
-	Msg    string
-	class  error
+	// Rule names what was broken: normative statement ids ("MQTT-3.1.2-3",
+	// most specific first, space-separated) or, where the spec numbers no
+	// statement, the section ("3.1.2.11.2"); empty for older checks.
+	Rule  string
+	Msg   string
+	class error
 }
 
-func (e *MQTTError) Error() string { return "mqtt: " + e.Msg + ": " + e.class.Error() }
+func (e *MQTTError) Error() string {
+	if e.Rule == "" {
+		return "mqtt: " + e.Msg + ": " + e.class.Error()
+	}
+	return "mqtt: " + e.Rule + ": " + e.Msg + ": " + e.class.Error()
+}
+
 func (e *MQTTError) Unwrap() error { return e.class }
 
 func mqttErr(class error, reason byte, format string, args ...any) error {
 	return &MQTTError{Reason: reason, Msg: fmt.Sprintf(format, args...), class: class}
+}
+
+func ruleErr(class error, reason byte, rule, format string, args ...any) error {
+	return &MQTTError{Reason: reason, Rule: rule, Msg: fmt.Sprintf(format, args...), class: class}
 }
 
 // MQTTLimits bounds client packets.
@@ -84,9 +101,11 @@ type MQTTPacket struct {
 // MQTTScanner frames and checks client packets incrementally: CONNECT
 // first and once, packet types and flags, remaining-length encoding, size
 // limit, and the contents of every packet type a client may send, for MQTT
-// 3.1, 3.1.1 and 5. PUBLISH and acknowledgements, the hot path, are checked
-// without allocating; CONNECT, SUBSCRIBE, UNSUBSCRIBE and AUTH are decoded
-// with mochi-mqtt's packets codec.
+// 3.1, 3.1.1 and 5. Every rule is checked here, on the client's bytes:
+// PUBLISH and acknowledgements, the hot path, without allocating. Only what
+// passed is then decoded with mochi-mqtt's packets codec (CONNECT,
+// SUBSCRIBE, UNSUBSCRIBE, AUTH, MQTT 5 DISCONNECT), for callers that
+// rewrite packets; its own leniency or strictness decides nothing.
 type MQTTScanner struct {
 	Limits MQTTLimits
 	// Version is the protocol level from CONNECT: 3, 4 (3.1.1) or 5.
@@ -98,6 +117,11 @@ type MQTTScanner struct {
 	Decoded   packets.Packet
 	connected bool
 	pk        MQTTPacket
+	// The MQTT 5 CONNECT's Maximum Packet Size (0: none) and whether it
+	// is known: a refused CONNECT may be too broken to tell.
+	clientMaxPacket      uint32
+	clientMaxPacketKnown bool
+	sessionExpiryZero    bool // the MQTT 5 CONNECT's Session Expiry Interval was 0
 }
 
 // NewMQTTScanner returns a scanner; zero limits take the defaults.
@@ -110,6 +134,15 @@ func NewMQTTScanner(lim MQTTLimits) *MQTTScanner {
 
 // Connected reports whether a CONNECT has been accepted.
 func (s *MQTTScanner) Connected() bool { return s.connected }
+
+// ClientMaxPacket is the Maximum Packet Size an MQTT 5 client's CONNECT
+// asked for (0: none, so the protocol's limit), which no packet to it may
+// exceed (MQTT-3.1.2-24): a reason string that would is left out
+// (MQTT-3.2.2-19, MQTT-3.14.2-3). known is false when the CONNECT was too
+// broken to tell, or has not come.
+func (s *MQTTScanner) ClientMaxPacket() (size uint32, known bool) {
+	return s.clientMaxPacket, s.clientMaxPacketKnown
+}
 
 // Next examines buf, which starts at a packet boundary: it returns the
 // packet's length and a view of it, 0 and nil when more bytes are needed,
@@ -206,13 +239,60 @@ func (s *MQTTScanner) checkBody(p *MQTTPacket) error {
 			}
 			return nil
 		}
+		if err := s.checkDisconnect(p); err != nil {
+			return err
+		}
 		return s.mochiDecode(p, (*packets.Packet).DisconnectDecode, nil)
 	case MQTTSubscribe:
+		if err := s.propsAt(p, 2); err != nil {
+			return err
+		}
 		return s.mochiDecode(p, (*packets.Packet).SubscribeDecode, checkFilters)
 	case MQTTUnsubscribe:
+		if err := s.propsAt(p, 2); err != nil {
+			return err
+		}
 		return s.mochiDecode(p, (*packets.Packet).UnsubscribeDecode, checkFilters)
 	case MQTTAuth:
+		// A Remaining Length under 2 means no property length (3.15.2.2.1).
+		if len(p.Body) >= 2 {
+			if err := s.propsAt(p, 1); err != nil {
+				return err
+			}
+		}
 		return s.mochiDecode(p, (*packets.Packet).AuthDecode, nil)
+	}
+	return nil
+}
+
+// propsAt checks the MQTT 5 property block at p.Body[off:] of a SUBSCRIBE,
+// UNSUBSCRIBE or AUTH, before the codec decodes it (the codec takes a
+// repeated property or one out of range without a word).
+func (s *MQTTScanner) propsAt(p *MQTTPacket, off int) error {
+	if s.Version != 5 {
+		return nil
+	}
+	if len(p.Body) < off {
+		return mqttErr(ErrMalformed, MQTTReasonMalformed, "%s ends before its properties", packetName(p.Type))
+	}
+	var v mqttProps
+	_, err := checkProps(p.Body, off, p.Type, &v)
+	return err
+}
+
+// checkDisconnect checks an MQTT 5 DISCONNECT's properties: a session that
+// began with Session Expiry Interval 0 cannot be given one at its end
+// (MQTT-3.14.2-2).
+func (s *MQTTScanner) checkDisconnect(p *MQTTPacket) error {
+	if len(p.Body) < 2 { // a reason code alone, or nothing (3.14.2.2.1)
+		return nil
+	}
+	var v mqttProps
+	if _, err := checkProps(p.Body, 1, MQTTDisconnect, &v); err != nil {
+		return err
+	}
+	if s.sessionExpiryZero && v.has(0x11) && v.sessionExpiry != 0 {
+		return ruleErr(ErrMalformed, MQTTReasonProtocolError, "MQTT-3.14.2-2", "DISCONNECT sets a session expiry interval for a session begun with 0")
 	}
 	return nil
 }
@@ -252,36 +332,6 @@ func reasonOf(err error) byte {
 	return MQTTReasonMalformed
 }
 
-func (s *MQTTScanner) checkConnect(p *MQTTPacket) error {
-	pk := packets.Packet{FixedHeader: packets.FixedHeader{Type: MQTTConnect, Remaining: len(p.Body)}}
-	if err := safeDecode((*packets.Packet).ConnectDecode, &pk, p.Body); err != nil {
-		if pk.ProtocolVersion != 5 && pk.ProtocolVersion != 4 && pk.ProtocolVersion != 3 {
-			return mqttErr(ErrPolicy, MQTTReasonBadVersion, "CONNECT: protocol level %d (this gateway speaks MQTT 3.1, 3.1.1 and 5)", pk.ProtocolVersion)
-		}
-		return mqttErr(ErrMalformed, reasonOf(err), "CONNECT: %v", err)
-	}
-	if code := pk.ConnectValidate(); code != packets.CodeSuccess {
-		reason := code.Code
-		if code == packets.ErrProtocolViolationProtocolVersion || code == packets.ErrProtocolViolationProtocolName {
-			reason = MQTTReasonBadVersion
-			return mqttErr(ErrPolicy, reason, "CONNECT: %s (this gateway speaks MQTT 3.1, 3.1.1 and 5)", code.Reason)
-		}
-		return mqttErr(ErrMalformed, reason, "CONNECT: %s", code.Reason)
-	}
-	if pk.Connect.WillFlag {
-		if err := checkTopicName([]byte(pk.Connect.WillTopic)); err != nil {
-			return err
-		}
-		if rt := pk.Connect.WillProperties.ResponseTopic; rt != "" {
-			if err := checkResponseTopic([]byte(rt)); err != nil {
-				return err
-			}
-		}
-	}
-	s.Version, s.connected, s.Connect = pk.ProtocolVersion, true, pk
-	return nil
-}
-
 // checkPublish reads a PUBLISH without allocating: topic name, packet id
 // for QoS > 0, and in MQTT 5 the property block.
 func (s *MQTTScanner) checkPublish(p *MQTTPacket) error {
@@ -307,10 +357,12 @@ func (s *MQTTScanner) checkPublish(p *MQTTPacket) error {
 		off += 2
 	}
 	if s.Version == 5 {
+		var v mqttProps
 		var err error
-		if off, err = checkProperties(b, off, p); err != nil {
+		if off, err = checkProps(b, off, MQTTPublish, &v); err != nil {
 			return err
 		}
+		p.Alias, p.ResponseTopic = v.alias, v.responseTopic
 	}
 	if len(topic) == 0 && p.Alias == 0 {
 		return mqttErr(ErrMalformed, MQTTReasonTopicNameBad, "PUBLISH with an empty topic name and no topic alias")
@@ -405,111 +457,12 @@ func (s *MQTTScanner) checkAck(p *MQTTPacket) error {
 		return nil
 	}
 	if len(b) > 3 {
-		if _, err := checkProperties(b, 3, p); err != nil {
+		var v mqttProps
+		if _, err := checkProps(b, 3, p.Type, &v); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-// Property identifiers a client may send, by packet type, and how each is
-// encoded. User properties may repeat; no other property may.
-const (
-	propByte = iota + 1
-	propUint16
-	propUint32
-	propVarInt
-	propString
-	propBinary
-	propPair
-)
-
-var mqttProps = map[byte]int{
-	0x01: propByte, 0x02: propUint32, 0x03: propString, 0x08: propString, 0x09: propBinary,
-	0x0B: propVarInt, 0x11: propUint32, 0x15: propString, 0x16: propBinary, 0x17: propByte,
-	0x18: propUint32, 0x19: propByte, 0x1C: propString, 0x1F: propString, 0x21: propUint16,
-	0x22: propUint16, 0x23: propUint16, 0x26: propPair, 0x27: propUint32,
-}
-
-// checkProperties reads p's property block at b[off:], returning the
-// offset after it; a PUBLISH's topic alias and response topic go into p.
-// Only PUBLISH and the acknowledgements come here.
-func checkProperties(b []byte, off int, p *MQTTPacket) (int, error) {
-	typ := p.Type
-	n, used, ok := MQTTVarInt(b[off:])
-	if !ok || off+used+n > len(b) {
-		return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property length runs past the packet")
-	}
-	end := off + used + n
-	var seen [64]bool
-	for i := off + used; i < end; {
-		id := b[i]
-		i++
-		kind, known := mqttProps[id]
-		allowed := known && (typ != MQTTPublish && (id == 0x1F || id == 0x26) ||
-			typ == MQTTPublish && (id == 0x01 || id == 0x02 || id == 0x03 || id == 0x08 || id == 0x09 || id == 0x23 || id == 0x26))
-		if !allowed {
-			return 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x not allowed in packet type %d", id, typ)
-		}
-		if id != 0x26 {
-			if seen[id] {
-				return 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "property %#x repeated", id)
-			}
-			seen[id] = true
-		}
-		var size int
-		switch kind {
-		case propByte:
-			size = 1
-			if i < end && id == 0x01 && b[i] > 1 {
-				return 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "payload format indicator %d", b[i])
-			}
-		case propUint16:
-			size = 2
-			if id == 0x23 {
-				if i+1 < end {
-					if p.Alias = uint16(b[i])<<8 | uint16(b[i+1]); p.Alias == 0 {
-						return 0, mqttErr(ErrMalformed, MQTTReasonProtocolError, "topic alias 0")
-					}
-				}
-			}
-		case propUint32:
-			size = 4
-		case propString, propBinary:
-			if i+2 > end {
-				return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
-			}
-			size = 2 + (int(b[i])<<8 | int(b[i+1]))
-			if kind == propString && i+size <= end {
-				if s := b[i+2 : i+size]; !utf8.Valid(s) || bytes.IndexByte(s, 0) >= 0 {
-					return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x is not valid UTF-8", id)
-				}
-			}
-			if id == 0x08 && i+size <= end {
-				p.ResponseTopic = b[i+2 : i+size]
-				if err := checkResponseTopic(p.ResponseTopic); err != nil {
-					return 0, err
-				}
-			}
-		case propPair:
-			for range 2 {
-				if i+2 > end {
-					return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property runs past the block")
-				}
-				l := int(b[i])<<8 | int(b[i+1])
-				if i+2+l > end || !utf8.Valid(b[i+2:i+2+l]) || bytes.IndexByte(b[i+2:i+2+l], 0) >= 0 {
-					return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "user property is not a valid UTF-8 pair")
-				}
-				i += 2 + l
-			}
-			continue
-		}
-		if i+size > end {
-			return 0, mqttErr(ErrMalformed, MQTTReasonMalformed, "property %#x runs past the block", id)
-		}
-		i += size
-	}
-	return end, nil
 }
 
 // MQTTVarInt decodes an MQTT variable byte integer at the start of b: its

@@ -12,7 +12,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
+	"unicode/utf8"
 
 	"github.com/lxzan/gws"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -48,6 +50,9 @@ func NewRelay(o Options) *Relay {
 	r := &Relay{dialer: o.Dialer()}
 	r.opts = o
 	r.Admission = o.Admission("mqtt", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
+	// MQTT-6.0.0-1: MQTT travels in binary messages only; a text message
+	// ends the connection before any of it is read as MQTT.
+	r.Admission.Upgraders.BinaryOnly = true
 	return r
 }
 
@@ -70,6 +75,49 @@ type session struct {
 
 	packetsOut atomic.Int64
 	version    atomic.Uint32 // protocol level once CONNECT is seen
+	// connackSent: the broker's accepting CONNACK has gone to the client,
+	// so an MQTT 5 DISCONNECT may follow (MQTT-3.14.0-1). connackMu is held
+	// across that CONNACK's write and the flag's setting: a client that
+	// answers the CONNACK at once must find the flag set.
+	connackMu   sync.Mutex
+	connackSent bool
+	// clientMax is the MQTT 5 client's Maximum Packet Size (0: none),
+	// which a reason string must not make a packet exceed.
+	clientMax atomic.Uint32
+}
+
+// disconnectAllowed reports whether the client may be sent an MQTT 5
+// DISCONNECT: only after an accepting CONNACK (MQTT-3.14.0-1); before
+// that, and in MQTT 3.1.1, the WebSocket close alone says why.
+func (s *session) disconnectAllowed() bool {
+	s.connackMu.Lock()
+	defer s.connackMu.Unlock()
+	return s.version.Load() == 5 && s.connackSent
+}
+
+// disconnect is an MQTT 5 DISCONNECT with reason and, where it keeps the
+// packet within the client's Maximum Packet Size (MQTT-3.14.2-3), text as
+// its reason string.
+func (s *session) disconnect(reason byte, text string) []byte {
+	text = reasonString(text)
+	if max := s.clientMax.Load(); text == "" || max != 0 && uint32(len(disconnectWithReason(reason, text))) > max {
+		return []byte{0xE0, 0x02, reason, 0x00}
+	}
+	return disconnectWithReason(reason, text)
+}
+
+// reasonString bounds text for a reason string: short, and cut at a
+// character boundary so it stays a UTF-8 string.
+func reasonString(text string) string {
+	const max = 120
+	if len(text) <= max {
+		return text
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(text[cut]) {
+		cut--
+	}
+	return text[:cut]
 }
 
 // Begin implements bridge.SessionEvents.
@@ -90,19 +138,24 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 // GoAway implements bridge.Closer.
 func (s *session) GoAway(reason string) {
 	var answer []byte
-	if s.version.Load() == 5 {
+	if s.disconnectAllowed() {
 		answer = []byte{0xE0, 0x02, 0x8B, 0x00} // DISCONNECT: server shutting down
 	}
 	s.finish("shutdown", answer, reason, bridge.CloseGoingAway)
 }
 
-// Refuse implements bridge.SessionEvents: MQTT 5 clients past CONNECT get
+// Refuse implements bridge.SessionEvents: MQTT 5 clients past CONNACK get
 // DISCONNECT 0x95 (packet too large), 0x97 (quota exceeded: the memory
-// budget) or 0x81 (a packet that did not arrive in time is malformed);
-// MQTT 3.1.1 has no such packet, and the close carries the reason.
+// budget) or 0x81 (malformed: a packet that did not arrive in time, or
+// came in a text message); MQTT 3.1.1 has no such packet, and the close
+// carries the reason. It may run on a timer's goroutine: it reads no
+// read-loop state.
 func (s *session) Refuse(r bridge.Refusal) {
+	if r.Outcome == bridge.OutcomeTextMessage {
+		r.Reason = "MQTT-6.0.0-1: MQTT packets come in binary WebSocket messages, not text"
+	}
 	var answer []byte
-	if s.version.Load() == 5 {
+	if s.disconnectAllowed() {
 		reason := byte(0x81)
 		switch r.Outcome {
 		case bridge.OutcomeTooLarge:
@@ -110,7 +163,7 @@ func (s *session) Refuse(r bridge.Refusal) {
 		case bridge.OutcomeOverBudget:
 			reason = 0x97
 		}
-		answer = disconnectWithReason(reason, r.Reason)
+		answer = s.disconnect(reason, r.Reason)
 	}
 	s.finish(r.Outcome, answer, r.Reason, r.Code)
 }
@@ -174,30 +227,36 @@ func (s *session) OnMessage(data []byte) {
 	s.Keep(data[off:])
 }
 
-// reject answers a violation the MQTT way — CONNACK with a reason before
-// the session is up, DISCONNECT with a reason in MQTT 5 after — then closes.
-// MQTT 3.1.1 has no way to say why after CONNECT: the connection just ends.
+// reject answers a violation the MQTT way, then closes. MQTT 5: a refused
+// CONNECT gets CONNACK with the reason code, a later packet DISCONNECT,
+// both with the rule broken as reason string where the error names one and
+// the client's Maximum Packet Size allows. MQTT 3.1.1 refuses a malformed CONNECT without
+// CONNACK (MQTT-3.1.4-1), answering only an unsupported level (0x01,
+// MQTT-3.1.2-2) and a refused client identifier (0x02, MQTT-3.1.3-8); after
+// CONNECT it has no way to say why. The log and the close frame name the
+// rule.
 func (s *session) reject(err error, bad []byte) {
 	var me *validate.MQTTError
-	reason := validate.MQTTReasonMalformed
+	reason, text := validate.MQTTReasonMalformed, ""
 	if errors.As(err, &me) {
 		reason = me.Reason
+		if me.Rule != "" {
+			text = me.Rule + ": " + me.Msg
+		}
 	}
-	v := byte(s.version.Load())
 	var answer []byte
 	switch {
 	case !s.in.Connected():
-		if v == 0 {
-			v = connectVersion(bad)
-		}
-		switch {
+		switch v := connectVersion(bad); {
 		case v == 5:
-			answer = []byte{0x20, 0x03, 0x00, reason, 0x00}
+			answer = s.connackRefusal(reason, text)
 		case reason == validate.MQTTReasonBadVersion:
 			answer = []byte{0x20, 0x02, 0x00, validate.MQTTReturnBadVersionV311}
+		case reason == validate.MQTTReasonBadClientID:
+			answer = []byte{0x20, 0x02, 0x00, validate.MQTTReturnBadClientIDV311}
 		}
-	case v == 5:
-		answer = []byte{0xE0, 0x02, reason, 0x00}
+	case s.disconnectAllowed():
+		answer = s.disconnect(reason, text)
 	}
 	code := bridge.CloseProtocolError
 	switch {
@@ -207,6 +266,24 @@ func (s *session) reject(err error, bad []byte) {
 		code = bridge.ClosePolicy
 	}
 	s.finish("rejected", answer, err.Error(), code)
+}
+
+// connackRefusal is the MQTT 5 CONNACK refusing a CONNECT with reason and,
+// where the client's Maximum Packet Size allows (MQTT-3.2.2-19, as far as
+// the refused CONNECT tells it), text as reason string.
+func (s *session) connackRefusal(reason byte, text string) []byte {
+	bare := []byte{0x20, 0x03, 0x00, reason, 0x00}
+	max, known := s.in.ClientMaxPacket()
+	if !known || text == "" {
+		return bare
+	}
+	text = reasonString(text)
+	props := 3 + len(text)
+	b := append([]byte{0x20, byte(3 + props), 0x00, reason, byte(props), 0x1F, byte(len(text) >> 8), byte(len(text))}, text...)
+	if max != 0 && uint32(len(b)) > max {
+		return bare
+	}
+	return b
 }
 
 // connectVersion peeks at a CONNECT's protocol level, 0 when unreadable.
@@ -235,6 +312,8 @@ func (s *session) connect() bool {
 	o := &s.relay.opts
 	pk := s.in.Connect
 	s.version.Store(uint32(pk.ProtocolVersion))
+	max, _ := s.in.ClientMaxPacket()
+	s.clientMax.Store(max)
 	pk.Connect.UsernameFlag, pk.Connect.Username = false, nil
 	pk.Connect.PasswordFlag, pk.Connect.Password = false, nil
 	if c := s.cred; c != nil {
@@ -293,17 +372,18 @@ func (s *session) readUpstream() {
 			s.finish("broker_protocol_error", nil, "broker sent an invalid packet", bridge.CloseInternal)
 			return 0, false
 		}
-		msg := b[:end]
-		if end > 0 && !connacked {
+		if end == 0 {
+			return 0, true
+		}
+		msg, accepted := b[:end], false
+		if !connacked {
 			connacked = true
-			msg = s.connack(msg)
+			msg, accepted = s.connack(msg)
 		}
-		if end > 0 {
-			if !s.Write(gws.OpcodeBinary, s.mergeSubacks(msg)) {
-				return 0, false
-			}
-			s.packetsOut.Add(int64(count))
+		if !s.relayOut(msg, accepted) {
+			return 0, false
 		}
+		s.packetsOut.Add(int64(count))
 		return end, true
 	})
 	switch {
@@ -314,6 +394,19 @@ func (s *session) readUpstream() {
 	}
 }
 
+// relayOut writes whole broker packets to the client as one message. When
+// they begin with the broker's accepting CONNACK, connackSent is set in
+// the same hold of connackMu as the write.
+func (s *session) relayOut(msg []byte, acceptingConnack bool) bool {
+	if !acceptingConnack {
+		return s.Write(gws.OpcodeBinary, s.mergeSubacks(msg))
+	}
+	s.connackMu.Lock()
+	defer s.connackMu.Unlock()
+	s.connackSent = s.Write(gws.OpcodeBinary, s.mergeSubacks(msg))
+	return s.connackSent
+}
+
 // Broker CONNACK codes that refuse the gateway's credential: MQTT 3.1.1
 // return codes and MQTT 5 reason codes.
 var credentialRefusals = map[byte]string{
@@ -322,12 +415,12 @@ var credentialRefusals = map[byte]string{
 }
 
 // connack looks at the broker's first packets, b (whole ones), which begin
-// with its CONNACK. A refusal is logged at WARN with the backend and the
-// keyring entry.
-func (s *session) connack(b []byte) []byte {
+// with its CONNACK, and reports whether it accepted. A refusal is logged at
+// WARN with the backend and the keyring entry.
+func (s *session) connack(b []byte) ([]byte, bool) {
 	out, code, reason := clientConnack(b, s.version.Load() == 5)
 	if code == 0 {
-		return out
+		return out, b[0] == validate.MQTTConnack<<4
 	}
 	said := fmt.Sprintf("CONNACK 0x%02x", code)
 	if reason != "" {
@@ -338,7 +431,7 @@ func (s *session) connack(b []byte) []byte {
 	} else {
 		s.BrokerWarn("mqtt broker refused the gateway's connection", said, "connack_code", code)
 	}
-	return out
+	return out, false
 }
 
 // clientConnack is what the client gets of the broker's first packets, b,
