@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 )
 
 // Closer is a live client connection that can be asked to go away.
@@ -24,18 +25,21 @@ type Conns struct {
 	perIP  map[string]int
 	closed bool
 	wg     sync.WaitGroup
+
+	refusing    atomic.Int32 // WebSocket refusals lingering (Upgraders.refuse)
+	maxRefusing int32        // maxRefusing; lowered by tests
 }
 
 // Why Conns refuses a connection.
 var (
-	ErrFull   = errors.New("connection limit reached or shutting down; retry later")
-	ErrIPFull = errors.New("too many connections from this address; close some and retry")
+	ErrFull   = errors.New("the gateway is at its connection limit (limits.max_connections) or shutting down")
+	ErrIPFull = errors.New("too many connections from this address (limits.max_connections_per_ip)")
 )
 
 // NewConns returns a registry admitting at most max connections, and at
 // most maxPerIP from one client address (0: no limit).
 func NewConns(max, maxPerIP int) *Conns {
-	return &Conns{max: max, maxPerIP: maxPerIP, live: map[Closer]struct{}{}, perIP: map[string]int{}}
+	return &Conns{max: max, maxPerIP: maxPerIP, live: map[Closer]struct{}{}, perIP: map[string]int{}, maxRefusing: maxRefusing}
 }
 
 func (cs *Conns) refusal(ip string) error {
@@ -73,6 +77,18 @@ func (cs *Conns) Add(c Closer, ip string) (release func(), err error) {
 		})
 	}, nil
 }
+
+// takeRefusal takes one of the maxRefusing places for a lingering
+// WebSocket refusal, or reports that none is free.
+func (cs *Conns) takeRefusal() bool {
+	if cs.refusing.Add(1) > cs.maxRefusing {
+		cs.refusing.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (cs *Conns) giveRefusal() { cs.refusing.Add(-1) }
 
 // Check reports why Add would refuse a connection from ip now, or nil.
 func (cs *Conns) Check(ip string) error {

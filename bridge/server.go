@@ -26,7 +26,9 @@ type ServerOptions struct {
 	// MaxConnsPerIP bounds them per client address (0: no limit).
 	MaxConns, MaxConnsPerIP int
 	// HandshakeRate is the requests per second one client address may
-	// start, with HandshakeBurst at once (0: no limit); beyond it 429.
+	// start, with HandshakeBurst at once (0: no limit); beyond it the
+	// route refuses with a retry hint its clients follow (BusyRefuser),
+	// other paths with 429.
 	HandshakeRate  float64
 	HandshakeBurst int
 	// HandshakeTimeout bounds the TLS handshake and the request headers,
