@@ -194,6 +194,7 @@ func (l *rateLimiter) allow(ip string) (bool, time.Duration) {
 // route, so that its clients come back by themselves; others get 429.
 func (s *Server) front(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.warnUntrustedForward(r) // before RemoteAddr names the client
 		if a, ok := s.opts.TrustedProxies.resolve(r); ok {
 			ip := a.String()
 			if len(s.opts.TrustedProxies) > 0 {
@@ -218,4 +219,30 @@ func (s *Server) front(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// warnUntrustedForward logs, once per server, that a peer not in
+// trusted_proxies sends forwarding headers: if it is the operator's own
+// proxy or load balancer, every client behind it shares its address, and
+// so its per-address limits, until it is listed. Once, because such a
+// proxy sends the headers on every request; a client forging them is
+// harmless (they are not believed) and gets no log line per request.
+func (s *Server) warnUntrustedForward(r *http.Request) {
+	if s.forwardWarned.Load() {
+		return
+	}
+	header := "X-Forwarded-For"
+	if r.Header.Get(header) == "" {
+		if header = "Forwarded"; r.Header.Get(header) == "" {
+			return
+		}
+	}
+	peer, ok := peerAddr(r)
+	if !ok || s.opts.TrustedProxies.trusted(peer) || !s.forwardWarned.CompareAndSwap(false, true) {
+		return
+	}
+	s.log.Warn("a peer not in trusted_proxies sends "+header+": the per-address limits (limits.handshakes_per_second, "+
+		"limits.max_connections_per_ip, limits.password_checks_per_ip) count every client behind it as that one address. "+
+		"If it is your proxy or load balancer, add its address or CIDR to trusted_proxies; logged once",
+		"peer", peer.String(), "header", header)
 }

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -49,6 +50,8 @@ type Server struct {
 	http  *http.Server
 	rate  *rateLimiter
 	Conns *Conns
+	// forwardWarned: an untrusted peer's X-Forwarded-For has been logged.
+	forwardWarned atomic.Bool
 
 	mu     sync.Mutex
 	checks map[string]ReadyCheck
