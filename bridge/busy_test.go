@@ -167,7 +167,9 @@ func TestWebSocketPasswordChecksBusy(t *testing.T) {
 			pr := &probe{closed: make(chan error, 1)}
 			req, _ := http.NewRequest("GET", "http://x", nil)
 			req.SetBasicAuth("will", "wrong")
-			c, resp, err := gws.NewClient(pr, &gws.ClientOption{Addr: "ws://" + addr + "/ws",
+			// Checks queue for one hash slot: under the race detector the
+			// last may take seconds to be answered.
+			c, resp, err := gws.NewClient(pr, &gws.ClientOption{Addr: "ws://" + addr + "/ws", HandshakeTimeout: time.Minute,
 				RequestHeader: http.Header{"Authorization": req.Header.Values("Authorization")}})
 			if err != nil {
 				if resp == nil || resp.StatusCode != http.StatusUnauthorized {
