@@ -317,3 +317,43 @@ func TestUntrustedForwardedLoggedOnce(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkWebSocketRefusal is what refusing a WebSocket for load costs,
+// client and server together on loopback: the request, the 101 and close
+// in one write, the client's close answered and the lingering close.
+func BenchmarkWebSocketRefusal(b *testing.B) {
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), ServerOptions{})
+	origins, _ := NewOrigins(nil)
+	s.Handle("/ws", &Admission{Protocol: "test", Route: "/ws", Origins: origins, Conns: s.Conns,
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return &quiet{} })})
+	s.Conns.CloseAll(context.Background()) // every connection refused
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go s.Serve(ln)
+	b.Cleanup(func() { s.http.Close() })
+	req := []byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		nc.Write(req)
+		br := bufio.NewReader(nc)
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			b.Fatalf("%v %v", resp, err)
+		}
+		hdr := make([]byte, 2)
+		io.ReadFull(br, hdr)
+		io.CopyN(io.Discard, br, int64(hdr[1]))
+		nc.Write([]byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xf5})
+		io.Copy(io.Discard, br) // until the server closes
+		nc.Close()
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "refusals/s")
+}
