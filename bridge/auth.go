@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -12,13 +11,12 @@ import (
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
-// RequestIdentity authenticates an HTTP request against p (nil: anonymous).
+// Authenticate authenticates an HTTP request against p (nil: anonymous).
 // login says whether the protocol's own login may still prove the identity
 // later; then a request that carries nothing passes with a nil identity.
-// On failure it answers 401 with the reason and returns the error; a
-// password check refused because too many are in progress (auth.ErrBusy)
-// gets 429 with Retry-After instead, as nothing was checked.
-func RequestIdentity(w http.ResponseWriter, r *http.Request, p *auth.Policy, login bool) (*auth.Identity, error) {
+// A password check refused because too many are in progress fails with
+// auth.ErrBusy (see BusyFor): nothing was checked.
+func Authenticate(r *http.Request, p *auth.Policy, login bool) (*auth.Identity, error) {
 	if p == nil {
 		return auth.Anonymous, nil
 	}
@@ -26,22 +24,22 @@ func RequestIdentity(w http.ResponseWriter, r *http.Request, p *auth.Policy, log
 	if err == nil && id == nil && !(login && p.LoginAccepted()) {
 		err = p.Missing()
 	}
-	var ae *auth.Error
-	if errors.As(err, &ae) && errors.Is(err, auth.ErrBusy) {
-		w.Header().Set("Retry-After", strconv.Itoa(int(ae.RetryAfter.Seconds()+0.999)))
-		Error(w, http.StatusTooManyRequests, err.Error())
-		return nil, err
+	return id, err
+}
+
+// RefuseLogin answers a request Authenticate failed: 401 with the reason
+// and the scheme to use, or, for auth.ErrBusy, 429 with Retry-After.
+func RefuseLogin(w http.ResponseWriter, p *auth.Policy, err error) {
+	if b, busy := BusyFor(err); busy {
+		RefuseHTTP(w, b)
+		return
 	}
-	if err != nil {
-		if p.Mode() == auth.ModeUsers {
-			w.Header().Set("WWW-Authenticate", `Basic realm="wsbridge", charset="UTF-8"`)
-		} else {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="wsbridge", error="invalid_token"`)
-		}
-		Error(w, http.StatusUnauthorized, "authentication failed: "+err.Error())
-		return nil, err
+	if p.Mode() == auth.ModeUsers {
+		w.Header().Set("WWW-Authenticate", `Basic realm="wsbridge", charset="UTF-8"`)
+	} else {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="wsbridge", error="invalid_token"`)
 	}
-	return id, nil
+	Error(w, http.StatusUnauthorized, "authentication failed: "+err.Error())
 }
 
 // Login settles the session's identity at the protocol's login (STOMP

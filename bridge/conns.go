@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 )
 
 // Closer is a live client connection that can be asked to go away.
@@ -24,31 +25,35 @@ type Conns struct {
 	perIP  map[string]int
 	closed bool
 	wg     sync.WaitGroup
+
+	refusing    atomic.Int32 // WebSocket refusals lingering (Upgraders.refuse)
+	maxRefusing int32        // maxRefusing; lowered by tests
 }
 
 // Why Conns refuses a connection.
 var (
-	ErrFull   = errors.New("connection limit reached or shutting down; retry later")
-	ErrIPFull = errors.New("too many connections from this address; close some and retry")
+	ErrFull   = errors.New("the gateway is at its connection limit (limits.max_connections) or shutting down")
+	ErrIPFull = errors.New("too many connections from this address (limits.max_connections_per_ip)")
 )
 
 // NewConns returns a registry admitting at most max connections, and at
 // most maxPerIP from one client address (0: no limit).
 func NewConns(max, maxPerIP int) *Conns {
-	return &Conns{max: max, maxPerIP: maxPerIP, live: map[Closer]struct{}{}, perIP: map[string]int{}}
+	return &Conns{max: max, maxPerIP: maxPerIP, live: map[Closer]struct{}{}, perIP: map[string]int{}, maxRefusing: maxRefusing}
 }
 
 func (cs *Conns) refusal(ip string) error {
 	switch {
 	case cs.closed || (cs.max > 0 && len(cs.live) >= cs.max):
 		return ErrFull
-	case cs.maxPerIP > 0 && cs.perIP[ip] >= cs.maxPerIP:
+	case ip != "" && cs.maxPerIP > 0 && cs.perIP[ip] >= cs.maxPerIP:
 		return ErrIPFull
 	}
 	return nil
 }
 
-// Add admits c from client address ip. It returns ErrFull or ErrIPFull
+// Add admits c from client address ip ("": count it against the
+// gateway's limit only). It returns ErrFull or ErrIPFull
 // when a limit is reached or shutdown has begun; otherwise the caller must
 // call release exactly once when c has ended.
 func (cs *Conns) Add(c Closer, ip string) (release func(), err error) {
@@ -58,21 +63,37 @@ func (cs *Conns) Add(c Closer, ip string) (release func(), err error) {
 		return nil, err
 	}
 	cs.live[c] = struct{}{}
-	cs.perIP[ip]++
+	if ip != "" {
+		cs.perIP[ip]++
+	}
 	cs.wg.Add(1)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			cs.mu.Lock()
 			delete(cs.live, c)
-			if cs.perIP[ip]--; cs.perIP[ip] <= 0 {
-				delete(cs.perIP, ip)
+			if ip != "" {
+				if cs.perIP[ip]--; cs.perIP[ip] <= 0 {
+					delete(cs.perIP, ip)
+				}
 			}
 			cs.mu.Unlock()
 			cs.wg.Done()
 		})
 	}, nil
 }
+
+// takeRefusal takes one of the maxRefusing places for a lingering
+// WebSocket refusal, or reports that none is free.
+func (cs *Conns) takeRefusal() bool {
+	if cs.refusing.Add(1) > cs.maxRefusing {
+		cs.refusing.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (cs *Conns) giveRefusal() { cs.refusing.Add(-1) }
 
 // Check reports why Add would refuse a connection from ip now, or nil.
 func (cs *Conns) Check(ip string) error {

@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -70,17 +69,9 @@ func (p Proxies) trusted(a netip.Addr) bool {
 // not itself a trusted proxy. A header that does not parse is not
 // believed: the proxy's own address stands.
 func (p Proxies) resolve(r *http.Request) (netip.Addr, bool) {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	peer, err := netip.ParseAddr(host)
-	if err != nil {
-		return netip.Addr{}, false
-	}
-	peer = peer.Unmap()
-	if len(p) == 0 || !p.trusted(peer) {
-		return peer, true
+	peer, ok := peerAddr(r)
+	if !ok || !p.trusted(peer) {
+		return peer, ok
 	}
 	hops := forwardedFor(r.Header.Values("Forwarded"))
 	if hops == nil {
@@ -100,6 +91,19 @@ func (p Proxies) resolve(r *http.Request) (netip.Addr, bool) {
 		}
 	}
 	return peer, true
+}
+
+// peerAddr is the address of the connection's other end.
+func peerAddr(r *http.Request) (netip.Addr, bool) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	peer, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return peer.Unmap(), true
 }
 
 // forwardedFor extracts the for= addresses of RFC 7239 Forwarded headers,
@@ -186,8 +190,11 @@ func (l *rateLimiter) allow(ip string) (bool, time.Duration) {
 // any route runs. The rate is for what opens a connection or stream (GET:
 // WebSocket upgrades, SSE streams, the demo page); HTTP publishes, which
 // backends may send at a high rate, and /healthz and /readyz are exempt.
+// A refused request to a route that is a BusyRefuser is answered by the
+// route, so that its clients come back by themselves; others get 429.
 func (s *Server) front(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.warnUntrustedForward(r) // before RemoteAddr names the client
 		if a, ok := s.opts.TrustedProxies.resolve(r); ok {
 			ip := a.String()
 			if len(s.opts.TrustedProxies) > 0 {
@@ -198,12 +205,44 @@ func (s *Server) front(next http.Handler) http.Handler {
 		}
 		if r.Method == http.MethodGet && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
 			if ok, wait := s.rate.allow(ClientIP(r)); !ok {
-				w.Header().Set("Retry-After", strconv.Itoa(int(wait.Seconds())+1))
-				Error(w, http.StatusTooManyRequests, "too many connection attempts from this address; retry later")
-				s.log.Info("request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", "rate_limited")
+				b := Busy{Outcome: "rate_limited", Retry: RetryHint(wait), PerAddress: true,
+					Reason: "too many connection attempts from this address (limits.handshakes_per_second)"}
+				route, _ := s.mux.Handler(r)
+				if br, ok := route.(BusyRefuser); ok {
+					br.RefuseBusy(w, r, b)
+				} else {
+					RefuseHTTP(w, b)
+				}
+				s.log.Info("request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", b.Outcome, "retry", b.Retry)
 				return
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// warnUntrustedForward logs, once per server, that a peer not in
+// trusted_proxies sends forwarding headers: if it is the operator's own
+// proxy or load balancer, every client behind it shares its address, and
+// so its per-address limits, until it is listed. Once, because such a
+// proxy sends the headers on every request; a client forging them is
+// harmless (they are not believed) and gets no log line per request.
+func (s *Server) warnUntrustedForward(r *http.Request) {
+	if s.forwardWarned.Load() {
+		return
+	}
+	header := "X-Forwarded-For"
+	if r.Header.Get(header) == "" {
+		if header = "Forwarded"; r.Header.Get(header) == "" {
+			return
+		}
+	}
+	peer, ok := peerAddr(r)
+	if !ok || s.opts.TrustedProxies.trusted(peer) || !s.forwardWarned.CompareAndSwap(false, true) {
+		return
+	}
+	s.log.Warn("a peer not in trusted_proxies sends "+header+": the per-address limits (limits.handshakes_per_second, "+
+		"limits.max_connections_per_ip, limits.password_checks_per_ip) count every client behind it as that one address. "+
+		"If it is your proxy or load balancer, add its address or CIDR to trusted_proxies; logged once",
+		"peer", peer.String(), "header", header)
 }

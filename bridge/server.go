@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -26,7 +27,9 @@ type ServerOptions struct {
 	// MaxConnsPerIP bounds them per client address (0: no limit).
 	MaxConns, MaxConnsPerIP int
 	// HandshakeRate is the requests per second one client address may
-	// start, with HandshakeBurst at once (0: no limit); beyond it 429.
+	// start, with HandshakeBurst at once (0: no limit); beyond it the
+	// route refuses with a retry hint its clients follow (BusyRefuser),
+	// other paths with 429.
 	HandshakeRate  float64
 	HandshakeBurst int
 	// HandshakeTimeout bounds the TLS handshake and the request headers,
@@ -39,6 +42,25 @@ type ServerOptions struct {
 	TLS *tls.Config
 }
 
+// DefaultServerOptions are the limits where the config is silent. They
+// let a crowd behind one address in: a thousand browsers behind one NAT
+// or proxy, each with a WebSocket and an SSE stream, all reconnecting at
+// once after a restart, are back within about 15 s (the burst at once,
+// the rest at the rate, each refused one returning within RetryMin +
+// RetrySpread). What one hostile address gets from them: a burst of 1000
+// handshakes, then 100 a second, and never more than MaxConnsPerIP
+// connections, a quarter of MaxConns; without a login within
+// LoginTimeout a WebSocket is closed, so where auth is on, what it holds
+// without credentials is what it can open in that time.
+func DefaultServerOptions() ServerOptions {
+	return ServerOptions{
+		MaxConns:       10000,
+		MaxConnsPerIP:  2500,
+		HandshakeRate:  100,
+		HandshakeBurst: 1000,
+	}
+}
+
 // Server serves the gateway's routes and tracks the connections they hijack.
 type Server struct {
 	log   *slog.Logger
@@ -47,6 +69,8 @@ type Server struct {
 	http  *http.Server
 	rate  *rateLimiter
 	Conns *Conns
+	// forwardWarned: an untrusted peer's X-Forwarded-For has been logged.
+	forwardWarned atomic.Bool
 
 	mu     sync.Mutex
 	checks map[string]ReadyCheck

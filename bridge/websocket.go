@@ -169,19 +169,32 @@ func (u *Upgraders) Upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, 
 // pick is the upgrader for a client offering these subprotocols, nil when
 // it offers only others.
 func (u *Upgraders) pick(offered []string) *gws.Upgrader {
-	if len(offered) == 0 || u.with == nil {
+	switch p, ok := u.subprotocol(offered); {
+	case !ok:
+		return nil
+	case p == "":
 		return u.without
 	}
-	for _, line := range offered {
-		for _, p := range strings.Split(line, ",") {
-			for _, ours := range u.subprotocols {
+	return u.with
+}
+
+// subprotocol is the one gws chooses for a client offering these: the
+// first of ours that it offers; "" when it offers none or the route has
+// none. ok is false when it offers only others.
+func (u *Upgraders) subprotocol(offered []string) (string, bool) {
+	if len(offered) == 0 || u.with == nil {
+		return "", true
+	}
+	for _, ours := range u.subprotocols {
+		for _, line := range offered {
+			for _, p := range strings.Split(line, ",") {
 				if strings.TrimSpace(p) == ours {
-					return u.with
+					return ours, true
 				}
 			}
 		}
 	}
-	return nil
+	return "", false
 }
 
 // Keepalive pings a WebSocket connection that has been quiet for an
@@ -258,8 +271,9 @@ func (k *Keepalive) tick() {
 
 // Admission is what every WebSocket route does before its protocol starts:
 // the Origin check (403), authentication of a token the request carries
-// (401), the connection limit (503), the upgrade and the registration for
-// shutdown.
+// (401), the connection limits and the per-address password checks
+// (close 1013 with a retry hint, see RefuseBusy), the upgrade and the
+// registration for shutdown.
 type Admission struct {
 	Protocol, Route string // for logs
 	Backend         string // for logs
@@ -274,10 +288,11 @@ type Admission struct {
 }
 
 // admit does what comes before a session: the Origin check (403), the
-// connection limits (503, 429), a token the request carries (401) and the
-// upgrade. It returns the connection and the identity the request proved
-// (nil when the protocol's login is to prove it), or false when the
-// request was refused and answered.
+// connection limits (1013), a token the request carries (401; 1013 when
+// its password check was refused unchecked) and the upgrade. It returns
+// the connection and the identity the request proved (nil when the
+// protocol's login is to prove it), or false when the request was refused
+// and answered.
 func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *auth.Identity, bool) {
 	refused := func(level slog.Level, outcome string, args ...any) {
 		a.Log.Log(r.Context(), level, a.Protocol+" connection refused",
@@ -288,12 +303,19 @@ func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 		return nil, nil, false
 	}
 	if err := a.Conns.Check(ClientIP(r)); err != nil {
-		RefuseOverLimit(w, err)
-		refused(slog.LevelWarn, "over_capacity", "reason", err.Error())
+		b, _ := BusyFor(err)
+		a.Upgraders.refuse(w, r, b, a.Conns)
+		refused(slog.LevelWarn, b.Outcome, "reason", b.Reason, "retry", b.Retry)
 		return nil, nil, false
 	}
-	id, err := RequestIdentity(w, r, a.Auth, true)
+	id, err := Authenticate(r, a.Auth, true)
+	if b, busy := BusyFor(err); busy {
+		a.Upgraders.refuse(w, r, b, a.Conns)
+		refused(slog.LevelInfo, b.Outcome, "reason", b.Reason, "retry", b.Retry)
+		return nil, nil, false
+	}
 	if err != nil {
+		RefuseLogin(w, a.Auth, err)
 		refused(slog.LevelInfo, LoginOutcome(err), "reason", err.Error())
 		return nil, nil, false
 	}
@@ -305,15 +327,13 @@ func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 	return ws, id, true
 }
 
-// RefuseOverLimit answers a request refused by Conns: 429 for the client
-// address's own limit, 503 for the gateway's.
-func RefuseOverLimit(w http.ResponseWriter, err error) {
-	status := http.StatusServiceUnavailable
-	if errors.Is(err, ErrIPFull) {
-		status = http.StatusTooManyRequests
+// RefuseBusy implements BusyRefuser: a WebSocket client from an allowed
+// origin is upgraded and closed with 1013 and b's hint (see
+// Upgraders.refuse); anything else gets HTTP 429 or 503.
+func (a *Admission) RefuseBusy(w http.ResponseWriter, r *http.Request, b Busy) {
+	if a.Origins.Check(w, r) {
+		a.Upgraders.refuse(w, r, b, a.Conns)
 	}
-	w.Header().Set("Retry-After", "5")
-	Error(w, status, err.Error())
 }
 
 // ServeHTTP admits a WebSocket client and starts its session. The
@@ -342,7 +362,8 @@ func (a *Admission) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if release, err = a.Conns.Add(ws.Session().(Closer), ClientIP(r)); err != nil {
 		// Lost a race for the last slot, or shutdown began: the session
 		// ends the usual way, so its socket and timers are released too.
-		core.Finish("over_capacity", err.Error(), CloseTryAgainLater, 0, nil)
+		b, _ := BusyFor(err)
+		core.Finish(b.Outcome, b.CloseReason(), CloseTryAgainLater, 0, nil)
 	}
 	go ws.ReadLoop()
 }

@@ -46,9 +46,12 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 		// as a connection, takes its body's size from the memory budget,
 		// and its body must arrive within BodyTimeout.
 		rc := http.NewResponseController(w)
-		release, err := h.o.Conns.Add(publishing{rc}, bridge.ClientIP(r))
+		// Against the gateway's limit only: a page that holds its address's
+		// share of streams must still be able to publish.
+		release, err := h.o.Conns.Add(publishing{rc}, "")
 		if err != nil {
-			bridge.RefuseOverLimit(w, err)
+			b, _ := bridge.BusyFor(err)
+			bridge.RefuseHTTP(w, b)
 			return
 		}
 		defer release()

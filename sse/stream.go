@@ -19,31 +19,77 @@ import (
 
 // StreamHandler serves GET PREFIX/<topic> and GET PREFIX?topic=a&topic=b
 // to the clients p admits (nil: everyone) for the topics it allows them.
+// It is a bridge.BusyRefuser: see RefuseBusy.
 func (h *Hub) StreamHandler(prefix string, p *auth.Policy) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !admit(w, r, h.o.Origins, http.MethodGet) {
-			return
-		}
-		topics, err := streamTopics(r, prefix, h.o.MaxTopics)
-		if err != nil {
-			bridge.Error(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		id, ok := h.authorize(w, r, p, auth.Subscribe, topics)
-		if !ok {
-			return
-		}
-		// The same rule as WebSocket sessions: see auth.Policy.EndsAt.
-		h.serve(w, r, topics, p.EndsAt(id))
-	})
+	return &streamHandler{h: h, prefix: prefix, p: p}
+}
+
+type streamHandler struct {
+	h      *Hub
+	prefix string
+	p      *auth.Policy
+}
+
+func (s *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := s.h
+	if !admit(w, r, h.o.Origins, http.MethodGet) {
+		return
+	}
+	topics, err := streamTopics(r, s.prefix, h.o.MaxTopics)
+	if err != nil {
+		bridge.Error(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	id, ok := h.authorize(w, r, s.p, auth.Subscribe, topics)
+	if !ok {
+		return
+	}
+	// The same rule as WebSocket sessions: see auth.Policy.EndsAt.
+	h.serve(w, r, topics, s.p.EndsAt(id))
+}
+
+// RefuseBusy answers a stream refused for load (by the handshake rate, the
+// connection limits, or the per-address password checks) so that
+// EventSource comes back by itself: it gives up for good on any answer
+// but 200 text/event-stream, so the refusal is such a stream, one that
+// sets its reconnection time to the hint and ends at once. Its one event,
+// busy, tells a page why, with the hint in milliseconds; it carries no
+// id, so the client keeps its Last-Event-ID for the retry.
+func (s *streamHandler) RefuseBusy(w http.ResponseWriter, r *http.Request, b bridge.Busy) {
+	if !allowCORS(w, r, s.h.o.Origins, http.MethodGet) {
+		return
+	}
+	refuseBusy(w, b)
+}
+
+func refuseBusy(w http.ResponseWriter, b bridge.Busy) {
+	ms := b.Retry.Milliseconds()
+	data, _ := json.Marshal(struct {
+		Reason  string `json:"reason"`
+		RetryMS int64  `json:"retry_ms"`
+	}{b.Reason, ms})
+	body := fmt.Appendf(nil, "retry: %d\nevent: busy\ndata: %s\n\n", ms, data)
+	hd := w.Header()
+	hd.Set("Content-Type", "text/event-stream")
+	hd.Set("Cache-Control", "no-cache")
+	hd.Set("Content-Length", strconv.Itoa(len(body)))
+	hd.Set("Retry-After", strconv.Itoa(int((b.Retry+time.Second-1)/time.Second))) // for clients that are not EventSource
+	w.WriteHeader(http.StatusOK)
+	w.Write(body)
 }
 
 // authorize authenticates the request (401) and applies the ACL to each
-// topic (403); denials are logged with the identity and topic.
+// topic (403); denials are logged with the identity and topic. A password
+// check refused unchecked gets 429, or, on a stream, refuseBusy.
 func (h *Hub) authorize(w http.ResponseWriter, r *http.Request, p *auth.Policy, act auth.Action, topics []string) (*auth.Identity, bool) {
-	id, err := bridge.RequestIdentity(w, r, p, false)
+	id, err := bridge.Authenticate(r, p, false)
 	if err != nil {
 		h.o.Log.Info("sse request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", bridge.LoginOutcome(err), "reason", err.Error())
+		if b, busy := bridge.BusyFor(err); busy && act == auth.Subscribe {
+			refuseBusy(w, b)
+		} else {
+			bridge.RefuseLogin(w, p, err)
+		}
 		return nil, false
 	}
 	if p == nil {
@@ -115,7 +161,9 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	c := newClient(h.o.ClientQueue)
 	release, err := h.o.Conns.Add(c, bridge.ClientIP(r))
 	if err != nil {
-		bridge.RefuseOverLimit(w, err)
+		b, _ := bridge.BusyFor(err)
+		log.Warn("sse stream refused", "outcome", b.Outcome, "reason", b.Reason, "retry", b.Retry)
+		refuseBusy(w, b)
 		return
 	}
 	defer release()

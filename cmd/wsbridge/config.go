@@ -499,14 +499,15 @@ func (cfg *Config) check(c *checker) {
 	c.intIn("sse.max_topics_per_stream", &sc.MaxTopicsPerStream, sd.MaxTopics, 1, 1024)
 	c.intIn("sse.max_publish_bytes", &sc.MaxPublishBytes, sd.MaxPublishBytes, 1, 64<<20)
 
-	c.intIn("limits.max_connections", &cfg.Limits.MaxConnections, 10000, 1, 10_000_000)
-	c.intIn("limits.max_connections_per_ip", &cfg.Limits.MaxConnectionsPerIP, 1000, 1, 10_000_000)
+	so := bridge.DefaultServerOptions()
+	c.intIn("limits.max_connections", &cfg.Limits.MaxConnections, so.MaxConns, 1, 10_000_000)
+	c.intIn("limits.max_connections_per_ip", &cfg.Limits.MaxConnectionsPerIP, so.MaxConnsPerIP, 1, 10_000_000)
 	if hs := &cfg.Limits.HandshakesPerSecond; *hs == 0 {
-		*hs = 50
+		*hs = so.HandshakeRate
 	} else if *hs < 0.01 || *hs > 1e6 {
 		c.fail("limits.handshakes_per_second", "%g is out of range [0.01, 1000000]", *hs)
 	}
-	c.intIn("limits.handshake_burst", &cfg.Limits.HandshakeBurst, 100, 1, 1_000_000)
+	c.intIn("limits.handshake_burst", &cfg.Limits.HandshakeBurst, so.HandshakeBurst, 1, 1_000_000)
 	c.intIn("limits.memory_bytes", &cfg.Limits.MemoryBytes, bridge.DefaultMemoryBytes, 1<<20, 1<<40)
 	if lt := &cfg.Limits.LoginTimeout; *lt == nil {
 		v := Duration(d.LoginTimeout)

@@ -6,10 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
 
@@ -129,5 +131,78 @@ func TestBrowserClientsWithTokens(t *testing.T) {
 	t.Logf("%s", strings.TrimSpace(string(out)))
 	if strings.Contains(g.logs.String(), reader) || strings.Contains(g.logs.String(), writer) {
 		t.Fatal("a token reached the logs")
+	}
+}
+
+// Real clients refused for load come back by themselves: the npm
+// eventsource follows a busy stream's retry (it would give up for good on
+// a 429), the npm ws client, which checks the subprotocol as browsers do,
+// sees close 1013 with a retry hint where it would have seen an HTTP
+// answer (1006 in a browser), and headless Chromium does both.
+func TestClientsRefusedForLoadRetry(t *testing.T) {
+	requireNodeClients(t)
+	cases := []struct {
+		name, limits string
+		hold         bool // one STOMP session opened first takes the burst
+		browser      bool // needs Chromium
+		script       string
+		args         func(addr string) []string
+		want         *regexp.Regexp
+	}{
+		{"eventsource follows the busy stream", "handshake_burst: 3\n  handshakes_per_second: 2", false, false, "eventsource.mjs",
+			func(addr string) []string { return []string{"http://" + addr, "10"} }, regexp.MustCompile(`^OK streams=10 busy=[1-9]`)},
+		{"ws sees 1013", "handshake_burst: 1\n  handshakes_per_second: 0.01", true, false, "wsbusy.mjs",
+			func(addr string) []string { return []string{"ws://" + addr + "/stomp"} },
+			regexp.MustCompile(`^OK code=1013 reason=too many connection attempts .*; retry in [0-9.]+s`)},
+		{"chromium", "handshake_burst: 2\n  handshakes_per_second: 1\n  max_connections_per_ip: 4", false, true, "busy-chromium.mjs",
+			func(addr string) []string { return []string{"http://" + addr} },
+			regexp.MustCompile(`^OK streams=4 busy=[1-9]\d* ws=1013 reason=too many connection(s| attempts) from this address .*; retry in [0-9.]+s`)},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			env := os.Environ()
+			if c.browser {
+				chromium := os.Getenv("CHROMIUM")
+				if chromium == "" {
+					chromium = "/usr/bin/chromium"
+				}
+				if _, err := os.Stat(chromium); err != nil {
+					msg := "Chromium not installed (apt-get install chromium, or set CHROMIUM)"
+					if os.Getenv("CI") == "true" {
+						t.Fatal(msg)
+					}
+					t.Skip(msg)
+				}
+				env = append(env, "CHROMIUM="+chromium)
+			}
+			config := filepath.Join(t.TempDir(), "limits.yaml")
+			os.WriteFile(config, []byte(`allowed_origins: ["http://127.0.0.1:*"]
+limits:
+  `+c.limits+`
+backends:
+  nats: {protocol: nats, embedded: true, address: "127.0.0.1:0"}
+routes:
+  - {path: /stomp, protocol: stomp, mode: translate, backend: nats}
+  - {path: /sse, protocol: sse, backend: nats}
+  - {path: /publish, protocol: publish, backend: nats}
+`), 0o600)
+			g := serve(t, "-config", config)
+			if c.hold {
+				conn, cl := dialSTOMP(t, g.addr, "")
+				conn.WriteMessage(gws.OpcodeText, []byte("CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00"))
+				if m := recv(t, cl.msgs); !strings.HasPrefix(string(m), "CONNECTED") {
+					t.Fatalf("%q", m)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "node", append([]string{filepath.Join(e2eDir, c.script)}, c.args(g.addr)...)...)
+			cmd.Env = env
+			out, err := cmd.CombinedOutput()
+			if err != nil || !c.want.Match(out) {
+				t.Fatalf("%s: %v\n%s\ngateway logs:\n%.4000s", c.script, err, out, g.logs)
+			}
+			t.Logf("%s", strings.TrimSpace(string(out)))
+		})
 	}
 }

@@ -150,8 +150,8 @@ routes:
 	}
 }
 
-// TestConnectionsPerIPLimit: the per-address limit answers 429 before the
-// upgrade, and a closed connection frees its slot.
+// TestConnectionsPerIPLimit: the per-address limit closes the connection
+// with 1013 and a retry hint, and a closed connection frees its slot.
 func TestConnectionsPerIPLimit(t *testing.T) {
 	dir := t.TempDir()
 	config := filepath.Join(dir, "limits.yaml")
@@ -175,10 +175,16 @@ routes:
 	}
 	a := connected()
 	connected()
-	_, resp, err := gws.NewClient(&wsClient{msgs: make(chan []byte, 1), closed: make(chan error, 1)}, &gws.ClientOption{
+	third := &wsClient{msgs: make(chan []byte, 1), closed: make(chan error, 1)}
+	c3, _, err := gws.NewClient(third, &gws.ClientOption{
 		Addr: "ws://" + g.addr + "/stomp", RequestHeader: http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}})
-	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
-		t.Fatalf("third connection from one address: %v %v", err, resp)
+	if err != nil {
+		t.Fatalf("third connection from one address not upgraded to be closed: %v", err)
+	}
+	go c3.ReadLoop()
+	var ce *gws.CloseError
+	if err := <-third.closed; !errors.As(err, &ce) || ce.Code != 1013 || !strings.Contains(string(ce.Reason), "limits.max_connections_per_ip); retry in ") {
+		t.Fatalf("third connection from one address closed with %v, want 1013 with a retry hint", err)
 	}
 	a.WriteClose(1000, nil)
 	deadline := time.Now().Add(10 * time.Second)

@@ -1,0 +1,154 @@
+package bridge
+
+import (
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wsbridge/wsbridge/auth"
+)
+
+// Retry hints for a client refused for load. A crowd refused together
+// (every browser behind one address reconnecting after a restart) must not
+// come back together, so each is told a delay drawn evenly from
+// [RetryMin, RetryMin+RetrySpread): the refused share of a crowd returns
+// spread over RetrySpread, and each return finds the handshake bucket a
+// little fuller. Browsers' EventSource follows the hint by itself; a page
+// can read it from a WebSocket close reason.
+const (
+	RetryMin    = time.Second
+	RetrySpread = 4 * time.Second
+)
+
+// maxRefusing bounds the WebSocket refusals lingering at once, process
+// wide. Each holds its request's goroutine and socket (some 20 KiB) until
+// the client answers the close frame, one round trip, or lingerTime
+// passes. Past the bound a refusal closes its socket at once: a client
+// reads the close frame before it sends anything (it came with the 101),
+// so what lingering guards against, a client's first frame meeting a
+// closed socket and the reset losing the close, is rare; and it takes
+// hundreds of refusals at the same moment to get there.
+const maxRefusing = 256
+
+// Busy is a refusal for load: nothing is wrong with the request, and the
+// client is to come back after Retry.
+type Busy struct {
+	Outcome string        // for the log line: rate_limited, over_capacity, busy
+	Reason  string        // for the client: names the limit
+	Retry   time.Duration // when to come back (RetryHint)
+	// PerAddress: the client's own address is over a limit (HTTP 429),
+	// not the gateway as a whole (503); for answers that carry a status.
+	PerAddress bool
+}
+
+// BusyRefuser is a route that answers a request refused for load in a way
+// its clients follow by themselves: a WebSocket route with close 1013, an
+// SSE route with a stream that sets EventSource's retry and ends. The
+// server's handshake rate hands its refusals to the route when the route
+// is one.
+type BusyRefuser interface {
+	RefuseBusy(w http.ResponseWriter, r *http.Request, b Busy)
+}
+
+// RetryHint is a jittered delay after which a refused client may come
+// back: at least least (what the limit itself needs), and at least
+// RetryMin, plus up to RetrySpread. It is rounded to 100 ms, which is as
+// fine as a retry can usefully be.
+func RetryHint(least time.Duration) time.Duration {
+	return (max(least, RetryMin) + rand.N(RetrySpread)).Round(100 * time.Millisecond)
+}
+
+// BusyFor is the refusal for err when err is one for load: a connection
+// limit (ErrFull, ErrIPFull from Conns) or a password check refused
+// unchecked (auth.ErrBusy). ok is false for any other error.
+func BusyFor(err error) (b Busy, ok bool) {
+	var ae *auth.Error
+	switch {
+	case errors.Is(err, ErrIPFull):
+		return Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: RetryHint(0), PerAddress: true}, true
+	case errors.Is(err, ErrFull):
+		return Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: RetryHint(0)}, true
+	case errors.As(err, &ae) && errors.Is(err, auth.ErrBusy):
+		return Busy{Outcome: "busy", Reason: err.Error(), Retry: RetryHint(ae.RetryAfter), PerAddress: true}, true
+	}
+	return Busy{}, false
+}
+
+// RefuseHTTP answers b with 429 (the address's own limit) or 503, and
+// Retry-After in whole seconds: for clients that read HTTP statuses.
+func RefuseHTTP(w http.ResponseWriter, b Busy) {
+	status := http.StatusServiceUnavailable
+	if b.PerAddress {
+		status = http.StatusTooManyRequests
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(int((b.Retry+time.Second-1)/time.Second)))
+	Error(w, status, b.Reason)
+}
+
+// CloseReason is b as a WebSocket close reason: the reason, then the hint
+// in seconds, in a form a page can parse ("; retry in 2.4s", never
+// "1m40s"), within the 123 bytes a close frame allows.
+func (b Busy) CloseReason() string {
+	hint := "; retry in " + strconv.FormatFloat(b.Retry.Seconds(), 'f', -1, 64) + "s"
+	reason := b.Reason
+	if len(reason)+len(hint) > 123 {
+		reason = reason[:123-len(hint)]
+	}
+	return reason + hint
+}
+
+// refuse answers a WebSocket client refused for load with an upgrade and,
+// in the same write, close 1013 (try again later) carrying the hint. A
+// browser's WebSocket API never sees an HTTP status: a 429 or 503 reaches
+// the page as 1006, which looks like a network fault, while 1013 and its
+// reason say when to come back. The refusal costs what the request has
+// already cost plus one write, and a lingering close within maxRefusing.
+// A request that is not a WebSocket upgrade this route could accept gets
+// RefuseHTTP.
+func (u *Upgraders) refuse(w http.ResponseWriter, r *http.Request, b Busy, conns *Conns) {
+	key := r.Header.Get("Sec-Websocket-Key")
+	proto, ok := u.subprotocol(r.Header.Values("Sec-Websocket-Protocol"))
+	hj, canHijack := w.(http.Hijacker)
+	if !ok || !canHijack || key == "" || r.Method != http.MethodGet || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		RefuseHTTP(w, b)
+		return
+	}
+	nc, _, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")) // RFC 6455 section 4.2.2
+	out := fmt.Appendf(nil, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
+		base64.StdEncoding.EncodeToString(sum[:]))
+	if proto != "" { // a browser that offered subprotocols fails an answer naming none
+		out = fmt.Appendf(out, "Sec-WebSocket-Protocol: %s\r\n", proto)
+	}
+	reason := b.CloseReason()
+	out = append(out, "\r\n"...)
+	out = append(out, 0x88, byte(2+len(reason))) // FIN, close; unmasked, < 126 bytes
+	out = binary.BigEndian.AppendUint16(out, CloseTryAgainLater)
+	out = append(out, reason...)
+	if d := u.opts.HandshakeTimeout; d > 0 {
+		nc.SetWriteDeadline(time.Now().Add(d))
+	}
+	linger := conns.takeRefusal()
+	if linger {
+		defer conns.giveRefusal()
+	}
+	wc := &wsConn{Conn: nc}
+	if _, err := nc.Write(out); err != nil || !linger {
+		wc.closeSocket()
+		return
+	}
+	// A client may already be sending (its login, as it opens): closing
+	// now would reset the socket and could lose the close frame.
+	wc.Close()
+	wc.drain()
+}

@@ -1,0 +1,359 @@
+package bridge
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/internal/authtest"
+)
+
+func TestRetryHint(t *testing.T) {
+	for _, least := range []time.Duration{0, 10 * time.Millisecond, 3 * time.Second} {
+		t.Run(least.String(), func(t *testing.T) {
+			lo := max(least, RetryMin)
+			hi := lo + RetrySpread
+			seenLow, seenHigh := false, false
+			for range 1000 {
+				d := RetryHint(least)
+				if d < lo || d > hi {
+					t.Fatalf("hint %s outside [%s, %s]", d, lo, hi)
+				}
+				seenLow = seenLow || d < lo+RetrySpread/4
+				seenHigh = seenHigh || d > hi-RetrySpread/4
+			}
+			if !seenLow || !seenHigh {
+				t.Fatal("hints not spread over the range")
+			}
+		})
+	}
+}
+
+// serveAdmission serves an Admission of quiet sessions at /ws on a Server
+// with o, with the subprotocols given; it returns the server and its
+// address.
+func serveAdmission(t *testing.T, o ServerOptions, p *auth.Policy, subprotocols []string) (*Server, string) {
+	t.Helper()
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), o)
+	origins, _ := NewOrigins(nil)
+	s.Handle("/ws", &Admission{Protocol: "test", Route: "/ws", Origins: origins, Conns: s.Conns, Auth: p,
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), subprotocols, func() gws.SessionStorage { return &quiet{} })})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.http.Close() })
+	return s, ln.Addr().String()
+}
+
+var retryIn = regexp.MustCompile(`; retry in ([0-9.]+s)$`)
+
+// checkBusyClose checks that err is close 1013 whose reason names limit
+// and ends with a retry hint from RetryHint of a wait of at most least.
+func checkBusyClose(t *testing.T, err error, limit string, least time.Duration) {
+	t.Helper()
+	var ce *gws.CloseError
+	if !errors.As(err, &ce) || ce.Code != CloseTryAgainLater {
+		t.Fatalf("closed with %v, want 1013", err)
+	}
+	reason := string(ce.Reason)
+	m := retryIn.FindStringSubmatch(reason)
+	if m == nil || !strings.Contains(reason, limit) {
+		t.Fatalf("close reason %q: want %s and a retry hint", reason, limit)
+	}
+	hi := max(least, RetryMin) + RetrySpread
+	if d, _ := time.ParseDuration(m[1]); d < RetryMin || d > hi {
+		t.Fatalf("retry hint %s outside [%s, %s]", d, RetryMin, hi)
+	}
+}
+
+// A WebSocket client refused for load is upgraded (with the subprotocol
+// it offered, which browsers insist on) and closed with 1013 and a hint,
+// which a browser's WebSocket API shows the page; an HTTP status it would
+// show as 1006. Past the bound on refusals lingering at once, the close
+// still goes, without the lingering. A client this route would not take
+// anyway gets HTTP.
+func TestWebSocketRefusedForLoad(t *testing.T) {
+	cases := []struct {
+		name      string
+		opts      ServerOptions
+		limit     string        // named in the reason
+		least     time.Duration // the limit's own wait, at most
+		noLinger  bool          // no place left for a lingering refusal
+		protocols string        // offered by the refused client
+		wantHTTP  int
+	}{
+		{name: "handshake rate", opts: ServerOptions{HandshakeRate: 0.2, HandshakeBurst: 1}, limit: "limits.handshakes_per_second", least: 5 * time.Second, protocols: "v11.stomp"},
+		{name: "gateway full", opts: ServerOptions{MaxConns: 1}, limit: "limits.max_connections"},
+		{name: "address full", opts: ServerOptions{MaxConnsPerIP: 1}, limit: "limits.max_connections_per_ip", protocols: "v10.stomp, v12.stomp"},
+		{name: "past the bound on lingering refusals", opts: ServerOptions{MaxConns: 1}, limit: "limits.max_connections", noLinger: true},
+		{name: "offering only other subprotocols", opts: ServerOptions{MaxConns: 1}, protocols: "mqtt", wantHTTP: http.StatusServiceUnavailable},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, addr := serveAdmission(t, c.opts, nil, []string{"v12.stomp", "v11.stomp", "v10.stomp"})
+			if c.noLinger {
+				s.Conns.maxRefusing = 0
+			}
+			first := &probe{closed: make(chan error, 1)}
+			c1, _, err := gws.NewClient(first, &gws.ClientOption{Addr: "ws://" + addr + "/ws"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c1.NetConn().Close() })
+			go c1.ReadLoop()
+			// The 101 reaches the client before the server registers it.
+			for deadline := time.Now().Add(5 * time.Second); s.Conns.Len() != 1; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("first connection not registered")
+				}
+			}
+
+			opt := &gws.ClientOption{Addr: "ws://" + addr + "/ws"}
+			if c.protocols != "" {
+				opt.RequestHeader = http.Header{"Sec-Websocket-Protocol": {c.protocols}}
+			}
+			second := &probe{closed: make(chan error, 1)}
+			c2, resp, err := gws.NewClient(second, opt)
+			if c.wantHTTP != 0 {
+				if err == nil || resp == nil || resp.StatusCode != c.wantHTTP || resp.Header.Get("Retry-After") == "" {
+					t.Fatalf("got %v %v, want HTTP %d with Retry-After", err, resp, c.wantHTTP)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("refused connection not upgraded: %v", err)
+			}
+			go c2.ReadLoop()
+			select {
+			case err := <-second.closed:
+				checkBusyClose(t, err, c.limit, c.least)
+			case <-time.After(5 * time.Second):
+				t.Fatal("refused connection not closed")
+			}
+		})
+	}
+}
+
+// A Basic-auth upgrade refused unchecked because its address has its
+// share of password checks in progress gets 1013 too, not 429.
+func TestWebSocketPasswordChecksBusy(t *testing.T) {
+	p := authtest.UsersPolicy(t, map[string][2]string{"will": {"pw-of-will", "writer"}})
+	_, addr := serveAdmission(t, ServerOptions{}, p, nil)
+	// Beyond the address's share (2) of checks at once, some of these are
+	// refused unchecked; the rest fail their check. A bcrypt check takes
+	// tens of milliseconds, so requests sent together overlap.
+	const n = 6
+	closes := make(chan error, n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pr := &probe{closed: make(chan error, 1)}
+			req, _ := http.NewRequest("GET", "http://x", nil)
+			req.SetBasicAuth("will", "wrong")
+			// Checks queue for one hash slot: under the race detector the
+			// last may take seconds to be answered.
+			c, resp, err := gws.NewClient(pr, &gws.ClientOption{Addr: "ws://" + addr + "/ws", HandshakeTimeout: time.Minute,
+				RequestHeader: http.Header{"Authorization": req.Header.Values("Authorization")}})
+			if err != nil {
+				if resp == nil || resp.StatusCode != http.StatusUnauthorized {
+					t.Errorf("got %v %v, want 401 or an upgrade closed with 1013", err, resp)
+				}
+				return
+			}
+			go c.ReadLoop()
+			closes <- <-pr.closed
+		}()
+	}
+	wg.Wait()
+	close(closes)
+	busy := 0
+	for err := range closes {
+		checkBusyClose(t, err, "too many logins", time.Second)
+		busy++
+	}
+	if busy == 0 {
+		t.Fatalf("none of %d concurrent logins from one address was refused unchecked", n)
+	}
+}
+
+// A refused client's socket is closed once it answers the close frame;
+// one that never answers holds its place among the lingering refusals for
+// the linger time, no longer.
+func TestWebSocketRefusalLingersBounded(t *testing.T) {
+	cases := []struct {
+		name        string
+		answer      bool
+		least, most time.Duration
+	}{
+		{"answers the close", true, 0, lingerTime / 2},
+		{"never answers", false, lingerTime / 2, 3 * lingerTime},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s, addr := serveAdmission(t, ServerOptions{}, nil, nil)
+			s.Conns.CloseAll(context.Background()) // as in a shutdown: every connection is refused
+			nc, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer nc.Close()
+			io.WriteString(nc, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+				"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+			br := bufio.NewReader(nc)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != http.StatusSwitchingProtocols ||
+				resp.Header.Get("Sec-Websocket-Accept") != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+				t.Fatalf("got %v %v, want 101 with the RFC 6455 example's accept key", resp, err)
+			}
+			hdr := make([]byte, 4)
+			if _, err := io.ReadFull(br, hdr); err != nil || hdr[0] != 0x88 || binary.BigEndian.Uint16(hdr[2:]) != CloseTryAgainLater {
+				t.Fatalf("frame header % x (%v), want a close with 1013", hdr, err)
+			}
+			start := time.Now()
+			if s.Conns.refusing.Load() != 1 {
+				t.Fatalf("%d refusals lingering, want 1", s.Conns.refusing.Load())
+			}
+			if c.answer {
+				nc.Write([]byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xf5}) // 1013, masked with a zero key
+			}
+			// The place is given back on the server's goroutine, with no
+			// event a client can see (it read EOF at the close frame).
+			for s.Conns.refusing.Load() != 0 {
+				if time.Since(start) > c.most {
+					t.Fatalf("refusal still lingering after %s", time.Since(start))
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			if d := time.Since(start); d < c.least {
+				t.Fatalf("refusal ended after %s, before the client could answer (%s)", d, c.least)
+			}
+		})
+	}
+}
+
+// syncBuffer collects log output written from the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// Forwarding headers from a peer that is not a trusted proxy are logged
+// once, naming the peer and trusted_proxies; a trusted proxy's, and
+// requests without them, are not.
+func TestUntrustedForwardedLoggedOnce(t *testing.T) {
+	cases := []struct {
+		name    string
+		proxies []string
+		header  http.Header
+		want    int
+	}{
+		{"X-Forwarded-For from an untrusted peer", nil, http.Header{"X-Forwarded-For": {"198.51.100.9"}}, 1},
+		{"Forwarded from an untrusted peer", []string{"10.0.0.0/8"}, http.Header{"Forwarded": {"for=198.51.100.9"}}, 1},
+		{"from a trusted proxy", []string{"127.0.0.1"}, http.Header{"X-Forwarded-For": {"198.51.100.9"}}, 0},
+		{"no forwarding headers", nil, nil, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			proxies, err := ParseProxies(c.proxies)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var logs syncBuffer
+			s := NewServer(slog.New(slog.NewTextHandler(&logs, nil)), ServerOptions{TrustedProxies: proxies})
+			s.Handle("/x", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go s.Serve(ln)
+			t.Cleanup(func() { s.http.Close() })
+			for range 3 {
+				req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/x", nil)
+				for k, v := range c.header {
+					req.Header[k] = v
+				}
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close() // answered after front ran: the line, if any, is written
+			}
+			got := strings.Count(logs.String(), "not in trusted_proxies")
+			if got != c.want {
+				t.Fatalf("%d log lines naming trusted_proxies, want %d:\n%s", got, c.want, logs.String())
+			}
+			if c.want > 0 && !strings.Contains(logs.String(), "peer=127.0.0.1") {
+				t.Fatalf("the line does not name the peer:\n%s", logs.String())
+			}
+		})
+	}
+}
+
+// BenchmarkWebSocketRefusal is what refusing a WebSocket for load costs,
+// client and server together on loopback: the request, the 101 and close
+// in one write, the client's close answered and the lingering close.
+func BenchmarkWebSocketRefusal(b *testing.B) {
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), ServerOptions{})
+	origins, _ := NewOrigins(nil)
+	s.Handle("/ws", &Admission{Protocol: "test", Route: "/ws", Origins: origins, Conns: s.Conns,
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return &quiet{} })})
+	s.Conns.CloseAll(context.Background()) // every connection refused
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go s.Serve(ln)
+	b.Cleanup(func() { s.http.Close() })
+	req := []byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+	b.ReportAllocs()
+	start := time.Now()
+	for b.Loop() {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		nc.Write(req)
+		br := bufio.NewReader(nc)
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+			b.Fatalf("%v %v", resp, err)
+		}
+		hdr := make([]byte, 2)
+		io.ReadFull(br, hdr)
+		io.CopyN(io.Discard, br, int64(hdr[1]))
+		nc.Write([]byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xf5})
+		io.Copy(io.Discard, br) // until the server closes
+		nc.Close()
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "refusals/s")
+}
