@@ -91,16 +91,23 @@ func (s *session) OnMessage(data []byte) {
 				if !s.login(f) {
 					return
 				}
-			case validate.CmdSend, validate.CmdSubscribe:
+			case validate.CmdSend, validate.CmdSubscribe, validate.CmdUnsubscribe:
 				if s.acl == nil {
 					break
 				}
-				if err := s.acl.authorize(f, s.in.Version); err != nil {
+				rewritten, err := s.acl.authorize(f, s.in.Version)
+				if err != nil {
 					// Frames before the refused one were allowed: they go first.
 					if s.up == nil || off == start || s.forward(data[start:off]) {
 						s.refuse(f, err)
 					}
 					return
+				}
+				if rewritten != nil && s.up != nil {
+					if off > start && !s.forward(data[start:off]) || !s.forward(rewritten) {
+						return
+					}
+					start = off + n
 				}
 			}
 		}
