@@ -767,6 +767,8 @@ func differential(t *testing.T, perFrame bool) {
 			return ch.QueueBind(q, "secret."+run, "amq.topic", false, nil)
 		}), "secret."},
 		{"queue.bind demo.#", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind(q, "demo.#", "amq.topic", false, nil) }), "demo.#"},
+		// A '*' word matches demo.x/y, which demo.* does not cover.
+		{"queue.bind demo.*", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind(q, "demo.*", "amq.topic", false, nil) }), "demo.>"},
 		{"queue.bind with arguments", q(func(ch *amqp091.Channel, q string) error {
 			return ch.QueueBind(q, topic, "amq.topic", false, amqp091.Table{"x-match": "any"})
 		}), "subscribe to #"},

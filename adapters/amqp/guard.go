@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/validate"
@@ -114,7 +115,7 @@ func (g *guard) method(f *validate.AMQPFrame, next []byte) (held bool, err error
 		if len(a.table()) > 4 { // a headers exchange matches arguments, not the key
 			key = hash
 		}
-		return false, g.allow(auth.Subscribe, g.route(src, key))
+		return false, g.allow(auth.Subscribe, g.binding(src, key))
 	case queueDeclare:
 		a.skip(2)
 		name := a.str()
@@ -279,7 +280,27 @@ func (g *guard) bind(q, ex, key, args []byte) error {
 	case len(args) > 4:
 		key = hash // a headers exchange matches arguments, not the key
 	}
-	return g.allow(auth.Subscribe, g.route(ex, key))
+	return g.allow(auth.Subscribe, g.binding(ex, key))
+}
+
+// binding is what a binding of key to exchange ex reads, as the rules name
+// it. A topic exchange's '*' matches one word, and a word may hold '/',
+// which the rules read as a separator: demo.* matches demo.x/y, which the
+// rule demo.* does not cover. So a '*' word is as wide as '>' to the ACL,
+// as MQTT's '+' is; '#' (zero or more words) already reads alike.
+func (g *guard) binding(ex, key []byte) auth.Dest {
+	d := g.route(ex, key)
+	if len(ex) == 0 || !bytes.Contains(key, []byte("*")) {
+		return d
+	}
+	words := strings.Split(d.Name, ".")
+	for i, w := range words {
+		if w == "*" {
+			words[i] = ">"
+		}
+	}
+	d.Name = strings.Join(words, ".")
+	return d
 }
 
 // probeExchange decides a passive exchange.declare, which only asks

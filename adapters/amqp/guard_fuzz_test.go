@@ -260,6 +260,22 @@ func modelRoute(ex, key string) modelDest {
 	return modelDest{kind: "exchange", ex: ex, name: key}
 }
 
+// modelBinding is what a binding key on ex reads: a '*' word is '>' (a
+// word may hold '/').
+func modelBinding(ex, key string) modelDest {
+	d := modelRoute(ex, key)
+	if ex != "" {
+		w := strings.Split(d.name, ".")
+		for i := range w {
+			if w[i] == "*" {
+				w[i] = ">"
+			}
+		}
+		d.name = strings.Join(w, ".")
+	}
+	return d
+}
+
 func modelQueue(name string) modelDest {
 	if name == "" || name == "amq.gen-mine" {
 		return modelDest{kind: "private"}
@@ -383,7 +399,7 @@ func model(c fuzzCall) bool {
 		if q == "" && key == "" || len(c.args) > 0 {
 			key = "#"
 		}
-		return modelAllow(false, modelRoute(ex, key))
+		return modelAllow(false, modelBinding(ex, key))
 	case queuePurge, queueDelete, basicGet:
 		return modelAllow(false, modelQueue(s[0]))
 	case basicConsume:
@@ -417,7 +433,7 @@ func model(c fuzzCall) bool {
 		if len(c.args) > 0 {
 			key = "#"
 		}
-		return modelAllow(true, modelRoute(dst, "#")) && modelAllow(false, modelRoute(src, key))
+		return modelAllow(true, modelRoute(dst, "#")) && modelAllow(false, modelBinding(src, key))
 	}
 	return true
 }

@@ -245,8 +245,29 @@ func (a *acl) dest(dest string, act auth.Action) (d auth.Dest, own bool, err err
 		return auth.Dest{Kind: auth.Private, Name: dest}, false, nil
 	}
 	d = ep.aclDest(a.topicExchange)
+	if act == auth.Subscribe && (ep.kind == epTopic || ep.kind == epExchange) {
+		d.Name = bindingName(d.Name)
+	}
 	own = ep.kind == epTopic || ep.kind == epExchange || ep.kind == epTempQueue
 	return d, own, nil
+}
+
+// bindingName is the name the ACL judges for a RabbitMQ binding key. A
+// topic exchange's '*' matches one word, and a word may hold '/', which the
+// ACL reads as a separator: demo.* matches demo.x/y, which the rule demo.*
+// does not cover. So a '*' word is as wide as '>' to the ACL, as MQTT's
+// '+' is; '#' (zero or more words) already reads alike.
+func bindingName(key string) string {
+	if !strings.Contains(key, "*") {
+		return key
+	}
+	words := strings.Split(key, ".")
+	for i, w := range words {
+		if w == "*" {
+			words[i] = ">"
+		}
+	}
+	return strings.Join(words, ".")
 }
 
 // replyTo checks a SEND's reply-to: whoever answers the message publishes

@@ -1,6 +1,7 @@
 package stomp
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -122,6 +123,8 @@ func refAllows(sub bool, headers [][2]string) bool {
 		return ep{}, false
 	}
 	val := func(s string) string { return strings.TrimLeft(s, " ") }
+	// A '*' word of a binding key matches a word holding '/' too.
+	wordWildcard := func(key string) bool { return slices.Contains(strings.Split(key, "."), "*") }
 	allowed := func(d string, publish bool) (ok, own bool) {
 		e, valid := parse(val(d))
 		if !valid {
@@ -131,9 +134,9 @@ func refAllows(sub bool, headers [][2]string) bool {
 		case "temp-queue":
 			return true, true
 		case "topic":
-			return within(e.name), true
+			return within(e.name) && (publish || !wordWildcard(e.name)), true
 		case "exchange":
-			return e.ex == "amq.topic" && within(e.name), true
+			return e.ex == "amq.topic" && within(e.name) && (publish || !wordWildcard(e.name)), true
 		case "reply":
 			return (publish && val(d) == "/reply-queue/given") || within(e.name), false
 		}

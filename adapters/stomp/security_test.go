@@ -461,3 +461,39 @@ func TestSubscribeNamedQueueIsAWrite(t *testing.T) {
 		t.Error("the gateway let a reader create a named queue")
 	}
 }
+
+// TestSubscribeWordWildcardHoldsSlashes: a '*' in a RabbitMQ binding key
+// matches one word, and a word may hold '/', which the rules read as a
+// separator: /topic/demo.* receives demo.x/secret, which demo.* does not
+// cover (and whose subscription the gateway refuses). So a '*' word is as
+// wide as '>' to the ACL, as MQTT's '+' is.
+func TestSubscribeWordWildcardHoldsSlashes(t *testing.T) {
+	cred := testCredential(t)
+	u := strings.NewReplacer(".", "-", "_", "-").Replace(uniqueName(t))
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
+	login := func(t *testing.T) *client {
+		t.Helper()
+		cl := dial(t, gw.url, http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}})
+		cl.send(t, connectWith("rita", authtest.Token(t, "rita", []string{"reader"}, time.Hour, nil)))
+		if f := cl.frame(t); f.Command != validate.CmdConnected {
+			t.Fatalf("got %s %q", f.Command, f.Raw)
+		}
+		return cl
+	}
+	for _, dest := range []string{"/topic/demo.*", "/exchange/amq.topic/demo.*", "/topic/demo." + u + "%2F*", "/topic/demo." + u + "%2Fsecret"} {
+		t.Run(dest, func(t *testing.T) {
+			cl := login(t)
+			cl.send(t, "SUBSCRIBE\nid:1\ndestination:"+dest+"\n\n\x00")
+			cl.expectError(t, "access refused", 1008)
+		})
+	}
+	// What demo.* still allows: the topics themselves, and a '*' that is
+	// not a word of its own, which RabbitMQ matches literally.
+	cl := login(t)
+	for _, dest := range []string{"/topic/demo." + u, "/topic/demo%2F*"} {
+		cl.send(t, "SUBSCRIBE\nid:"+dest+"\ndestination:"+dest+"\nreceipt:r\n\n\x00")
+		if f := cl.frame(t); f.Command != validate.CmdReceipt {
+			t.Fatalf("%s: got %s %q, want RECEIPT", dest, f.Command, f.Raw)
+		}
+	}
+}
