@@ -38,8 +38,11 @@ type translator struct {
 	mu   sync.Mutex // guards subs and hbTimer
 	subs map[string]*tsub
 
-	txs   map[string][]bridge.Message // read loop only
-	msgID atomic.Uint64
+	txs map[string][]bridge.Message // read loop only
+	// txHeld is what txs' messages hold of the memory budget (read loop):
+	// up to maxTransactions * maxTxMessages frames until COMMIT or ABORT.
+	txHeld int64
+	msgID  atomic.Uint64
 
 	hbOut, hbIn time.Duration
 	hbTimer     *time.Timer
@@ -205,6 +208,11 @@ func (t *translator) send(f *validate.STOMPFrame) bool {
 		if len(msgs) >= maxTxMessages {
 			return t.refuse(fmt.Sprintf("transaction %q holds more than %d messages", tx, maxTxMessages))
 		}
+		if !t.s.relay.opts.WS.Budget.Take(int64(len(m.Data))) {
+			t.s.Refuse(bridge.OverBudget())
+			return false
+		}
+		t.txHeld += int64(len(m.Data))
 		t.txs[string(tx)] = append(msgs, m)
 		return true
 	}
@@ -241,6 +249,7 @@ func (t *translator) transaction(f *validate.STOMPFrame) bool {
 			return t.refuse(fmt.Sprintf("transaction %q is not open", tx))
 		}
 		delete(t.txs, tx)
+		defer t.release(msgs)
 		for _, m := range msgs {
 			if !t.publish(m) {
 				return false
@@ -252,8 +261,19 @@ func (t *translator) transaction(f *validate.STOMPFrame) bool {
 			return t.refuse(fmt.Sprintf("transaction %q is not open", tx))
 		}
 		delete(t.txs, tx)
+		t.release(msgs)
 		return true
 	}
+}
+
+// release gives back what a transaction's messages held of the budget.
+func (t *translator) release(msgs []bridge.Message) {
+	var n int64
+	for _, m := range msgs {
+		n += int64(len(m.Data))
+	}
+	t.s.relay.opts.WS.Budget.Give(n)
+	t.txHeld -= n
 }
 
 func (t *translator) subscribe(f *validate.STOMPFrame) bool {
@@ -382,6 +402,8 @@ func (t *translator) close() {
 	for _, ts := range subs {
 		ts.sub.Unsubscribe()
 	}
+	t.s.relay.opts.WS.Budget.Give(t.txHeld) // transactions never committed
+	t.txs, t.txHeld = nil, 0
 }
 
 // unescape decodes a 1.1+ header value (\\ \n \c, and \r in 1.2); the
