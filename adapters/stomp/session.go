@@ -152,11 +152,10 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 		}
 		b = append(b, name...)
 		b = append(b, ':')
-		// RabbitMQ names durable subscriptions after client-id: each
-		// identity gets its own, so one cannot attach to another's.
+		// Client ids are the identity's own, as in MQTT (RabbitMQ names
+		// durable subscriptions after the id header instead: see acl.go).
 		if id := s.Identity; string(name) == "client-id" && id != nil && id.Subject != "" {
-			b = append(b, id.Subject...)
-			b = append(b, ':')
+			b = append(b, bridge.ClientIDPrefix(id.Subject)...)
 		}
 		b = append(b, val...)
 		b = append(b, '\n')
