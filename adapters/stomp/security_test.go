@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -368,9 +369,11 @@ func TestDurableSubscriptionsStayTheIdentitys(t *testing.T) {
 		svc.receipt(t, sub+"receipt:s\n\n\x00")
 		svc.receipt(t, "UNSUBSCRIBE\nid:svc\nreceipt:u\n\n\x00") // the queue stays
 		svc.receipt(t, "SEND\ndestination:/exchange/amq.direct/"+key+"\nreceipt:p\n\nprivate-"+u+"\x00")
-		t.Cleanup(func() { // the service ends its durable subscription, deleting its queue
-			svc.receipt(t, sub+"receipt:s2\n\n\x00")
-			svc.receipt(t, "UNSUBSCRIBE\nid:svc\ndurable:true\nreceipt:u2\n\n\x00")
+		t.Cleanup(func() { // RabbitMQ deletes durable queues on UNSUBSCRIBE for /topic/ only
+			sp := startSpy(t, cred, u)
+			for _, q := range boundTo(t, "amq.direct", key) {
+				sp.ch.QueueDelete(q, false, false, false)
+			}
 		})
 
 		rita := login(t, "rita", "reader")
@@ -427,6 +430,23 @@ func TestDurableSubscriptionsStayTheIdentitys(t *testing.T) {
 	})
 }
 
+// boundTo lists the queues bound to exchange with key, as rabbitmqctl
+// sees them.
+func boundTo(t *testing.T, exchange, key string) []string {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "list_bindings", "source_name", "destination_name", "routing_key", "-q", "-s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl: %v: %s", err, out)
+	}
+	var qs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == exchange && f[2] == key {
+			qs = append(qs, f[1])
+		}
+	}
+	return qs
+}
+
 // TestSubscribeNamedQueueIsAWrite: x-queue-name on a topic subscription
 // binds that queue to the topic, so everything published there is written
 // into it, and declares it with the frame's queue arguments if it is new:
@@ -455,7 +475,17 @@ func TestSubscribeNamedQueueIsAWrite(t *testing.T) {
 		cl.send(t, frame)
 		cl.expectError(t, "access refused", 1008)
 	}
-	ch := sp.ch
+	// A passive declare of a missing queue closes its channel: not the spy's.
+	conn, err := amqp.DialConfig("amqp://"+brokertest.RabbitAMQP(t)+"/", amqp.Config{
+		SASL: []amqp.Authentication{&amqp.PlainAuth{Username: cred.Username, Password: cred.Password.Reveal()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := ch.QueueDeclarePassive("new-"+u, false, false, false, false, nil); err == nil {
 		ch.QueueDelete("new-"+u, false, false, false)
 		t.Error("the gateway let a reader create a named queue")
