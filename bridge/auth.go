@@ -200,6 +200,17 @@ func redactWord(text, word string) (string, bool) {
 	return b.String(), done
 }
 
+// ClientIDPrefix is what a client identifier of the identity with subject
+// sub starts with on the broker: "SUBJECT:". A ':' (and so '%') in the
+// subject is escaped, so that the first ':' ends it: otherwise "urn:a"
+// with client id "b:x" and "urn:a:b" with "x" would share "urn:a:b:x".
+func ClientIDPrefix(sub string) string {
+	if strings.ContainsAny(sub, ":%") {
+		sub = strings.NewReplacer("%", "%25", ":", "%3A").Replace(sub)
+	}
+	return sub + ":"
+}
+
 // Unrestricted reports whether the session's identity may touch every
 // destination, so an adapter can skip mapping destinations at all.
 func (s *Session) Unrestricted() bool { return s.policy().Unrestricted(s.Identity) }

@@ -767,6 +767,8 @@ func differential(t *testing.T, perFrame bool) {
 			return ch.QueueBind(q, "secret."+run, "amq.topic", false, nil)
 		}), "secret."},
 		{"queue.bind demo.#", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind(q, "demo.#", "amq.topic", false, nil) }), "demo.#"},
+		// A '*' word matches demo.x/y, which demo.* does not cover.
+		{"queue.bind demo.*", q(func(ch *amqp091.Channel, q string) error { return ch.QueueBind(q, "demo.*", "amq.topic", false, nil) }), "demo.>"},
 		{"queue.bind with arguments", q(func(ch *amqp091.Channel, q string) error {
 			return ch.QueueBind(q, topic, "amq.topic", false, amqp091.Table{"x-match": "any"})
 		}), "subscribe to #"},
@@ -868,5 +870,50 @@ func differential(t *testing.T, perFrame bool) {
 	}
 	if strings.Contains(e.tap.Sent(), "sneaky") {
 		t.Error("a refused message reached RabbitMQ")
+	}
+}
+
+// TestACLBindTheLastDeclaredQueue: a queue.bind naming queue "" binds the
+// channel's most recently declared queue, and a declare may name a queue
+// one may read but not write. Binding it feeds it: it takes publishing to
+// that queue, as binding it by name does.
+func TestACLBindTheLastDeclaredQueue(t *testing.T) {
+	t.Parallel()
+	e := newACLEnv(t, func(run string) []auth.Rule {
+		return []auth.Rule{rule(t, []string{"worker"}, nil, []string{"queue:" + run + ".jobs"})}
+	})
+	jobs := e.run + ".jobs"
+	if _, err := e.spyC.QueueDeclare(jobs, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.spyC.QueueDelete(jobs, false, false, false) })
+	topic := "demo." + e.run
+	c := e.client(t, false, "reader", "worker")
+	bindLast := func(passive bool) func(*amqp091.Channel) error {
+		return func(ch *amqp091.Channel) error {
+			var err error
+			if passive {
+				_, err = ch.QueueDeclarePassive(jobs, false, false, false, false, nil)
+			} else {
+				_, err = ch.QueueDeclare(jobs, false, false, false, false, nil)
+			}
+			if err != nil {
+				return err
+			}
+			return ch.QueueBind("", topic, "amq.topic", false, nil)
+		}
+	}
+	refused(t, c, "publish to queue:"+jobs, bindLast(true))
+	refused(t, c, "publish to queue:"+jobs, bindLast(false))
+	// The channel's own server-named queue is still its to bind.
+	allowed(t, c, func(ch *amqp091.Channel) error {
+		if _, err := ownQueue(ch, nil); err != nil {
+			return err
+		}
+		return ch.QueueBind("", topic, "amq.topic", false, nil)
+	})
+	e.put(t, "amq.topic", topic, body("fed"))
+	if got := bodies(e.take(t, jobs)); len(got) != 0 {
+		t.Fatalf("the read-only queue was fed %q", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/validate"
@@ -57,8 +58,12 @@ type guard struct {
 	replyTo, wholeEx        []byte
 
 	checked uint32 // channel+1 whose next frame, a content header, is already allowed
-	held    []byte // basic.publish frames waiting for their content header
-	heldN   int
+	// declared is each channel's most recently declared queue, the one a
+	// queue.bind naming queue "" binds: its name, or "" for one the broker
+	// named for this connection.
+	declared map[uint16]string
+	held     []byte // basic.publish frames waiting for their content header
+	heldN    int
 
 	queues serverNamed
 }
@@ -87,6 +92,7 @@ func (g *guard) method(f *validate.AMQPFrame, next []byte) (held bool, err error
 		g.checked = uint32(f.Channel) + 1
 	case channelOpen:
 		g.queues.reset(f.Channel)
+		delete(g.declared, f.Channel)
 	case exchangeDeclare:
 		a.skip(2)
 		name := a.str()
@@ -114,7 +120,7 @@ func (g *guard) method(f *validate.AMQPFrame, next []byte) (held bool, err error
 		if len(a.table()) > 4 { // a headers exchange matches arguments, not the key
 			key = hash
 		}
-		return false, g.allow(auth.Subscribe, g.route(src, key))
+		return false, g.allow(auth.Subscribe, g.binding(src, key))
 	case queueDeclare:
 		a.skip(2)
 		name := a.str()
@@ -136,15 +142,23 @@ func (g *guard) method(f *validate.AMQPFrame, next []byte) (held bool, err error
 		if !noWait && !g.queues.expect(f.Channel, own) {
 			return false, fmt.Errorf("more than %d queue.declare awaiting their reply on one channel", maxDeclaresInFlight)
 		}
+		if g.declared == nil {
+			g.declared = map[uint16]string{}
+		}
+		if own {
+			g.declared[f.Channel] = ""
+		} else if len(name) > 0 {
+			g.declared[f.Channel] = string(name)
+		}
 	case queueBind:
 		a.skip(2)
 		q, ex, key := a.str(), a.str(), a.str()
 		a.octet()
-		return false, g.bind(q, ex, key, a.table())
+		return false, g.bind(f.Channel, q, ex, key, a.table())
 	case queueUnbind:
 		a.skip(2)
 		q, ex, key := a.str(), a.str(), a.str()
-		return false, g.bind(q, ex, key, a.table())
+		return false, g.bind(f.Channel, q, ex, key, a.table())
 	case queuePurge, queueDelete, basicGet:
 		a.skip(2)
 		return false, g.allow(auth.Subscribe, g.queue(a.str()))
@@ -261,10 +275,16 @@ func (g *guard) replyToAllowed(rt []byte) error {
 	return nil
 }
 
-// bind decides queue.bind and queue.unbind: one may remove only the
-// bindings one may make.
-func (g *guard) bind(q, ex, key, args []byte) error {
-	if d := g.queue(q); d.Kind != auth.Private {
+// bind decides queue.bind and queue.unbind on channel ch: one may remove
+// only the bindings one may make.
+func (g *guard) bind(ch uint16, q, ex, key, args []byte) error {
+	d := g.queue(q)
+	if last := g.declared[ch]; len(q) == 0 && last != "" {
+		// Queue "" is the channel's last declared: a named one may be one
+		// the identity may read but not feed.
+		d = g.queue([]byte(last))
+	}
+	if d.Kind != auth.Private {
 		// A binding feeds the queue (a write) as much as it subscribes it.
 		if err := g.allow(auth.Subscribe, d); err != nil {
 			return err
@@ -279,7 +299,27 @@ func (g *guard) bind(q, ex, key, args []byte) error {
 	case len(args) > 4:
 		key = hash // a headers exchange matches arguments, not the key
 	}
-	return g.allow(auth.Subscribe, g.route(ex, key))
+	return g.allow(auth.Subscribe, g.binding(ex, key))
+}
+
+// binding is what a binding of key to exchange ex reads, as the rules name
+// it. A topic exchange's '*' matches one word, and a word may hold '/',
+// which the rules read as a separator: demo.* matches demo.x/y, which the
+// rule demo.* does not cover. So a '*' word is as wide as '>' to the ACL,
+// as MQTT's '+' is; '#' (zero or more words) already reads alike.
+func (g *guard) binding(ex, key []byte) auth.Dest {
+	d := g.route(ex, key)
+	if len(ex) == 0 || !bytes.Contains(key, []byte("*")) {
+		return d
+	}
+	words := strings.Split(d.Name, ".")
+	for i, w := range words {
+		if w == "*" {
+			words[i] = ">"
+		}
+	}
+	d.Name = strings.Join(words, ".")
+	return d
 }
 
 // probeExchange decides a passive exchange.declare, which only asks

@@ -264,6 +264,30 @@ func TestAuthClientIDsPerIdentity(t *testing.T) {
 	}
 }
 
+// TestAuthClientIDsOfColonSubjects: "urn:a" with client id "b:x" and
+// "urn:a:b" with client id "x" are two identities and two sessions; a
+// prefix "SUBJECT:" alone would make both "urn:a:b:x", and the second
+// would take the first's session over.
+func TestAuthClientIDsOfColonSubjects(t *testing.T) {
+	tap := brokertest.NewTapProxy(t, brokertest.Mosquitto(t))
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: tap.Addr(), Auth: authtest.JWTPolicy(t, nil)}})
+	id := fmt.Sprintf("x%d", time.Now().UnixNano())
+	login := func(sub, clientID string) *rawClient {
+		c := dialRaw(t, url)
+		c.send(t, connectToken(t, 4, clientID, authtest.Token(t, sub, []string{"reader"}, time.Hour, nil), ""))
+		if ack := c.next(t); ack[3] != 0 {
+			t.Fatalf("%s: CONNACK %x", sub, ack)
+		}
+		return c
+	}
+	first := login("urn:a", "b:"+id)
+	login("urn:a:b", id)
+	first.send(t, []byte{0xC0, 0x00}) // PINGREQ: a taken-over session would be closed instead
+	if m := first.next(t); !bytes.Equal(m, []byte{0xD0, 0x00}) {
+		t.Fatalf("urn:a after urn:a:b connected: %x", m)
+	}
+}
+
 // TestAuthAliasBound: the aliases the gateway remembers for the ACL are
 // bounded; beyond that the client gets DISCONNECT 0x94. Ten aliases stay
 // within Mosquitto's own maximum, so the refusal can only be the

@@ -323,7 +323,7 @@ func (s *session) connect() bool {
 	// Client identifiers are the identity's own: alice's "app" is not
 	// bob's "app", so one identity cannot take over another's session.
 	if id := s.Identity; id != nil && id.Subject != "" && pk.Connect.ClientIdentifier != "" {
-		pk.Connect.ClientIdentifier = id.Subject + ":" + pk.Connect.ClientIdentifier
+		pk.Connect.ClientIdentifier = bridge.ClientIDPrefix(id.Subject) + pk.Connect.ClientIdentifier
 	}
 	pk.Mods.AllowResponseInfo = true // or mochi drops will properties when encoding v5
 	var buf bytes.Buffer

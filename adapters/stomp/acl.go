@@ -2,6 +2,8 @@ package stomp
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"sync"
@@ -37,6 +39,9 @@ func (s *session) login(f *validate.STOMPFrame) bool {
 				o.Log.Info("stomp access denied", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "header", header, "reason", msg)
 				return &auth.Error{Msg: msg}
 			}}
+		if s.tr == nil { // relaying to RabbitMQ, which keeps durable subscriptions
+			s.acl.subject, s.acl.durable = s.Identity.Subject, map[string]string{}
+		}
 	}
 	s.WatchExpiry(func() {
 		s.finish("token_expired", "token expired", "the client's token expired; reconnect with a fresh one", bridge.ClosePolicy)
@@ -56,15 +61,33 @@ type acl struct {
 	deny  func(header, msg string) error
 
 	lastSend []byte // the last destination a SEND was allowed to
+
+	// durable are the queues the gateway named for this session's durable
+	// subscriptions, by subscription id; nil in translation mode. RabbitMQ
+	// names a durable subscription's queue after its routing key and
+	// subscription id alone, so every client of the broker user that
+	// subscribes durably with the same key and id, on any exchange, would
+	// consume from one queue; and a durable UNSUBSCRIBE deletes the queue
+	// named by its x-queue-name, or that derived one.
+	durable map[string]string
+	subject string // the identity's, which the gateway's queue names hold
 }
 
-// authorize applies the route's ACL to a SEND or SUBSCRIBE of a client
-// speaking version v: every header that decides where the broker routes,
-// stores or forwards a message (docs/security.md lists them) is checked,
-// and on SUBSCRIBE any header not known to be harmless is refused. The last
-// destination a SEND was allowed to is remembered, so a client that keeps
-// sending to one destination pays for mapping it once.
-func (a *acl) authorize(f *validate.STOMPFrame, v validate.STOMPVersion) error {
+// maxDurable bounds the durable subscriptions one session may hold.
+const maxDurable = 256
+
+// authorize applies the route's ACL to a SEND, SUBSCRIBE or UNSUBSCRIBE of
+// a client speaking version v: every header that decides where the broker
+// routes, stores or forwards a message (docs/security.md lists them) is
+// checked, and on SUBSCRIBE any header not known to be harmless is
+// refused. The last destination a SEND was allowed to is remembered, so a
+// client that keeps sending to one destination pays for mapping it once.
+// The frame to forward in f's place is returned when the gateway names
+// the queue of a durable subscription (nil: f as it is).
+func (a *acl) authorize(f *validate.STOMPFrame, v validate.STOMPVersion) ([]byte, error) {
+	if f.Command == validate.CmdUnsubscribe {
+		return a.unsubscribe(f, v)
+	}
 	sub := f.Command == validate.CmdSubscribe
 	act, rules := auth.Publish, sendHeaders
 	if sub {
@@ -72,9 +95,15 @@ func (a *acl) authorize(f *validate.STOMPFrame, v validate.STOMPVersion) error {
 	}
 	// Destinations first (every copy: brokers differ on which one wins),
 	// since whether the queue is the subscription's own decides the rest.
-	own := true
+	own, named, durable := true, false, false
 	for i := range f.NumHeaders() {
 		name, raw := f.HeaderAt(i)
+		switch string(name) {
+		case "x-queue-name":
+			named = true
+		case "durable", "persistent":
+			durable = durable || isTrue(raw, v)
+		}
 		if string(name) != "destination" || (!sub && a.lastSend != nil && bytes.Equal(raw, a.lastSend)) {
 			continue
 		}
@@ -83,10 +112,14 @@ func (a *acl) authorize(f *validate.STOMPFrame, v validate.STOMPVersion) error {
 			err = a.allow(act, d)
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 		own = own && mine
 	}
+	// A subscription's queue named by x-queue-name is not its own: it may
+	// be shared, and RabbitMQ binds it to the subscription's exchange.
+	binds := own
+	own = own && !named
 	for i := range f.NumHeaders() {
 		name, raw := f.HeaderAt(i)
 		rule, known := rules[string(name)]
@@ -98,8 +131,12 @@ func (a *acl) authorize(f *validate.STOMPFrame, v validate.STOMPVersion) error {
 		case hdrAllow, hdrDestination:
 		case hdrQueueName:
 			// RabbitMQ's x-queue-name names the queue behind a subscription:
-			// attaching to someone else's queue is subscribing to it.
-			err = a.allow(auth.Subscribe, auth.Dest{Kind: auth.Queue, Name: value(raw, v)})
+			// attaching to someone else's queue is subscribing to it, and
+			// binding it to a topic or exchange writes to it.
+			q := auth.Dest{Kind: auth.Queue, Name: value(raw, v)}
+			if err = a.allow(auth.Subscribe, q); err == nil && binds {
+				err = a.allow(auth.Publish, q)
+			}
 		case hdrReplyTo:
 			err = a.replyTo(value(raw, v))
 		case hdrDeadLetter:
@@ -112,14 +149,89 @@ func (a *acl) authorize(f *validate.STOMPFrame, v validate.STOMPVersion) error {
 			err = a.refuseHeader(name, "it is not on the list of headers a restricted identity may send (docs/security.md)")
 		}
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
 	if !sub {
 		raw, _ := f.Header("destination")
 		a.lastSend = append(a.lastSend[:0], raw...)
+		return nil, nil
 	}
-	return nil
+	if durable && own && a.durable != nil {
+		return a.nameDurable(f, v)
+	}
+	return nil, nil
+}
+
+// nameDurable gives a durable subscription to a topic or exchange a queue
+// of the identity's own, named after its subject, destination and id, and
+// returns the SUBSCRIBE with that x-queue-name (RabbitMQ takes the first
+// of a header). The same identity finds the same queue again.
+func (a *acl) nameDurable(f *validate.STOMPFrame, v validate.STOMPVersion) ([]byte, error) {
+	destRaw, _ := f.Header("destination")
+	idRaw, hasID := f.Header("id")
+	dest := value(destRaw, v)
+	if ep, err := parseDestination(dest); err != nil || (ep.kind != epTopic && ep.kind != epExchange) || !hasID {
+		return nil, nil // RabbitMQ names no queue after the id (or refuses the frame)
+	}
+	id := unescape(idRaw, v)
+	if _, ok := a.durable[id]; !ok && len(a.durable) >= maxDurable {
+		return nil, a.deny("durable", fmt.Sprintf("more than %d durable subscriptions on one connection", maxDurable))
+	}
+	sum := sha256.Sum256([]byte(a.subject + "\x00" + dest + "\x00" + id))
+	q := "wsbridge-durable-" + hex.EncodeToString(sum[:16])
+	a.durable[id] = q
+	return prependHeader(f.Raw, "x-queue-name:"+q), nil
+}
+
+// unsubscribe decides an UNSUBSCRIBE. RabbitMQ deletes a queue when it
+// carries durable:true: the one x-queue-name names, else the one it would
+// derive from the subscription's key and the id. The first is deleting
+// that queue (subscribe to it, as AMQP's queue.delete); the second is
+// allowed only for a durable subscription whose queue the gateway named,
+// and then names that queue.
+func (a *acl) unsubscribe(f *validate.STOMPFrame, v validate.STOMPVersion) ([]byte, error) {
+	if a.durable == nil {
+		return nil, nil
+	}
+	durable, named := false, false
+	for i := range f.NumHeaders() {
+		name, raw := f.HeaderAt(i)
+		switch string(name) {
+		case "x-queue-name":
+			named = true
+			if err := a.allow(auth.Subscribe, auth.Dest{Kind: auth.Queue, Name: value(raw, v)}); err != nil {
+				return nil, err
+			}
+		case "durable", "persistent":
+			durable = durable || isTrue(raw, v)
+		}
+	}
+	idRaw, hasID := f.Header("id")
+	id := unescape(idRaw, v)
+	q, ours := a.durable[id]
+	if durable && !named && !(hasID && ours) {
+		return nil, a.deny("durable", "a durable UNSUBSCRIBE deletes the queue RabbitMQ derives from the destination and id, which may be another client's; only a durable subscription made on this connection may be ended that way")
+	}
+	delete(a.durable, id)
+	if durable && !named {
+		return prependHeader(f.Raw, "x-queue-name:"+q), nil
+	}
+	return nil, nil
+}
+
+// isTrue reports whether a header value may read as true to RabbitMQ,
+// which takes "true" and "True" (and, in STOMP 1.0, leading spaces).
+func isTrue(raw []byte, v validate.STOMPVersion) bool {
+	return strings.EqualFold(strings.TrimSpace(unescape(raw, v)), "true")
+}
+
+// prependHeader returns frame with the header line h first among its headers.
+func prependHeader(frame []byte, h string) []byte {
+	i := bytes.IndexByte(frame, '\n') + 1
+	b := make([]byte, 0, len(frame)+len(h)+1)
+	b = append(append(append(b, frame[:i]...), h...), '\n')
+	return append(b, frame[i:]...)
 }
 
 // dest maps a destination onto the ACL's terms, and reports whether it is
@@ -133,8 +245,29 @@ func (a *acl) dest(dest string, act auth.Action) (d auth.Dest, own bool, err err
 		return auth.Dest{Kind: auth.Private, Name: dest}, false, nil
 	}
 	d = ep.aclDest(a.topicExchange)
+	if act == auth.Subscribe && (ep.kind == epTopic || ep.kind == epExchange) {
+		d.Name = bindingName(d.Name)
+	}
 	own = ep.kind == epTopic || ep.kind == epExchange || ep.kind == epTempQueue
 	return d, own, nil
+}
+
+// bindingName is the name the ACL judges for a RabbitMQ binding key. A
+// topic exchange's '*' matches one word, and a word may hold '/', which the
+// ACL reads as a separator: demo.* matches demo.x/y, which the rule demo.*
+// does not cover. So a '*' word is as wide as '>' to the ACL, as MQTT's
+// '+' is; '#' (zero or more words) already reads alike.
+func bindingName(key string) string {
+	if !strings.Contains(key, "*") {
+		return key
+	}
+	words := strings.Split(key, ".")
+	for i, w := range words {
+		if w == "*" {
+			words[i] = ">"
+		}
+	}
+	return strings.Join(words, ".")
 }
 
 // replyTo checks a SEND's reply-to: whoever answers the message publishes

@@ -1,7 +1,10 @@
 package stomp
 
 import (
+	"bytes"
+	"net"
 	"net/http"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -242,5 +245,285 @@ func TestACLDifferentialRabbitMQ(t *testing.T) {
 	}
 	if n := sp.queueDepth(t, sp.victim); n != 0 {
 		t.Errorf("the victim queue holds %d messages, want 0", n)
+	}
+}
+
+// direct is a STOMP connection straight to RabbitMQ with the gateway's
+// credential: a service of the operator's that never goes through the
+// gateway, whose queues a client of the gateway must not reach.
+type direct struct {
+	conn net.Conn
+	sc   *validate.STOMPScanner
+	buf  []byte
+}
+
+func dialDirect(t *testing.T, cred keyring.Credential) *direct {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", brokerAddr(t), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	d := &direct{conn: conn, sc: validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: 1 << 20}, true)}
+	d.send(t, "CONNECT\naccept-version:1.2\nhost:/\nlogin:"+cred.Username+"\npasscode:"+cred.Password.Reveal()+"\n\n\x00")
+	if f := d.frame(t); f.Command != validate.CmdConnected {
+		t.Fatalf("direct connection: %s %q", f.Command, f.Raw)
+	}
+	return d
+}
+
+func (d *direct) send(t *testing.T, s string) {
+	t.Helper()
+	if _, err := d.conn.Write([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// frame reads the next frame, skipping heart-beats.
+func (d *direct) frame(t *testing.T) validate.STOMPFrame {
+	t.Helper()
+	d.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		n, f, err := d.sc.Next(d.buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n > 0 {
+			var out validate.STOMPFrame
+			if f != nil {
+				out = *f
+				out.Raw = bytes.Clone(f.Raw)
+			}
+			d.buf = d.buf[n:]
+			if f != nil {
+				return out
+			}
+			continue
+		}
+		b := make([]byte, 64<<10)
+		k, err := d.conn.Read(b)
+		if err != nil {
+			t.Fatalf("direct connection: %v", err)
+		}
+		d.buf = append(d.buf, b[:k]...)
+	}
+}
+
+// receipt sends frame, which asks for receipt r, and waits for it.
+func (d *direct) receipt(t *testing.T, frame string) {
+	t.Helper()
+	d.send(t, frame)
+	if f := d.frame(t); f.Command != validate.CmdReceipt {
+		t.Fatalf("direct connection: got %s %q, want RECEIPT", f.Command, f.Raw)
+	}
+}
+
+// TestDurableSubscriptionsStayTheIdentitys: RabbitMQ names a durable
+// subscription's queue after its routing key and subscription id alone, so
+// any client of the broker user that subscribes durably with the same key
+// and id consumes from the same queue, whatever the exchange. Through the
+// gateway, a restricted identity's durable subscription gets a queue of its
+// own: it cannot attach to a service's durable subscription on another
+// exchange (and read what that exchange routes there), nor to another
+// identity's (and take its backlog); and a durable UNSUBSCRIBE deletes no
+// queue but its own.
+func TestDurableSubscriptionsStayTheIdentitys(t *testing.T) {
+	cred := testCredential(t)
+	u := strings.NewReplacer(".", "-", "_", "-").Replace(uniqueName(t))
+	topic, key := "/topic/demo."+u, "demo."+u
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
+	login := func(t *testing.T, sub, role string) *client {
+		t.Helper()
+		cl := dial(t, gw.url, http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}})
+		cl.send(t, connectWith(sub, authtest.Token(t, sub, []string{role}, time.Hour, nil)))
+		if f := cl.frame(t); f.Command != validate.CmdConnected {
+			t.Fatalf("%s: got %s %q", sub, f.Command, f.Raw)
+		}
+		return cl
+	}
+	receipt := func(t *testing.T, cl *client, frame string) {
+		t.Helper()
+		cl.send(t, frame)
+		if f := cl.frame(t); f.Command != validate.CmdReceipt {
+			t.Fatalf("got %s %q, want RECEIPT", f.Command, f.Raw)
+		}
+	}
+	// quiet fails if cl gets a MESSAGE within a moment.
+	quiet := func(t *testing.T, cl *client) {
+		t.Helper()
+		select {
+		case m := <-cl.msgs:
+			if len(bytes.Trim(m.data, "\r\n")) > 0 {
+				t.Fatalf("got %q", m.data)
+			}
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	durable := "\ndurable:true\nauto-delete:false\n"
+
+	t.Run("another exchange's durable subscription", func(t *testing.T) {
+		// A service subscribes durably to amq.direct with a key that reads
+		// as demo.* and the id "svc"; a private message waits in its queue.
+		svc := dialDirect(t, cred)
+		sub := "SUBSCRIBE\nid:svc\ndestination:/exchange/amq.direct/" + key + durable
+		svc.receipt(t, sub+"receipt:s\n\n\x00")
+		svc.receipt(t, "UNSUBSCRIBE\nid:svc\nreceipt:u\n\n\x00") // the queue stays
+		svc.receipt(t, "SEND\ndestination:/exchange/amq.direct/"+key+"\nreceipt:p\n\nprivate-"+u+"\x00")
+		t.Cleanup(func() { // RabbitMQ deletes durable queues on UNSUBSCRIBE for /topic/ only
+			sp := startSpy(t, cred, u)
+			for _, q := range boundTo(t, "amq.direct", key) {
+				sp.ch.QueueDelete(q, false, false, false)
+			}
+		})
+
+		rita := login(t, "rita", "reader")
+		receipt(t, rita, "SUBSCRIBE\nid:svc\ndestination:"+topic+durable+"receipt:r\n\n\x00")
+		quiet(t, rita)
+		// The durable UNSUBSCRIBE deletes rita's own queue, not the service's.
+		receipt(t, rita, "UNSUBSCRIBE\nid:svc\ndurable:true\nreceipt:u\n\n\x00")
+
+		svc.receipt(t, sub+"receipt:s3\n\n\x00")
+		if f := svc.frame(t); f.Command != validate.CmdMessage || string(f.Body()) != "private-"+u {
+			t.Fatalf("the service got %s %q, want its private message", f.Command, f.Raw)
+		}
+		svc.receipt(t, "UNSUBSCRIBE\nid:svc\nreceipt:u3\n\n\x00")
+	})
+
+	t.Run("another identity's durable subscription", func(t *testing.T) {
+		rita := login(t, "rita", "reader")
+		receipt(t, rita, "SUBSCRIBE\nid:d\ndestination:"+topic+durable+"receipt:r\n\n\x00")
+		rita.send(t, "DISCONNECT\n\n\x00")
+		rita.closed(t)
+		will := login(t, "will", "writer")
+		receipt(t, will, "SEND\ndestination:"+topic+"\nreceipt:p\n\nfor-rita-"+u+"\x00")
+		// will subscribes with the same topic and id: his own queue, which
+		// was not there when the message came.
+		receipt(t, will, "SUBSCRIBE\nid:d\ndestination:"+topic+durable+"receipt:r\n\n\x00")
+		quiet(t, will)
+		receipt(t, will, "UNSUBSCRIBE\nid:d\ndurable:true\nreceipt:u\n\n\x00")
+		rita = login(t, "rita", "reader")
+		rita.send(t, "SUBSCRIBE\nid:d\ndestination:"+topic+durable+"\n\x00")
+		if f := rita.frame(t); f.Command != validate.CmdMessage || string(f.Body()) != "for-rita-"+u {
+			t.Fatalf("rita got %s %q, want her backlog", f.Command, f.Raw)
+		}
+		receipt(t, rita, "UNSUBSCRIBE\nid:d\ndurable:true\nreceipt:u\n\n\x00")
+	})
+
+	t.Run("unsubscribe deletes no foreign queue", func(t *testing.T) {
+		sp := startSpy(t, cred, u)
+		for _, frame := range []string{
+			// x-queue-name names the queue a durable UNSUBSCRIBE deletes.
+			"UNSUBSCRIBE\nid:1\ndurable:true\nx-queue-name:" + sp.secret + "\n\n\x00",
+			"UNSUBSCRIBE\nid:1\npersistent:true\nx-queue-name:" + sp.secret + "\n\n\x00",
+			// Without it, the one RabbitMQ derives from the key and id:
+			// another client's, as this subscription was not durable.
+			"UNSUBSCRIBE\nid:1\ndurable:true\n\n\x00",
+		} {
+			rita := login(t, "rita", "reader")
+			receipt(t, rita, "SUBSCRIBE\nid:1\ndestination:"+topic+"\nreceipt:r\n\n\x00")
+			rita.send(t, frame)
+			rita.expectError(t, "access refused", 1008)
+		}
+		if n := sp.queueDepth(t, sp.secret); n != 1 {
+			t.Fatalf("the secret queue holds %d messages, want its 1", n)
+		}
+	})
+}
+
+// boundTo lists the queues bound to exchange with key, as rabbitmqctl
+// sees them.
+func boundTo(t *testing.T, exchange, key string) []string {
+	t.Helper()
+	out, err := exec.Command("rabbitmqctl", "list_bindings", "source_name", "destination_name", "routing_key", "-q", "-s").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rabbitmqctl: %v: %s", err, out)
+	}
+	var qs []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == exchange && f[2] == key {
+			qs = append(qs, f[1])
+		}
+	}
+	return qs
+}
+
+// TestSubscribeNamedQueueIsAWrite: x-queue-name on a topic subscription
+// binds that queue to the topic, so everything published there is written
+// into it, and declares it with the frame's queue arguments if it is new:
+// it takes publishing to the queue as well as reading it, and no shaping.
+func TestSubscribeNamedQueueIsAWrite(t *testing.T) {
+	cred := testCredential(t)
+	u := strings.NewReplacer(".", "-", "_", "-").Replace(uniqueName(t))
+	jobs := "jobs-" + u
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
+	sp := startSpy(t, cred, u)
+	if _, err := sp.ch.QueueDeclare(jobs, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sp.ch.QueueDelete(jobs, false, false, false) })
+	// gina may read the queues, not write to them.
+	grants := authtest.Claims{"wsbridge": map[string]any{"subscribe": []string{"demo.*", "queue:" + jobs, "queue:new-" + u}}}
+	for _, frame := range []string{
+		"SUBSCRIBE\nid:1\ndestination:/topic/demo." + u + "\nx-queue-name:" + jobs + "\n\n\x00",
+		"SUBSCRIBE\nid:1\ndestination:/topic/demo." + u + "\nx-queue-name:new-" + u + "\nx-max-length:0\n\n\x00",
+	} {
+		cl := dial(t, gw.url, http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}})
+		cl.send(t, connectWith("", authtest.Token(t, "gina", []string{"reader"}, time.Hour, grants)))
+		if f := cl.frame(t); f.Command != validate.CmdConnected {
+			t.Fatalf("got %s %q", f.Command, f.Raw)
+		}
+		cl.send(t, frame)
+		cl.expectError(t, "access refused", 1008)
+	}
+	// A passive declare of a missing queue closes its channel: not the spy's.
+	conn, err := amqp.DialConfig("amqp://"+brokertest.RabbitAMQP(t)+"/", amqp.Config{
+		SASL: []amqp.Authentication{&amqp.PlainAuth{Username: cred.Username, Password: cred.Password.Reveal()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclarePassive("new-"+u, false, false, false, false, nil); err == nil {
+		ch.QueueDelete("new-"+u, false, false, false)
+		t.Error("the gateway let a reader create a named queue")
+	}
+}
+
+// TestSubscribeWordWildcardHoldsSlashes: a '*' in a RabbitMQ binding key
+// matches one word, and a word may hold '/', which the rules read as a
+// separator: /topic/demo.* receives demo.x/secret, which demo.* does not
+// cover (and whose subscription the gateway refuses). So a '*' word is as
+// wide as '>' to the ACL, as MQTT's '+' is.
+func TestSubscribeWordWildcardHoldsSlashes(t *testing.T) {
+	cred := testCredential(t)
+	u := strings.NewReplacer(".", "-", "_", "-").Replace(uniqueName(t))
+	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
+	login := func(t *testing.T) *client {
+		t.Helper()
+		cl := dial(t, gw.url, http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}})
+		cl.send(t, connectWith("rita", authtest.Token(t, "rita", []string{"reader"}, time.Hour, nil)))
+		if f := cl.frame(t); f.Command != validate.CmdConnected {
+			t.Fatalf("got %s %q", f.Command, f.Raw)
+		}
+		return cl
+	}
+	for _, dest := range []string{"/topic/demo.*", "/exchange/amq.topic/demo.*", "/topic/demo." + u + "%2F*", "/topic/demo." + u + "%2Fsecret"} {
+		t.Run(dest, func(t *testing.T) {
+			cl := login(t)
+			cl.send(t, "SUBSCRIBE\nid:1\ndestination:"+dest+"\n\n\x00")
+			cl.expectError(t, "access refused", 1008)
+		})
+	}
+	// What demo.* still allows: the topics themselves, and a '*' that is
+	// not a word of its own, which RabbitMQ matches literally.
+	cl := login(t)
+	for _, dest := range []string{"/topic/demo." + u, "/topic/demo%2F*"} {
+		cl.send(t, "SUBSCRIBE\nid:"+dest+"\ndestination:"+dest+"\nreceipt:r\n\n\x00")
+		if f := cl.frame(t); f.Command != validate.CmdReceipt {
+			t.Fatalf("%s: got %s %q, want RECEIPT", dest, f.Command, f.Raw)
+		}
 	}
 }

@@ -91,16 +91,23 @@ func (s *session) OnMessage(data []byte) {
 				if !s.login(f) {
 					return
 				}
-			case validate.CmdSend, validate.CmdSubscribe:
+			case validate.CmdSend, validate.CmdSubscribe, validate.CmdUnsubscribe:
 				if s.acl == nil {
 					break
 				}
-				if err := s.acl.authorize(f, s.in.Version); err != nil {
+				rewritten, err := s.acl.authorize(f, s.in.Version)
+				if err != nil {
 					// Frames before the refused one were allowed: they go first.
 					if s.up == nil || off == start || s.forward(data[start:off]) {
 						s.refuse(f, err)
 					}
 					return
+				}
+				if rewritten != nil && s.up != nil {
+					if off > start && !s.forward(data[start:off]) || !s.forward(rewritten) {
+						return
+					}
+					start = off + n
 				}
 			}
 		}
@@ -145,11 +152,10 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 		}
 		b = append(b, name...)
 		b = append(b, ':')
-		// RabbitMQ names durable subscriptions after client-id: each
-		// identity gets its own, so one cannot attach to another's.
+		// Client ids are the identity's own, as in MQTT (RabbitMQ names
+		// durable subscriptions after the id header instead: see acl.go).
 		if id := s.Identity; string(name) == "client-id" && id != nil && id.Subject != "" {
-			b = append(b, id.Subject...)
-			b = append(b, ':')
+			b = append(b, bridge.ClientIDPrefix(id.Subject)...)
 		}
 		b = append(b, val...)
 		b = append(b, '\n')

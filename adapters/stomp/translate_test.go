@@ -314,3 +314,40 @@ func TestTranslateOnExternalBrokers(t *testing.T) {
 		})
 	}
 }
+
+// TestTranslateTransactionsTakeFromTheBudget: what a transaction holds
+// until COMMIT comes out of limits.memory_bytes, as partial frames do; a
+// client could otherwise hold maxTransactions * maxTxMessages frames of
+// the largest size (16 GiB at the 1 MiB default) on one connection.
+func TestTranslateTransactionsTakeFromTheBudget(t *testing.T) {
+	ws := bridge.DefaultWSOptions()
+	budget := bridge.NewBudget(256 << 10)
+	ws.Budget = budget
+	gw, _ := startTranslator(t, Options{RouteOptions: bridge.RouteOptions{WS: ws}})
+	body := strings.Repeat("x", 100<<10)
+	send := func(tx string) string {
+		return fmt.Sprintf("SEND\ndestination:/topic/tx.budget\ntransaction:%s\ncontent-length:%d\n\n%s\x00", tx, len(body), body)
+	}
+
+	c := dial(t, gw.url, nil)
+	c.connect(t)
+	c.send(t, "BEGIN\ntransaction:t\n\n\x00")
+	c.send(t, send("t"))
+	c.send(t, send("t"))
+	c.send(t, "COMMIT\ntransaction:t\nreceipt:c\n\n\x00") // gives back what it held
+	if f := c.frame(t); f.Command != validate.CmdReceipt {
+		t.Fatalf("got %s %q, want RECEIPT", f.Command, f.Raw)
+	}
+	c.send(t, "BEGIN\ntransaction:t2\n\n\x00")
+	for range 3 {
+		c.send(t, send("t2"))
+	}
+	c.expectError(t, "limits.memory_bytes", bridge.CloseTryAgainLater)
+	deadline := time.Now().Add(5 * time.Second)
+	for budget.Used() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the ended session still holds %d bytes of the budget", budget.Used())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
