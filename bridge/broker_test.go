@@ -95,6 +95,43 @@ func TestBrokerContract(t *testing.T) {
 				t.Fatal("Done closed by Unsubscribe")
 			default:
 			}
+
+			// Two more subscriptions to the topic: all three get each
+			// message, and unsubscribing one leaves the others. (paho keeps
+			// one callback per filter: before MQTT shared one, the last
+			// subscription took the others' messages and the first
+			// Unsubscribe ended them all.)
+			more := []chan bridge.Message{probe, make(chan bridge.Message, 1), make(chan bridge.Message, 1)}
+			var subs []bridge.Subscription
+			for _, c := range more[1:] {
+				s, err := b.Subscribe(ctx, topic, func(m bridge.Message) { c <- m })
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Unsubscribe()
+				subs = append(subs, s)
+			}
+			expectAll := func(chans []chan bridge.Message, body string) {
+				t.Helper()
+				if err := b.Publish(ctx, bridge.Message{Topic: topic, Data: []byte(body)}); err != nil {
+					t.Fatal(err)
+				}
+				for i, c := range chans {
+					select {
+					case m := <-c:
+						if string(m.Data) != body {
+							t.Fatalf("subscription %d got %q, want %q", i, m.Data, body)
+						}
+					case <-ctx.Done():
+						t.Fatalf("subscription %d of %d did not get %q", i, len(chans), body)
+					}
+				}
+			}
+			expectAll(more, "to three")
+			if err := sub2.Unsubscribe(); err != nil {
+				t.Fatal(err)
+			}
+			expectAll(more[1:], "to two")
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
@@ -30,12 +31,31 @@ type MQTTOptions struct {
 // after the broker's PUBACK. MQTT 3.1.1 has no content type: it is not
 // carried. The session is clean: after a lost connection, subscriptions end
 // (Done closes) and are made again by whoever needs them.
+//
+// paho keeps one callback per topic filter: a second Subscribe to a filter
+// replaces the first's callback, and the first Unsubscribe removes both.
+// So the broker is subscribed once per filter, whose callback calls every
+// subscription's handler, and unsubscribed when the last one goes.
 type MQTT struct {
 	o MQTTOptions
 	c mqtt.Client
 
 	mu   sync.Mutex
 	lost chan struct{} // closed when the current connection is lost
+
+	fmu     sync.Mutex
+	filters map[string]*mqttFilter
+}
+
+// mqttFilter is one broker subscription and the handlers sharing it.
+type mqttFilter struct {
+	lost  chan struct{} // the connection it was made on
+	ready chan struct{} // closed once the SUBACK (or a failure) is in
+	err   error         // set before ready closes
+	// fns is replaced, never changed, so the callback reads it unlocked.
+	fns     atomic.Pointer[[]*mqttSub]
+	closing bool          // its last subscription left; guarded by MQTT.fmu
+	gone    chan struct{} // closed once the broker unsubscription is done
 }
 
 // NewMQTT returns an MQTT broker; it connects on first use.
@@ -46,7 +66,7 @@ func NewMQTT(o MQTTOptions) *MQTT {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	m := &MQTT{o: o, lost: make(chan struct{})}
+	m := &MQTT{o: o, lost: make(chan struct{}), filters: map[string]*mqttFilter{}}
 	var id [6]byte
 	rand.Read(id[:])
 	scheme := "tcp://"
@@ -121,33 +141,139 @@ func (m *MQTT) Subscribe(ctx context.Context, topic string, fn func(Message)) (S
 		return nil, err
 	}
 	mt := mqttTopic(topic)
+	s := &mqttSub{m: m, topic: mt, lost: lost, fn: func(pm mqtt.Message) { fn(Message{Topic: topic, Data: pm.Payload()}) }}
+	for {
+		m.fmu.Lock()
+		f := m.filters[mt]
+		if f != nil && f.closing {
+			// Its UNSUBSCRIBE is on the way: a SUBSCRIBE sent now would be
+			// undone by it, here and at the broker.
+			m.fmu.Unlock()
+			select {
+			case <-f.gone:
+				continue
+			case <-ctx.Done():
+				return nil, fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, ctx.Err(), ErrUnavailable)
+			}
+		}
+		if f == nil || f.lost != lost { // none, or one the lost connection took
+			f = &mqttFilter{lost: lost, ready: make(chan struct{}), gone: make(chan struct{})}
+			m.filters[mt] = f
+			f.add(s)
+			m.fmu.Unlock()
+			f.err = m.subscribe(ctx, mt, f)
+			close(f.ready)
+			if f.err != nil {
+				m.fmu.Lock()
+				if m.filters[mt] == f {
+					delete(m.filters, mt)
+				}
+				m.fmu.Unlock()
+				return nil, f.err
+			}
+			s.f = f
+			return s, nil
+		}
+		f.add(s)
+		m.fmu.Unlock()
+		select {
+		case <-f.ready:
+		case <-ctx.Done():
+			m.fmu.Lock()
+			f.remove(s)
+			m.fmu.Unlock()
+			return nil, fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, ctx.Err(), ErrUnavailable)
+		}
+		if f.err != nil {
+			return nil, f.err
+		}
+		s.f = f
+		return s, nil
+	}
+}
+
+// subscribe makes f's broker subscription to filter mt.
+func (m *MQTT) subscribe(ctx context.Context, mt string, f *mqttFilter) error {
 	t := m.c.Subscribe(mt, 1, func(_ mqtt.Client, pm mqtt.Message) {
-		fn(Message{Topic: topic, Data: pm.Payload()})
+		for _, s := range *f.fns.Load() {
+			s.fn(pm)
+		}
 	})
 	if err := wait(ctx, t); err != nil {
-		return nil, fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, err, ErrUnavailable)
+		return fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, err, ErrUnavailable)
 	}
 	if code := t.(*mqtt.SubscribeToken).Result()[mt]; code == 0x80 {
-		return nil, fmt.Errorf("mqtt: the broker refused the subscription to %q", mt)
+		return fmt.Errorf("mqtt: the broker refused the subscription to %q", mt)
 	}
-	return &mqttSub{m: m, topic: mt, lost: lost}, nil
+	return nil
+}
+
+// add and remove change f's handlers; call with MQTT.fmu held.
+func (f *mqttFilter) add(s *mqttSub) {
+	var fns []*mqttSub
+	if p := f.fns.Load(); p != nil {
+		fns = append(fns, *p...)
+	}
+	fns = append(fns, s)
+	f.fns.Store(&fns)
+}
+
+func (f *mqttFilter) remove(s *mqttSub) (left int) {
+	var fns []*mqttSub
+	for _, x := range *f.fns.Load() {
+		if x != s {
+			fns = append(fns, x)
+		}
+	}
+	f.fns.Store(&fns)
+	return len(fns)
 }
 
 type mqttSub struct {
 	m     *MQTT
 	topic string
 	lost  chan struct{}
+	fn    func(mqtt.Message)
+	f     *mqttFilter
+	once  sync.Once
 }
 
 func (s *mqttSub) Done() <-chan struct{} { return s.lost }
 
+// Unsubscribe removes s's handler; the last handler of a filter takes the
+// broker subscription with it.
 func (s *mqttSub) Unsubscribe() error {
-	if !s.m.c.IsConnectionOpen() {
-		return nil // a lost clean session has no subscriptions left
-	}
-	t := s.m.c.Unsubscribe(s.topic)
-	t.WaitTimeout(s.m.o.DialTimeout)
-	return t.Error()
+	var err error
+	s.once.Do(func() {
+		m, f := s.m, s.f
+		m.fmu.Lock()
+		last := f.remove(s) == 0 && m.filters[s.topic] == f
+		f.closing = last
+		m.fmu.Unlock()
+		if !last {
+			return
+		}
+		defer func() {
+			m.fmu.Lock()
+			if m.filters[s.topic] == f {
+				delete(m.filters, s.topic)
+			}
+			m.fmu.Unlock()
+			close(f.gone)
+		}()
+		select {
+		case <-f.lost:
+			return // a lost clean session has no subscriptions left
+		default:
+		}
+		if !m.c.IsConnectionOpen() {
+			return
+		}
+		t := m.c.Unsubscribe(s.topic)
+		t.WaitTimeout(m.o.DialTimeout)
+		err = t.Error()
+	})
+	return err
 }
 
 // Ready implements Broker.
