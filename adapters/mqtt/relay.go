@@ -196,17 +196,24 @@ func (s *session) reject(err error, bad []byte) {
 		case reason == validate.MQTTReasonBadVersion:
 			answer = []byte{0x20, 0x02, 0x00, validate.MQTTReturnBadVersionV311}
 		}
+	case v == 5 && reason == validate.MQTTReasonPacketTooLarge && me != nil:
+		// Named like the WebSocket layer's refusal, so that the client
+		// learns which setting it ran into.
+		answer = disconnectWithReason(reason, me.Msg+" (limits.mqtt.max_packet_bytes)")
 	case v == 5:
 		answer = []byte{0xE0, 0x02, reason, 0x00}
 	}
-	code := bridge.CloseProtocolError
+	outcome, code := "rejected", bridge.CloseProtocolError
 	switch {
 	case errors.Is(err, validate.ErrTooLarge):
-		code = bridge.CloseTooLarge
+		// mqtt.js writes a PUBLISH's fixed header as a WebSocket message of
+		// its own, so its size is refused here rather than by the
+		// WebSocket layer: the same outcome either way.
+		outcome, code = bridge.OutcomeTooLarge, bridge.CloseTooLarge
 	case errors.Is(err, validate.ErrPolicy):
 		code = bridge.ClosePolicy
 	}
-	s.finish("rejected", answer, err.Error(), code)
+	s.finish(outcome, answer, err.Error(), code)
 }
 
 // connectVersion peeks at a CONNECT's protocol level, 0 when unreadable.
