@@ -70,6 +70,9 @@ type session struct {
 
 	packetsOut atomic.Int64
 	version    atomic.Uint32 // protocol level once CONNECT is seen
+	// disconnecting: the client sent DISCONNECT, so the broker closing
+	// next is the end the client asked for, not a lost broker.
+	disconnecting atomic.Bool
 }
 
 // Begin implements bridge.SessionEvents.
@@ -131,6 +134,9 @@ func (s *session) OnMessage(data []byte) {
 			break
 		}
 		s.packetsIn++
+		if p.Type == validate.MQTTDisconnect {
+			s.disconnecting.Store(true)
+		}
 		switch {
 		case p.Type == validate.MQTTConnect:
 			if !s.login() || !s.connect() {
@@ -313,7 +319,11 @@ func (s *session) readUpstream() {
 		}
 		return end, true
 	})
-	if err != nil {
+	switch {
+	case err == nil:
+	case s.disconnecting.Load():
+		s.finish("disconnected", nil, "", bridge.CloseNormal)
+	default:
 		s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
 	}
 }
@@ -421,13 +431,17 @@ func (s *session) finish(outcome string, answer []byte, reason string, code uint
 // OnClose runs on the read goroutine once the WebSocket has closed and
 // releases everything the session holds.
 func (s *session) OnClose(err error) {
-	outcome, reason, lasted := s.Ended(err, "client_closed")
+	clientOutcome := "client_closed"
+	if s.disconnecting.Load() {
+		clientOutcome = "disconnected"
+	}
+	outcome, reason, lasted := s.Ended(err, clientOutcome)
 	if s.up != nil {
 		s.up.Close()
 	}
 	o := &s.relay.opts
 	level := slog.LevelInfo
-	if outcome != "client_closed" && outcome != "shutdown" {
+	if outcome != "client_closed" && outcome != "disconnected" && outcome != "shutdown" {
 		level = slog.LevelWarn
 	}
 	o.Log.Log(context.Background(), level, "mqtt connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", outcome,
