@@ -9,6 +9,11 @@ import (
 // 503 and let the client retry.
 var ErrUnavailable = errors.New("broker unavailable")
 
+// ErrTooLarge means the broker refuses a message of that size (NATS's
+// max_payload): retrying does not help, so callers answer 413 or their
+// protocol's too-large error, never 503.
+var ErrTooLarge = errors.New("message too large for the broker")
+
 // Message is one broker message in broker-neutral form.
 type Message struct {
 	Topic       string

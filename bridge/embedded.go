@@ -24,7 +24,12 @@ type EmbeddedNATSOptions struct {
 	// MQTTPort, when set, opens NATS's MQTT listener on Host (it needs
 	// JetStream, so StoreDir too). -1 picks a free port.
 	MQTTPort int
-	Log      *slog.Logger
+	// MaxPayload is the largest message (body and headers) the server
+	// takes; 0 leaves NATS's default of 1 MiB, which a 1 MiB body with
+	// a Content-Type header already exceeds. The gateway passes the
+	// largest message its routes may publish, with room for headers.
+	MaxPayload int32
+	Log        *slog.Logger
 }
 
 // EmbeddedNATS is a NATS server running inside the gateway process.
@@ -61,6 +66,7 @@ func StartEmbeddedNATS(o EmbeddedNATSOptions) (*EmbeddedNATS, error) {
 		NoSigs:     true,
 		JetStream:  o.StoreDir != "",
 		StoreDir:   o.StoreDir,
+		MaxPayload: o.MaxPayload,
 	}
 	if o.MQTTPort != 0 {
 		if o.StoreDir == "" {
@@ -92,7 +98,8 @@ func StartEmbeddedNATS(o EmbeddedNATSOptions) (*EmbeddedNATS, error) {
 	if port != o.Port {
 		o.Log.Info("embedded nats: port taken, using a free one", "wanted", o.Port, "addr", e.Addr())
 	}
-	o.Log.Info("embedded nats started", "addr", e.Addr(), "jetstream", opts.JetStream, "mqtt", e.MQTTAddr())
+	o.Log.Info("embedded nats started", "addr", e.Addr(), "jetstream", opts.JetStream, "mqtt", e.MQTTAddr(),
+		"max_payload", opts.MaxPayload)
 	return e, nil
 }
 

@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -101,7 +102,12 @@ func (n *NATS) Publish(ctx context.Context, m Message) error {
 	if m.ContentType != "" {
 		msg.Header = nats.Header{"Content-Type": {m.ContentType}}
 	}
-	if err := n.nc.PublishMsg(msg); err != nil {
+	if err := n.nc.PublishMsg(msg); errors.Is(err, nats.ErrMaxPayload) {
+		// max_payload counts headers too: a 1 MiB body with a Content-Type
+		// does not fit NATS's default of exactly 1 MiB.
+		return fmt.Errorf("nats: %d-byte message with its headers exceeds the server's max_payload of %d bytes: %w",
+			len(m.Data), n.nc.MaxPayload(), ErrTooLarge)
+	} else if err != nil {
 		return fmt.Errorf("nats: publish: %v: %w", err, ErrUnavailable)
 	}
 	if err := n.nc.FlushWithContext(ctx); err != nil {

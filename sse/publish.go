@@ -82,6 +82,11 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 		ctx, cancel := context.WithTimeout(r.Context(), h.o.PublishTimeout)
 		defer cancel()
 		err = h.broker.Publish(ctx, bridge.Message{Topic: topic, Data: body, ContentType: r.Header.Get("Content-Type")})
+		if errors.Is(err, bridge.ErrTooLarge) {
+			h.o.Log.Info("publish refused by the broker as too large", "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
+			bridge.Error(w, http.StatusRequestEntityTooLarge, err.Error())
+			return
+		}
 		if err != nil {
 			h.o.Log.Warn("publish failed", "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
 			w.Header().Set("Retry-After", strconv.Itoa(int(h.o.Retry.Seconds()+0.5)))

@@ -254,15 +254,17 @@ func (s *session) OnMessage(data []byte) {
 // back, as a broker does; anything else gets connection.close with the
 // reply code, then the WebSocket close.
 func (s *session) reject(err error) {
-	code := bridge.CloseProtocolError
+	outcome, code := "rejected", bridge.CloseProtocolError
 	switch {
 	case errors.Is(err, validate.ErrTooLarge):
-		code = bridge.CloseTooLarge
+		// The same outcome as a message the WebSocket layer refuses for
+		// its size: an operator counts one kind of refusal, not two.
+		outcome, code = bridge.OutcomeTooLarge, bridge.CloseTooLarge
 	case errors.Is(err, validate.ErrPolicy):
 		code = bridge.ClosePolicy
 	}
 	if err == validate.ErrAMQPHeader {
-		s.Finish("rejected", err.Error(), code, gws.OpcodeBinary, []byte(validate.AMQPProtocolHeader))
+		s.Finish(outcome, err.Error(), code, gws.OpcodeBinary, []byte(validate.AMQPProtocolHeader))
 		return
 	}
 	reply := validate.AMQPSyntaxError
@@ -270,7 +272,7 @@ func (s *session) reject(err error) {
 	if errors.As(err, &ae) {
 		reply = ae.Code
 	}
-	s.closeConnection("rejected", err.Error(), code, reply, err.Error())
+	s.closeConnection(outcome, err.Error(), code, reply, err.Error())
 }
 
 // connectionClose encodes connection.close on channel 0.

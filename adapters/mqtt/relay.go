@@ -81,6 +81,9 @@ type session struct {
 	// answers the CONNACK at once must find the flag set.
 	connackMu   sync.Mutex
 	connackSent bool
+	// disconnecting: the client sent DISCONNECT, so the broker closing
+	// next is the end the client asked for, not a lost broker.
+	disconnecting atomic.Bool
 	// clientMax is the MQTT 5 client's Maximum Packet Size (0: none),
 	// which a reason string must not make a packet exceed.
 	clientMax atomic.Uint32
@@ -184,6 +187,9 @@ func (s *session) OnMessage(data []byte) {
 			break
 		}
 		s.packetsIn++
+		if p.Type == validate.MQTTDisconnect {
+			s.disconnecting.Store(true)
+		}
 		switch {
 		case p.Type == validate.MQTTConnect:
 			if !s.login() || !s.connect() {
@@ -256,16 +262,24 @@ func (s *session) reject(err error, bad []byte) {
 			answer = []byte{0x20, 0x02, 0x00, validate.MQTTReturnBadClientIDV311}
 		}
 	case s.disconnectAllowed():
+		if reason == validate.MQTTReasonPacketTooLarge && me != nil {
+			// Named like the WebSocket layer's refusal, so that the client
+			// learns which setting it ran into.
+			text = me.Msg + " (limits.mqtt.max_packet_bytes)"
+		}
 		answer = s.disconnect(reason, text)
 	}
-	code := bridge.CloseProtocolError
+	outcome, code := "rejected", bridge.CloseProtocolError
 	switch {
 	case errors.Is(err, validate.ErrTooLarge):
-		code = bridge.CloseTooLarge
+		// mqtt.js writes a PUBLISH's fixed header as a WebSocket message of
+		// its own, so its size is refused here rather than by the
+		// WebSocket layer: the same outcome either way.
+		outcome, code = bridge.OutcomeTooLarge, bridge.CloseTooLarge
 	case errors.Is(err, validate.ErrPolicy):
 		code = bridge.ClosePolicy
 	}
-	s.finish("rejected", answer, err.Error(), code)
+	s.finish(outcome, answer, err.Error(), code)
 }
 
 // connackRefusal is the MQTT 5 CONNACK refusing a CONNECT with reason and,
@@ -387,9 +401,12 @@ func (s *session) readUpstream() {
 		return end, true
 	})
 	switch {
+	case err == nil:
 	case errors.Is(err, bridge.ErrOverBudget):
 		s.Refuse(bridge.OverBudget())
-	case err != nil:
+	case s.disconnecting.Load():
+		s.finish("disconnected", nil, "", bridge.CloseNormal)
+	default:
 		s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
 	}
 }
@@ -510,13 +527,17 @@ func (s *session) finish(outcome string, answer []byte, reason string, code uint
 // OnClose runs on the read goroutine once the WebSocket has closed and
 // releases everything the session holds.
 func (s *session) OnClose(err error) {
-	outcome, reason, lasted := s.Ended(err, "client_closed")
+	clientOutcome := "client_closed"
+	if s.disconnecting.Load() {
+		clientOutcome = "disconnected"
+	}
+	outcome, reason, lasted := s.Ended(err, clientOutcome)
 	if s.up != nil {
 		s.up.Close()
 	}
 	o := &s.relay.opts
 	level := slog.LevelInfo
-	if outcome != "client_closed" && outcome != "shutdown" {
+	if outcome != "client_closed" && outcome != "disconnected" && outcome != "shutdown" {
 		level = slog.LevelWarn
 	}
 	o.Log.Log(context.Background(), level, "mqtt connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", outcome,

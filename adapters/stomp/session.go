@@ -78,7 +78,11 @@ func (s *session) OnMessage(data []byte) {
 			if s.up != nil && off > start && !s.forward(data[start:off]) {
 				return
 			}
-			s.finish("rejected", clientMessage(err), err.Error(), closeCode(err))
+			outcome := "rejected"
+			if errors.Is(err, validate.ErrTooLarge) { // as when the WebSocket layer refuses a message's size
+				outcome = bridge.OutcomeTooLarge
+			}
+			s.finish(outcome, clientMessage(err), err.Error(), closeCode(err))
 			return
 		}
 		if n == 0 {

@@ -278,7 +278,13 @@ func (t *translator) send(f *validate.STOMPFrame) bool {
 func (t *translator) publish(m bridge.Message) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	if err := t.broker.Publish(ctx, m); err != nil {
+	err := t.broker.Publish(ctx, m)
+	if errors.Is(err, bridge.ErrTooLarge) {
+		msg := strings.TrimPrefix(err.Error(), "nats: ")
+		t.s.finish(bridge.OutcomeTooLarge, "message too large for the broker", msg, bridge.CloseTooLarge)
+		return false
+	}
+	if err != nil {
 		t.s.relay.opts.Log.Warn("stomp publish failed", "route", t.s.relay.opts.Route, "error", err.Error())
 		t.s.finish("broker_unavailable", "broker unavailable", "the message was not published", bridge.CloseInternal)
 		return false

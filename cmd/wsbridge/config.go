@@ -667,6 +667,21 @@ func (cfg *Config) check(c *checker) {
 	}
 }
 
+// natsHeaderRoom is what the embedded NATS server's max_payload allows
+// beyond the largest body for its headers (a Content-Type), which NATS
+// counts in the payload.
+const natsHeaderRoom = 64 << 10
+
+// embeddedMaxPayload is the embedded NATS server's max_payload: the
+// largest message a route may publish through it (a WebSocket message
+// translated from STOMP, an HTTP publish), with room for its headers.
+// NATS's own default, exactly 1 MiB, refuses a 1 MiB body with a
+// Content-Type.
+func (cfg *Config) embeddedMaxPayload() int32 {
+	body := max(cfg.WebSocket.MaxMessageBytes, cfg.Limits.STOMP.MaxFrameBytes, cfg.SSE.MaxPublishBytes)
+	return int32(body + natsHeaderRoom)
+}
+
 // needsKeyring reports whether any backend or auth policy names a keyring
 // entry.
 func (cfg *Config) needsKeyring() bool {

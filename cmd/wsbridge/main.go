@@ -325,7 +325,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		}
 		host, port, _ := net.SplitHostPort(b.Address)
 		p, _ := strconv.Atoi(port)
-		eo := bridge.EmbeddedNATSOptions{Host: host, Port: p, StoreDir: b.StoreDir, Log: log}
+		eo := bridge.EmbeddedNATSOptions{Host: host, Port: p, StoreDir: b.StoreDir, MaxPayload: cfg.embeddedMaxPayload(), Log: log}
 		if b.MQTTAddress != "" {
 			_, mport, _ := net.SplitHostPort(b.MQTTAddress)
 			eo.MQTTPort, _ = strconv.Atoi(mport)
