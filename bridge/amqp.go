@@ -150,11 +150,12 @@ func (a *AMQP) Subscribe(_ context.Context, topic string, fn func(Message)) (Sub
 	}
 	// Not ConsumeWithContext: ctx is the first subscriber's request, and the
 	// subscription outlives it.
-	deliveries, err := ch.Consume(q.Name, "", false, true, false, false, nil)
+	tag := "wsbridge-" + q.Name
+	deliveries, err := ch.Consume(q.Name, tag, false, true, false, false, nil)
 	if err != nil {
 		return fail("consuming", err)
 	}
-	s := &amqpSub{ch: ch, done: make(chan struct{}), ended: make(chan struct{})}
+	s := &amqpSub{ch: ch, tag: tag, done: make(chan struct{}), ended: make(chan struct{})}
 	go func() {
 		defer close(s.ended)
 		for d := range deliveries {
@@ -170,6 +171,7 @@ func (a *AMQP) Subscribe(_ context.Context, topic string, fn func(Message)) (Sub
 
 type amqpSub struct {
 	ch    *amqp.Channel
+	tag   string // the consumer's
 	once  sync.Once
 	done  chan struct{} // closed when the subscription ends by itself
 	ended chan struct{} // closed when the delivery goroutine has returned
@@ -177,10 +179,20 @@ type amqpSub struct {
 
 func (s *amqpSub) Done() <-chan struct{} { return s.done }
 
+// Unsubscribe cancels the consumer and waits for the delivery loop to
+// have acked what it was handed before closing the channel: an ack sent
+// after the channel's close reached RabbitMQ is a method on a closed
+// channel, which it answers by closing the whole connection (504
+// CHANNEL_ERROR), taking the publisher's channel and every other
+// subscription with it.
 func (s *amqpSub) Unsubscribe() error {
 	s.once.Do(func() {}) // an unsubscribe is not a loss: Done stays open
+	cerr := s.ch.Cancel(s.tag, false)
+	<-s.ended // the deliveries channel closes once the cancel is through
 	err := s.ch.Close()
-	<-s.ended
+	if cerr != nil {
+		return cerr
+	}
 	return err
 }
 
