@@ -16,6 +16,17 @@ type Budget struct {
 // running a gateway has, and far more than its well-behaved clients hold.
 const DefaultMemoryBytes = 1 << 30
 
+// OwnBytes is how much of a message being assembled, or of a protocol
+// frame spread over messages, a connection holds as its own rather than
+// from the budget: a message of at most this many bytes is never refused
+// for the budget. Such a message straddles two reads for microseconds;
+// refusing it would let clients that fill the budget (with messages that
+// never complete, or publish bodies trickled a byte at a time) close
+// every well-behaved connection whose small message happened to arrive
+// in two reads. What it costs is bounded by the connection limit: at most
+// max_connections times this, 160 MiB at the default 10,000.
+const OwnBytes = 16 << 10
+
 // NewBudget makes a budget of limit bytes.
 func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
 

@@ -43,6 +43,9 @@ func TestPartialFramesAreHeldLikeMessages(t *testing.T) {
 	}{
 		{"never completed", 1 << 20, 300 * time.Millisecond, []string{"half a frame"}, ClosePolicy, "websocket.message_timeout"},
 		{"spread over many messages past the budget", 64 << 10, time.Minute, []string{strings.Repeat("x", 40<<10), strings.Repeat("y", 40<<10)}, CloseTryAgainLater, "limits.memory_bytes"},
+		// A small partial frame is the connection's own: a budget spent by
+		// others does not end it, its deadline still does.
+		{"small, with the budget spent", 0, 300 * time.Millisecond, []string{"half a frame"}, ClosePolicy, "websocket.message_timeout"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -52,11 +52,12 @@ type Session struct {
 
 	// A partial client frame carried to the next message (read loop only),
 	// what it holds of the budget, and its deadline.
-	pending     []byte
-	pendingHeld int64
-	pendingDue  *time.Timer
-	budget      *Budget
-	msgTimeout  time.Duration
+	pending      []byte
+	pendingHeld  int64
+	pendingDue   *time.Timer
+	pendingArmed bool // pendingDue is armed
+	budget       *Budget
+	msgTimeout   time.Duration
 }
 
 // SessionEvents is what Handler needs from an adapter's session.
@@ -319,7 +320,7 @@ func (s *Session) Keep(rest []byte) {
 	default:
 		s.pending = append(s.pending[:0], rest...)
 	}
-	if len(s.pending) == 0 && s.pendingHeld == 0 {
+	if len(s.pending) == 0 && !s.pendingArmed {
 		return // the common case: whole frames in whole messages
 	}
 	s.holdPending()
@@ -329,7 +330,7 @@ func (s *Session) Keep(rest []byte) {
 // its deadline.
 func (s *Session) holdPending() {
 	held := int64(cap(s.pending))
-	if len(s.pending) == 0 {
+	if len(s.pending) == 0 || held <= OwnBytes {
 		held = 0
 	}
 	was := s.pendingHeld
@@ -343,11 +344,14 @@ func (s *Session) holdPending() {
 		s.budget.Give(was - held)
 	}
 	s.pendingHeld = held
-	// The deadline runs from the frame's first bytes, not its latest.
-	switch {
-	case held == 0 && was > 0 && s.pendingDue != nil:
+	// The deadline runs from the frame's first bytes, not its latest,
+	// whether or not the frame is small enough to be the connection's own.
+	switch pending := len(s.pending) > 0; {
+	case !pending && s.pendingArmed:
+		s.pendingArmed = false
 		s.pendingDue.Stop()
-	case held > 0 && was == 0 && s.msgTimeout > 0:
+	case pending && !s.pendingArmed && s.msgTimeout > 0:
+		s.pendingArmed = true
 		if s.pendingDue == nil {
 			s.pendingDue = time.AfterFunc(s.msgTimeout, s.pendingTimedOut)
 		} else {

@@ -244,7 +244,7 @@ func (c *wsConn) hold() *Refusal {
 		}
 		return nil
 	}
-	if more := c.msgBytes - c.held; more > 0 {
+	if more := c.charge() - c.held; more > 0 {
 		if !c.budget.Take(more) {
 			r := OverBudget()
 			return &r
@@ -260,6 +260,14 @@ func (c *wsConn) hold() *Refusal {
 		}
 	}
 	return nil
+}
+
+// charge is what the incomplete message should hold of the budget.
+func (c *wsConn) charge() int64 {
+	if c.msgBytes <= OwnBytes {
+		return 0
+	}
+	return c.msgBytes
 }
 
 // release gives back what an incomplete message held.

@@ -332,6 +332,34 @@ func TestMessagesBeingAssembledTakeFromTheBudget(t *testing.T) {
 	waitFor(t, func() bool { return o.Budget.Used() == 0 })
 }
 
+// A message of at most OwnBytes is the connection's own: when others have
+// spent the budget it still passes, though it arrives in two reads; a
+// larger one in two reads is refused.
+func TestSmallMessagesDoNotWaitForTheBudget(t *testing.T) {
+	o := DefaultWSOptions()
+	o.Budget = NewBudget(0) // spent
+	addr := serveCounter(t, o)
+	for _, n := range []int{1000, OwnBytes, OwnBytes + 1} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			r := dialRawWS(t, addr)
+			msg := frame(true, 2, make([]byte, n))
+			r.conn.Write(msg[:len(msg)/2])
+			time.Sleep(50 * time.Millisecond) // pacing: the halves arrive in two reads
+			r.conn.Write(msg[len(msg)/2:])
+			if n > OwnBytes {
+				if _, code, reason := r.untilClose(t); code != CloseTryAgainLater || !strings.Contains(reason, "limits.memory_bytes") {
+					t.Fatalf("closed with %d %q, want 1013 naming limits.memory_bytes", code, reason)
+				}
+				return
+			}
+			r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if op, p, err := r.next(); err != nil || op != 1 || string(p) != fmt.Sprint("got ", n) {
+				t.Fatalf("%d %q %v", op, p, err)
+			}
+		})
+	}
+}
+
 // A refused client's connection is gone within the linger bound even when
 // it never closes its side, and the sessions' goroutines end.
 func TestLingeringCloseIsBounded(t *testing.T) {
