@@ -332,6 +332,31 @@ func TestMessagesBeingAssembledTakeFromTheBudget(t *testing.T) {
 	waitFor(t, func() bool { return o.Budget.Used() == 0 })
 }
 
+// A fragmented message holds twice what it declares (gws grows the buffer
+// it gathers fragments in by doubling), so it takes that from the budget:
+// here 600 KiB in two fragments is refused where one frame fits.
+func TestFragmentedMessagesTakeWhatGWSAllocates(t *testing.T) {
+	o := DefaultWSOptions()
+	o.Budget = NewBudget(1 << 20)
+	addr := serveCounter(t, o)
+	half := make([]byte, 300<<10)
+
+	whole := dialRawWS(t, addr)
+	whole.conn.Write(header(true, 2, 600<<10))
+	waitFor(t, func() bool { return o.Budget.Used() == 600<<10 })
+	whole.conn.Close()
+	waitFor(t, func() bool { return o.Budget.Used() == 0 })
+
+	r := dialRawWS(t, addr)
+	r.conn.Write(frame(false, 2, half))
+	r.conn.Write(header(false, 0, len(half)))
+	r.keepSending(t, half[:1<<10])
+	if _, code, reason := r.untilClose(t); code != CloseTryAgainLater || !strings.Contains(reason, "limits.memory_bytes") {
+		t.Fatalf("closed with %d %q, want 1013 naming limits.memory_bytes", code, reason)
+	}
+	waitFor(t, func() bool { return o.Budget.Used() == 0 })
+}
+
 // A message of at most OwnBytes is the connection's own: when others have
 // spent the budget it still passes, though it arrives in two reads; a
 // larger one in two reads is refused.
