@@ -288,8 +288,9 @@ func modelAllow(publish bool, d modelDest) bool {
 	case "private":
 		return true
 	case "topic":
-		if s := strings.Split(strings.ReplaceAll(d.name, "/", "."), "."); !publish && len(s) == 1 && s[0] != "#" && s[0] != ">" {
-			return true // "*": any one segment, the empty one too
+		if s := strings.Split(strings.ReplaceAll(d.name, "/", "."), "."); !publish && len(s) == 1 && s[0] != "#" && s[0] != ">" &&
+			!strings.HasPrefix(s[0], "$") {
+			return true // "*": any one segment, the empty one too, but no $ name
 		}
 		return oneBelow(d.name, "demo")
 	case "queue":
@@ -298,7 +299,8 @@ func modelAllow(publish bool, d modelDest) bool {
 		}
 		return oneBelow(d.name, "q")
 	}
-	return d.ex == "wide" || d.ex == "ex" && oneBelow(d.name, "k")
+	// A wildcard-first pattern (wide's "#") covers no $ name: auth's $ rule.
+	return d.ex == "wide" && !strings.HasPrefix(d.name, "$") || d.ex == "ex" && oneBelow(d.name, "k")
 }
 
 var (
