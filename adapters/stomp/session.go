@@ -49,7 +49,7 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	s.in = validate.NewSTOMPScanner(o.Limits, false)
 	s.done = make(chan struct{})
 	if o.Broker != nil {
-		s.tr = newTranslator(s, o.Broker)
+		s.tr = newTranslator(s, o.Broker.(*bridge.Shared))
 	}
 	o.Log.Info("stomp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }

@@ -31,17 +31,12 @@ const (
 	heartBeatGraceMul = 2
 )
 
-// queueSubscriber is what /queue/ destinations need: NATS queue groups.
-type queueSubscriber interface {
-	QueueSubscribe(ctx context.Context, topic, group string, fn func(bridge.Message)) (bridge.Subscription, error)
-}
-
 // translator terminates STOMP for one session and maps it onto a
 // bridge.Broker: /topic/x is topic x, /queue/x is topic x in queue group
 // "queue.x" (one consumer gets each message).
 type translator struct {
 	s      *session
-	broker bridge.Broker
+	broker *bridge.Shared // NewRelay wraps every translate broker in one
 
 	mu   sync.Mutex // guards subs and hbTimer
 	subs map[string]*tsub
@@ -68,7 +63,7 @@ type tsub struct {
 	sub      bridge.Subscription
 }
 
-func newTranslator(s *session, b bridge.Broker) *translator {
+func newTranslator(s *session, b *bridge.Shared) *translator {
 	t := &translator{s: s, broker: b, subs: map[string]*tsub{}, txs: map[string][]bridge.Message{},
 		out: make(chan []byte, maxQueueMessages), budget: s.relay.opts.WS.Budget}
 	go t.writer()
@@ -369,11 +364,7 @@ func (t *translator) subscribe(f *validate.STOMPFrame) bool {
 	defer cancel()
 	var sub bridge.Subscription
 	if group != "" {
-		qs, ok := t.broker.(queueSubscriber)
-		if !ok {
-			return t.refuse("/queue/ destinations need a NATS backend")
-		}
-		sub, err = qs.QueueSubscribe(ctx, topic, group, deliver)
+		sub, err = t.broker.QueueSubscribe(ctx, topic, group, deliver)
 		if errors.Is(err, bridge.ErrNoQueueGroups) {
 			return t.refuse("/queue/ destinations need a NATS backend")
 		}
