@@ -45,7 +45,9 @@ wait_port() { # port
 
 rabbit=$(pgrep -f beam.smp | head -1)
 mosquitto=$(pgrep -x mosquitto | head -1)
-web_stomp_was_on=$(rabbitmq-plugins list -e -m 2>/dev/null | grep -cx rabbitmq_web_stomp || true)
+# Web-STOMP depends on the STOMP plugin: enabling it only implicitly would
+# let the disable at the end take the STOMP listener (61613) down with it.
+web_stomp_was_on=$(rabbitmq-plugins list -E -m 2>/dev/null | grep -cx rabbitmq_web_stomp || true)
 all_cores=0-$(($(nproc) - 1))
 pids=()
 cleanup() {
@@ -55,7 +57,7 @@ cleanup() {
   [ "$web_stomp_was_on" = 1 ] || rabbitmq-plugins disable rabbitmq_web_stomp >/dev/null
 }
 trap cleanup EXIT
-[ "$web_stomp_was_on" = 1 ] || rabbitmq-plugins enable rabbitmq_web_stomp >/dev/null
+rabbitmq-plugins enable rabbitmq_stomp rabbitmq_web_stomp >/dev/null
 taskset -a -p -c 0 "$rabbit" >/dev/null
 taskset -a -p -c 0 "$mosquitto" >/dev/null
 

@@ -6,7 +6,8 @@
 //   node sizes.mjs amqp-tcp HOST PORT USER PASSWORD [N]  (AMQPClient, for comparison)
 //   node sizes.mjs sse   BASE_HTTP_URL TOPIC [N]   (POST /publish, follow /sse)
 // Each subscribes, then publishes N messages one at a time, each after the
-// previous one came back. SIZE (env, bytes) changes the size. STOMP, MQTT
+// previous one came back. SIZE (env, bytes) changes the size; BODY=text
+// makes STOMP carry text. STOMP, MQTT
 // and AMQP carry random bytes; SSE carries UTF-8 text with line breaks and
 // multi-byte characters (a body that is not UTF-8 would come base64 as
 // event "binary"). Prints "OK mode bytes=.. n=.. sha256=.. ms_per_round_trip=.."
@@ -90,7 +91,10 @@ async function stomp([url, dest, n = 1, login = 'placeholder', passcode = 'place
   const subscribed = new Promise((resolve) => c.watchForReceipt('sub', resolve));
   c.subscribe(dest, (m) => q.push(Buffer.from(m.binaryBody)), { receipt: 'sub' });
   await subscribed;
-  const out = await roundTrips(Number(n), () => randomBytes(size),
+  // BODY=text sends UTF-8 text: Web-STOMP's default text frames cannot
+  // carry other bytes, so a comparison with it sends text to both.
+  const body = process.env.BODY === 'text' ? text : () => randomBytes(size);
+  const out = await roundTrips(Number(n), body,
     (p) => c.publish({ destination: dest, binaryBody: p, headers: { 'content-type': 'application/octet-stream' } }),
     q.next);
   c.onWebSocketClose = () => {};
