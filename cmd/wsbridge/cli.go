@@ -130,7 +130,7 @@ func keyringGroup(ctx context.Context, args []string, e *env) error {
 func helpCommand(args []string, e *env) error {
 	name := strings.Join(args, " ")
 	switch {
-	case name == "":
+	case name == "" || name == "help":
 		fmt.Fprint(e.stdout, topHelp())
 		return nil
 	case name == "keyring":

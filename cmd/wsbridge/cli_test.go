@@ -93,9 +93,9 @@ func TestHelpEverywhere(t *testing.T) {
 // one-line description, the same each way, and exit 0.
 func TestHelpListsEveryCommand(t *testing.T) {
 	var first string
-	for _, h := range []string{"help", "-h", "-help", "--help"} {
+	for _, h := range [][]string{{"help"}, {"-h"}, {"-help"}, {"--help"}, {"help", "help"}} {
 		var out, errOut strings.Builder
-		if code := run(t.Context(), []string{h}, unread{t}, &out, &errOut); code != 0 || errOut.Len() > 0 {
+		if code := run(t.Context(), h, unread{t}, &out, &errOut); code != 0 || errOut.Len() > 0 {
 			t.Fatalf("%s: exit %d, stderr %q", h, code, errOut.String())
 		}
 		if first == "" {
