@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -68,11 +67,6 @@ type Users struct {
 	busy   map[string]int // logins hashing or waiting for a slot, per client address
 }
 
-type user struct {
-	Hash  string   `yaml:"password_hash"`
-	Roles []string `yaml:"roles"`
-}
-
 type account struct {
 	hash  passwordHash
 	roles []string
@@ -91,16 +85,9 @@ func LoadUsers(path string, l HashLimits) (*Users, error) {
 	if err != nil {
 		return nil, fmt.Errorf("users file: %w", err)
 	}
-	var f struct {
-		Users map[string]user `yaml:"users"`
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("users file %s: %w", path, err)
-	}
-	if len(f.Users) == 0 {
-		return nil, fmt.Errorf("users file %s: no users", path)
+	records, err := parseUsersFile(path, data)
+	if err != nil {
+		return nil, err
 	}
 	d := DefaultHashLimits()
 	if l.Concurrent <= 0 {
@@ -116,18 +103,12 @@ func LoadUsers(path string, l HashLimits) (*Users, error) {
 	// and stays the same across restarts: were it drawn afresh, a name
 	// whose timing changed after a restart would be an unknown one.
 	key := sha256.Sum256(data)
-	u := &Users{byName: make(map[string]account, len(f.Users)), key: key[:], limits: l,
+	u := &Users{byName: make(map[string]account, len(records)), key: key[:], limits: l,
 		slots: make(chan struct{}, l.Concurrent), busy: map[string]int{}}
 	byParams := map[string]*hashClass{}
-	for name, rec := range f.Users {
-		if name == "" || !safeValue(name) {
-			return nil, fmt.Errorf("users file %s: user name %q: printable, no spaces or '/', at most 128 bytes", path, name)
-		}
-		h, err := parseHash(rec.Hash)
-		if err != nil {
-			return nil, fmt.Errorf("users file %s: user %q: %w", path, name, err)
-		}
-		u.byName[name] = account{hash: h, roles: rec.Roles}
+	for _, rec := range records {
+		h, _ := parseHash(rec.hash) // parseUsersFile checked it
+		u.byName[rec.name] = account{hash: h, roles: rec.roles}
 		p := h.params()
 		if byParams[p] == nil {
 			// A real user's hash serves as the dummy: the same parameters
@@ -143,6 +124,163 @@ func LoadUsers(path string, l HashLimits) (*Users, error) {
 	}
 	sort.Slice(u.classes, func(i, j int) bool { return u.classes[i].params < u.classes[j].params })
 	return u, nil
+}
+
+// userRecord is one user as the file has it.
+type userRecord struct {
+	name, hash string
+	roles      []string
+}
+
+// parseUsersFile reads the shape of a users file,
+//
+//	users:
+//	  NAME:
+//	    password_hash: "..."
+//	    roles: [ROLE, ...]
+//
+// and reports every departure from it as file:line: key.path: reason, as
+// the gateway's config does, never as a Go type, and never quoting a
+// value (a password pasted where its hash belongs stays unprinted).
+func parseUsersFile(path string, data []byte) ([]userRecord, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		if rest, ok := strings.CutPrefix(msg, "line "); ok {
+			return nil, fmt.Errorf("%s:%s", path, rest) // "12: did not find expected key"
+		}
+		return nil, fmt.Errorf("%s: %s", path, msg)
+	}
+	var errs []error
+	fail := func(n *yaml.Node, key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s:%d: %s: %s", path, n.Line, key, fmt.Sprintf(format, args...)))
+	}
+	const shape = "a users file maps users: to each user name's password_hash and roles"
+	root := resolve(&doc)
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		root = resolve(doc.Content[0])
+	}
+	var users *yaml.Node
+	switch {
+	case root.Kind == 0 || len(doc.Content) == 0:
+		return nil, fmt.Errorf("%s: no users: %s", path, shape)
+	case root.Kind != yaml.MappingNode:
+		fail(root, "(top)", "expected a mapping, got %s: %s", kindName(root), shape)
+	default:
+		for i := 0; i+1 < len(root.Content); i += 2 {
+			k, v := root.Content[i], resolve(root.Content[i+1])
+			if k.Value != "users" {
+				fail(k, k.Value, "unknown key: %s", shape)
+				continue
+			}
+			users = v
+		}
+	}
+	if users == nil {
+		if len(errs) == 0 {
+			return nil, fmt.Errorf("%s: no users: %s", path, shape)
+		}
+		return nil, errors.Join(errs...)
+	}
+	if users.Kind != yaml.MappingNode {
+		fail(users, "users", "expected a mapping of user names, got %s: %s", kindName(users), shape)
+		return nil, errors.Join(errs...)
+	}
+	if len(users.Content) == 0 {
+		fail(users, "users", "no users")
+	}
+	var records []userRecord
+	seen := map[string]int{}
+	for i := 0; i+1 < len(users.Content); i += 2 {
+		k, v := users.Content[i], resolve(users.Content[i+1])
+		name := k.Value
+		key := "users." + name
+		switch {
+		case !safeValue(name):
+			fail(k, "users", "user name %q: printable, no spaces, '/', '{' or '}', at most 128 bytes", name)
+			continue
+		case seen[name] > 0:
+			fail(k, key, "defined again (first on line %d)", seen[name])
+			continue
+		}
+		seen[name] = k.Line
+		if v.Kind != yaml.MappingNode {
+			fail(v, key, "expected a mapping with password_hash and roles, got %s", kindName(v))
+			continue
+		}
+		rec := userRecord{name: name}
+		hashLine := 0
+		for j := 0; j+1 < len(v.Content); j += 2 {
+			fk, fv := v.Content[j], resolve(v.Content[j+1])
+			switch fk.Value {
+			case "password_hash":
+				hashLine = fk.Line
+				if fv.Kind != yaml.ScalarNode || fv.Tag == "!!null" {
+					fail(fv, key+".password_hash", "expected a string, got %s", kindName(fv))
+					continue
+				}
+				if _, err := parseHash(fv.Value); err != nil {
+					fail(fv, key+".password_hash", "%s", strings.TrimPrefix(err.Error(), "password_hash: "))
+					continue
+				}
+				rec.hash = fv.Value
+			case "roles":
+				if fv.Kind != yaml.SequenceNode {
+					fail(fv, key+".roles", "expected a list such as [reader, writer], got %s", kindName(fv))
+					continue
+				}
+				for r, item := range fv.Content {
+					item = resolve(item)
+					if item.Kind != yaml.ScalarNode || item.Tag == "!!null" {
+						fail(item, fmt.Sprintf("%s.roles.%d", key, r), "expected a role name, got %s", kindName(item))
+						continue
+					}
+					rec.roles = append(rec.roles, item.Value)
+				}
+			default:
+				fail(fk, key+"."+fk.Value, "unknown key (a user has password_hash and roles)")
+			}
+		}
+		if hashLine == 0 {
+			fail(k, key, "no password_hash (`wsbridge passwd` makes one)")
+		}
+		if rec.hash != "" {
+			records = append(records, rec)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return records, nil
+}
+
+// resolve follows an alias (*name) to what it stands for.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+// kindName names what a node holds, for "expected ..., got ...".
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			return "nothing"
+		case "!!int", "!!float":
+			return "a number"
+		case "!!bool":
+			return "true or false"
+		}
+		return "a string"
+	}
+	return "nothing"
 }
 
 // Check verifies a name and password for a login from client (the client's

@@ -298,3 +298,57 @@ func TestUsersLoginFloodFromOneAddress(t *testing.T) {
 		t.Errorf("%d of %d concurrent logins from one address refused, want most", refused, flood)
 	}
 }
+
+// A users file of the wrong shape is reported as file:line: key.path:
+// reason, as the gateway's config is, each problem at once; never as a Go
+// type, and never quoting a value that may be a password.
+func TestUsersFileErrorsNameLineAndKey(t *testing.T) {
+	h := bcryptHash(t, "pw", bcrypt.MinCost)
+	tests := []struct {
+		name, body string
+		want       []string
+	}{
+		{"users key missing", fmt.Sprintf("alice:\n  password_hash: %q\n", h),
+			[]string{"u.yaml:1: alice: unknown key: a users file maps users: to each user name's password_hash and roles"}},
+		{"hash in place of the user", fmt.Sprintf("users:\n  alice: %q\n", h),
+			[]string{"u.yaml:2: users.alice: expected a mapping with password_hash and roles, got a string"}},
+		{"a list of users", "users:\n  - alice\n",
+			[]string{"u.yaml:2: users: expected a mapping of user names, got a list"}},
+		{"roles not a list", fmt.Sprintf("users:\n  alice:\n    password_hash: %q\n    roles: writer\n", h),
+			[]string{"u.yaml:4: users.alice.roles: expected a list such as [reader, writer], got a string"}},
+		{"password in place of its hash", "users:\n  alice:\n    password_hash: hunter2\n",
+			[]string{"u.yaml:3: users.alice.password_hash: not a bcrypt ($2a$/$2b$/$2y$) or argon2id ($argon2id$) hash; `wsbridge passwd` makes one"}},
+		{"every problem at once", fmt.Sprintf("users:\n  alice:\n    password: hunter2\n  bob:\n    password_hash: %q\n    role: [x]\n", h),
+			[]string{"u.yaml:3: users.alice.password: unknown key (a user has password_hash and roles)",
+				"u.yaml:2: users.alice: no password_hash (`wsbridge passwd` makes one)",
+				"u.yaml:6: users.bob.role: unknown key"}},
+		{"a user twice", fmt.Sprintf("users:\n  a: {password_hash: %q}\n  a: {password_hash: %q}\n", h, h),
+			[]string{"u.yaml:3: users.a: defined again (first on line 2)"}},
+		{"empty users", "users: {}\n", []string{"u.yaml:1: users: no users"}},
+		{"empty file", "", []string{"u.yaml: no users"}},
+		{"bad yaml", "users:\n  alice: [\n", []string{"u.yaml:2: did not find expected node content"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "u.yaml")
+			if err := os.WriteFile(p, []byte(tt.body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadUsers(p, HashLimits{})
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := strings.ReplaceAll(err.Error(), p, "u.yaml")
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error\n%s\nlacks\n%s", msg, w)
+				}
+			}
+			for _, never := range []string{"struct", "auth.", "hunter2"} {
+				if strings.Contains(msg, never) {
+					t.Errorf("error %q contains %q", msg, never)
+				}
+			}
+		})
+	}
+}

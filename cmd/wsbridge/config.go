@@ -50,7 +50,8 @@ type Config struct {
 
 	origins  *bridge.Origins
 	proxies  bridge.Proxies
-	dir      string                  // the config file's directory: relative auth file paths start here
+	file     string                  // the -config argument; "" for the embedded default
+	dir      string                  // the config file's directory: relative file paths start here
 	policies map[string]*auth.Policy // by auth name, built by check
 	keyring  atomic.Pointer[keyring.Keyring]
 }
@@ -125,7 +126,8 @@ type AdminConfig struct {
 	Listen string `yaml:"listen"`
 }
 
-// KeyringConfig locates the keyring and its master key file.
+// KeyringConfig locates the keyring and its master key file; relative
+// paths start at the config file's directory, as TLS and auth files do.
 type KeyringConfig struct {
 	Path    string `yaml:"path"`
 	KeyFile string `yaml:"key_file"`
@@ -276,6 +278,7 @@ func loadConfig(name string) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg.file = name
 	return cfg, nil
 }
 
@@ -730,7 +733,14 @@ func (cfg *Config) checkAuth(c *checker) {
 			}
 			u, err := auth.LoadUsers(cfg.path(a.UsersFile), auth.HashLimits{Concurrent: cfg.Limits.PasswordChecks,
 				PerClient: cfg.Limits.PasswordChecksPerIP, Wait: time.Duration(cfg.Limits.PasswordCheckWait)})
-			if err != nil {
+			// Each problem of the users file on a line of its own,
+			// located in both files.
+			var joined interface{ Unwrap() []error }
+			if errors.As(err, &joined) {
+				for _, e := range joined.Unwrap() {
+					c.fail(p+".users_file", "%v", e)
+				}
+			} else if err != nil {
 				c.fail(p+".users_file", "%v", err)
 			}
 			o.Users = u

@@ -1,14 +1,17 @@
 // Command wsbridge is a WebSocket gateway for message brokers.
 //
 //	wsbridge [serve] [-config FILE] [-listen ADDR] [-keyring FILE]
+//	wsbridge check -config FILE
 //	wsbridge keyring init|set|list|delete ...
 //	wsbridge token -config FILE -auth POLICY -sub SUBJECT [-role R]...
-//	wsbridge passwd < password
+//	wsbridge passwd
+//	wsbridge healthcheck URL
+//	wsbridge version
+//	wsbridge help [COMMAND]
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -38,103 +41,45 @@ func main() {
 	os.Exit(run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-const usage = `usage:
-  wsbridge [serve] [-config FILE] [-listen ADDR] [-keyring FILE]
-  wsbridge keyring init   [-config FILE] [-keyring FILE]
-  wsbridge keyring set    NAME -username USER -password-stdin [-config FILE] [-keyring FILE]
-  wsbridge keyring list   [-config FILE] [-keyring FILE]
-  wsbridge keyring delete NAME [-config FILE] [-keyring FILE]
-  wsbridge token  -config FILE -auth POLICY -sub SUBJECT [-role R]... [-ttl 1h]
-                  [-publish PATTERN]... [-subscribe PATTERN]... [-key PRIVATE.pem] [-kid ID]
-  wsbridge passwd < password        (prints a bcrypt password_hash for a users file)
-
-The keyring path comes from -keyring, WSBRIDGE_KEYRING, the config's keyring.path,
-or ./wsbridge.keyring. The master key comes from WSBRIDGE_KEYRING_KEY (the key),
-WSBRIDGE_KEYRING_KEY_FILE, the config's keyring.key_file, or KEYRING.key.
-`
-
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	cmd := "serve"
-	if len(args) > 0 && (args[0] == "serve" || args[0] == "keyring" || args[0] == "token" || args[0] == "passwd" ||
-		args[0] == "help" || args[0] == "-h" || args[0] == "--help") {
-		cmd, args = args[0], args[1:]
-	}
-	var err error
-	switch cmd {
-	case "serve":
-		err = serveCommand(ctx, args, stderr, nil)
-	case "keyring":
-		err = keyringCommand(args, stdin, stdout)
-	case "token":
-		err = tokenCommand(args, stdout)
-	case "passwd":
-		err = passwdCommand(stdin, stdout)
-	default:
-		fmt.Fprint(stdout, usage)
-		return 0
-	}
-	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 2
+var serveCmd = &command{
+	name: "serve", args: "[-config FILE] [-listen ADDR] [-keyring FILE]",
+	summary: "run the gateway (the default command)",
+	detail: `With no -config it serves the embedded default: an in-process NATS server,
+STOMP, SSE and HTTP publish on loopback, and a demo page at /.`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		var cf commonFlags
+		cf.register(fs)
+		listen := fs.String("listen", "", "listen address, `host:port` (overrides the config's listen)")
+		return func(ctx context.Context, e *env, _ []string) error {
+			return runGateway(ctx, cf, *listen, e.stderr, e.onListen)
 		}
-		fmt.Fprintln(stderr, "wsbridge:", err)
-		return 1
-	}
-	return 0
+	},
 }
 
-// commonFlags are accepted by every subcommand.
-type commonFlags struct {
-	config, keyring string
-}
-
-func (f *commonFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.config, "config", "", "YAML config file (default: the embedded default)")
-	fs.StringVar(&f.keyring, "keyring", "", "keyring file (overrides WSBRIDGE_KEYRING and keyring.path)")
-}
-
-// parseInterspersed parses flags that may come before or after positional
-// arguments, as in `keyring set NAME -username gw`.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
-// serveCommand runs the gateway until ctx ends. onListen, for tests, learns
-// the bound address.
+// serveCommand runs `wsbridge serve args` until ctx ends. onListen, for
+// tests, learns the bound address.
 func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen func(net.Addr)) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var cf commonFlags
-	cf.register(fs)
-	listen := fs.String("listen", "", "listen address, host:port (overrides the config's listen)")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
-	}
+	return serveCmd.exec(ctx, args, &env{stderr: stderr, onListen: onListen})
+}
+
+// runGateway runs the gateway until ctx ends.
+func runGateway(ctx context.Context, cf commonFlags, listen string, stderr io.Writer, onListen func(net.Addr)) error {
 	cfg, err := loadConfig(cf.config)
 	if err != nil {
 		return err
 	}
-	if *listen != "" {
-		cfg.Listen = *listen
+	if listen != "" {
+		cfg.Listen = listen
 	}
 	log := newLogger(cfg.Log, stderr)
 	var kr *keyring.Keyring
 	if cfg.needsKeyring() {
 		if kr, err = openKeyring(cfg, cf.keyring); err != nil {
 			return err
+		}
+		loc := locateKeyring(cfg, cf.keyring)
+		if w := loc.keyFileWarning(); w != "" {
+			log.Warn(w, "key_file", loc.keyFile)
 		}
 	}
 	gw, err := buildServer(cfg, kr, log)
@@ -165,7 +110,7 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen
 		scheme = "https"
 	}
 	attrs := []any{"addr", ln.Addr().String(), "scheme", scheme, "config", source, "routes", len(cfg.Routes)}
-	if cf.config == "" && *listen == "" {
+	if cf.config == "" && listen == "" {
 		attrs = append(attrs, "note", "embedded default: loopback only; pass -listen :8080 to expose it")
 	}
 	log.Info("wsbridge listening", attrs...)
@@ -459,51 +404,4 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
-}
-
-// keyringLocation resolves the keyring path and how to get its key.
-type keyringLocation struct {
-	path    string
-	keyEnv  string // WSBRIDGE_KEYRING_KEY, the key itself
-	keyFile string
-}
-
-func locateKeyring(cfg *Config, flagPath string) keyringLocation {
-	loc := keyringLocation{path: flagPath}
-	for _, p := range []string{os.Getenv("WSBRIDGE_KEYRING"), cfg.Keyring.Path, "wsbridge.keyring"} {
-		if loc.path == "" {
-			loc.path = p
-		}
-	}
-	loc.keyEnv = os.Getenv("WSBRIDGE_KEYRING_KEY")
-	for _, p := range []string{os.Getenv("WSBRIDGE_KEYRING_KEY_FILE"), cfg.Keyring.KeyFile, loc.path + ".key"} {
-		if loc.keyFile == "" {
-			loc.keyFile = p
-		}
-	}
-	return loc
-}
-
-func (l keyringLocation) key() (keyring.Key, error) {
-	if l.keyEnv != "" {
-		k, err := keyring.ParseKey(l.keyEnv)
-		if err != nil {
-			return k, fmt.Errorf("WSBRIDGE_KEYRING_KEY: %w", err)
-		}
-		return k, nil
-	}
-	k, err := keyring.LoadKeyFile(l.keyFile)
-	if errors.Is(err, keyring.ErrNoKey) {
-		return k, fmt.Errorf("%w (set WSBRIDGE_KEYRING_KEY or WSBRIDGE_KEYRING_KEY_FILE; `wsbridge keyring init` creates a key)", err)
-	}
-	return k, err
-}
-
-func openKeyring(cfg *Config, flagPath string) (*keyring.Keyring, error) {
-	loc := locateKeyring(cfg, flagPath)
-	key, err := loc.key()
-	if err != nil {
-		return nil, err
-	}
-	return keyring.Open(loc.path, key)
 }

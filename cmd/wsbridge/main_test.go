@@ -284,36 +284,6 @@ func TestServeReadyzReportsDownBackend(t *testing.T) {
 	}
 }
 
-func TestServeStartupErrors(t *testing.T) {
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.yaml")
-	os.WriteFile(cfg, []byte("keyring: {path: "+filepath.Join(dir, "k")+"}\nbackends:\n  b: {protocol: stomp, address: 127.0.0.1:1, credential: rabbit}\nroutes:\n  - {path: /s, protocol: stomp, backend: b}\n"), 0o600)
-	t.Setenv("WSBRIDGE_KEYRING", "")
-	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
-	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", "")
-	tests := []struct {
-		name  string
-		setup func()
-		want  string
-	}{
-		{"no key", func() {}, "no master key"},
-		{"no keyring", func() { keyring.GenerateKeyFile(filepath.Join(dir, "k.key")) }, "wsbridge keyring init"},
-		{"wrong key", func() {
-			other := filepath.Join(dir, "other.key")
-			k, _ := keyring.GenerateKeyFile(other)
-			keyring.Create(filepath.Join(dir, "k"), k)
-		}, "does not open"},
-		{"missing entry", func() { os.Rename(filepath.Join(dir, "other.key"), filepath.Join(dir, "k.key")) }, `no such entry: "rabbit"`},
-	}
-	for _, tt := range tests {
-		tt.setup()
-		_, errOut, code := wsbridge(t, "", "-config", cfg, "-listen", "127.0.0.1:0")
-		if code != 1 || !strings.Contains(errOut, tt.want) {
-			t.Fatalf("%s: exit %d, stderr %q, want %q", tt.name, code, errOut, tt.want)
-		}
-	}
-}
-
 // One config serves /stomp, /sse and /publish on RabbitMQ: a STOMP SEND to
 // /topic/prices.eur and an HTTP publish both reach an SSE subscriber of
 // prices.eur, and an SSE stream sees what STOMP subscribers see.

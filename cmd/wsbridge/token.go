@@ -1,7 +1,7 @@
 package main
 
 import (
-	"bufio"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
@@ -26,53 +26,75 @@ type stringList []string
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
-// tokenCommand runs `wsbridge token`: it mints a JWT that the named auth
-// policy accepts, signed with its HS256 secret or with -key (RS256/ES256).
-func tokenCommand(args []string, stdout io.Writer) error {
-	fs := flag.NewFlagSet("token", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	var cf commonFlags
-	cf.register(fs)
-	policy := fs.String("auth", "", "the auth policy (under auth: in the config) the token is for")
-	sub := fs.String("sub", "", "the subject: who the token speaks for")
-	var roles, pub, subs stringList
-	fs.Var(&roles, "role", "a role (repeatable)")
-	fs.Var(&pub, "publish", "a destination pattern granted in the token for publishing (repeatable)")
-	fs.Var(&subs, "subscribe", "a destination pattern granted in the token for subscribing (repeatable)")
-	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
-	keyFile := fs.String("key", "", "PEM private key for RS256/ES256 policies")
-	kid := fs.String("kid", "", "key id for the token header (JWKS)")
-	if err := fs.Parse(args); err != nil {
-		return err
+var tokenCmd = &command{
+	name: "token", args: "-config FILE -auth POLICY -sub SUBJECT [-role R]... [-ttl 1h] [-publish P]... [-subscribe P]... [-key PRIVATE.pem] [-kid ID]",
+	summary: "mint a JWT that a jwt auth policy of the config accepts",
+	detail: `It signs with the policy's HS256 secret, or with -key for RS256/ES256:
+  wsbridge token -config testdata/jwt.yaml -auth demo -sub rita -role reader`,
+	setup: func(fs *flag.FlagSet) runFunc {
+		var o tokenOptions
+		fs.StringVar(&o.config, "config", "", "the YAML config `FILE` whose auth policy the token is for (required)")
+		fs.StringVar(&o.policy, "auth", "", "the `POLICY` (a name under auth: in the config) the token is for (required)")
+		fs.StringVar(&o.sub, "sub", "", "the `SUBJECT`: who the token speaks for (required)")
+		fs.Var(&o.roles, "role", "a `ROLE` (repeatable)")
+		fs.Var(&o.pub, "publish", "a destination `PATTERN` granted in the token for publishing (repeatable)")
+		fs.Var(&o.subs, "subscribe", "a destination `PATTERN` granted in the token for subscribing (repeatable)")
+		fs.DurationVar(&o.ttl, "ttl", time.Hour, "how long the token is valid")
+		fs.StringVar(&o.keyFile, "key", "", "PEM private key `FILE` for RS256/ES256 policies")
+		fs.StringVar(&o.kid, "kid", "", "key `ID` for the token header (JWKS)")
+		return func(_ context.Context, e *env, _ []string) error { return mintToken(o, e.stdout) }
+	},
+}
+
+// tokenOptions are token's flags.
+type tokenOptions struct {
+	config, policy, sub string
+	roles, pub, subs    stringList
+	ttl                 time.Duration
+	keyFile, kid        string
+}
+
+// mintToken mints a JWT that the named auth policy accepts, signed with
+// its HS256 secret or with -key (RS256/ES256).
+func mintToken(o tokenOptions, stdout io.Writer) error {
+	if o.config == "" {
+		return &usageError{cmd: "token", err: errors.New("token: -config FILE is required: the token is signed with the key of an auth policy (mode: jwt) in that config, e.g. -config testdata/jwt.yaml -auth demo")}
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("token: unexpected argument %q", fs.Arg(0))
+	if o.policy == "" || o.sub == "" {
+		return &usageError{cmd: "token", err: errors.New("token: -auth POLICY and -sub SUBJECT are required")}
 	}
-	if *policy == "" || *sub == "" {
-		return errors.New("token: -auth POLICY and -sub SUBJECT are required")
+	if o.ttl <= 0 {
+		return &usageError{cmd: "token", err: errors.New("token: -ttl must be positive")}
 	}
-	if *ttl <= 0 {
-		return errors.New("token: -ttl must be positive")
-	}
-	cfg, err := loadConfig(cf.config)
+	cfg, err := loadConfig(o.config)
 	if err != nil {
 		return err
 	}
-	a, ok := cfg.Auth[*policy]
+	a, ok := cfg.Auth[o.policy]
 	if !ok || a.Mode != "jwt" {
-		return fmt.Errorf("token: the config has no jwt auth policy %q", *policy)
+		var have []string
+		for _, name := range sortedKeys(cfg.Auth) {
+			if cfg.Auth[name].Mode == "jwt" {
+				have = append(have, name)
+			}
+		}
+		list := "it has none"
+		if len(have) > 0 {
+			list = "it has " + strings.Join(have, ", ")
+		}
+		return fmt.Errorf("token: %s has no jwt auth policy %q (%s)", o.config, o.policy, list)
 	}
 	now := time.Now()
-	claims := jwt.MapClaims{"sub": *sub, "iat": now.Unix(), "exp": now.Add(*ttl).Unix()}
-	if len(roles) > 0 {
+	claims := jwt.MapClaims{"sub": o.sub, "iat": now.Unix(), "exp": now.Add(o.ttl).Unix()}
+	if len(o.roles) > 0 {
 		rc := a.JWT.RolesClaim
 		if rc == "" {
 			rc = "roles"
 		}
-		claims[rc] = []string(roles)
+		claims[rc] = []string(o.roles)
 	}
-	if len(pub)+len(subs) > 0 {
-		for _, p := range append(append([]string(nil), pub...), subs...) {
+	if len(o.pub)+len(o.subs) > 0 {
+		for _, p := range append(append([]string(nil), o.pub...), o.subs...) {
 			if _, err := auth.ParsePattern(p); err != nil {
 				return fmt.Errorf("token: %w", err)
 			}
@@ -81,7 +103,7 @@ func tokenCommand(args []string, stdout io.Writer) error {
 		if gc == "" {
 			gc = "wsbridge"
 		}
-		claims[gc] = map[string][]string{"publish": pub, "subscribe": subs}
+		claims[gc] = map[string][]string{"publish": o.pub, "subscribe": o.subs}
 	}
 	if a.JWT.Audience != "" {
 		claims["aud"] = a.JWT.Audience
@@ -93,22 +115,22 @@ func tokenCommand(args []string, stdout io.Writer) error {
 	var key any
 	switch a.JWT.Algorithm {
 	case "HS256":
-		if key, err = cfg.jwtSecret(*policy); err != nil {
+		if key, err = cfg.jwtSecret(o.policy); err != nil {
 			return fmt.Errorf("token: %w", err)
 		}
 		method = jwt.SigningMethodHS256
 	case "RS256", "ES256":
-		if *keyFile == "" {
-			return fmt.Errorf("token: auth %q uses %s: give its private key with -key FILE", *policy, a.JWT.Algorithm)
+		if o.keyFile == "" {
+			return fmt.Errorf("token: auth %q uses %s: give its private key with -key FILE", o.policy, a.JWT.Algorithm)
 		}
-		if key, err = privateKey(*keyFile, a.JWT.Algorithm); err != nil {
+		if key, err = privateKey(o.keyFile, a.JWT.Algorithm); err != nil {
 			return fmt.Errorf("token: %w", err)
 		}
 		method = jwt.GetSigningMethod(a.JWT.Algorithm)
 	}
 	t := jwt.NewWithClaims(method, claims)
-	if *kid != "" {
-		t.Header["kid"] = *kid
+	if o.kid != "" {
+		t.Header["kid"] = o.kid
 	}
 	s, err := t.SignedString(key)
 	if err != nil {
@@ -154,22 +176,26 @@ func privateKey(path, alg string) (crypto.Signer, error) {
 	return nil, fmt.Errorf("%s is not a %s key", path, alg)
 }
 
-// passwdCommand runs `wsbridge passwd`: a bcrypt hash of the password on
-// standard input, for a users file.
-func passwdCommand(stdin io.Reader, stdout io.Writer) error {
-	line, err := bufio.NewReader(stdin).ReadString('\n')
-	if err != nil && !errors.Is(err, io.EOF) {
-		return err
-	}
-	pw := strings.TrimRight(line, "\r\n")
-	if pw == "" {
-		return errors.New("passwd: give the password on standard input")
-	}
-	h, err := auth.HashPassword(pw)
-	if err != nil {
-		return fmt.Errorf("passwd: %w", err)
-	}
-	out, _ := json.Marshal(h) // quoted, ready for YAML
-	fmt.Fprintf(stdout, "password_hash: %s\n", out)
-	return nil
+var passwdCmd = &command{
+	name: "passwd", args: "",
+	summary: "print a bcrypt password_hash for a users file",
+	detail: `At a terminal the password is prompted for, twice, with echo off; otherwise
+it is read as one line from standard input:
+  wsbridge passwd <<< "$PASSWORD"
+The output is a line to paste under a user in a users file (see testdata/users.yaml).`,
+	setup: func(*flag.FlagSet) runFunc {
+		return func(_ context.Context, e *env, _ []string) error {
+			pw, err := readPassword(e.stdin, e.stderr, "Password", true)
+			if err != nil {
+				return fmt.Errorf("passwd: %w", err)
+			}
+			h, err := auth.HashPassword(pw)
+			if err != nil {
+				return fmt.Errorf("passwd: %w", err)
+			}
+			out, _ := json.Marshal(h) // quoted, ready for YAML
+			fmt.Fprintf(e.stdout, "password_hash: %s\n", out)
+			return nil
+		}
+	},
 }
