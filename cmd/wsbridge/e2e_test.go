@@ -51,8 +51,10 @@ func TestStompJSThroughGateway(t *testing.T) {
 }
 
 // The embedded default serves the demo page; two pages chat over STOMP
-// and the SSE panel follows, in headless Chromium. A screenshot goes to
-// artifacts/demo.png (gitignored).
+// and the SSE panel follows, in headless Chromium; empty panes say what to
+// do, a phone's 390 px width does not scroll sideways, and no request fails
+// (favicon included). Screenshots go to artifacts/demo.png and
+// demo-390.png (gitignored).
 func TestDemoPageInChromium(t *testing.T) {
 	requireNodeClients(t)
 	chromium := os.Getenv("CHROMIUM")
