@@ -348,10 +348,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		switch b.Protocol {
 		case "amqp":
 			broker = bridge.NewAMQP(bridge.AMQPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name], TLS: b.tls,
-				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log})
+				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		case "nats":
 			o := bridge.NATSOptions{URL: "nats://" + b.Address, Credential: creds[name], TLS: b.tls,
-				DialTimeout: time.Duration(b.DialTimeout), Log: log}
+				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential}
 			if e := embedded[name]; e != nil {
 				o.URL, o.InProcess = "nats://"+e.Addr(), e.Server()
 			}
@@ -362,10 +362,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			broker = n
 		case "mqtt":
 			broker = bridge.NewMQTT(bridge.MQTTOptions{Address: b.Address, Credential: creds[name], TLS: b.tls,
-				DialTimeout: time.Duration(b.DialTimeout), Log: log})
+				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		case "stomp":
 			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name], TLS: b.tls,
-				DialTimeout: time.Duration(b.DialTimeout), Log: log})
+				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		}
 		g.brokers = append(g.brokers, broker)
 		srv.AddReadyCheck(name, broker.Ready) // replaces a relay's check of the same backend
