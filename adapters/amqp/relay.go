@@ -446,6 +446,9 @@ func (s *session) closeForClient(fr []byte, opened bool) []byte {
 	var repl string
 	if !opened {
 		s.BrokerRefused(text, "reply_code", code)
+		// The client's close-ok, and the close that follows, end the
+		// session, but the broker refusing the gateway is why: a WARN.
+		s.SetOutcome(bridge.OutcomeBrokerRefused, "the gateway's log has the broker's reason")
 		name, _, _ := strings.Cut(text, " - ")
 		if name == "" || strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != "" {
 			name = "ACCESS_REFUSED"

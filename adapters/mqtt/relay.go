@@ -448,6 +448,9 @@ func (s *session) connack(b []byte) ([]byte, bool) {
 	}
 	if what, ok := credentialRefusals[code]; ok {
 		s.BrokerRefused(said+" ("+what+")", "connack_code", code)
+		// The broker's close that follows ends the session, but its
+		// refusal of the gateway is why.
+		s.SetOutcome(bridge.OutcomeBrokerRefused, "the gateway's log has the broker's reason")
 	} else {
 		s.BrokerWarn("mqtt broker refused the gateway's connection", said, "connack_code", code)
 	}

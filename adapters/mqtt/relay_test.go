@@ -285,6 +285,12 @@ func TestRelayBrokerRefusesTheGatewaysCredential(t *testing.T) {
 					t.Errorf("log line lacks %q: %s", w, line)
 				}
 			}
+			logs.WaitFor(t, "mqtt connection closed")
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "mqtt connection closed") && (!strings.Contains(l, "level=WARN") || !strings.Contains(l, "outcome=broker_refused")) {
+					t.Errorf("close line: %s", l)
+				}
+			}
 			if strings.Contains(logs.String(), c.password) {
 				t.Fatalf("the password reached the logs:\n%s", logs)
 			}
