@@ -60,6 +60,19 @@ func TestBackendLoginTry(t *testing.T) {
 			}
 		})
 	}
+	t.Run("RabbitMQ's MQTT plugin", func(t *testing.T) {
+		addr := brokertest.RabbitMQTT(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		l := bridge.BackendLogin{Backend: "rabbit-mqtt", Protocol: "mqtt", Address: addr, CredentialName: "gw", Credential: right}
+		if err := l.Try(ctx); err != nil {
+			t.Fatalf("right password: %v", err)
+		}
+		l.Credential = wrong
+		if err := l.Try(ctx); !errors.Is(err, bridge.ErrLoginRefused) {
+			t.Fatalf("wrong password: %v, want a refusal", err)
+		}
+	})
 	t.Run("unreachable", func(t *testing.T) {
 		l := bridge.BackendLogin{Protocol: "amqp", Address: brokertest.DeadAddr(t), Credential: right, DialTimeout: time.Second}
 		if err := l.Try(context.Background()); !errors.Is(err, bridge.ErrUnavailable) || errors.Is(err, bridge.ErrLoginRefused) {
