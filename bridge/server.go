@@ -76,11 +76,11 @@ type Server struct {
 	checks map[string]ReadyCheck
 
 	// The readiness pass at startup runs once, on bg, until bgCtx ends
-	// (Shutdown).
-	startCheck sync.Once
-	bg         sync.WaitGroup
-	bgCtx      context.Context
-	stopBg     context.CancelFunc
+	// (Shutdown). checksStarted and bgCtx's cancelling are guarded by mu.
+	checksStarted bool
+	bg            sync.WaitGroup
+	bgCtx         context.Context
+	stopBg        context.CancelFunc
 }
 
 // NewServer makes a server with the given limits.
@@ -174,6 +174,18 @@ type namedErr struct {
 	err  error
 }
 
+// startChecks starts the readiness pass at startup, once, unless the
+// server is already shutting down.
+func (s *Server) startChecks() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.checksStarted || s.bgCtx.Err() != nil {
+		return
+	}
+	s.checksStarted = true
+	s.bg.Go(func() { s.checkAtStart(s.bgCtx) })
+}
+
 // checkAtStart runs the readiness checks once as the server starts, so a
 // broker that refuses the gateway's credential or cannot be reached is in
 // the log before the first client finds out. A refused login has been
@@ -205,9 +217,7 @@ func DialCheck(addr string) ReadyCheck {
 // Serve accepts connections on ln until Shutdown, over TLS when the
 // options say so.
 func (s *Server) Serve(ln net.Listener) error {
-	s.startCheck.Do(func() {
-		s.bg.Go(func() { s.checkAtStart(s.bgCtx) })
-	})
+	s.startChecks()
 	if s.opts.TLS != nil {
 		ln = tls.NewListener(ln, s.opts.TLS)
 	}
@@ -222,7 +232,9 @@ func (s *Server) Serve(ln net.Listener) error {
 // go away and waits for them, then stops the HTTP server, all until ctx
 // ends. Streams go first: http.Server.Shutdown would otherwise wait on them.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.stopBg()
+	s.mu.Lock()
+	s.stopBg() // under mu: no startChecks can Add to bg after this
+	s.mu.Unlock()
 	s.Conns.CloseAll(ctx)
 	err := s.http.Shutdown(ctx)
 	s.bg.Wait()
