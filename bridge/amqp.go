@@ -26,6 +26,9 @@ type AMQPOptions struct {
 	// subscription's buffer in the gateway is bounded too.
 	Prefetch int
 	Log      *slog.Logger
+	// Backend and CredentialName (Credential's keyring entry) name what
+	// to fix in the operator's log when the broker refuses the login.
+	Backend, CredentialName string
 }
 
 // AMQP is a Broker on amqp091-go. Topics are routing keys on a topic
@@ -35,6 +38,8 @@ type AMQPOptions struct {
 // after it is lost.
 type AMQP struct {
 	o AMQPOptions
+
+	login *LoginCheck // readiness, fed by every dial
 
 	mu    sync.Mutex
 	conn  *amqp.Connection
@@ -55,7 +60,8 @@ func NewAMQP(o AMQPOptions) *AMQP {
 	if o.Prefetch <= 0 {
 		o.Prefetch = 256
 	}
-	return &AMQP{o: o}
+	return &AMQP{o: o, login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "amqp", Address: o.Address, VHost: o.VHost,
+		Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)}
 }
 
 // connection returns the live connection, dialling if needed. Call with
@@ -82,8 +88,10 @@ func (a *AMQP) connection() (*amqp.Connection, error) {
 	// Credentials go through SASL, never the URL, so no error can echo them.
 	conn, err := amqp.DialConfig(scheme+a.o.Address+"/", cfg)
 	if err != nil {
+		a.login.observeLogin(err, amqpRefusal(err, a.o.VHost))
 		return nil, fmt.Errorf("amqp %s: %v: %w", a.o.Address, err, ErrUnavailable)
 	}
+	a.login.Observe(nil)
 	a.conn, a.pubCh = conn, nil
 	return conn, nil
 }
@@ -196,8 +204,8 @@ func (s *amqpSub) Unsubscribe() error {
 	return err
 }
 
-// Ready implements Broker.
-func (a *AMQP) Ready(ctx context.Context) error { return DialCheck(a.o.Address)(ctx) }
+// Ready implements Broker: the broker accepts the credential (LoginCheck).
+func (a *AMQP) Ready(ctx context.Context) error { return a.login.Ready(ctx) }
 
 // Close implements Broker.
 func (a *AMQP) Close() error {

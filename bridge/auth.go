@@ -134,6 +134,10 @@ func (l *brokerLogin) redactPassword(text string) string {
 // user, which is the operator's business (BrokerRefused logs them).
 const BrokerRefusedCredential = "the broker refused the gateway's credential"
 
+// OutcomeBrokerRefused is the close log line's outcome of a session whose
+// broker refused the gateway's credential for it.
+const OutcomeBrokerRefused = "broker_refused"
+
 // BrokerRefused logs at WARN that the broker refused the session's broker
 // login, with the backend and keyring entry to fix and the broker's own
 // words (said, which may name the broker user; never the password). attrs

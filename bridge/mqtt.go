@@ -24,6 +24,9 @@ type MQTTOptions struct {
 	// TLS, when set, reaches the broker over TLS (mqtts).
 	TLS *tls.Config
 	Log *slog.Logger
+	// Backend and CredentialName (Credential's keyring entry) name what
+	// to fix in the operator's log when the broker refuses the login.
+	Backend, CredentialName string
 }
 
 // MQTT is a Broker on paho.mqtt.golang. Topic "a.b" is MQTT topic "a/b".
@@ -37,8 +40,9 @@ type MQTTOptions struct {
 // So the broker is subscribed once per filter, whose callback calls every
 // subscription's handler, and unsubscribed when the last one goes.
 type MQTT struct {
-	o MQTTOptions
-	c mqtt.Client
+	o     MQTTOptions
+	c     mqtt.Client
+	login *LoginCheck // readiness, fed by every connect
 
 	mu   sync.Mutex
 	lost chan struct{} // closed when the current connection is lost
@@ -92,6 +96,8 @@ func NewMQTT(o MQTTOptions) *MQTT {
 		opts.SetUsername(c.Username).SetPassword(c.Password.Reveal())
 	}
 	m.c = mqtt.NewClient(opts)
+	m.login = NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "mqtt", Address: o.Address,
+		Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)
 	return m
 }
 
@@ -108,8 +114,10 @@ func (m *MQTT) connect() (chan struct{}, error) {
 			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, ErrUnavailable)
 		}
 		if err := t.Error(); err != nil {
+			m.login.observeLogin(err, mqttRefusal(err))
 			return nil, fmt.Errorf("mqtt %s: %v: %w", m.o.Address, err, ErrUnavailable)
 		}
+		m.login.Observe(nil)
 	}
 	return m.lost, nil
 }
@@ -277,7 +285,7 @@ func (s *mqttSub) Unsubscribe() error {
 }
 
 // Ready implements Broker.
-func (m *MQTT) Ready(ctx context.Context) error { return DialCheck(m.o.Address)(ctx) }
+func (m *MQTT) Ready(ctx context.Context) error { return m.login.Ready(ctx) }
 
 // Close implements Broker.
 func (m *MQTT) Close() error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,9 @@ type NATSOptions struct {
 	// InProcess, when set, connects to an embedded server without a socket.
 	InProcess nats.InProcessConnProvider
 	Log       *slog.Logger
+	// Backend and CredentialName (Credential's keyring entry) name what
+	// to fix in the operator's log when the broker refuses the login.
+	Backend, CredentialName string
 }
 
 // NATS is a Broker on nats.go. Topics are subjects as they are. The client
@@ -35,6 +39,9 @@ type NATS struct {
 	o      NATSOptions
 	nc     *nats.Conn
 	closed chan struct{}
+	// login logs a refused credential; the connection itself (nats.go
+	// keeps trying) is the readiness check.
+	login *LoginCheck
 }
 
 // NewNATS connects to NATS. A server that is down at startup is retried in
@@ -49,7 +56,8 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	n := &NATS{o: o, closed: make(chan struct{})}
+	n := &NATS{o: o, closed: make(chan struct{}), login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "nats",
+		Address: strings.TrimPrefix(o.URL, "nats://"), Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS}, o.Log)}
 	var once sync.Once
 	opts := []nats.Option{
 		nats.Name("wsbridge"),
@@ -57,6 +65,13 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 		nats.RetryOnFailedConnect(true),
 		nats.MaxReconnects(-1),
 		nats.ClosedHandler(func(*nats.Conn) { once.Do(func() { close(n.closed) }) }),
+		// A refused credential is retried like a lost server (nats.go
+		// would otherwise close the connection for good after the second
+		// refusal), so fixing the user on the server is enough; each
+		// refusal goes to the login check, which logs it.
+		nats.IgnoreAuthErrorAbort(),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { n.login.observeLogin(err, natsRefusal(err)) }),
+		nats.ReconnectHandler(func(*nats.Conn) { n.login.Observe(nil) }),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			subject := ""
 			if s != nil {
@@ -160,12 +175,16 @@ type natsSub struct {
 func (s natsSub) Done() <-chan struct{} { return s.closed }
 func (s natsSub) Unsubscribe() error    { return s.s.Unsubscribe() }
 
-// Ready implements Broker.
+// Ready implements Broker: the connection nats.go keeps is up, or, when
+// it is not because the server refused the credential, ErrLoginRefused.
 func (n *NATS) Ready(context.Context) error {
-	if !n.nc.IsConnected() {
-		return fmt.Errorf("nats %s: not connected", n.o.URL)
+	if n.nc.IsConnected() {
+		return nil
 	}
-	return nil
+	if err := n.login.refused(); err != nil {
+		return err
+	}
+	return fmt.Errorf("nats %s: not connected", n.o.URL)
 }
 
 // Close implements Broker.

@@ -51,6 +51,14 @@ func (o *RouteOptions) Admission(protocol string, subprotocols []string, newSess
 		Upgraders: NewUpgraders(Handler{}, o.WS, subprotocols, newSession)}
 }
 
+// LoginCheck is the route's readiness check: the broker, speaking
+// protocol, accepts the route's credential (on vhost, where the protocol
+// has one). Without a credential it only dials.
+func (o *RouteOptions) LoginCheck(protocol, vhost string) *LoginCheck {
+	return NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: protocol, Address: o.Address, VHost: vhost,
+		Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)
+}
+
 // Dial connects one session to the broker.
 func (o *RouteOptions) Dial(d *net.Dialer) (*Upstream, error) {
 	u, err := DialUpstream(d, o.Address, o.TLS, o.WS.WriteTimeout)

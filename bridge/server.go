@@ -74,6 +74,13 @@ type Server struct {
 
 	mu     sync.Mutex
 	checks map[string]ReadyCheck
+
+	// The readiness pass at startup runs once, on bg, until bgCtx ends
+	// (Shutdown). checksStarted and bgCtx's cancelling are guarded by mu.
+	checksStarted bool
+	bg            sync.WaitGroup
+	bgCtx         context.Context
+	stopBg        context.CancelFunc
 }
 
 // NewServer makes a server with the given limits.
@@ -89,6 +96,7 @@ func NewServer(log *slog.Logger, o ServerOptions) *Server {
 		Conns:  NewConns(o.MaxConns, o.MaxConnsPerIP),
 		checks: map[string]ReadyCheck{},
 	}
+	s.bgCtx, s.stopBg = context.WithCancel(context.Background())
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "ok")
@@ -115,30 +123,83 @@ func (s *Server) AddReadyCheck(name string, check ReadyCheck) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	if failed := s.notReady(ctx); len(failed) > 0 {
+		msgs := make([]string, len(failed))
+		for i, f := range failed {
+			msgs[i] = f.name + ": " + f.err.Error()
+		}
+		Error(w, http.StatusServiceUnavailable, "backends not ready: "+strings.Join(msgs, "; "))
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, "ready")
+}
+
+// readyTimeout bounds one readiness pass: the checks run side by side, so
+// it bounds the slowest, a broker login among them.
+const readyTimeout = 3 * time.Second
+
+// notReady runs every check at once and returns the failures by name.
+func (s *Server) notReady(ctx context.Context) []namedErr {
 	s.mu.Lock()
 	names := make([]string, 0, len(s.checks))
 	for n := range s.checks {
 		names = append(names, n)
 	}
-	s.mu.Unlock()
+	checks := make([]ReadyCheck, len(names))
 	sort.Strings(names)
-	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
-	defer cancel()
-	var failed []string
-	for _, n := range names {
-		s.mu.Lock()
-		check := s.checks[n]
-		s.mu.Unlock()
-		if err := check(ctx); err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", n, err))
+	for i, n := range names {
+		checks[i] = s.checks[n]
+	}
+	s.mu.Unlock()
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, check := range checks {
+		wg.Go(func() { errs[i] = check(ctx) })
+	}
+	wg.Wait()
+	var failed []namedErr
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, namedErr{names[i], err})
 		}
 	}
-	if len(failed) > 0 {
-		Error(w, http.StatusServiceUnavailable, "backends unreachable: "+strings.Join(failed, "; "))
+	return failed
+}
+
+type namedErr struct {
+	name string
+	err  error
+}
+
+// startChecks starts the readiness pass at startup, once, unless the
+// server is already shutting down.
+func (s *Server) startChecks() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.checksStarted || s.bgCtx.Err() != nil {
 		return
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintln(w, "ready")
+	s.checksStarted = true
+	s.bg.Go(func() { s.checkAtStart(s.bgCtx) })
+}
+
+// checkAtStart runs the readiness checks once as the server starts, so a
+// broker that refuses the gateway's credential or cannot be reached is in
+// the log before the first client finds out. A refused login has been
+// logged by its LoginCheck, with the keyring entry.
+func (s *Server) checkAtStart(ctx context.Context) {
+	// Longer than a probe waits: nobody is waiting, and a broker may take
+	// seconds to refuse a login.
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for _, f := range s.notReady(ctx) {
+		if !errors.Is(f.err, ErrLoginRefused) {
+			s.log.Warn("backend not ready at startup", "backend", f.name, "error", f.err.Error())
+		}
+	}
 }
 
 // DialCheck is a ReadyCheck that opens and closes a TCP connection to addr.
@@ -156,6 +217,7 @@ func DialCheck(addr string) ReadyCheck {
 // Serve accepts connections on ln until Shutdown, over TLS when the
 // options say so.
 func (s *Server) Serve(ln net.Listener) error {
+	s.startChecks()
 	if s.opts.TLS != nil {
 		ln = tls.NewListener(ln, s.opts.TLS)
 	}
@@ -170,6 +232,11 @@ func (s *Server) Serve(ln net.Listener) error {
 // go away and waits for them, then stops the HTTP server, all until ctx
 // ends. Streams go first: http.Server.Shutdown would otherwise wait on them.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.stopBg() // under mu: no startChecks can Add to bg after this
+	s.mu.Unlock()
 	s.Conns.CloseAll(ctx)
-	return s.http.Shutdown(ctx)
+	err := s.http.Shutdown(ctx)
+	s.bg.Wait()
+	return err
 }

@@ -107,12 +107,23 @@ func (Handler) OnMessage(c *gws.Conn, m *gws.Message) {
 	// not the gateway with every other session in it.
 	defer func() {
 		if r := recover(); r != nil {
-			slog.Error("panic while handling a client message; closing that connection",
-				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			ev.Core().Finish("internal_error", fmt.Sprint("internal error: ", r), CloseInternal, gws.OpcodeText, nil)
+			s := ev.Core()
+			s.log().Error("panic while handling a client message; closing that connection",
+				"remote", s.Remote, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.Finish("internal_error", fmt.Sprint("internal error: ", r), CloseInternal, gws.OpcodeText, nil)
 		}
 	}()
 	ev.OnMessage(data)
+}
+
+// log is the route's logger, which the operator configured (level,
+// format, destination); slog's default only for a session no Admission
+// made.
+func (s *Session) log() *slog.Logger {
+	if s.adm != nil && s.adm.Log != nil {
+		return s.adm.Log.With("route", s.adm.Route)
+	}
+	return slog.Default()
 }
 
 // Core returns s, for SessionEvents.

@@ -35,9 +35,12 @@ type probe struct {
 func (p *probe) OnClose(_ *gws.Conn, err error) { p.closed <- err }
 
 // A panic in one session's handler closes that connection with 1011 and
-// leaves the process serving.
+// leaves the process serving; the panic and its stack go to the route's
+// log (captured here, so that a passing run prints no stack).
 func TestHandlerRecoversFromPanics(t *testing.T) {
+	var logs strings.Builder // written before the close the test waits for
 	sess := &panicky{closed: make(chan struct{})}
+	sess.adm = &Admission{Route: "/boom", Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	ups := NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return sess })
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ws, err := ups.Upgrade(w, r)
@@ -67,6 +70,13 @@ func TestHandlerRecoversFromPanics(t *testing.T) {
 		t.Fatal("connection not closed after the panic")
 	}
 	<-sess.closed
+	got := logs.String()
+	for _, want := range []string{"level=ERROR", "panic while handling a client message", "route=/boom", "panic=\"adapter bug\"",
+		"stack=", "(*panicky).OnMessage"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the log lacks %q:\n%s", want, got)
+		}
+	}
 }
 
 // quiet is an adapter session that does nothing with messages.

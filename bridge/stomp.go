@@ -22,13 +22,17 @@ type STOMPOptions struct {
 	// TLS, when set, reaches the broker over TLS (stomp+ssl).
 	TLS *tls.Config
 	Log *slog.Logger
+	// Backend and CredentialName (Credential's keyring entry) name what
+	// to fix in the operator's log when the broker refuses the login.
+	Backend, CredentialName string
 }
 
 // STOMP is a Broker on go-stomp. Topic "x" is destination /topic/x;
 // publishes wait for a RECEIPT. A lost connection ends its subscriptions;
 // the next use dials again.
 type STOMP struct {
-	o STOMPOptions
+	o     STOMPOptions
+	login *LoginCheck // readiness, fed by every dial
 
 	mu   sync.Mutex
 	conn *stomp.Conn
@@ -43,7 +47,8 @@ func NewSTOMP(o STOMPOptions) *STOMP {
 	if o.VHost == "" {
 		o.VHost = "/"
 	}
-	return &STOMP{o: o}
+	return &STOMP{o: o, login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "stomp", Address: o.Address, VHost: o.VHost,
+		Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)}
 }
 
 func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, error) {
@@ -74,8 +79,10 @@ func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, err
 	conn, err := stomp.Connect(nc, opts...)
 	if err != nil {
 		nc.Close()
+		s.login.observeLogin(err, stompRefusal(err))
 		return nil, nil, fmt.Errorf("stomp %s: %v: %w", s.o.Address, err, ErrUnavailable)
 	}
+	s.login.Observe(nil)
 	s.conn, s.lost = conn, make(chan struct{})
 	return conn, s.lost, nil
 }
@@ -171,8 +178,8 @@ func (s *stompSub) Unsubscribe() error {
 	return err
 }
 
-// Ready implements Broker.
-func (s *STOMP) Ready(ctx context.Context) error { return DialCheck(s.o.Address)(ctx) }
+// Ready implements Broker: the broker accepts the credential (LoginCheck).
+func (s *STOMP) Ready(ctx context.Context) error { return s.login.Ready(ctx) }
 
 // Close implements Broker.
 func (s *STOMP) Close() error {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"sync/atomic"
 )
 
@@ -31,10 +32,19 @@ func NewCertReloader(certFile, keyFile string) (*CertReloader, error) {
 func (r *CertReloader) Reload() error {
 	c, err := tls.LoadX509KeyPair(r.certFile, r.keyFile)
 	if err != nil {
-		return fmt.Errorf("tls: %w", err)
+		return tlsError(err)
 	}
 	r.cert.Store(&c)
 	return nil
+}
+
+// tlsError says an error is about TLS, once: crypto/tls's own errors
+// already begin "tls: ", a file's do not.
+func tlsError(err error) error {
+	if strings.HasPrefix(err.Error(), "tls: ") {
+		return err
+	}
+	return fmt.Errorf("tls: %w", err)
 }
 
 // ServerConfig is the listener's TLS configuration: TLS 1.2 and newer only.
@@ -65,7 +75,7 @@ func (c ClientTLS) Config(host string) (*tls.Config, error) {
 	if c.CAFile != "" {
 		pem, err := os.ReadFile(c.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
+			return nil, tlsError(err)
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
@@ -79,7 +89,7 @@ func (c ClientTLS) Config(host string) (*tls.Config, error) {
 	if c.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("tls: %w", err)
+			return nil, tlsError(err)
 		}
 		cfg.Certificates = []tls.Certificate{cert}
 	}

@@ -48,6 +48,7 @@ type Relay struct {
 	opts             Options
 	bridge.Admission // serves HTTP: admits clients and starts their sessions
 	dialer           net.Dialer
+	login            *bridge.LoginCheck // readiness: the broker accepts the route's credential
 }
 
 // NewRelay makes a relay handler.
@@ -61,11 +62,13 @@ func NewRelay(o Options) *Relay {
 	r := &Relay{dialer: o.Dialer()}
 	r.opts = o
 	r.Admission = o.Admission("amqp", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
+	r.login = o.LoginCheck("amqp", o.VHosts[0])
 	return r
 }
 
-// Ready reports whether the broker accepts TCP connections.
-func (r *Relay) Ready(ctx context.Context) error { return bridge.DialCheck(r.opts.Address)(ctx) }
+// Ready reports whether the broker accepts the route's credential
+// (bridge.LoginCheck: a real login at most every 30 s, a dial every time).
+func (r *Relay) Ready(ctx context.Context) error { return r.login.Ready(ctx) }
 
 type session struct {
 	bridge.Session
@@ -443,6 +446,9 @@ func (s *session) closeForClient(fr []byte, opened bool) []byte {
 	var repl string
 	if !opened {
 		s.BrokerRefused(text, "reply_code", code)
+		// The client's close-ok, and the close that follows, end the
+		// session, but the broker refusing the gateway is why: a WARN.
+		s.SetOutcome(bridge.OutcomeBrokerRefused, "the gateway's log has the broker's reason")
 		name, _, _ := strings.Cut(text, " - ")
 		if name == "" || strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != "" {
 			name = "ACCESS_REFUSED"

@@ -303,6 +303,14 @@ func TestRelayAMQPBrokerRefusesTheGatewaysCredential(t *testing.T) {
 					t.Errorf("log line lacks %q: %s", w, line)
 				}
 			}
+			// The session's end says why, though the client's close-ok
+			// closed it (it read client_closed at INFO).
+			logs.WaitFor(t, "amqp connection closed")
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "amqp connection closed") && (!strings.Contains(l, "level=WARN") || !strings.Contains(l, "outcome=broker_refused")) {
+					t.Errorf("close line: %s", l)
+				}
+			}
 			if strings.Contains(logs.String(), password) {
 				t.Fatalf("the password reached the logs:\n%s", logs)
 			}

@@ -40,6 +40,7 @@ type Relay struct {
 	opts             Options
 	bridge.Admission // serves HTTP: admits clients and starts their sessions
 	dialer           net.Dialer
+	login            *bridge.LoginCheck // readiness: the broker accepts the route's credential
 }
 
 // NewRelay makes a relay handler.
@@ -53,11 +54,13 @@ func NewRelay(o Options) *Relay {
 	// MQTT-6.0.0-1: MQTT travels in binary messages only; a text message
 	// ends the connection before any of it is read as MQTT.
 	r.Admission.Upgraders.BinaryOnly = true
+	r.login = o.LoginCheck("mqtt", "")
 	return r
 }
 
-// Ready reports whether the broker accepts TCP connections.
-func (r *Relay) Ready(ctx context.Context) error { return bridge.DialCheck(r.opts.Address)(ctx) }
+// Ready reports whether the broker accepts the route's credential
+// (bridge.LoginCheck: a real login at most every 30 s, a dial every time).
+func (r *Relay) Ready(ctx context.Context) error { return r.login.Ready(ctx) }
 
 // session is one client connection; fields under "read loop" belong to the
 // gws read goroutine.
@@ -445,6 +448,9 @@ func (s *session) connack(b []byte) ([]byte, bool) {
 	}
 	if what, ok := credentialRefusals[code]; ok {
 		s.BrokerRefused(said+" ("+what+")", "connack_code", code)
+		// The broker's close that follows ends the session, but its
+		// refusal of the gateway is why.
+		s.SetOutcome(bridge.OutcomeBrokerRefused, "the gateway's log has the broker's reason")
 	} else {
 		s.BrokerWarn("mqtt broker refused the gateway's connection", said, "connack_code", code)
 	}

@@ -285,6 +285,12 @@ func TestRelayBrokerRefusesTheGatewaysCredential(t *testing.T) {
 					t.Errorf("log line lacks %q: %s", w, line)
 				}
 			}
+			logs.WaitFor(t, "mqtt connection closed")
+			for _, l := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(l, "mqtt connection closed") && (!strings.Contains(l, "level=WARN") || !strings.Contains(l, "outcome=broker_refused")) {
+					t.Errorf("close line: %s", l)
+				}
+			}
 			if strings.Contains(logs.String(), c.password) {
 				t.Fatalf("the password reached the logs:\n%s", logs)
 			}
@@ -511,4 +517,58 @@ func TestRelayToRabbitMQMQTT(t *testing.T) {
 		}
 	}
 	t.Fatalf("client %s not in list_mqtt_connections:\n%s", id, out)
+}
+
+// A client's clean goodbye, DISCONNECT, is the end it asked for: Mosquitto
+// closes the connection on it, and the gateway closes the WebSocket with
+// 1000 and logs INFO outcome=disconnected, not WARN broker_closed with
+// 1011. Whether the client then waits for the close (raw) or closes first
+// (paho).
+func TestRelayCleanDisconnect(t *testing.T) {
+	addr := brokertest.Mosquitto(t)
+	closedLine := func(t *testing.T, logs *brokertest.Logs) string {
+		t.Helper()
+		logs.WaitFor(t, "mqtt connection closed")
+		for _, l := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(l, "mqtt connection closed") {
+				return l
+			}
+		}
+		return ""
+	}
+	serveLogged := func(t *testing.T) (string, *brokertest.Logs) {
+		logs := &brokertest.Logs{}
+		url := brokertest.ServeRoute(t, "/mqtt", slog.New(slog.NewTextHandler(logs, nil)), func(e brokertest.RouteEnv) http.Handler {
+			return NewRelay(Options{RouteOptions: bridge.RouteOptions{Route: "/mqtt", Backend: "mosquitto", Address: addr,
+				Origins: e.Origins, Conns: e.Conns, Log: e.Log, WS: e.WS}})
+		})
+		return url, logs
+	}
+	for _, v := range []byte{4, 5} {
+		t.Run(fmt.Sprintf("level %d, the client waits for the close", v), func(t *testing.T) {
+			url, logs := serveLogged(t)
+			c := dialRaw(t, url)
+			c.send(t, connect(t, v, fmt.Sprintf("bye-%d-%d", v, time.Now().UnixNano())))
+			if ack := c.next(t); len(ack) < 4 || ack[0] != 0x20 || ack[3] != 0 {
+				t.Fatalf("CONNACK %x", ack)
+			}
+			c.send(t, []byte{0xE0, 0x00})
+			if code := c.closeCode(t); code != bridge.CloseNormal {
+				t.Fatalf("close %d, want %d", code, bridge.CloseNormal)
+			}
+			if l := closedLine(t, logs); !strings.Contains(l, "level=INFO") || !strings.Contains(l, "outcome=disconnected") {
+				t.Fatalf("a clean DISCONNECT logged as %s", l)
+			}
+		})
+	}
+	t.Run("paho disconnects and closes", func(t *testing.T) {
+		url, logs := serveLogged(t)
+		c := paho.NewClient(paho.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("bye-paho-%d", time.Now().UnixNano())).
+			SetConnectTimeout(5 * time.Second).SetAutoReconnect(false))
+		wait(t, c.Connect())
+		c.Disconnect(250)
+		if l := closedLine(t, logs); !strings.Contains(l, "level=INFO") || !strings.Contains(l, "outcome=disconnected") {
+			t.Fatalf("a clean DISCONNECT logged as %s", l)
+		}
+	})
 }

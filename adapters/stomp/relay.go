@@ -49,6 +49,7 @@ type Relay struct {
 	opts             Options
 	bridge.Admission // serves HTTP: admits clients and starts their sessions
 	dialer           net.Dialer
+	login            *bridge.LoginCheck // readiness: the broker accepts the route's credential
 }
 
 // NewRelay makes a relay handler.
@@ -71,15 +72,18 @@ func NewRelay(o Options) *Relay {
 	r := &Relay{dialer: o.Dialer()}
 	r.opts = o
 	r.Admission = o.Admission("stomp", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
+	r.login = o.LoginCheck("stomp", o.VHost)
 	return r
 }
 
-// Ready reports whether the broker is reachable.
+// Ready reports whether the broker accepts the route's credential
+// (bridge.LoginCheck: a real login at most every 30 s, a dial every time),
+// or in translation mode whether its Broker is ready.
 func (r *Relay) Ready(ctx context.Context) error {
 	if r.opts.Broker != nil {
 		return r.opts.Broker.Ready(ctx)
 	}
-	return bridge.DialCheck(r.opts.Address)(ctx)
+	return r.login.Ready(ctx)
 }
 
 // errorFrame renders a STOMP ERROR frame whose message header carries msg,

@@ -286,7 +286,7 @@ func (s *session) readUpstream() {
 func (s *session) brokerRefused(f *validate.STOMPFrame) {
 	m, _ := f.Header("message")
 	s.BrokerRefused(strings.TrimSpace(unescape(m, validate.STOMPVersion(s.version.Load())) + ": " + string(f.Body())))
-	s.finish("broker_refused", bridge.BrokerRefusedCredential, "the gateway's log has the broker's reason", bridge.CloseInternal)
+	s.finish(bridge.OutcomeBrokerRefused, bridge.BrokerRefusedCredential, "the gateway's log has the broker's reason", bridge.CloseInternal)
 }
 
 // redactError is what the client gets of a broker ERROR frame after

@@ -6,13 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -284,7 +288,7 @@ func loadConfig(name string) (*Config, error) {
 
 var (
 	lineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
-	unknownRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
+	unknownRE = regexp.MustCompile(`^field (\S+) not found in type (\S+)$`)
 	typeRE    = regexp.MustCompile("^cannot unmarshal !!(\\w+) `(.*)` into (\\S+)$")
 )
 
@@ -329,10 +333,81 @@ func lineError(file, msg string) error {
 	}
 	if m := unknownRE.FindStringSubmatch(msg); m != nil {
 		msg = fmt.Sprintf("unknown key %q", m[1])
+		if near := closestKey(m[1], configKeys()[m[2]]); near != "" {
+			msg += fmt.Sprintf("; did you mean %q?", near)
+		}
 	} else if m := typeRE.FindStringSubmatch(msg); m != nil {
 		msg = fmt.Sprintf("expected %s, got %s %q", friendlyType(m[3]), m[1], m[2])
 	}
 	return &ConfigError{File: file, Line: line, Msg: msg}
+}
+
+// configKeys maps each struct type of the config schema, by the name the
+// YAML decoder reports ("main.TLSConfig"), to the keys it knows.
+var configKeys = sync.OnceValue(func() map[string][]string {
+	keys := map[string][]string{}
+	var walk func(t reflect.Type)
+	walk = func(t reflect.Type) {
+		for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice || t.Kind() == reflect.Map {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || keys[t.String()] != nil {
+			return
+		}
+		keys[t.String()] = []string{}
+		for f := range t.Fields() {
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "" || name == "-" {
+				continue
+			}
+			keys[t.String()] = append(keys[t.String()], name)
+			walk(f.Type)
+		}
+	}
+	walk(reflect.TypeFor[Config]())
+	return keys
+})
+
+// closestKey is the known key nearest to an unknown one, when it is near
+// enough to be a typo (edit distance at most 2, and at most a third of
+// its length) or its start ("max_frame" for "max_frame_bytes"); ""
+// otherwise.
+func closestKey(key string, known []string) string {
+	best, bestD, starts := "", 0, []string{}
+	for _, k := range known {
+		d := editDistance(key, k)
+		if d <= 2 && 3*d <= len(k) && (best == "" || d < bestD || d == bestD && k < best) {
+			best, bestD = k, d
+		}
+		if strings.HasPrefix(k, key+"_") {
+			starts = append(starts, k)
+		}
+	}
+	if best == "" && len(starts) == 1 {
+		return starts[0]
+	}
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b: insertions,
+// deletions and substitutions of bytes.
+func editDistance(a, b string) int {
+	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			sub := prev[j-1]
+			if a[i-1] != b[j-1] {
+				sub++
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, sub)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func friendlyType(t string) string {
@@ -448,13 +523,27 @@ func (cfg *Config) check(c *checker) {
 		}
 	}
 	cfg.proxies, _ = bridge.ParseProxies(cfg.TrustedProxies)
-	if (cfg.TLS.CertFile == "") != (cfg.TLS.KeyFile == "") {
-		c.fail("tls", "serving TLS needs both cert_file and key_file")
-	}
-	if cfg.TLS.CertFile != "" {
-		cfg.TLS.CertFile, cfg.TLS.KeyFile = cfg.path(cfg.TLS.CertFile), cfg.path(cfg.TLS.KeyFile)
-		if _, err := bridge.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
-			c.fail("tls.cert_file", "%v", err)
+	switch t := &cfg.TLS; {
+	case t.CertFile == "" && t.KeyFile != "":
+		c.fail("tls", "serving TLS needs both cert_file and key_file: cert_file is missing")
+	case t.CertFile != "" && t.KeyFile == "":
+		c.fail("tls", "serving TLS needs both cert_file and key_file: key_file is missing")
+	case t.CertFile != "":
+		t.CertFile, t.KeyFile = cfg.path(t.CertFile), cfg.path(t.KeyFile)
+		// Each file on its own first, so that the error names the one
+		// that is missing or unreadable.
+		unreadable := false
+		for _, f := range []struct{ key, path string }{{"tls.cert_file", t.CertFile}, {"tls.key_file", t.KeyFile}} {
+			if err := readable(f.path); err != nil {
+				c.fail(f.key, "%v", err)
+				unreadable = true
+			}
+		}
+		if unreadable {
+			break
+		}
+		if _, err := bridge.NewCertReloader(t.CertFile, t.KeyFile); err != nil {
+			c.fail("tls", "%s (cert_file %s, key_file %s)", strings.TrimPrefix(err.Error(), "tls: "), t.CertFile, t.KeyFile)
 		}
 	}
 
@@ -670,6 +759,54 @@ func (cfg *Config) check(c *checker) {
 	}
 }
 
+// logRoutes tells the operator where each route is served, as URLs on
+// the address the gateway listens at, https:// and wss:// when it serves
+// TLS, with what to try first for the demo and SSE and publish routes.
+func (cfg *Config) logRoutes(log *slog.Logger, addr net.Addr, tls bool) {
+	web, ws := "http://", "ws://"
+	if tls {
+		web, ws = "https://", "wss://"
+	}
+	base := displayAddr(addr)
+	var sse, publish string
+	for _, r := range cfg.Routes {
+		path := strings.TrimSuffix(r.Path, "/")
+		attrs := []any{"protocol", r.Protocol, "backend", r.Backend}
+		if r.Mode != "" {
+			attrs = append(attrs, "mode", r.Mode)
+		}
+		if r.Auth != "" {
+			attrs = append(attrs, "auth", r.Auth)
+		}
+		var url string
+		switch r.Protocol {
+		case "sse":
+			url = web + base + path + "/TOPIC"
+			if sse == "" {
+				sse = web + base + path
+			}
+		case "publish":
+			url = web + base + path + "/TOPIC"
+			if publish == "" {
+				publish = web + base + path
+			}
+		default:
+			url = ws + base + path
+		}
+		log.Info("route", append([]any{"url", url}, attrs...)...)
+	}
+	if cfg.Demo {
+		hint := "open the demo page: " + web + base + "/"
+		if sse != "" {
+			hint += "   follow it from a terminal: curl -N " + sse + "/demo"
+		}
+		if publish != "" {
+			hint += "   publish: curl -d hi " + publish + "/demo"
+		}
+		log.Info(hint)
+	}
+}
+
 // natsHeaderRoom is what the embedded NATS server's max_payload allows
 // beyond the largest body for its headers (a Content-Type), which NATS
 // counts in the payload.
@@ -842,6 +979,28 @@ func (cfg *Config) checkJWT(c *checker, p string, j *JWTConfig) *auth.JWT {
 		c.fail(p, "%s", strings.TrimPrefix(err.Error(), "jwt: "))
 	}
 	return v
+}
+
+// readable checks that a file named in the config can be read, saying
+// which and why not: "cannot read /etc/wsbridge/key.pem: no such file or
+// directory", never "read .: is a directory".
+func readable(path string) error {
+	f, err := os.Open(path)
+	if err == nil {
+		var st os.FileInfo
+		if st, err = f.Stat(); err == nil && st.IsDir() {
+			err = errors.New("is a directory, not a file")
+		}
+		f.Close()
+	}
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("cannot read %s: %w", path, err)
+	}
+	return nil
 }
 
 // path resolves a file named in the config against the config's directory.

@@ -82,23 +82,28 @@ func runGateway(ctx context.Context, cf commonFlags, listen string, stderr io.Wr
 			log.Warn(w, "key_file", loc.keyFile)
 		}
 	}
+	// The ports first: one that is taken stops startup before anything
+	// (the embedded NATS server) has started.
+	ln, err := openListener(cfg.Listen, "choose another with -listen HOST:PORT or the config's listen")
+	if err != nil {
+		return err
+	}
+	defer ln.Close() // Serve closes it too; this covers an error before it
+	var adminLn net.Listener
+	if cfg.Admin.Listen != "" {
+		if adminLn, err = openListener(cfg.Admin.Listen, "choose another with the config's admin.listen"); err != nil {
+			return fmt.Errorf("admin.listen: %w", err)
+		}
+		defer adminLn.Close()
+	}
 	gw, err := buildServer(cfg, kr, log)
 	if err != nil {
 		return err
 	}
 	defer gw.close()
 	srv := gw.srv
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
-	if cfg.Admin.Listen != "" {
-		stopAdmin, err := serveAdmin(cfg.Admin.Listen, srv.Conns, log)
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		defer stopAdmin()
+	if adminLn != nil {
+		defer serveAdmin(adminLn, srv.Conns, log)()
 	}
 	source := cf.config
 	if source == "" {
@@ -114,10 +119,7 @@ func runGateway(ctx context.Context, cf commonFlags, listen string, stderr io.Wr
 		attrs = append(attrs, "note", "embedded default: loopback only; pass -listen :8080 to expose it")
 	}
 	log.Info("wsbridge listening", attrs...)
-	if cfg.Demo {
-		base := "http://" + displayAddr(ln.Addr())
-		log.Info("open the demo page: " + base + "/   follow it from a terminal: curl -N " + base + "/sse/demo   publish: curl -d hi " + base + "/publish/demo")
-	}
+	cfg.logRoutes(log, ln.Addr(), gw.certs != nil)
 	if onListen != nil {
 		onListen(ln.Addr())
 	}
@@ -145,13 +147,24 @@ wait:
 	return err
 }
 
-// serveAdmin opens the admin listener (profiles and stats) beside the
-// public one; the returned function closes it.
-func serveAdmin(addr string, conns *bridge.Conns, log *slog.Logger) (func(), error) {
+// openListener opens a TCP listener; a port another process holds says so,
+// with hint (how to choose another).
+func openListener(addr, hint string) (net.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("admin listen: %w", err)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("listen on %s: the port is taken (%w) by another process (another wsbridge?): stop it, or %s", addr, syscall.EADDRINUSE, hint)
+	case errors.Is(err, syscall.EACCES):
+		return nil, fmt.Errorf("listen on %s: %w (ports below 1024 need privileges): %s", addr, syscall.EACCES, hint)
+	case err != nil:
+		return nil, fmt.Errorf("listen: %w", err)
 	}
+	return ln, nil
+}
+
+// serveAdmin serves the admin listener (profiles and stats) beside the
+// public one; the returned function closes it.
+func serveAdmin(ln net.Listener, conns *bridge.Conns, log *slog.Logger) func() {
 	hs := &http.Server{Handler: bridge.AdminHandler(conns), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	done := make(chan struct{})
@@ -161,7 +174,7 @@ func serveAdmin(addr string, conns *bridge.Conns, log *slog.Logger) (func(), err
 	}()
 	log.Info("admin listener (profiles, stats)", "addr", ln.Addr().String(),
 		"pprof", "http://"+ln.Addr().String()+"/debug/pprof/", "stats", "http://"+ln.Addr().String()+"/debug/stats")
-	return func() { hs.Close(); <-done }, nil
+	return func() { hs.Close(); <-done }
 }
 
 func newLogger(c LogConfig, w io.Writer) *slog.Logger {
@@ -293,10 +306,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		switch b.Protocol {
 		case "amqp":
 			broker = bridge.NewAMQP(bridge.AMQPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name], TLS: b.tls,
-				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log})
+				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		case "nats":
 			o := bridge.NATSOptions{URL: "nats://" + b.Address, Credential: creds[name], TLS: b.tls,
-				DialTimeout: time.Duration(b.DialTimeout), Log: log}
+				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential}
 			if e := embedded[name]; e != nil {
 				o.URL, o.InProcess = "nats://"+e.Addr(), e.Server()
 			}
@@ -307,10 +320,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			broker = n
 		case "mqtt":
 			broker = bridge.NewMQTT(bridge.MQTTOptions{Address: b.Address, Credential: creds[name], TLS: b.tls,
-				DialTimeout: time.Duration(b.DialTimeout), Log: log})
+				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		case "stomp":
 			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name], TLS: b.tls,
-				DialTimeout: time.Duration(b.DialTimeout), Log: log})
+				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		}
 		g.brokers = append(g.brokers, broker)
 		srv.AddReadyCheck(name, broker.Ready) // replaces a relay's check of the same backend

@@ -5,10 +5,14 @@
 package brokertest
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,4 +127,38 @@ func Mosquitto(t testing.TB) string {
 // Mosquitto holds 1883 here.
 func RabbitMQTT(t testing.TB) string {
 	return Addr(t, "WSBRIDGE_TEST_RABBIT_MQTT_ADDR", "127.0.0.1:1884", "RabbitMQ MQTT plugin (see .ci/run)")
+}
+
+// RabbitUser creates a RabbitMQ user of the test's own, with a random
+// password and full permissions on vhost "/", and deletes it when the test
+// ends. It needs rabbitmqctl (what .ci/run uses); without it the test is
+// skipped locally and fails under CI=true.
+func RabbitUser(t testing.TB) (user, password string) {
+	t.Helper()
+	RabbitAMQP(t)
+	if _, err := exec.LookPath("rabbitmqctl"); err != nil {
+		msg := "rabbitmqctl is needed to create a RabbitMQ user: " + err.Error()
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	var b [12]byte
+	rand.Read(b[:])
+	user, password = "wsbridge_test_"+hex.EncodeToString(b[:4]), hex.EncodeToString(b[4:])
+	ctl := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("rabbitmqctl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("rabbitmqctl %s: %v: %s", args[0], err, out)
+		}
+	}
+	// The password goes through stdin, not the command line others can read.
+	cmd := exec.Command("rabbitmqctl", "add_user", user)
+	cmd.Stdin = strings.NewReader(password + "\n")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("rabbitmqctl add_user: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("rabbitmqctl", "delete_user", user).Run() })
+	ctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
+	return user, password
 }
