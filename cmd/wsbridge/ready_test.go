@@ -150,3 +150,61 @@ func TestServeReadyzLogsInAtMostEvery30s(t *testing.T) {
 		t.Fatalf("readyz with the broker gone: %d %q", code, body)
 	}
 }
+
+// TestCheckLogin: `wsbridge check -login` logs in to each backend with its
+// keyring entry: a refused password exits 1 naming the backend, the entry
+// and the command that sets it, never the password; the right one exits 0.
+func TestCheckLogin(t *testing.T) {
+	user, password := brokertest.RabbitUser(t)
+	cfg := fmt.Sprintf(`backends:
+  rabbit_amqp: {protocol: amqp, address: %s, credential: gw}
+  rabbit_stomp: {protocol: stomp, address: %s, credential: gw}
+routes:
+  - {path: /amqp, protocol: amqp, backend: rabbit_amqp}
+  - {path: /stomp, protocol: stomp, backend: rabbit_stomp}
+`, brokertest.RabbitAMQP(t), brokertest.RabbitSTOMP(t))
+	wrong := "not-" + password
+	for _, tc := range []struct {
+		name     string
+		password string
+		code     int
+		want     []string
+	}{
+		{"right password", password, 0, []string{`backend rabbit_amqp (amqp `, `login with keyring entry "gw" accepted`}},
+		{"wrong password", wrong, 1, []string{`backend rabbit_amqp (amqp `, `backend rabbit_stomp (stomp `,
+			`login with keyring entry "gw" refused`, "wsbridge keyring set gw -username USER -config ",
+			"2 backend(s) did not accept the gateway's login: rabbit_amqp, rabbit_stomp"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			keyFile := filepath.Join(dir, "k.key")
+			key, err := keyring.GenerateKeyFile(keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kr, err := keyring.Create(filepath.Join(dir, "k"), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := kr.Set("gw", keyring.Credential{Username: user, Password: keyring.NewSecret(tc.password)}); err != nil {
+				t.Fatal(err)
+			}
+			t.Setenv("WSBRIDGE_KEYRING_KEY", "")
+			t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
+			path := filepath.Join(dir, "c.yaml")
+			os.WriteFile(path, []byte(cfg), 0o600)
+			out, errOut, code := wsbridge(t, "", "check", "-config", path, "-keyring", kr.Path(), "-login")
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s%s", code, tc.code, out, errOut)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out+errOut, w) {
+					t.Errorf("output lacks %q:\n%s%s", w, out, errOut)
+				}
+			}
+			if strings.Contains(out+errOut, wrong) {
+				t.Fatalf("the password reached the output:\n%s%s", out, errOut)
+			}
+		})
+	}
+}
