@@ -80,9 +80,11 @@ func DefaultWSOptions() WSOptions {
 		// headers: what browsers' clients send without a second thought.
 		MaxMessageBytes: 1<<20 + 64<<10,
 		ReadBufferBytes: 1 << 10,
-		// 512 KiB in the kernel, what a client that stops reading can
-		// leave there: 10 MB/s to a reading client 50 ms away.
-		SendBufferBytes:  256 << 10,
+		// The kernel's autotuning: with 256 KiB, a reading STOMP client
+		// taking 1,000 64 KiB messages under the race detector stalled
+		// (TestTranslateSlowClientIsDroppedAlone), which is not yet
+		// understood; until it is, a cap is the operator's choice.
+		SendBufferBytes:  0,
 		PingInterval:     30 * time.Second,
 		WriteTimeout:     10 * time.Second,
 		HandshakeTimeout: 5 * time.Second,
