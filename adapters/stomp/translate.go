@@ -509,6 +509,9 @@ func (t *translator) close() {
 	for _, ts := range subs {
 		ts.sub.Unsubscribe()
 	}
+	// A delivery that passed deliver's Closing check as the session ended
+	// may have been queued after the writer's last drop.
+	t.drop()
 	for tx := range t.txs { // the read loop has ended: the transactions are its
 		t.dropTx(tx)
 	}
