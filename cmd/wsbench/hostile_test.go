@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -42,8 +43,13 @@ func hostileGateway(t *testing.T, budget int64) (string, string, *bridge.Budget)
 	srv := bridge.NewServer(log, bridge.ServerOptions{MaxConns: 1000})
 	origins, _ := bridge.NewOrigins(nil)
 	ws := bridge.DefaultWSOptions()
-	ws.LoginTimeout, ws.MessageTimeout, ws.WriteTimeout = 300*time.Millisecond, time.Second, time.Second
+	// Short enough for a hundred clients of each kind to meet them within
+	// seconds, long enough for the probe under the race detector.
+	ws.LoginTimeout, ws.MessageTimeout, ws.WriteTimeout = time.Second, 3*time.Second, time.Second
 	ws.Budget = bridge.NewBudget(budget)
+	// A slow reader's writes then block within a second at the test's
+	// rates, rather than once the kernel's autotuned 4 MiB are full.
+	ws.SendBufferBytes = 64 << 10
 	// As cmd/wsbridge does: the collector's soft limit follows the bound.
 	t.Cleanup(bridge.FollowMemoryLimit(ws.Budget, srv.Conns, 100*time.Millisecond))
 	ro := bridge.RouteOptions{Route: "/stomp", Backend: "nats", WS: ws, Origins: origins, Conns: srv.Conns, Log: log}
@@ -97,8 +103,8 @@ func TestHostile(t *testing.T) {
 		{"slow-publish", []string{"-publish", "/publish"}, []string{"http 503"}},
 		// Dropped once a write has waited websocket.write_timeout: the
 		// close cannot reach a client that does not read.
-		{"slow-reader", []string{"-fanout-rate", "50", "-duration", "5s"}, []string{"no close frame (reset)", "no close frame (EOF)", "no close frame (broken pipe)"}},
-		{"reader-control", []string{"-fanout-rate", "50"}, nil},
+		{"slow-reader", []string{"-fanout-rate", "20", "-duration", "5s"}, []string{"no close frame (reset)", "no close frame (EOF)", "no close frame (broken pipe)"}},
+		{"reader-control", []string{"-fanout-rate", "20"}, nil},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			args := append([]string{"hostile", "-url", url, "-kind", tc.kind, "-n", "100", "-ramp", "2000", "-sources", "4",
@@ -132,7 +138,7 @@ func TestHostile(t *testing.T) {
 			if tc.kind == "reader-control" && len(r.Refusals) > 0 {
 				t.Errorf("readers were ended: %v", r.Refusals)
 			}
-			waitFor(t, func() bool { return b.Used() == 0 })
+			waitFor(t, func() bool { return b.Used() == 0 }, func() string { return fmt.Sprintf("%d bytes still taken from the budget", b.Used()) })
 		})
 	}
 }
@@ -140,12 +146,12 @@ func TestHostile(t *testing.T) {
 // waitFor polls cond for up to 10 s: what is given back to the budget is
 // given on the gateway's goroutines as sessions end, with no event a test
 // can wait on.
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t *testing.T, cond func() bool, what func() string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 10s")
+			t.Fatal(what())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
