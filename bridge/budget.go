@@ -64,3 +64,14 @@ func (b *Budget) Limit() int64 {
 	}
 	return b.limit
 }
+
+// ConnectionBytes is what the process may hold per open connection beyond
+// the budget: its goroutines, buffers and structures (an idle STOMP session
+// measured 10-22 KB), a message and a partial protocol frame of up to
+// OwnBytes each, which are its own, and for a client that stops reading
+// the first OwnBytes of its delivery queue plus the message stuck in its
+// write (twice: the write's framed copy). With limits.memory_bytes it
+// makes the documented bound on the gateway's RSS: its RSS at rest, plus
+// the budget, plus this per connection (TestHostile: 100 slow readers
+// held 64 KiB each beyond the budget).
+const ConnectionBytes = 128 << 10

@@ -318,7 +318,15 @@ func (s *Session) input(data []byte) ([]byte, bool) {
 // A partial frame takes its size from the memory budget and must complete
 // within the message timeout, as a WebSocket message being assembled must:
 // a frame spread over many messages is no way around either.
-func (s *Session) Keep(rest []byte) {
+func (s *Session) Keep(rest []byte) { s.KeepFor(rest, 0) }
+
+// KeepFor is Keep for a partial frame whose whole length, want, the
+// protocol has declared (a STOMP content-length; 0: unknown). Its buffer
+// is then made that size once, taken from the budget before it is
+// allocated, instead of growing as the pieces arrive: each growth leaves
+// the old buffer to the collector, and 2,000 partial 1 MiB frames took
+// the gateway to 1.5 times its documented RSS bound that way.
+func (s *Session) KeepFor(rest []byte, want int) {
 	switch {
 	case len(rest) == 0:
 		if cap(s.pending) > keepPendingCap {
@@ -326,6 +334,13 @@ func (s *Session) Keep(rest []byte) {
 		} else {
 			s.pending = s.pending[:0]
 		}
+	case want > cap(s.pending) && want > len(rest):
+		if !s.reserve(want) {
+			return
+		}
+		buf := make([]byte, len(rest), want)
+		copy(buf, rest)
+		s.pending = buf
 	case len(s.pending) > 0: // rest is the tail of s.pending itself
 		s.pending = s.pending[:copy(s.pending, rest)]
 	default:
@@ -335,6 +350,24 @@ func (s *Session) Keep(rest []byte) {
 		return // the common case: whole frames in whole messages
 	}
 	s.holdPending()
+}
+
+// reserve takes a partial frame buffer of n bytes from the budget before
+// it is made; false when the budget cannot spare it (the session is then
+// refused).
+func (s *Session) reserve(n int) bool {
+	held := int64(n)
+	if held <= OwnBytes {
+		held = 0
+	}
+	if more := held - s.pendingHeld; more > 0 {
+		if !s.budget.Take(more) {
+			s.refuse(OverBudget())
+			return false
+		}
+		s.pendingHeld = held
+	}
+	return true
 }
 
 // holdPending settles what the partial frame holds of the budget, and

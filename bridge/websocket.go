@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -41,6 +42,12 @@ type WSOptions struct {
 	// read straight into its own buffer, so it costs large messages
 	// little (1 KiB and 4 KiB relayed STOMP and MQTT at the same rate).
 	ReadBufferBytes int
+	// SendBufferBytes caps each client socket's kernel send buffer
+	// (SO_SNDBUF; Linux doubles it for its own bookkeeping); 0 leaves the
+	// kernel's autotuning, which grows it to net.ipv4.tcp_wmem's maximum
+	// (4 MiB here) for a client that stops reading, memory outside the
+	// budget and the process, shared by every socket of the machine.
+	SendBufferBytes int
 	// PingInterval is how often an idle connection is pinged; a peer silent
 	// for two intervals is closed.
 	PingInterval time.Duration
@@ -71,8 +78,13 @@ func DefaultWSOptions() WSOptions {
 	return WSOptions{
 		// A 1 MiB application message with its protocol's framing and
 		// headers: what browsers' clients send without a second thought.
-		MaxMessageBytes:  1<<20 + 64<<10,
-		ReadBufferBytes:  1 << 10,
+		MaxMessageBytes: 1<<20 + 64<<10,
+		ReadBufferBytes: 1 << 10,
+		// The kernel's autotuning: with 256 KiB, a reading STOMP client
+		// taking 1,000 64 KiB messages under the race detector stalled
+		// (TestTranslateSlowClientIsDroppedAlone), which is not yet
+		// understood; until it is, a cap is the operator's choice.
+		SendBufferBytes:  0,
 		PingInterval:     30 * time.Second,
 		WriteTimeout:     10 * time.Second,
 		HandshakeTimeout: 5 * time.Second,
@@ -152,6 +164,15 @@ func (u *Upgraders) Upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, 
 	nc, brw, err := hj.Hijack()
 	if err != nil {
 		return nil, err
+	}
+	if u.opts.SendBufferBytes > 0 {
+		if tc, ok := nc.(*net.TCPConn); ok {
+			tc.SetWriteBuffer(u.opts.SendBufferBytes)
+		} else if tc, ok := nc.(interface{ NetConn() net.Conn }); ok { // TLS
+			if tc, ok := tc.NetConn().(*net.TCPConn); ok {
+				tc.SetWriteBuffer(u.opts.SendBufferBytes)
+			}
+		}
 	}
 	wc := newWSConn(nc, u.opts)
 	wc.binaryOnly = u.BinaryOnly

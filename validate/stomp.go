@@ -351,6 +351,17 @@ func (s *STOMPScanner) Next(buf []byte) (int, *STOMPFrame, error) {
 	return end, &s.frame, nil
 }
 
+// FrameLen is the whole length of the frame Next is waiting on, once its
+// headers are in and declared a content-length (within the frame size
+// limit); 0 before then or without one. A caller gathering the frame's
+// pieces can size its buffer for it once.
+func (s *STOMPScanner) FrameLen() int {
+	if s.phase != phaseBody || s.bodyLen < 0 {
+		return 0
+	}
+	return s.frame.body0 + s.bodyLen + 1
+}
+
 func (s *STOMPScanner) frameTooLarge() error {
 	return fmt.Errorf("stomp: %s frame larger than %d bytes: %w", s.frame.Command, s.Limits.MaxFrameBytes, ErrTooLarge)
 }

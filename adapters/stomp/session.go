@@ -138,7 +138,7 @@ func (s *session) OnMessage(data []byte) {
 	if off > start && !s.forward(data[start:off]) {
 		return
 	}
-	s.Keep(data[off:])
+	s.KeepFor(data[off:], s.in.FrameLen())
 }
 
 // connect dials the broker and sends the client's CONNECT with the route's

@@ -48,9 +48,15 @@ type translator struct {
 	// out holds MESSAGE frames for the client's writer: delivery runs on
 	// the broker client's goroutine, shared by every subscriber of the
 	// topic, and must never wait for one client's socket.
-	out      chan []byte
-	outBytes atomic.Int64
-	budget   *bridge.Budget
+	out    chan []byte
+	budget *bridge.Budget
+	// queued is what waits in out, held what of it is taken from the
+	// budget: all past the first bridge.OwnBytes, which are the
+	// connection's own, so that clients spending the budget (slow readers,
+	// partial frames) cannot get a well-behaved client's next small
+	// delivery refused.
+	qmu            sync.Mutex
+	queued, queHld int64
 
 	hbOut, hbIn time.Duration
 	hbTimer     *time.Timer
@@ -101,9 +107,33 @@ func (t *translator) drop() {
 	}
 }
 
-func (t *translator) dequeued(b []byte) {
-	t.outBytes.Add(-int64(len(b)))
-	t.budget.Give(int64(len(b)))
+func (t *translator) dequeued(b []byte) { t.account(-int64(len(b))) }
+
+// account adds delta to the queued bytes and settles what they hold of the
+// budget. It reports false, changing nothing, when the budget cannot spare
+// an increase.
+func (t *translator) account(delta int64) bool {
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	q := t.queued + delta
+	held := max(0, q-bridge.OwnBytes)
+	switch more := held - t.queHld; {
+	case more > 0:
+		if !t.budget.Take(more) {
+			return false
+		}
+	case more < 0:
+		t.budget.Give(-more)
+	}
+	t.queued, t.queHld = q, held
+	return true
+}
+
+// queuedBytes is what waits for the client's writer.
+func (t *translator) queuedBytes() int64 {
+	t.qmu.Lock()
+	defer t.qmu.Unlock()
+	return t.queued
 }
 
 // frame handles one checked client frame. It returns false when the
@@ -447,22 +477,19 @@ func (t *translator) deliver(ts *tsub, m bridge.Message) {
 func (t *translator) enqueue(b []byte) {
 	s := t.s
 	n := int64(len(b))
-	if q := t.outBytes.Add(n); q > maxQueueBytes && q > n {
-		t.outBytes.Add(-n)
+	if q := t.queuedBytes() + n; q > maxQueueBytes && q > n {
 		t.drop()
 		go s.finish("slow_consumer", "slow consumer", fmt.Sprintf("more than %d bytes waiting for the client (the gateway's per-connection queue)", maxQueueBytes), bridge.ClosePolicy)
 		return
 	}
-	if !t.budget.Take(n) {
-		t.outBytes.Add(-n)
+	if !t.account(n) {
 		go s.Refuse(bridge.OverBudget()) // its answer may wait on the client's socket
 		return
 	}
 	select {
 	case t.out <- b:
 	default:
-		t.outBytes.Add(-n)
-		t.budget.Give(n)
+		t.account(-n)
 		t.drop()
 		go s.finish("slow_consumer", "slow consumer", fmt.Sprintf("more than %d messages waiting for the client (the gateway's per-connection queue)", maxQueueMessages), bridge.ClosePolicy)
 	}
@@ -482,6 +509,9 @@ func (t *translator) close() {
 	for _, ts := range subs {
 		ts.sub.Unsubscribe()
 	}
+	// A delivery that passed deliver's Closing check as the session ended
+	// may have been queued after the writer's last drop.
+	t.drop()
 	for tx := range t.txs { // the read loop has ended: the transactions are its
 		t.dropTx(tx)
 	}

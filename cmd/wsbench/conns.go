@@ -100,13 +100,18 @@ func (r *connsResult) summary() string {
 
 // serverRSS reads the measured server's RSS, or 0 when none is named;
 // gc first asks the gateway to collect its garbage.
-func (o *connsOptions) serverRSS(gc bool) (int64, error) {
+func (o *connsOptions) serverRSS(gc bool) (int64, error) { return serverRSS(o.StatsURL, o.PID, gc) }
+
+// serverRSS reads a server's RSS from the gateway's admin stats at
+// statsURL or from /proc for pid; 0 when neither is given. gc first asks
+// the gateway to collect its garbage.
+func serverRSS(statsURL string, pid int, gc bool) (int64, error) {
 	switch {
-	case o.StatsURL != "":
-		get := func() (*http.Response, error) { return http.Get(o.StatsURL) }
+	case statsURL != "":
+		get := func() (*http.Response, error) { return http.Get(statsURL) }
 		if gc {
 			get = func() (*http.Response, error) {
-				return http.Post(strings.TrimSuffix(o.StatsURL, "/stats")+"/gc", "", nil)
+				return http.Post(strings.TrimSuffix(statsURL, "/stats")+"/gc", "", nil)
 			}
 		}
 		resp, err := get()
@@ -116,13 +121,13 @@ func (o *connsOptions) serverRSS(gc bool) (int64, error) {
 		defer resp.Body.Close()
 		var s bridge.Stats
 		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || resp.StatusCode != http.StatusOK {
-			return 0, fmt.Errorf("stats %s: %s %v", o.StatsURL, resp.Status, err)
+			return 0, fmt.Errorf("stats %s: %s %v", statsURL, resp.Status, err)
 		}
 		return s.RSSBytes, nil
-	case o.PID > 0:
-		rss := bridge.ProcessRSS(o.PID)
+	case pid > 0:
+		rss := bridge.ProcessRSS(pid)
 		if rss == 0 {
-			return 0, fmt.Errorf("no RSS for process %d in /proc", o.PID)
+			return 0, fmt.Errorf("no RSS for process %d in /proc", pid)
 		}
 		return rss, nil
 	}

@@ -18,8 +18,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
+
+	"github.com/wsbridge/wsbridge/bridge"
 )
 
 func main() {
@@ -34,6 +38,8 @@ const usage = `usage:
   wsbench amqp-pubsub    -url ws://HOST/amqp | tcp://HOST:5672 [-exchange amq.topic] [flags]
   wsbench sse-fanout     -url http://HOST:8080 [-clients 1000] [-rate 200] [flags]
   wsbench conns          -url ws://HOST/stomp [-mode upgrade|stomp|mqtt] [-n 1000] [-stats URL | -pid PID]
+  wsbench hostile        -url ws://HOST/stomp -kind KIND [-n 2000] [-pid PID | -stats URL]
+                         KIND: oversize silent fragments partial-frame slow-publish slow-reader reader-control
   wsbench baseline-relay -listen ADDR -target BROKER:PORT
   wsbench report [-baseline LABEL] [FILE.jsonl ...]   (medians and ratios of labelled runs)
 Run a scenario with -h for its flags.
@@ -58,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen 
 		err = sseFanoutCommand(args[1:], stdout, stderr)
 	case "conns":
 		err = connsCommand(args[1:], stdout, stderr)
+	case "hostile":
+		err = hostileCommand(args[1:], stdout, stderr)
 	case "baseline-relay":
 		err = baselineRelayCommand(ctx, args[1:], stderr, onListen)
 	case "report":
@@ -257,6 +265,78 @@ func connsCommand(args []string, stdout, stderr io.Writer) error {
 		return errors.New("conns: -sources must be between 1 and 254")
 	}
 	r, err := runConns(o)
+	if err != nil {
+		return err
+	}
+	return report(r, stdout, stderr)
+}
+
+func hostileCommand(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("hostile", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: wsbench hostile -url ws://HOST:PORT/stomp -kind KIND [flags]
+
+Times a well-behaved STOMP client (the probe) alone, then beside -n hostile
+clients of one kind, while reading the gateway's RSS (-pid or -stats):
+  oversize        a message over websocket.max_message_bytes, in one frame or fragmented
+  silent          upgrades and never logs in (limits.login_timeout)
+  fragments       a -size first fragment whose last never comes (websocket.message_timeout)
+  partial-frame   a STOMP SEND declaring -size bytes, all but one sent, then a byte a second
+  slow-publish    an HTTP publish declaring -size bytes, sent a byte a second
+  slow-reader     subscribes to a busy destination and never reads (SO_RCVBUF -rcvbuf)
+  reader-control  subscribes to it and reads: the cost of the fan-out itself
+Hostile clients that are ended come back after -pause. They connect from
+127.0.0.2 ... 127.0.0.<1+sources>, the probe from 127.0.0.1: a gateway's
+per-address limits then see -n/-sources clients each. The embedded default's
+limits (max_connections_per_ip 2500, handshakes_per_second 100 with a burst
+of 1000 per address) take 2,000 clients over 16 sources; for more, or a
+gateway with lower limits, raise limits.max_connections,
+max_connections_per_ip, handshakes_per_second and handshake_burst.
+
+`)
+		fs.PrintDefaults()
+	}
+	var o hostileOptions
+	fs.StringVar(&o.URL, "url", "ws://127.0.0.1:8080/stomp", "the gateway's STOMP route (translate or relay)")
+	fs.StringVar(&o.PublishPath, "publish", "/publish", "the gateway's HTTP publish route (slow-publish)")
+	fs.StringVar(&o.Label, "label", "", "name of the system measured, carried into the JSON line for reports")
+	fs.StringVar(&o.Kind, "kind", "", "hostile kind: "+strings.Join(hostileKinds, ", "))
+	fs.IntVar(&o.N, "n", 2000, "hostile clients at once")
+	fs.Float64Var(&o.Ramp, "ramp", 1000, "hostile clients started per second")
+	fs.IntVar(&o.Concurrency, "concurrency", 64, "handshakes in flight at once")
+	fs.IntVar(&o.Sources, "sources", 16, "hostile source addresses 127.0.0.2 ... 127.0.0.<1+N>")
+	fs.DurationVar(&o.Baseline, "baseline", 10*time.Second, "how long the probe is timed alone (after a second of settling)")
+	fs.DurationVar(&o.Duration, "duration", 20*time.Second, "how long the probe is timed beside the hostile clients, once all are started")
+	fs.DurationVar(&o.Pause, "pause", time.Second, "how long an ended hostile client waits before it connects again")
+	fs.Float64Var(&o.ProbeRate, "probe-rate", 100, "the probe's round trips per second")
+	fs.IntVar(&o.ProbeBody, "probe-body", 64, "the probe's body size in bytes (at least 40)")
+	fs.Float64Var(&o.FanoutRate, "fanout-rate", 5, "messages per second to the busy destination (slow-reader, reader-control)")
+	fs.IntVar(&o.FanoutBody, "fanout-body", 16<<10, "their body size in bytes")
+	fs.IntVar(&o.Size, "size", 1<<20, "bytes a hostile fragment, partial STOMP frame or HTTP publish declares (fragments: 512 KiB is apt)")
+	fs.IntVar(&o.MaxMessage, "max-message", bridge.DefaultWSOptions().MaxMessageBytes, "the gateway's websocket.max_message_bytes (oversize sends one byte more)")
+	fs.IntVar(&o.RcvBuf, "rcvbuf", 4096, "a slow reader's SO_RCVBUF in bytes")
+	fs.StringVar(&o.StatsURL, "stats", "", "the gateway's admin /debug/stats URL, to read its RSS")
+	fs.IntVar(&o.PID, "pid", 0, "the gateway's process id, to read its RSS from /proc")
+	fs.DurationVar(&o.Sample, "sample", 100*time.Millisecond, "how often the RSS is read")
+	fs.Int64Var(&o.Bound, "bound", 0, "RSS bound in bytes; 0: RSS at rest + -memory-bytes + 128 KiB per connection, as the README documents")
+	fs.Int64Var(&o.MemoryBytes, "memory-bytes", bridge.DefaultMemoryBytes, "the gateway's limits.memory_bytes, for the bound")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	switch {
+	case !slices.Contains(hostileKinds, o.Kind):
+		return fmt.Errorf("hostile: -kind must be one of %s", strings.Join(hostileKinds, ", "))
+	case o.N < 1 || o.Ramp <= 0 || o.Concurrency < 1 || o.ProbeRate <= 0 || o.FanoutRate <= 0:
+		return errors.New("hostile: -n, -ramp, -concurrency, -probe-rate and -fanout-rate must be positive")
+	case o.Sources < 1 || o.Sources > 253:
+		return errors.New("hostile: -sources must be between 1 and 253")
+	case o.Baseline <= 0 || o.Duration <= 0 || o.Pause < 0 || o.Sample <= 0:
+		return errors.New("hostile: -baseline, -duration and -sample must be positive, -pause not negative")
+	case o.ProbeBody < 40 || o.FanoutBody < 1 || o.Size < 2 || o.MaxMessage < 1:
+		return errors.New("hostile: -probe-body must be at least 40, -fanout-body, -size and -max-message positive")
+	}
+	r, err := runHostile(o)
 	if err != nil {
 		return err
 	}

@@ -141,6 +141,7 @@ type KeyringConfig struct {
 type WebSocketConfig struct {
 	MaxMessageBytes  int      `yaml:"max_message_bytes"`
 	ReadBufferBytes  int      `yaml:"read_buffer_bytes"`
+	SendBufferBytes  *int     `yaml:"send_buffer_bytes"`
 	PingInterval     Duration `yaml:"ping_interval"`
 	WriteTimeout     Duration `yaml:"write_timeout"`
 	HandshakeTimeout Duration `yaml:"handshake_timeout"`
@@ -575,6 +576,13 @@ func (cfg *Config) check(c *checker) {
 	c.durIn("websocket.write_timeout", &ws.WriteTimeout, d.WriteTimeout, 100*time.Millisecond, 5*time.Minute)
 	c.durIn("websocket.handshake_timeout", &ws.HandshakeTimeout, d.HandshakeTimeout, 100*time.Millisecond, time.Minute)
 	c.durIn("websocket.message_timeout", &ws.MessageTimeout, d.MessageTimeout, 100*time.Millisecond, 10*time.Minute)
+	// A pointer, so that an explicit 0 (the kernel's autotuning) differs
+	// from silence (the default).
+	if ws.SendBufferBytes == nil {
+		ws.SendBufferBytes = &d.SendBufferBytes
+	} else if v := *ws.SendBufferBytes; v != 0 && (v < 4<<10 || v > 64<<20) {
+		c.fail("websocket.send_buffer_bytes", "%d is not 0 (the kernel's autotuning) or between %d and %d", v, 4<<10, 64<<20)
+	}
 
 	sc, sd := &cfg.SSE, sse.DefaultOptions()
 	c.durIn("sse.heartbeat", &sc.Heartbeat, sd.Heartbeat, 100*time.Millisecond, 10*time.Minute)

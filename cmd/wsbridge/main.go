@@ -103,6 +103,7 @@ func runGateway(ctx context.Context, cf commonFlags, listen string, stderr io.Wr
 	}
 	defer gw.close()
 	srv := gw.srv
+	defer bridge.FollowMemoryLimit(gw.budget, srv.Conns, time.Second)()
 	if adminLn != nil {
 		defer serveAdmin(adminLn, srv.Conns, log)()
 	}
@@ -195,6 +196,7 @@ type gateway struct {
 	hubs     []*sse.Hub
 	brokers  []bridge.Broker
 	embedded []*bridge.EmbeddedNATS
+	budget   *bridge.Budget // limits.memory_bytes, shared by every route
 }
 
 // reload is SIGHUP: the TLS certificate and the keyring (per-identity
@@ -249,17 +251,18 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		}
 		so.TLS = certs.ServerConfig()
 	}
-	g := &gateway{srv: bridge.NewServer(log, so), certs: certs}
+	g := &gateway{srv: bridge.NewServer(log, so), certs: certs, budget: bridge.NewBudget(int64(cfg.Limits.MemoryBytes))}
 	srv := g.srv
 	ws := bridge.WSOptions{
 		MaxMessageBytes:  cfg.WebSocket.MaxMessageBytes,
 		ReadBufferBytes:  cfg.WebSocket.ReadBufferBytes,
+		SendBufferBytes:  *cfg.WebSocket.SendBufferBytes,
 		PingInterval:     time.Duration(cfg.WebSocket.PingInterval),
 		WriteTimeout:     time.Duration(cfg.WebSocket.WriteTimeout),
 		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout),
 		LoginTimeout:     time.Duration(*cfg.Limits.LoginTimeout),
 		MessageTimeout:   time.Duration(cfg.WebSocket.MessageTimeout),
-		Budget:           bridge.NewBudget(int64(cfg.Limits.MemoryBytes)),
+		Budget:           g.budget,
 		Compression:      cfg.WebSocket.Compression,
 	}
 	creds := map[string]*keyring.Credential{}
