@@ -4,66 +4,105 @@ import (
 	"bytes"
 	"encoding/base64"
 	"strconv"
+	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/wsbridge/wsbridge/bridge"
 )
 
-// event is one broker message, encoded once for every stream it goes to:
-// plain for single-topic streams (EventSource onmessage), named with
-// "event: <topic>" for multi-topic streams.
+// event is one broker message, encoded once for every stream it goes to.
+// A single-topic stream (EventSource onmessage) gets plain as it is; a
+// multi-topic stream gets the same bytes with the topic's named type line
+// in place of plain's: one copy of the payload serves both, so an event
+// holds its payload's size once however its streams read it.
 type event struct {
-	seq   uint64
-	plain []byte
-	named []byte
+	seq uint64
+	// plain is the id line, the type line ("event: binary", or none) and
+	// the body; idEnd and bodyStart cut it there.
+	plain            []byte
+	idEnd, bodyStart int
+	named            []byte // "event: <topic>\n" or "event: binary:<topic>\n", the topic's own
+	// size is what the event holds in memory; it counts against the
+	// per-stream queue and per-topic ring bytes.
+	size int64
+	// cost is what the event took from the memory budget: size, or 0 when
+	// the budget could not cover it. The ring and each queue that hold
+	// the event hold a reference; the last to let go gives cost back, so
+	// the bytes count once however many streams the event waits for.
+	cost int64
+	refs atomic.Int32
 }
 
-// bytesFor returns the encoding for a stream of one or several topics.
-func (e *event) bytesFor(multi bool) []byte {
-	if multi {
-		return e.named
+// eventOverhead is what an event holds besides its bytes: the struct and
+// the pointer to it in a queue or ring.
+const eventOverhead = 128
+
+// names are a topic's type lines for multi-topic streams, made once per
+// topic and shared by its events.
+type names struct{ text, binary []byte }
+
+func newNames(topic string) *names {
+	return &names{text: []byte("event: " + topic + "\n"), binary: []byte("event: binary:" + topic + "\n")}
+}
+
+// writeTo writes the event as a stream of one or several topics gets it,
+// with write's answer: false once a write failed.
+func (e *event) writeTo(write func([]byte) bool, multi bool) bool {
+	if !multi {
+		return write(e.plain)
 	}
-	return e.plain
+	return write(e.plain[:e.idEnd]) && write(e.named) && write(e.plain[e.bodyStart:])
+}
+
+// hold adds n references to the event.
+func (e *event) hold(n int32) { e.refs.Add(n) }
+
+// release drops one reference; the last gives the event's bytes back to b.
+func (e *event) release(b *bridge.Budget) { e.drop(1, b) }
+
+// drop drops n references, as release does.
+func (e *event) drop(n int32, b *bridge.Budget) {
+	if e.refs.Add(-n) == 0 {
+		b.Give(e.cost)
+	}
 }
 
 // newEvent encodes data under id. Text is sent as is, one "data:" line per
 // line; bytes that are not UTF-8 cannot travel in SSE and are sent
 // base64-encoded as event type "binary" (single-topic streams) or
-// "binary:<topic>" (multi-topic streams).
-func newEvent(epoch string, seq uint64, topic string, data []byte) *event {
-	var id []byte
-	id = append(id, "id: "...)
-	id = append(id, epoch...)
-	id = append(id, '-')
-	id = strconv.AppendUint(id, seq, 10)
-	id = append(id, '\n')
-
+// "binary:<topic>" (multi-topic streams). The payload is copied once, into
+// an encoding of exactly the size it needs.
+func newEvent(epoch string, seq uint64, n *names, data []byte) *event {
 	binary := !utf8.Valid(data)
-	var body []byte
+	size := len("id: ") + len(epoch) + 1 + 20 + 1 + len("\n") // id line, blank line
 	if binary {
-		enc := make([]byte, base64.StdEncoding.EncodedLen(len(data)))
-		base64.StdEncoding.Encode(enc, data)
-		body = dataLines(nil, enc)
+		size += len("event: binary\n") + len("data: \n") + base64.StdEncoding.EncodedLen(len(data))
 	} else {
-		body = dataLines(nil, data)
+		lines := 1 + bytes.Count(data, []byte{'\n'}) + bytes.Count(data, []byte{'\r'})
+		size += lines*len("data: \n") + len(data)
 	}
-	body = append(body, '\n')
-
-	plain := make([]byte, 0, len(id)+len(body)+16)
-	plain = append(plain, id...)
+	b := make([]byte, 0, size)
+	b = append(b, "id: "...)
+	b = append(b, epoch...)
+	b = append(b, '-')
+	b = strconv.AppendUint(b, seq, 10)
+	b = append(b, '\n')
+	e := &event{seq: seq, idEnd: len(b), named: n.text}
 	if binary {
-		plain = append(plain, "event: binary\n"...)
+		b = append(b, "event: binary\n"...)
+		e.named = n.binary
 	}
-	plain = append(plain, body...)
-
-	named := make([]byte, 0, len(id)+len(body)+len(topic)+24)
-	named = append(named, id...)
-	named = append(named, "event: "...)
+	e.bodyStart = len(b)
 	if binary {
-		named = append(named, "binary:"...)
+		b = append(b, "data: "...)
+		b = base64.StdEncoding.AppendEncode(b, data)
+		b = append(b, '\n')
+	} else {
+		b = dataLines(b, data)
 	}
-	named = append(named, topic...)
-	named = append(named, '\n')
-	named = append(named, body...)
-	return &event{seq: seq, plain: plain, named: named}
+	e.plain = append(b, '\n')
+	e.size = int64(cap(e.plain)) + eventOverhead
+	return e
 }
 
 // dataLines appends one "data:" line per line of b; SSE ends lines at

@@ -153,7 +153,7 @@ func (s *stream) close() {
 func (s *stream) read() {
 	defer close(s.done)
 	sc := bufio.NewScanner(s.resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	sc.Buffer(make([]byte, 64<<10), 4<<20) // a 1 MiB event, base64 too
 	var ev sseEvent
 	var data []string
 	for sc.Scan() {

@@ -2,7 +2,9 @@
 // publishes. A Hub keeps one upstream subscription per topic however many
 // streams follow it, a bounded replay ring per topic for Last-Event-ID, and
 // a bounded queue per client: a client that falls behind is dropped (it can
-// resume), never allowed to slow the others.
+// resume), never allowed to slow the others. Rings and queues are bounded
+// in events and in bytes, and the bytes of the events they hold count once
+// in the process-wide memory budget.
 package sse
 
 import (
@@ -27,9 +29,21 @@ type Options struct {
 	Retry time.Duration
 	// Replay is how many events each topic keeps for Last-Event-ID resumes.
 	Replay int
+	// ReplayBytes bounds the bytes a topic's ring keeps: the oldest events
+	// go to stay within it, and an event larger than it is not kept.
+	ReplayBytes int64
 	// ClientQueue is how many events may wait for one client; a client
 	// further behind is disconnected.
 	ClientQueue int
+	// ClientQueueBytes bounds the bytes of the events waiting for one
+	// client, as ClientQueue bounds their number. One event larger than it
+	// may wait alone.
+	ClientQueueBytes int64
+	// MaxLiveTopics bounds the topics with an upstream subscription and a
+	// ring at once, so that clients choosing topic names cannot grow them
+	// without bound: a new topic past it makes a lingering one (no stream
+	// left) go, and with none lingering the stream is refused for load.
+	MaxLiveTopics int
 	// Linger keeps a topic's upstream subscription after its last client
 	// leaves, so quick reconnects resume without loss.
 	Linger time.Duration
@@ -53,7 +67,8 @@ type Options struct {
 	// request (and its socket) open by trickling it.
 	BodyTimeout time.Duration
 	// Budget, shared with every route, bounds publish bodies being read
-	// and sent with everything else held for clients; nil: none.
+	// and sent, and the events held in rings and queues, with everything
+	// else held for clients; nil: none.
 	Budget  *bridge.Budget
 	Origins *bridge.Origins
 	Conns   *bridge.Conns
@@ -63,17 +78,23 @@ type Options struct {
 // DefaultOptions are used where a config is silent.
 func DefaultOptions() Options {
 	return Options{
-		Heartbeat:       15 * time.Second,
-		Retry:           2 * time.Second,
-		Replay:          256,
-		ClientQueue:     256,
-		Linger:          5 * time.Second,
-		WriteTimeout:    10 * time.Second,
-		FlushInterval:   20 * time.Millisecond,
-		MaxTopics:       16,
-		MaxPublishBytes: 1 << 20, // a 1 MiB message, as on every other route
-		PublishTimeout:  10 * time.Second,
-		BodyTimeout:     15 * time.Second, // as websocket.message_timeout
+		Heartbeat:   15 * time.Second,
+		Retry:       2 * time.Second,
+		Replay:      256,
+		ReplayBytes: 4 << 20, // a few 1 MiB events, or 256 of up to 16 KiB
+		ClientQueue: 256,
+		// As a STOMP translate connection's queue: a few 1 MiB events
+		// in flight, so a client that keeps up is not dropped for one
+		// burst of them.
+		ClientQueueBytes: 4 << 20,
+		MaxLiveTopics:    10_000, // as limits.max_connections
+		Linger:           5 * time.Second,
+		WriteTimeout:     10 * time.Second,
+		FlushInterval:    20 * time.Millisecond,
+		MaxTopics:        16,
+		MaxPublishBytes:  1 << 20, // a 1 MiB message, as on every other route
+		PublishTimeout:   10 * time.Second,
+		BodyTimeout:      15 * time.Second, // as websocket.message_timeout
 	}
 }
 
@@ -84,6 +105,17 @@ type Stats struct {
 	SlowDropped  int64 // clients disconnected for falling behind
 	Delivered    int64 // events queued to clients
 	UpstreamSubs int64 // upstream subscriptions made so far
+	ReplayBytes  int64 // bytes the topics' rings keep now
+	// Unbudgeted counts events the memory budget could not cover: kept
+	// for no replay, and sent only to the streams that were not behind.
+	Unbudgeted int64
+	// BudgetDropped counts streams ended because such an event found them
+	// behind; BudgetRefused, new streams refused while the budget could not
+	// cover the last such event.
+	BudgetDropped, BudgetRefused int64
+	// TopicsRefused counts streams refused because MaxLiveTopics topics
+	// were live and none was lingering.
+	TopicsRefused int64
 }
 
 // Hub fans broker topics out to SSE streams.
@@ -98,10 +130,23 @@ type Hub struct {
 	topics map[string]*topic
 	closed bool
 
-	clients      atomic.Int64
-	slowDropped  atomic.Int64
-	delivered    atomic.Int64
-	upstreamSubs atomic.Int64
+	clients       atomic.Int64
+	slowDropped   atomic.Int64
+	delivered     atomic.Int64
+	upstreamSubs  atomic.Int64
+	unbudgeted    atomic.Int64
+	budgetDropped atomic.Int64
+	budgetRefused atomic.Int64
+	topicsRefused atomic.Int64
+
+	// short is the size of the last event the memory budget could not
+	// cover, 0 once one was covered again: while it is set the hub is
+	// short of budget, a state logged once as it begins and once as it
+	// ends rather than once per event.
+	short atomic.Int64
+	// topicsFull is set while streams are refused for MaxLiveTopics, so
+	// that is logged once per episode too.
+	topicsFull atomic.Bool
 }
 
 // NewHub returns a hub over broker. Zero options take the defaults, but
@@ -111,7 +156,10 @@ func NewHub(broker bridge.Broker, o Options) *Hub {
 	setDefault(&o.Heartbeat, d.Heartbeat)
 	setDefault(&o.Retry, d.Retry)
 	setDefault(&o.Replay, d.Replay)
+	setDefault(&o.ReplayBytes, d.ReplayBytes)
 	setDefault(&o.ClientQueue, d.ClientQueue)
+	setDefault(&o.ClientQueueBytes, d.ClientQueueBytes)
+	setDefault(&o.MaxLiveTopics, d.MaxLiveTopics)
 	setDefault(&o.Linger, d.Linger)
 	setDefault(&o.WriteTimeout, d.WriteTimeout)
 	setDefault(&o.MaxTopics, d.MaxTopics)
@@ -140,9 +188,17 @@ func setDefault[T comparable](v *T, d T) {
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
 	n := len(h.topics)
+	var ring int64
+	for _, t := range h.topics {
+		t.mu.Lock()
+		ring += t.ring.bytes
+		t.mu.Unlock()
+	}
 	h.mu.Unlock()
 	return Stats{Topics: n, Clients: h.clients.Load(), SlowDropped: h.slowDropped.Load(),
-		Delivered: h.delivered.Load(), UpstreamSubs: h.upstreamSubs.Load()}
+		Delivered: h.delivered.Load(), UpstreamSubs: h.upstreamSubs.Load(), ReplayBytes: ring,
+		Unbudgeted: h.unbudgeted.Load(), BudgetDropped: h.budgetDropped.Load(),
+		BudgetRefused: h.budgetRefused.Load(), TopicsRefused: h.topicsRefused.Load()}
 }
 
 // Close ends every stream and upstream subscription.
@@ -159,7 +215,18 @@ func (h *Hub) Close() {
 	}
 }
 
-var errHubClosed = errors.New("shutting down")
+var (
+	errHubClosed     = errors.New("shutting down")
+	errTooManyTopics = errors.New("the gateway follows as many topics as it may (sse.max_live_topics); retry later")
+)
+
+// shortOfBudget reports whether a new stream is to be refused for the
+// memory budget: it could not cover the last event it was offered, and
+// still could not.
+func (h *Hub) shortOfBudget() bool {
+	s := h.short.Load()
+	return s > 0 && h.o.Budget.Used()+s > h.o.Budget.Limit()
+}
 
 // topic is one upstream subscription and its subscribers.
 type topic struct {
@@ -171,10 +238,11 @@ type topic struct {
 	ended chan struct{} // closed when the topic is retired, for any reason; its clients are ended too
 	once  sync.Once
 
+	names *names
+
 	mu      sync.Mutex
-	ring    []*event // oldest first once full; len <= Replay
-	head    int      // index of the oldest event when the ring is full
-	floor   uint64   // a resume from any id >= floor is gapless
+	ring    ring
+	floor   uint64 // a resume from any id >= floor is gapless
 	clients map[*client]struct{}
 	linger  *time.Timer
 	retired bool
@@ -191,9 +259,18 @@ func (h *Hub) acquire(ctx context.Context, name string, c *client, lastSeq uint6
 			return nil, nil, false, errHubClosed
 		}
 		t = h.topics[name]
+		if t == nil && len(h.topics) >= h.o.MaxLiveTopics {
+			idle := h.lingering()
+			h.mu.Unlock()
+			if idle == nil {
+				return nil, nil, false, errTooManyTopics
+			}
+			idle.end() // it has no stream: only a quick resume loses out
+			continue
+		}
 		if t == nil {
 			t = &topic{name: name, hub: h, ready: make(chan struct{}), ended: make(chan struct{}),
-				clients: map[*client]struct{}{}}
+				clients: map[*client]struct{}{}, names: newNames(name)}
 			h.topics[name] = t
 			h.mu.Unlock()
 			t.subscribe()
@@ -230,6 +307,21 @@ func (h *Hub) acquire(ctx context.Context, name string, c *client, lastSeq uint6
 	}
 }
 
+// lingering returns a topic no stream follows, or nil. Call with h.mu
+// held; it is called only when MaxLiveTopics are live, so a walk over them
+// costs nothing the rest of the time.
+func (h *Hub) lingering() *topic {
+	for _, t := range h.topics {
+		t.mu.Lock()
+		idle := t.linger != nil && !t.retired
+		t.mu.Unlock()
+		if idle {
+			return t
+		}
+	}
+	return nil
+}
+
 // subscribe makes the upstream subscription; a failure retires the topic
 // so the next stream tries again.
 func (t *topic) subscribe() {
@@ -262,35 +354,108 @@ func (t *topic) subscribe() {
 }
 
 // deliver runs on the broker client's goroutine for each message, in
-// order: encode once, keep it for replay, offer it to every client.
+// order: encode once, take its bytes from the budget once, keep it for
+// replay, offer it to every client.
+//
+// A broker message cannot be refused, so an event the budget cannot cover
+// (after the topic's own ring has made room) is held as little as can be:
+// kept for no replay (resumes from before it reset), sent to the streams
+// that have nothing waiting, which write it at once, and never queued
+// behind others: a stream that is behind is ended instead, which frees
+// what it held. New streams are refused meanwhile (see shortOfBudget).
 func (t *topic) deliver(m bridge.Message) {
 	h := t.hub
-	ev := newEvent(h.epoch, h.seq.Add(1), t.name, m.Data)
+	budget := h.o.Budget
+	ev := newEvent(h.epoch, h.seq.Add(1), t.names, m.Data)
 	t.mu.Lock()
-	if max := h.o.Replay; len(t.ring) < max {
-		t.ring = append(t.ring, ev)
-	} else {
-		t.floor = t.ring[t.head].seq
-		t.ring[t.head] = ev
-		t.head = (t.head + 1) % max
+	if t.retired { // its streams are ending; its ring is gone
+		t.mu.Unlock()
+		return
 	}
+	covered := budget.Take(ev.size)
+	if !covered && t.ring.n > 0 {
+		t.forget(0) // the ring is a cache: it yields to live events
+		covered = budget.Take(ev.size)
+	}
+	// The references the ring and the queues may take, and one for this
+	// call, are held at once and what was not used given back at the end:
+	// two atomic operations per event, not two per stream.
+	refs := int32(len(t.clients)) + 2
+	ev.hold(refs)
+	if covered {
+		ev.cost = ev.size
+		t.keep(ev)
+		refs--
+	} else {
+		t.forget(ev.seq)
+	}
+	var queued int64
 	for c := range t.clients {
-		if c.offer(ev) {
+		switch {
+		case !covered && len(c.q) > 0:
+			if c.end(endOverBudget) {
+				h.budgetDropped.Add(1)
+			}
+			c.drain(budget)
+		case c.offer(ev, h.o.ClientQueueBytes):
+			queued++
+		case c.end(endSlow):
 			h.slowDropped.Add(1)
+			c.drain(budget)
 		}
 	}
-	n := len(t.clients)
 	t.mu.Unlock()
-	h.delivered.Add(int64(n))
+	ev.drop(refs-int32(queued), budget)
+	h.delivered.Add(queued)
+	if !covered {
+		h.unbudgeted.Add(1)
+		if h.short.Swap(ev.size) == 0 {
+			h.o.Log.Warn("sse events exceed the memory budget (limits.memory_bytes): they are kept for no replay, streams that are behind are dropped and new streams refused until it can hold them",
+				"topic", t.name, "event_bytes", ev.size, "budget_used", budget.Used(), "budget", budget.Limit())
+		}
+	} else if h.short.Load() != 0 && h.short.Swap(0) != 0 {
+		h.o.Log.Info("sse events fit the memory budget again", "topic", t.name,
+			"unbudgeted_events", h.unbudgeted.Load(), "streams_dropped", h.budgetDropped.Load(), "streams_refused", h.budgetRefused.Load())
+	}
 }
 
-// since returns the kept events with seq > after, oldest first. Call with
+// keep puts ev, whose reference the caller holds for it, in the ring; the
+// oldest events go to stay within Replay events and ReplayBytes. An event
+// larger than ReplayBytes is not kept. Call with t.mu held.
+func (t *topic) keep(ev *event) {
+	o, budget := &t.hub.o, t.hub.o.Budget
+	if ev.size > o.ReplayBytes {
+		t.forget(ev.seq)
+		ev.release(budget)
+		return
+	}
+	for t.ring.n > 0 && (t.ring.n >= o.Replay || t.ring.bytes+ev.size > o.ReplayBytes) {
+		old := t.ring.pop()
+		t.floor = old.seq
+		old.release(budget)
+	}
+	t.ring.push(ev, o.Replay)
+}
+
+// forget empties the ring. A resume is then gapless only from an id at or
+// past seq (the event not kept), or past the events let go. Call with
 // t.mu held.
+func (t *topic) forget(seq uint64) {
+	for t.ring.n > 0 {
+		old := t.ring.pop()
+		t.floor = old.seq
+		old.release(t.hub.o.Budget)
+	}
+	t.floor = max(t.floor, seq)
+}
+
+// since returns the kept events with seq > after, oldest first, each with
+// a reference held for the caller. Call with t.mu held.
 func (t *topic) since(after uint64) []*event {
 	var out []*event
-	for i := range t.ring {
-		ev := t.ring[(t.head+i)%len(t.ring)]
-		if ev.seq > after {
+	for i := range t.ring.n {
+		if ev := t.ring.at(i); ev.seq > after {
+			ev.hold(1)
 			out = append(out, ev)
 		}
 	}
@@ -334,6 +499,7 @@ func (t *topic) end() {
 		for c := range t.clients {
 			c.end(endUpstream)
 		}
+		t.forget(0)
 		t.mu.Unlock()
 		close(t.ended)
 		if t.sub != nil {
@@ -351,11 +517,15 @@ const (
 	endShutdown     = "shutdown"
 	endUpstream     = "upstream_ended"
 	endTokenExpired = "token_expired"
+	endOverBudget   = bridge.OutcomeOverBudget
 )
 
 // client is one stream's queue. Several topics may feed it.
 type client struct {
 	q chan *event
+	// queued is the bytes of the events in q: added by the topics that
+	// offer them, taken off by whoever receives them from q.
+	queued atomic.Int64
 	// pressure wakes a stream that waits for its next flush (and so does
 	// not read q) once q is half full, so that a fast stream drains it
 	// before it overflows.
@@ -381,20 +551,56 @@ func (c *client) end(why string) (first bool) {
 	return first
 }
 
-// offer queues ev without ever blocking the broker's goroutine. It
-// reports whether the client just fell behind.
-func (c *client) offer(ev *event) (fellBehind bool) {
+// offer queues ev, whose reference the caller holds for it, without ever
+// blocking the broker's goroutine. It reports whether ev was queued: not
+// when the client has been told to end, nor when its queue is full in
+// events or past maxBytes with ev.
+func (c *client) offer(ev *event, maxBytes int64) bool {
+	select {
+	case <-c.stop: // it holds nothing more, since it will write nothing more
+		return false
+	default:
+	}
+	q := c.queued.Add(ev.size)
+	if q > maxBytes && q > ev.size {
+		c.queued.Add(-ev.size)
+		return false
+	}
 	select {
 	case c.q <- ev:
-		if len(c.q) >= cap(c.q)/2 {
+		if len(c.q) >= cap(c.q)/2 || q >= maxBytes/2 {
 			select {
 			case c.pressure <- struct{}{}:
 			default:
 			}
 		}
-		return false
+		return true
 	default:
-		return c.end(endSlow)
+		c.queued.Add(-ev.size)
+		return false
+	}
+}
+
+// sent lets go of ev, received from q and written (or not, the stream
+// ending).
+func (c *client) sent(ev *event, b *bridge.Budget) {
+	c.queued.Add(-ev.size)
+	ev.release(b)
+}
+
+// drain lets go of whatever waits in q. A stream ended for falling behind
+// may sit in a blocked write for up to the write timeout: its queue is
+// emptied for it at once, by the topic that ends it, so what it held is
+// free when the budget needs it. Every receiver from q takes an event only
+// when one is there, so the stream does not wait on what drain took.
+func (c *client) drain(b *bridge.Budget) {
+	for {
+		select {
+		case ev := <-c.q:
+			c.sent(ev, b)
+		default:
+			return
+		}
 	}
 }
 

@@ -158,6 +158,12 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 		}
 	}
 
+	if h.shortOfBudget() {
+		// Logged once for the episode, as it began (see topic.deliver).
+		h.budgetRefused.Add(1)
+		refuseBusy(w, bridge.Busy{Outcome: bridge.OutcomeOverBudget, Reason: bridge.OverBudget().Reason, Retry: bridge.RetryHint(0)})
+		return
+	}
 	c := newClient(h.o.ClientQueue)
 	release, err := h.o.Conns.Add(c, bridge.ClientIP(r))
 	if err != nil {
@@ -176,11 +182,24 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 		for _, t := range held {
 			t.release(c)
 		}
+		// No topic offers c anything now: what is left is let go once.
+		for _, ev := range replay {
+			ev.release(h.o.Budget)
+		}
+		c.drain(h.o.Budget)
 	}()
 	for _, name := range names {
 		t, rp, rs, err := h.acquire(r.Context(), name, c, lastSeq)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
+				return
+			}
+			if errors.Is(err, errTooManyTopics) {
+				h.topicsRefused.Add(1)
+				if !h.topicsFull.Swap(true) {
+					log.Warn("sse streams refused: as many topics are followed as sse.max_live_topics allows, none without a stream", "max_live_topics", h.o.MaxLiveTopics)
+				}
+				refuseBusy(w, bridge.Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: bridge.RetryHint(0)})
 				return
 			}
 			log.Warn("sse stream refused: backend unavailable", "error", err.Error())
@@ -191,6 +210,9 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 		held = append(held, t)
 		replay = append(replay, rp...)
 		reset = reset || rs
+	}
+	if h.topicsFull.Load() && h.topicsFull.Swap(false) {
+		log.Info("sse streams are admitted to new topics again", "max_live_topics", h.o.MaxLiveTopics)
 	}
 	sort.Slice(replay, func(i, j int) bool { return replay[i].seq < replay[j].seq })
 
@@ -220,8 +242,10 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 		ok = ok && write(fmt.Appendf(nil, "event: reset\ndata: %s\n\n", msg))
 	}
 	for _, ev := range replay {
-		ok = ok && write(ev.bytesFor(multi))
+		ok = ok && ev.writeTo(write, multi)
+		ev.release(h.o.Budget)
 	}
+	replay = nil
 	if !ok || rc.Flush() != nil {
 		outcome = "write_failed"
 		return
@@ -256,14 +280,26 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 			rc.SetWriteDeadline(deadline)
 		}
 	}
-	// writeQueued writes the events queued now; only this goroutine
-	// receives from c.q, so none of the receives blocks.
+	// writeEvent writes one event taken from c.q and lets go of it.
+	writeEvent := func(ev *event) bool {
+		ok := ev.writeTo(write, multi)
+		c.sent(ev, h.o.Budget)
+		return ok
+	}
+	// writeQueued writes the events queued now, and not those that arrive
+	// meanwhile, so a busy stream still flushes. A topic that ends the
+	// client may empty c.q meanwhile (client.drain), so no receive waits.
 	writeQueued := func() bool {
 		for n := len(c.q); n > 0; n-- {
-			if !write((<-c.q).bytesFor(multi)) {
-				return false
+			select {
+			case ev := <-c.q:
+				if !writeEvent(ev) {
+					return false
+				}
+				unflushed = true
+			default:
+				return true
 			}
-			unflushed = true
 		}
 		return true
 	}
@@ -285,7 +321,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 		select {
 		case ev := <-q: // the first event after a quiet spell
 			armDeadline()
-			ok = write(ev.bytesFor(multi)) && writeQueued() && flush()
+			ok = writeEvent(ev) && writeQueued() && flush()
 		case <-c.pressure: // half full during an interval
 			if interval {
 				armDeadline()
@@ -308,7 +344,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 			switch outcome {
 			case endSlow:
 				log.Warn("sse client fell behind and was disconnected; it can resume with Last-Event-ID",
-					"queue", h.o.ClientQueue)
+					"queue_events", h.o.ClientQueue, "queue_bytes", h.o.ClientQueueBytes)
 			case endTokenExpired:
 				armDeadline()
 				write([]byte("event: error\ndata: {\"reason\":\"token expired; reconnect with a fresh one\"}\n\n"))

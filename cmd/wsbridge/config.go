@@ -154,13 +154,29 @@ type SSEConfig struct {
 	Heartbeat    Duration `yaml:"heartbeat"`
 	Retry        Duration `yaml:"retry"`
 	ReplayEvents int      `yaml:"replay_events"`
+	ReplayBytes  int      `yaml:"replay_bytes"`
 	// FlushInterval is a pointer so that an explicit 0s (flush every
 	// event at once) differs from unset.
 	FlushInterval      *Duration `yaml:"flush_interval"`
 	ClientQueueEvents  int       `yaml:"client_queue_events"`
+	ClientQueueBytes   int       `yaml:"client_queue_bytes"`
+	MaxLiveTopics      int       `yaml:"max_live_topics"`
 	Linger             Duration  `yaml:"linger"`
 	MaxTopicsPerStream int       `yaml:"max_topics_per_stream"`
 	MaxPublishBytes    int       `yaml:"max_publish_bytes"`
+}
+
+// Options are the hub's options these settings make, for the rest to be
+// filled in where the hub is made.
+func (sc SSEConfig) Options() sse.Options {
+	return sse.Options{
+		Heartbeat: time.Duration(sc.Heartbeat), Retry: time.Duration(sc.Retry),
+		Replay: sc.ReplayEvents, ReplayBytes: int64(sc.ReplayBytes),
+		ClientQueue: sc.ClientQueueEvents, ClientQueueBytes: int64(sc.ClientQueueBytes),
+		MaxLiveTopics: sc.MaxLiveTopics, Linger: time.Duration(sc.Linger),
+		FlushInterval: time.Duration(*sc.FlushInterval),
+		MaxTopics:     sc.MaxTopicsPerStream, MaxPublishBytes: sc.MaxPublishBytes,
+	}
 }
 
 // LimitsConfig bounds what clients may do.
@@ -588,7 +604,10 @@ func (cfg *Config) check(c *checker) {
 	c.durIn("sse.heartbeat", &sc.Heartbeat, sd.Heartbeat, 100*time.Millisecond, 10*time.Minute)
 	c.durIn("sse.retry", &sc.Retry, sd.Retry, 100*time.Millisecond, 10*time.Minute)
 	c.intIn("sse.replay_events", &sc.ReplayEvents, sd.Replay, 1, 1<<20)
+	c.intIn("sse.replay_bytes", &sc.ReplayBytes, int(sd.ReplayBytes), 1<<10, 1<<30)
 	c.intIn("sse.client_queue_events", &sc.ClientQueueEvents, sd.ClientQueue, 1, 1<<20)
+	c.intIn("sse.client_queue_bytes", &sc.ClientQueueBytes, int(sd.ClientQueueBytes), 1<<10, 1<<30)
+	c.intIn("sse.max_live_topics", &sc.MaxLiveTopics, sd.MaxLiveTopics, 1, 10_000_000)
 	c.durIn("sse.linger", &sc.Linger, sd.Linger, time.Millisecond, time.Hour)
 	if sc.FlushInterval == nil {
 		d := Duration(sd.FlushInterval)

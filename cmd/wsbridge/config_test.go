@@ -46,6 +46,11 @@ func TestConfigDefaults(t *testing.T) {
 	if time.Duration(*cfg.SSE.FlushInterval) != 20*time.Millisecond || cfg.WebSocket.ReadBufferBytes != 1024 {
 		t.Fatalf("sse.flush_interval %s, websocket.read_buffer_bytes %d", time.Duration(*cfg.SSE.FlushInterval), cfg.WebSocket.ReadBufferBytes)
 	}
+	// A stream's queue and a topic's ring hold a 1 MiB event with room to
+	// spare, and the hub gets what the config says.
+	if so := cfg.SSE.Options(); so.ClientQueueBytes != 4*mib || so.ReplayBytes != 4*mib || so.MaxLiveTopics != 10000 {
+		t.Fatalf("sse byte limits: %+v", so)
+	}
 	// An explicit 0s turns coalescing off; it is not "unset".
 	cfg, err = parseConfig("c.yaml", []byte("sse: {flush_interval: 0s}\nbackends:\n  b:\n    protocol: stomp\n    address: h:1\nroutes:\n  - {path: /s, protocol: stomp, backend: b}\n"))
 	if err != nil || *cfg.SSE.FlushInterval != 0 {
@@ -76,6 +81,9 @@ func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
 		{"admin not host:port", "admin: {listen: \"9090\"}\n" + ok, []string{"c.yaml:1: admin.listen"}},
 		{"amqp route without a broker login", "backends:\n  r:\n    protocol: amqp\n    address: h:1\nroutes:\n  - {path: /amqp, protocol: amqp, backend: r}\n", []string{"c.yaml:6: routes.0.backend", "backends.r.credential"}},
 		{"flush interval too long", ok + "sse:\n  flush_interval: 2s\n", []string{"c.yaml:10: sse.flush_interval: 2s is out of range"}},
+		{"stream queue under a KiB", ok + "sse:\n  client_queue_bytes: 100\n", []string{"c.yaml:10: sse.client_queue_bytes: 100 is out of range"}},
+		{"ring under a KiB", ok + "sse:\n  replay_bytes: 100\n", []string{"c.yaml:10: sse.replay_bytes: 100 is out of range"}},
+		{"negative live topics", ok + "sse:\n  max_live_topics: -1\n", []string{"c.yaml:10: sse.max_live_topics: -1 is out of range"}},
 		{"login timeout 0s is not off", ok + "limits:\n  login_timeout: 0s\n", []string{"c.yaml:10: limits.login_timeout: 0s is out of range", "no \"off\""}},
 		{"negative login timeout", ok + "limits:\n  login_timeout: -5s\n", []string{"c.yaml:10:", "\"-5s\": a duration cannot be negative"}},
 		{"login timeout too long", ok + "limits:\n  login_timeout: 1h\n", []string{"c.yaml:10: limits.login_timeout: 1h0m0s is out of range"}},

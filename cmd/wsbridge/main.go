@@ -345,15 +345,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		if err != nil {
 			return nil, err
 		}
-		sc := cfg.SSE
-		h := sse.NewHub(broker, sse.Options{
-			Heartbeat: time.Duration(sc.Heartbeat), Retry: time.Duration(sc.Retry), Replay: sc.ReplayEvents,
-			ClientQueue: sc.ClientQueueEvents, Linger: time.Duration(sc.Linger), WriteTimeout: ws.WriteTimeout,
-			FlushInterval: time.Duration(*sc.FlushInterval),
-			MaxTopics:     sc.MaxTopicsPerStream, MaxPublishBytes: sc.MaxPublishBytes,
-			BodyTimeout: ws.MessageTimeout, Budget: ws.Budget,
-			Origins: cfg.origins, Conns: srv.Conns, Log: log,
-		})
+		so := cfg.SSE.Options()
+		so.WriteTimeout, so.BodyTimeout, so.Budget = ws.WriteTimeout, ws.MessageTimeout, ws.Budget
+		so.Origins, so.Conns, so.Log = cfg.origins, srv.Conns, log
+		h := sse.NewHub(broker, so)
 		hubs[name] = h
 		g.hubs = append(g.hubs, h)
 		return h, nil
