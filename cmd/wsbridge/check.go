@@ -26,7 +26,7 @@ Exit status 0 when the gateway would start with it, 1 when not (each problem
 on standard error), 2 for a wrong command line.`,
 	setup: func(fs *flag.FlagSet) runFunc {
 		var cf commonFlags
-		cf.register(fs)
+		cf.register(fs, true)
 		login := fs.Bool("login", false, "also log in to each backend with its keyring credential")
 		return func(ctx context.Context, e *env, _ []string) error {
 			if cf.config == "" {

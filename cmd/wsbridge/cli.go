@@ -101,6 +101,10 @@ func dispatch(ctx context.Context, args []string, e *env) error {
 		return helpCommand(args[1:], e)
 	case first == "keyring":
 		return keyringGroup(ctx, args[1:], e)
+	case first == "-version" || first == "--version":
+		// What other tools answer; without it the flag reaches serve,
+		// which knows no such flag.
+		return versionCmd.exec(ctx, args[1:], e)
 	case strings.HasPrefix(first, "-"):
 		return serveCmd.exec(ctx, args, e)
 	}
@@ -248,8 +252,14 @@ type commonFlags struct {
 	config, keyring string
 }
 
-func (f *commonFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&f.config, "config", "", "YAML config `FILE` (default: the embedded default)")
+// register adds the flags; configRequired says that the command needs
+// -config (check does), where the others fall back to the embedded default.
+func (f *commonFlags) register(fs *flag.FlagSet, configRequired bool) {
+	usage := "YAML config `FILE` (default: the embedded default)"
+	if configRequired {
+		usage = "YAML config `FILE` (required)"
+	}
+	fs.StringVar(&f.config, "config", "", usage)
 	fs.StringVar(&f.keyring, "keyring", "", "keyring `FILE` (overrides WSBRIDGE_KEYRING and keyring.path)")
 }
 

@@ -177,9 +177,30 @@ func TestVersionLine(t *testing.T) {
 			t.Errorf("%s: %q, want %q...%q", tt.name, got, tt.want, goVersion)
 		}
 	}
-	out, _, code := wsbridge(t, "", "version")
-	if code != 0 || !strings.HasPrefix(out, "wsbridge ") || !strings.HasSuffix(out, goVersion+"\n") {
-		t.Fatalf("version: exit %d, %q", code, out)
+	// -version and --version as other tools answer them, not as a flag
+	// of serve it does not know.
+	for _, arg := range []string{"version", "-version", "--version"} {
+		out, errOut, code := wsbridge(t, "", arg)
+		if code != 0 || errOut != "" || !strings.HasPrefix(out, "wsbridge ") || !strings.HasSuffix(out, goVersion+"\n") {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", arg, code, out, errOut)
+		}
+	}
+}
+
+// check's help says -config is required, where the commands that fall
+// back to the embedded default say so.
+func TestConfigFlagHelp(t *testing.T) {
+	for _, tc := range []struct{ cmd, want, not string }{
+		{"check", "YAML config FILE (required)", "default"},
+		{"keyring init", "(default: the embedded default)", "required"},
+		{"serve", "(default: the embedded default)", "required"},
+	} {
+		out, _, code := wsbridge(t, "", append(strings.Fields(tc.cmd), "-h")...)
+		_, config, _ := strings.Cut(out, "\n  -config FILE")
+		config, _, _ = strings.Cut(config, "\n  -")
+		if code != 0 || !strings.Contains(config, tc.want) || strings.Contains(config, tc.not) {
+			t.Errorf("%s -h: exit %d, -config says %q; want %q and no %q", tc.cmd, code, config, tc.want, tc.not)
+		}
 	}
 }
 

@@ -20,7 +20,7 @@ var keyringInitCmd = &command{
 	detail:  keyringNote,
 	setup: func(fs *flag.FlagSet) runFunc {
 		var cf commonFlags
-		cf.register(fs)
+		cf.register(fs, false)
 		return func(_ context.Context, e *env, _ []string) error {
 			loc, err := keyringAt(cf)
 			if err != nil {
@@ -41,7 +41,7 @@ line from standard input:
 	minPos: 1, maxPos: 1,
 	setup: func(fs *flag.FlagSet) runFunc {
 		var cf commonFlags
-		cf.register(fs)
+		cf.register(fs, false)
 		username := fs.String("username", "", "the broker `USER` name to store (required)")
 		pwStdin := fs.Bool("password-stdin", false, "read the password from standard input (one line)")
 		return func(_ context.Context, e *env, pos []string) error {
@@ -79,7 +79,7 @@ var keyringListCmd = &command{
 	summary: "list the entries: names and usernames, never passwords",
 	setup: func(fs *flag.FlagSet) runFunc {
 		var cf commonFlags
-		cf.register(fs)
+		cf.register(fs, false)
 		return func(_ context.Context, e *env, _ []string) error {
 			loc, err := keyringAt(cf)
 			if err != nil {
@@ -104,7 +104,7 @@ var keyringDeleteCmd = &command{
 	minPos:  1, maxPos: 1,
 	setup: func(fs *flag.FlagSet) runFunc {
 		var cf commonFlags
-		cf.register(fs)
+		cf.register(fs, false)
 		return func(_ context.Context, e *env, pos []string) error {
 			loc, err := keyringAt(cf)
 			if err != nil {

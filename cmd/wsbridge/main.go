@@ -49,7 +49,7 @@ var serveCmd = &command{
 STOMP, SSE and HTTP publish on loopback, and a demo page at /.`,
 	setup: func(fs *flag.FlagSet) runFunc {
 		var cf commonFlags
-		cf.register(fs)
+		cf.register(fs, false)
 		listen := fs.String("listen", "", "listen address, `host:port` (overrides the config's listen)")
 		return func(ctx context.Context, e *env, _ []string) error {
 			return runGateway(ctx, cf, *listen, e.stderr, e.onListen)
