@@ -241,6 +241,11 @@ func (p *Policy) carrierList() string {
 func (p *Policy) FromLogin(client, user, password string) (*Identity, error) {
 	switch {
 	case p.o.Mode == ModeUsers:
+		if user == "" && password == "" {
+			// A login that sent nothing is told what to send, as an HTTP
+			// request is, and costs no password check.
+			return nil, p.Missing()
+		}
 		return p.o.Users.Check(client, user, password)
 	case p.o.Mode == ModeJWT && p.o.Carriers.Login:
 		if password == "" {

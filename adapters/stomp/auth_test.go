@@ -190,20 +190,23 @@ func TestAuthUsersFile(t *testing.T) {
 	p := authtest.UsersPolicy(t, map[string][2]string{"alice": {"alice-password", "writer"}})
 	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: p}})
 	sp := http.Header{"Sec-Websocket-Protocol": {"v12.stomp"}}
-	for _, c := range []struct{ login, pass, want string }{
-		{"alice", "alice-password", "CONNECTED"},
-		{"alice", "wrong", "ERROR"},
-		{"mallory", "alice-password", "ERROR"},
-		{"", "", "ERROR"},
+	// A CONNECT with no login is told to log in, as an HTTP request is.
+	const noLogin = "CONNECT\naccept-version:1.2\nheart-beat:0,0\n\n\x00"
+	for _, c := range []struct{ name, connect, want, body string }{
+		{"alice", connectWith("alice", "alice-password"), "CONNECTED", ""},
+		{"wrong password", connectWith("alice", "wrong"), "ERROR", "unknown user or wrong password"},
+		{"unknown user", connectWith("mallory", "alice-password"), "ERROR", "unknown user or wrong password"},
+		{"empty login", connectWith("", ""), "ERROR", "log in with a username and password"},
+		{"no login", noLogin, "ERROR", "log in with a username and password"},
 	} {
 		cl := dial(t, gw.url, sp)
-		cl.send(t, connectWith(c.login, c.pass))
+		cl.send(t, c.connect)
 		f := cl.frame(t)
 		if f.Command.String() != c.want {
-			t.Fatalf("%s/%s: got %q, want %s", c.login, c.pass, f.Raw, c.want)
+			t.Fatalf("%s: got %q, want %s", c.name, f.Raw, c.want)
 		}
-		if c.want == "ERROR" && !strings.Contains(string(f.Body()), "unknown user or wrong password") {
-			t.Fatalf("%s/%s: ERROR body %q", c.login, c.pass, f.Body())
+		if !strings.Contains(string(f.Body()), c.body) {
+			t.Fatalf("%s: ERROR body %q, want %q", c.name, f.Body(), c.body)
 		}
 	}
 	if strings.Contains(gw.logs.String(), "alice-password") {

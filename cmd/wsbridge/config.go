@@ -506,6 +506,18 @@ func (c *checker) durIn(path string, v *Duration, def, lo, hi time.Duration) {
 	}
 }
 
+// checkListen checks a listen address; a bare port, the likeliest slip,
+// is answered with the address it probably meant.
+func checkListen(addr string) error {
+	if _, _, err := net.SplitHostPort(addr); err == nil {
+		return nil
+	}
+	if _, err := strconv.ParseUint(addr, 10, 16); err == nil {
+		return fmt.Errorf("%q is not host:port: did you mean \":%s\" (every interface) or \"127.0.0.1:%s\" (this machine only)?", addr, addr, addr)
+	}
+	return fmt.Errorf("%q is not host:port (for example :8080 or 127.0.0.1:8080)", addr)
+}
+
 // backendProtocols are the brokers the gateway can talk to.
 var backendProtocols = map[string]bool{"stomp": true, "amqp": true, "nats": true, "mqtt": true}
 
@@ -525,8 +537,8 @@ func (cfg *Config) check(c *checker) {
 	if cfg.Listen == "" {
 		cfg.Listen = ":8080"
 	}
-	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
-		c.fail("listen", "%q is not host:port (for example :8080 or 127.0.0.1:8080)", cfg.Listen)
+	if err := checkListen(cfg.Listen); err != nil {
+		c.fail("listen", "%v", err)
 	}
 	for i, o := range cfg.AllowedOrigins {
 		if _, err := bridge.NewOrigins([]string{o}); err != nil {

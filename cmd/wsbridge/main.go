@@ -65,6 +65,11 @@ func serveCommand(ctx context.Context, args []string, stderr io.Writer, onListen
 
 // runGateway runs the gateway until ctx ends.
 func runGateway(ctx context.Context, cf commonFlags, listen string, stderr io.Writer, onListen func(net.Addr)) error {
+	if listen != "" {
+		if err := checkListen(listen); err != nil {
+			return &usageError{cmd: "serve", err: fmt.Errorf("-listen: %w", err)}
+		}
+	}
 	cfg, err := loadConfig(cf.config)
 	if err != nil {
 		return err

@@ -157,3 +157,17 @@ routes:
 		})
 	}
 }
+
+// A bare port, for -listen or the config's listen, is answered with the
+// addresses it probably meant, not net's "missing port in address".
+func TestListenBarePortHint(t *testing.T) {
+	const want = `"8085" is not host:port: did you mean ":8085" (every interface) or "127.0.0.1:8085" (this machine only)?`
+	_, errOut, code := wsbridge(t, "", "serve", "-listen", "8085")
+	if code != 2 || !strings.Contains(errOut, "-listen: "+want) {
+		t.Fatalf("-listen 8085: exit %d, stderr %q", code, errOut)
+	}
+	_, err := parseConfig("c.yaml", []byte("listen: 8085\nbackends: {n: {protocol: nats, address: h:1}}\nroutes: [{path: /s, protocol: sse, backend: n}]\n"))
+	if err == nil || !strings.Contains(err.Error(), "c.yaml:1: listen: "+want) {
+		t.Fatalf("listen: 8085: %v", err)
+	}
+}
