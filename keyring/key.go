@@ -37,7 +37,7 @@ func LoadKeyFile(path string) (Key, error) {
 		return Key{}, fmt.Errorf("%w: key file %s does not exist", ErrNoKey, path)
 	}
 	if err != nil {
-		return Key{}, fmt.Errorf("keyring: %w", err)
+		return Key{}, fmt.Errorf("keyring: reading key file %s: %w", path, bare(err))
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		line = strings.TrimSpace(line)
@@ -46,7 +46,7 @@ func LoadKeyFile(path string) (Key, error) {
 		}
 		k, err := ParseKey(line)
 		if err != nil {
-			return Key{}, fmt.Errorf("%s: %w", path, err)
+			return Key{}, fmt.Errorf("keyring: key file %s: %s", path, strings.TrimPrefix(err.Error(), "keyring: "))
 		}
 		return k, nil
 	}
@@ -62,7 +62,7 @@ func GenerateKeyFile(path string) (Key, error) {
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
-		return Key{}, fmt.Errorf("keyring: writing key file: %w", err)
+		return Key{}, fmt.Errorf("keyring: writing key file %s: %w", path, bare(err))
 	}
 	_, err = fmt.Fprintf(f, "# wsbridge keyring master key; keep this file secret.\n%s\n", id.String())
 	if cerr := f.Close(); err == nil {
@@ -70,7 +70,7 @@ func GenerateKeyFile(path string) (Key, error) {
 	}
 	if err != nil {
 		os.Remove(path)
-		return Key{}, fmt.Errorf("keyring: writing key file: %w", err)
+		return Key{}, fmt.Errorf("keyring: writing key file %s: %w", path, bare(err))
 	}
 	return Key{id}, nil
 }

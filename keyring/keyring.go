@@ -94,7 +94,7 @@ func Open(path string, key Key) (*Keyring, error) {
 		return nil, fmt.Errorf("%w: %s (create it with `wsbridge keyring init`)", ErrNotFound, path)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("keyring: %w", err)
+		return nil, fmt.Errorf("keyring: reading %s: %w", path, bare(err))
 	}
 	defer f.Close()
 	r, err := age.Decrypt(f, key.id)
@@ -205,30 +205,41 @@ func writeAtomic(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
 	if err != nil {
-		return fmt.Errorf("keyring: %w", err)
+		return fmt.Errorf("keyring: writing %s: %w", path, bare(err))
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
-		return fmt.Errorf("keyring: %w", err)
+		return fmt.Errorf("keyring: writing %s: %w", path, bare(err))
 	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("keyring: %w", err)
+		return fmt.Errorf("keyring: writing %s: %w", path, bare(err))
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("keyring: %w", err)
+		return fmt.Errorf("keyring: writing %s: %w", path, bare(err))
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("keyring: %w", err)
+		return fmt.Errorf("keyring: writing %s: %w", path, bare(err))
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("keyring: %w", err)
+		return fmt.Errorf("keyring: writing %s: %w", path, bare(err))
 	}
 	if d, err := os.Open(dir); err == nil {
 		_ = d.Sync() // make the rename durable where the filesystem allows
 		d.Close()
 	}
 	return nil
+}
+
+// bare is err without the *fs.PathError around it: the messages name the
+// file the user knows (the keyring, not its temporary twin) once, and
+// errors.Is still finds fs.ErrPermission in the errno.
+func bare(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

@@ -66,7 +66,7 @@ line from standard input:
 				return fmt.Errorf("keyring set: %w", err)
 			}
 			if err := kr.Set(name, keyring.Credential{Username: *username, Password: keyring.NewSecret(pw)}); err != nil {
-				return err
+				return loc.writeError(err)
 			}
 			fmt.Fprintf(e.stdout, "stored %s (username %s) in %s\n", name, *username, loc.path)
 			return nil
@@ -114,8 +114,10 @@ var keyringDeleteCmd = &command{
 			if err != nil {
 				return err
 			}
-			if err := kr.Delete(pos[0]); err != nil {
+			if err := kr.Delete(pos[0]); errors.Is(err, keyring.ErrNoEntry) {
 				return fmt.Errorf("%w in keyring %s", err, loc.path)
+			} else if err != nil {
+				return loc.writeError(err)
 			}
 			fmt.Fprintf(e.stdout, "deleted %s from %s\n", pos[0], loc.path)
 			return nil
@@ -139,6 +141,9 @@ func keyringInit(loc keyringLocation, e *env) error {
 	if loc.keyEnv == "" {
 		if _, statErr := os.Stat(loc.keyFile); errors.Is(statErr, os.ErrNotExist) {
 			if key, err = keyring.GenerateKeyFile(loc.keyFile); err != nil {
+				if ae := accessError("master key file", loc.keyFile, loc.keyFrom, true, err); ae != nil {
+					return ae
+				}
 				return err
 			}
 			generated = true
@@ -150,7 +155,7 @@ func keyringInit(loc keyringLocation, e *env) error {
 		}
 	}
 	if _, err := keyring.Create(loc.path, key); err != nil {
-		return err
+		return loc.writeError(err)
 	}
 	fmt.Fprintf(e.stdout, "created empty keyring %s\n", loc.path)
 	if generated {
@@ -232,6 +237,15 @@ func shellQuote(w string) string {
 	return "'" + strings.ReplaceAll(w, "'", `'\''`) + "'"
 }
 
+// writeError is err from writing the keyring, with what to change when it
+// was refused permission.
+func (l keyringLocation) writeError(err error) error {
+	if ae := accessError("keyring", l.path, l.pathFrom, true, err); ae != nil {
+		return ae
+	}
+	return err
+}
+
 // keySource says where the master key was looked for.
 func (l keyringLocation) keySource() string {
 	if l.keyEnv != "" {
@@ -244,11 +258,15 @@ func (l keyringLocation) key() (keyring.Key, error) {
 	if l.keyEnv != "" {
 		k, err := keyring.ParseKey(l.keyEnv)
 		if err != nil {
-			return k, fmt.Errorf("WSBRIDGE_KEYRING_KEY: %w", err)
+			return k, fmt.Errorf("keyring: WSBRIDGE_KEYRING_KEY: %s", strings.TrimPrefix(err.Error(), "keyring: "))
 		}
 		return k, nil
 	}
-	return keyring.LoadKeyFile(l.keyFile)
+	k, err := keyring.LoadKeyFile(l.keyFile)
+	if ae := accessError("master key file", l.keyFile, l.keyFrom, false, err); ae != nil {
+		return k, ae
+	}
+	return k, err
 }
 
 // need is a keyring entry that something in the config needs.
@@ -303,10 +321,15 @@ func (l keyringLocation) open(needs []need) (*keyring.Keyring, error) {
 		return nil, fmt.Errorf("keyring %s (%s): no master key: key file %s (%s) does not exist%s.\n"+
 			"Give the key this keyring was created with: restore that file, or set WSBRIDGE_KEYRING_KEY_FILE or WSBRIDGE_KEYRING_KEY",
 			l.path, l.pathFrom, l.keyFile, l.keyFrom, because)
+	case errors.Is(err, fs.ErrPermission): // accessError said it all
+		return nil, err
 	case err != nil:
-		return nil, fmt.Errorf("keyring %s: %w", l.path, err)
+		return nil, fmt.Errorf("%w (the master key of keyring %s)", err, l.path)
 	}
 	kr, err := keyring.Open(l.path, key)
+	if ae := accessError("keyring", l.path, l.pathFrom, false, err); ae != nil {
+		return nil, ae
+	}
 	switch {
 	case errors.Is(err, keyring.ErrNotFound):
 		return nil, fmt.Errorf("keyring %s (%s) does not exist%s.\nCreate it, then store each entry:\n  %s\n%s",
