@@ -319,27 +319,69 @@ func parseConfig(file string, data []byte) (*Config, error) {
 	cfg := &Config{dir: filepath.Dir(file)}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
+	// Unknown keys and values of the wrong type (a TypeError) leave the
+	// rest decoded: the checks still run, so that one run reports every
+	// problem of the file, not one layer per run.
+	var decodeErrs []error
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
-		return nil, yamlError(file, err)
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, yamlError(file, err)
+		}
+		decodeErrs = yamlErrors(file, te)
 	}
 	c := checker{file: file, root: &root}
 	cfg.check(&c)
-	if len(c.errs) > 0 {
-		return nil, errors.Join(c.errs...)
+	errs := decodeErrs
+	// A value the decoder could not take was left unset, and a check of
+	// the same line would only say so again ("routes: x" is not a list;
+	// "at least one route is needed").
+	bad := map[int]bool{}
+	for _, e := range decodeErrs {
+		if ce, ok := e.(*ConfigError); ok && ce.Line > 0 {
+			bad[ce.Line] = true
+		}
+	}
+	for _, e := range c.errs {
+		if ce, ok := e.(*ConfigError); ok && bad[ce.Line] {
+			continue
+		}
+		errs = append(errs, e)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(sortByLine(errs)...)
 	}
 	return cfg, nil
+}
+
+// sortByLine orders errors as they appear in the file, so that the
+// decoder's and the checks' interleave; the order within a line is kept.
+func sortByLine(errs []error) []error {
+	line := func(e error) int {
+		if ce, ok := e.(*ConfigError); ok {
+			return ce.Line
+		}
+		return 0
+	}
+	sort.SliceStable(errs, func(i, j int) bool { return line(errs[i]) < line(errs[j]) })
+	return errs
 }
 
 func yamlError(file string, err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
-		errs := make([]error, 0, len(te.Errors))
-		for _, e := range te.Errors {
-			errs = append(errs, lineError(file, e))
-		}
-		return errors.Join(errs...)
+		return errors.Join(yamlErrors(file, te)...)
 	}
 	return lineError(file, strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+// yamlErrors are the decoder's complaints, each located.
+func yamlErrors(file string, te *yaml.TypeError) []error {
+	errs := make([]error, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		errs = append(errs, lineError(file, e))
+	}
+	return errs
 }
 
 func lineError(file, msg string) error {
@@ -387,8 +429,8 @@ var configKeys = sync.OnceValue(func() map[string][]string {
 
 // closestKey is the known key nearest to an unknown one, when it is near
 // enough to be a typo (edit distance at most 2, and at most a third of
-// its length) or its start ("max_frame" for "max_frame_bytes"); ""
-// otherwise.
+// its length; two letters swapped count one, so "auht" is "auth") or its
+// start ("max_frame" for "max_frame_bytes"); "" otherwise.
 func closestKey(key string, known []string) string {
 	best, bestD, starts := "", 0, []string{}
 	for _, k := range known {
@@ -406,10 +448,11 @@ func closestKey(key string, known []string) string {
 	return best
 }
 
-// editDistance is the Levenshtein distance between a and b: insertions,
-// deletions and substitutions of bytes.
+// editDistance is the optimal string alignment distance between a and b:
+// insertions, deletions, substitutions and swaps of adjacent bytes, the
+// typos hands make.
 func editDistance(a, b string) int {
-	prev, cur := make([]int, len(b)+1), make([]int, len(b)+1)
+	pprev, prev, cur := make([]int, len(b)+1), make([]int, len(b)+1), make([]int, len(b)+1)
 	for j := range prev {
 		prev[j] = j
 	}
@@ -421,8 +464,11 @@ func editDistance(a, b string) int {
 				sub++
 			}
 			cur[j] = min(prev[j]+1, cur[j-1]+1, sub)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], pprev[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		pprev, prev, cur = prev, cur, pprev
 	}
 	return prev[len(b)]
 }
@@ -788,7 +834,7 @@ func (cfg *Config) check(c *checker) {
 		switch {
 		case !ok:
 			c.fail(p+".backend", "%q is not defined under backends", r.Backend)
-		case known && !serves[b.Protocol]:
+		case known && backendProtocols[b.Protocol] && !serves[b.Protocol]: // an unknown protocol is reported once, at the backend
 			c.fail(p+".backend", "backend %q speaks %s, which cannot serve a %s route (stomp routes relay to stomp backends; mode: translate maps onto nats, amqp or mqtt)", r.Backend, b.Protocol, key)
 		case key == "amqp" && b.Credential == "" && cfg.Auth[r.Auth].Credential == "":
 			// The relay answers every client's login with the gateway's own:

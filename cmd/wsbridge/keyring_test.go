@@ -65,7 +65,7 @@ func TestKeyringErrorsNameFilesAndCommands(t *testing.T) {
 	}
 	for _, tt := range tests {
 		tt.setup()
-		for _, args := range [][]string{{"-config", cfg, "-listen", "127.0.0.1:0"}, {"check", "-config", cfg}} {
+		for _, args := range [][]string{{"-config", cfg, "-listen", "127.0.0.1:0"}, {"check", "-config", cfg, "-listen", "127.0.0.1:0"}} {
 			_, errOut, code := wsbridge(t, "", args...)
 			if code != 1 {
 				t.Fatalf("%s: %v: exit %d, want 1: %s", tt.name, args, code, errOut)
@@ -98,8 +98,8 @@ func TestKeyringPathIsRelativeToTheConfig(t *testing.T) {
 	if _, errOut, code := wsbridge(t, "s3cret\n", "keyring", "set", "rabbit", "-username", "gw", "-password-stdin", "-config", cfg); code != 0 {
 		t.Fatalf("set: exit %d %q", code, errOut)
 	}
-	out, errOut, code = wsbridge(t, "", "check", "-config", cfg)
-	if code != 0 || errOut != "" || !strings.Contains(out, "keyring "+filepath.Join(dir, "k")+": opens with key file "+filepath.Join(dir, "k.key")) ||
+	out, errOut, code = wsbridge(t, "", "check", "-config", cfg, "-listen", "127.0.0.1:0")
+	if code != 0 || errOut != "" || !strings.Contains(out, "keyring "+filepath.Join(dir, "k")+": ok: opens with key file "+filepath.Join(dir, "k.key")) ||
 		!strings.Contains(out, `holds every entry the config names (backend "b" needs entry "rabbit")`) {
 		t.Fatalf("check: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
@@ -148,7 +148,7 @@ func TestKeyFileModeWarning(t *testing.T) {
 		g := serve(t, "-config", cfg)
 		logs := g.logs.String()
 		g.stop()
-		_, errOut, code := wsbridge(t, "", "check", "-config", cfg)
+		_, errOut, code := wsbridge(t, "", "check", "-config", cfg, "-listen", "127.0.0.1:0")
 		if code != 0 {
 			t.Fatalf("check: exit %d: %s", code, errOut)
 		}
@@ -176,8 +176,10 @@ func TestCheckCommand(t *testing.T) {
 		code   int
 		want   []string
 	}{
-		{"../../testdata/users.yaml", 0, []string{"../../testdata/users.yaml: config ok (3 routes, 1 backends, 1 auth policies)", "names no keyring entry"}},
-		{"../../testdata/nats.yaml", 0, []string{"config ok"}},
+		{"../../testdata/users.yaml", 0, []string{"config ../../testdata/users.yaml: ok (3 routes, 1 backend, 1 auth policy)\n",
+			"keyring: not needed: ../../testdata/users.yaml names no keyring entry\n", "listen 127.0.0.1:0: ok: free",
+			"../../testdata/users.yaml: ok: serve would start with it\n"}},
+		{"../../testdata/nats.yaml", 0, []string{"config ../../testdata/nats.yaml: ok (", "serve would start with it"}},
 		{badKey, 1, []string{badKey + `:5: unknown key "limts"`}},
 		{badUsers, 1, []string{badUsers + ":2: auth.p.users_file: " + users + ":3: users.alice.password: unknown key",
 			badUsers + ":2: auth.p.users_file: " + users + ":2: users.alice: no password_hash"}},
@@ -185,7 +187,7 @@ func TestCheckCommand(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(filepath.Base(tt.config), func(t *testing.T) {
-			out, errOut, code := wsbridge(t, "", "check", "-config", tt.config)
+			out, errOut, code := wsbridge(t, "", "check", "-config", tt.config, "-listen", "127.0.0.1:0")
 			if code != tt.code {
 				t.Fatalf("exit %d, want %d: %s%s", code, tt.code, out, errOut)
 			}

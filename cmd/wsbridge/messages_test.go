@@ -20,6 +20,7 @@ func TestConfigUnknownKeyDidYouMean(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"top level", "listn: :1\n" + ok, `c.yaml:1: unknown key "listn"; did you mean "listen"?`},
+		{"two letters swapped", "auht: {}\n" + ok, `c.yaml:1: unknown key "auht"; did you mean "auth"?`},
 		{"nested", ok + "websocket:\n  ping_intervl: 1s\n", `c.yaml:10: unknown key "ping_intervl"; did you mean "ping_interval"?`},
 		{"in a map of backends", strings.Replace(ok, "address: h:1", "address: h:1\n    embeded: true", 1), `c.yaml:5: unknown key "embeded"; did you mean "embedded"?`},
 		{"in a list of routes", ok + "    bakend: b\n", `c.yaml:9: unknown key "bakend"; did you mean "backend"?`},
@@ -169,5 +170,91 @@ func TestListenBarePortHint(t *testing.T) {
 	_, err := parseConfig("c.yaml", []byte("listen: 8085\nbackends: {n: {protocol: nats, address: h:1}}\nroutes: [{path: /s, protocol: sse, backend: n}]\n"))
 	if err == nil || !strings.Contains(err.Error(), "c.yaml:1: listen: "+want) {
 		t.Fatalf("listen: 8085: %v", err)
+	}
+}
+
+// One run reports every problem of the file, in file order: unknown keys
+// and values of the wrong type with the checks of the rest, not one layer
+// per run; a value that could not be read draws no second complaint.
+func TestConfigErrorsAllAtOnce(t *testing.T) {
+	const bad = `auht: {}
+sse:
+  heartbeat: 15
+backends:
+  n: {protocol: natz, address: h:1}
+routes:
+  - {path: sse, protocol: sse, backend: n}
+limits:
+  login_timeout: soon
+`
+	_, err := parseConfig("c.yaml", []byte(bad))
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	want := []string{
+		`c.yaml:1: unknown key "auht"; did you mean "auth"?`,
+		`c.yaml:3: "15" is not a duration such as 30s or 1m`,
+		`c.yaml:5: backends.n.protocol: "natz" is not a supported protocol (stomp, amqp, nats, mqtt)`,
+		`c.yaml:7: routes.0.path: "sse" must be an absolute URL path`,
+		`c.yaml:9: "soon" is not a duration such as 30s or 1m`,
+	}
+	if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("errors:\n%s\nwant:\n%s", err, strings.Join(want, "\n"))
+	}
+}
+
+// check binds what serve would (listen, admin.listen) and releases it: a
+// port another process holds fails check as it fails serve, and each
+// line on stdout names the step that passed, the last one ("serve would
+// start with it") only when every step did.
+func TestCheckTriesThePorts(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	const rest = "backends: {n: {protocol: nats, embedded: true, address: 127.0.0.1:0}}\nroutes: [{path: /s, protocol: sse, backend: n}]\n"
+	for _, tc := range []struct {
+		name, config string
+		args         []string
+		code         int
+		stdout       []string
+		stderr       string
+	}{
+		{"free", "listen: 127.0.0.1:0\nadmin: {listen: \"127.0.0.1:0\"}\n", nil, 0,
+			[]string{"config c.yaml: ok (1 route, 1 backend, 0 auth policies)", "keyring: not needed", "listen 127.0.0.1:0: ok: free (bound and released)",
+				"admin.listen 127.0.0.1:0: ok: free", "c.yaml: ok: serve would start with it"}, ""},
+		{"listen taken", "listen: " + held.Addr().String() + "\n", nil, 1,
+			[]string{"config c.yaml: ok", "keyring: not needed"}, "listen on " + held.Addr().String() + ": the port is taken"},
+		{"-listen taken", "", []string{"-listen", held.Addr().String()}, 1,
+			[]string{"config c.yaml: ok"}, "listen on " + held.Addr().String() + ": the port is taken"},
+		{"admin.listen taken", "listen: 127.0.0.1:0\nadmin: {listen: \"" + held.Addr().String() + "\"}\n", nil, 1,
+			[]string{"listen 127.0.0.1:0: ok"}, "admin.listen: listen on " + held.Addr().String() + ": the port is taken"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			os.WriteFile(filepath.Join(dir, "c.yaml"), []byte(tc.config+rest), 0o600)
+			t.Chdir(dir)
+			out, errOut, code := wsbridge(t, "", append([]string{"check", "-config", "c.yaml"}, tc.args...)...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s%s", code, tc.code, out, errOut)
+			}
+			for _, w := range tc.stdout {
+				if !strings.Contains(out, w) {
+					t.Errorf("stdout lacks %q:\n%s", w, out)
+				}
+			}
+			if !strings.Contains(errOut, tc.stderr) {
+				t.Errorf("stderr lacks %q:\n%s", tc.stderr, errOut)
+			}
+			if ok := strings.Contains(out, "serve would start"); ok != (tc.code == 0) {
+				t.Errorf("says serve would start: %v, exit %d:\n%s", ok, code, out)
+			}
+			for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+				if !strings.Contains(l, ": ok") && !strings.HasPrefix(l, "keyring: not needed") {
+					t.Errorf("a line that does not say which step passed: %q", l)
+				}
+			}
+		})
 	}
 }

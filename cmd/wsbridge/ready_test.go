@@ -173,7 +173,7 @@ routes:
 		{"right password", password, 0, []string{`backend rabbit_amqp (amqp `, `login with keyring entry "gw" accepted`}},
 		{"wrong password", wrong, 1, []string{`backend rabbit_amqp (amqp `, `backend rabbit_stomp (stomp `,
 			`login with keyring entry "gw" refused`, "wsbridge keyring set gw -username USER -config ",
-			"2 backend(s) did not accept the gateway's login: rabbit_amqp, rabbit_stomp"}},
+			"2 backends did not accept the gateway's login: rabbit_amqp, rabbit_stomp"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -193,7 +193,7 @@ routes:
 			t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
 			path := filepath.Join(dir, "c.yaml")
 			os.WriteFile(path, []byte(cfg), 0o600)
-			out, errOut, code := wsbridge(t, "", "check", "-config", path, "-keyring", kr.Path(), "-login")
+			out, errOut, code := wsbridge(t, "", "check", "-config", path, "-keyring", kr.Path(), "-login", "-listen", "127.0.0.1:0")
 			if code != tc.code {
 				t.Fatalf("exit %d, want %d:\n%s%s", code, tc.code, out, errOut)
 			}
