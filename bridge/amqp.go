@@ -17,6 +17,10 @@ type AMQPOptions struct {
 	Address    string // host:port
 	VHost      string
 	Credential *keyring.Credential
+	// CredentialHolder, when set, supersedes Credential: each new
+	// connection logs in with the credential it holds then (a keyring
+	// reload reaches the next connection).
+	CredentialHolder *CredentialHolder
 	// Exchange is the topic exchange topics are routing keys on.
 	Exchange    string
 	DialTimeout time.Duration
@@ -60,8 +64,9 @@ func NewAMQP(o AMQPOptions) *AMQP {
 	if o.Prefetch <= 0 {
 		o.Prefetch = 256
 	}
+	o.CredentialHolder = holderFor(o.CredentialHolder, o.Credential)
 	return &AMQP{o: o, login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "amqp", Address: o.Address, VHost: o.VHost,
-		Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)}
+		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)}
 }
 
 // connection returns the live connection, dialling if needed. Call with
@@ -78,7 +83,8 @@ func (a *AMQP) connection() (*amqp.Connection, error) {
 			"connection_name": "wsbridge",
 		},
 	}
-	if c := a.o.Credential; c != nil {
+	cred := a.o.CredentialHolder.Load()
+	if c := cred; c != nil {
 		cfg.SASL = []amqp.Authentication{&amqp.PlainAuth{Username: c.Username, Password: c.Password.Reveal()}}
 	}
 	scheme := "amqp://"
@@ -88,10 +94,10 @@ func (a *AMQP) connection() (*amqp.Connection, error) {
 	// Credentials go through SASL, never the URL, so no error can echo them.
 	conn, err := amqp.DialConfig(scheme+a.o.Address+"/", cfg)
 	if err != nil {
-		a.login.observeLogin(err, amqpRefusal(err, a.o.VHost))
+		a.login.observeLogin(cred, err, amqpRefusal(err, a.o.VHost))
 		return nil, fmt.Errorf("amqp %s: %v: %w", a.o.Address, err, ErrUnavailable)
 	}
-	a.login.Observe(nil)
+	a.login.observe(cred, nil)
 	a.conn, a.pubCh = conn, nil
 	return conn, nil
 }

@@ -89,10 +89,14 @@ func LoginCloseCode(err error) uint16 {
 }
 
 // BrokerCredential is the credential this session's identity uses on the
-// broker: the policy's per-identity entry, or def (the route's own). An
+// broker: the policy's per-identity entry, or the route's own (its
+// CredentialHolder's now, or def where the route has none). An
 // identity with no entry is refused, and that is logged. The session
 // remembers which entry it was, for BrokerRefused and Redact.
 func (s *Session) BrokerCredential(def *keyring.Credential) (*keyring.Credential, error) {
+	if s.adm != nil && s.adm.CredentialHolder != nil {
+		def = s.adm.CredentialHolder.Load()
+	}
 	p := s.policy()
 	if p == nil || !p.PerIdentityCredential() {
 		if def != nil && s.adm != nil {

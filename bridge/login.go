@@ -54,6 +54,10 @@ type BackendLogin struct {
 	// Credential is what the gateway logs in with; nil: it sends none, and
 	// there is no login to try.
 	Credential *keyring.Credential
+	// CredentialHolder, when set, supersedes Credential: each login takes
+	// the credential it holds then, so that a keyring reload is tried at
+	// once.
+	CredentialHolder *CredentialHolder
 	// CredentialName is Credential's keyring entry, for the operator.
 	CredentialName string
 	TLS            *tls.Config   // reach the broker over TLS
@@ -66,6 +70,7 @@ type BackendLogin struct {
 // and an error wrapping ErrUnavailable when it could not be asked (not
 // reachable, no answer in time). Without a Credential it only dials.
 func (l BackendLogin) Try(ctx context.Context) error {
+	l = l.current()
 	timeout := l.DialTimeout
 	if timeout <= 0 {
 		timeout = 5 * time.Second
@@ -103,6 +108,22 @@ func (l BackendLogin) Try(ctx context.Context) error {
 		return fmt.Errorf("%s: logging in: %v: %w", l.Address, err, ErrUnavailable)
 	}
 	return nil
+}
+
+// current is l with the credential its holder holds now.
+func (l BackendLogin) current() BackendLogin {
+	if l.CredentialHolder != nil {
+		l.Credential = l.CredentialHolder.Load()
+	}
+	return l
+}
+
+// fix is the WARN's hint for a refused login.
+func (l BackendLogin) fix() string {
+	if h := l.CredentialHolder; h != nil && h.fix != "" {
+		return h.fix
+	}
+	return fmt.Sprintf(defaultFix, l.CredentialName)
 }
 
 // scrub removes the password from what a broker said, should one ever
@@ -285,8 +306,10 @@ type LoginCheck struct {
 	mu      sync.Mutex
 	at      time.Time // when err was found
 	err     error
-	warned  time.Time     // the last refusal logged
-	running chan struct{} // while a login runs; closed when it is done
+	cred    *keyring.Credential // what err is the outcome of: another one held since makes it stale
+	warned  time.Time           // the last refusal logged
+	warnedC *keyring.Credential // the credential whose refusal was logged
+	running chan struct{}       // while a login runs; closed when it is done
 }
 
 // NewLoginCheck checks l, logging refusals to log.
@@ -306,7 +329,7 @@ var ErrLoginCheckRunning = errors.New("login check still running")
 
 // Ready implements ReadyCheck.
 func (c *LoginCheck) Ready(ctx context.Context) error {
-	if err := DialCheck(c.login.Address)(ctx); err != nil || c.login.Credential == nil {
+	if err := DialCheck(c.login.Address)(ctx); err != nil || c.login.current().Credential == nil {
 		return err
 	}
 	c.mu.Lock()
@@ -338,21 +361,23 @@ func (c *LoginCheck) Ready(ctx context.Context) error {
 func (c *LoginCheck) run(done chan struct{}) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*c.login.DialTimeout)
 	defer cancel()
-	c.Observe(c.login.Try(ctx))
+	l := c.login.current()
+	c.observe(l.Credential, l.Try(ctx))
 	c.mu.Lock()
 	c.running = nil
 	c.mu.Unlock()
 	close(done)
 }
 
-// fresh is the last result and whether it still stands. Call with c.mu
-// held.
+// fresh is the last result and whether it still stands: not once the
+// holder has another credential (a keyring reload), whose login is then
+// tried at once. Call with c.mu held.
 func (c *LoginCheck) fresh() (error, bool) {
 	keep := LoginCheckInterval
 	if c.err != nil && !errors.Is(c.err, ErrLoginRefused) {
 		keep = loginRetryInterval
 	}
-	return c.err, !c.at.IsZero() && time.Since(c.at) < keep
+	return c.err, !c.at.IsZero() && time.Since(c.at) < keep && c.cred == c.login.current().Credential
 }
 
 // refused is the last result when it was a refusal, else nil.
@@ -365,35 +390,41 @@ func (c *LoginCheck) refused() error {
 	return nil
 }
 
-// observeLogin records the outcome of a login the gateway made anyway:
-// err is the client library's, said what refusal classified it as ("":
-// none).
-func (c *LoginCheck) observeLogin(err error, said string) {
+// observeLogin records the outcome of a login the gateway made anyway
+// with cred: err is the client library's, said what refusal classified it
+// as ("": none).
+func (c *LoginCheck) observeLogin(cred *keyring.Credential, err error, said string) {
 	if said != "" {
-		err = &LoginError{Backend: c.login.Backend, Entry: c.login.CredentialName, Said: c.login.scrub(said)}
+		l := c.login
+		l.Credential = cred
+		err = &LoginError{Backend: l.Backend, Entry: l.CredentialName, Said: l.scrub(said)}
 	}
-	c.Observe(err)
+	c.observe(cred, err)
 }
 
 // Observe records the outcome of a login to the broker with the checked
 // credential: nil for accepted, an error wrapping ErrLoginRefused for
 // refused (logged at WARN, at most once per LoginCheckInterval while it
 // lasts), anything else for not reachable.
-func (c *LoginCheck) Observe(err error) {
+func (c *LoginCheck) Observe(err error) { c.observe(c.login.current().Credential, err) }
+
+// observe records the outcome of a login with cred. A refusal of a
+// credential a reload brought is logged at once, whenever the last one
+// was.
+func (c *LoginCheck) observe(cred *keyring.Credential, err error) {
 	c.mu.Lock()
-	c.at, c.err = time.Now(), err
+	c.at, c.err, c.cred = time.Now(), err, cred
 	var le *LoginError
-	warn := errors.As(err, &le) && time.Since(c.warned) >= LoginCheckInterval
+	warn := errors.As(err, &le) && (time.Since(c.warned) >= LoginCheckInterval || cred != c.warnedC)
 	if warn {
-		c.warned = c.at
+		c.warned, c.warnedC = c.at, cred
 	} else if err == nil {
-		c.warned = time.Time{}
+		c.warned, c.warnedC = time.Time{}, nil
 	}
 	c.mu.Unlock()
 	if warn {
 		c.log.Warn(c.login.Protocol+" broker refused the gateway's credential", "backend", c.login.Backend,
 			"keyring_entry", c.login.CredentialName, "address", c.login.Address, "broker_said", le.Said,
-			"fix", "store the broker's password for this user with `wsbridge keyring set "+c.login.CredentialName+
-				" -username USER -password-stdin`, or fix the user on the broker")
+			"fix", c.login.fix())
 	}
 }

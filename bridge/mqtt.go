@@ -18,9 +18,13 @@ import (
 
 // MQTTOptions configure an MQTT broker (Mosquitto, RabbitMQ's MQTT plugin).
 type MQTTOptions struct {
-	Address     string // host:port
-	Credential  *keyring.Credential
-	DialTimeout time.Duration
+	Address    string // host:port
+	Credential *keyring.Credential
+	// CredentialHolder, when set, supersedes Credential: each new
+	// connection logs in with the credential it holds then (a keyring
+	// reload reaches the next connection).
+	CredentialHolder *CredentialHolder
+	DialTimeout      time.Duration
 	// TLS, when set, reaches the broker over TLS (mqtts).
 	TLS *tls.Config
 	Log *slog.Logger
@@ -43,6 +47,9 @@ type MQTT struct {
 	o     MQTTOptions
 	c     mqtt.Client
 	login *LoginCheck // readiness, fed by every connect
+	// cred is what the connect under way logs in with: taken from the
+	// holder as it starts, for paho to ask for and the outcome to name.
+	cred atomic.Pointer[keyring.Credential]
 
 	mu   sync.Mutex
 	lost chan struct{} // closed when the current connection is lost
@@ -70,6 +77,7 @@ func NewMQTT(o MQTTOptions) *MQTT {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	o.CredentialHolder = holderFor(o.CredentialHolder, o.Credential)
 	m := &MQTT{o: o, lost: make(chan struct{}), filters: map[string]*mqttFilter{}}
 	var id [6]byte
 	rand.Read(id[:])
@@ -92,12 +100,16 @@ func NewMQTT(o MQTTOptions) *MQTT {
 			m.lost = make(chan struct{})
 			m.mu.Unlock()
 		})
-	if c := o.Credential; c != nil {
-		opts.SetUsername(c.Username).SetPassword(c.Password.Reveal())
-	}
+	// Asked at every connect, so that a keyring reload reaches the next.
+	opts.SetCredentialsProvider(func() (string, string) {
+		if c := m.cred.Load(); c != nil {
+			return c.Username, c.Password.Reveal()
+		}
+		return "", ""
+	})
 	m.c = mqtt.NewClient(opts)
 	m.login = NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "mqtt", Address: o.Address,
-		Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)
+		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)
 	return m
 }
 
@@ -109,15 +121,17 @@ func (m *MQTT) connect() (chan struct{}, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.c.IsConnectionOpen() {
+		cred := m.o.CredentialHolder.Load()
+		m.cred.Store(cred)
 		t := m.c.Connect()
 		if !t.WaitTimeout(m.o.DialTimeout) {
 			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, ErrUnavailable)
 		}
 		if err := t.Error(); err != nil {
-			m.login.observeLogin(err, mqttRefusal(err))
+			m.login.observeLogin(cred, err, mqttRefusal(err))
 			return nil, fmt.Errorf("mqtt %s: %v: %w", m.o.Address, err, ErrUnavailable)
 		}
-		m.login.Observe(nil)
+		m.login.observe(cred, nil)
 	}
 	return m.lost, nil
 }

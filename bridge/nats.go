@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,9 +18,13 @@ import (
 // NATSOptions configure a NATS broker.
 type NATSOptions struct {
 	// URL is a nats:// URL or host:port.
-	URL         string
-	Credential  *keyring.Credential
-	DialTimeout time.Duration
+	URL        string
+	Credential *keyring.Credential
+	// CredentialHolder, when set, supersedes Credential: each new
+	// connection logs in with the credential it holds then (a keyring
+	// reload reaches the next connection).
+	CredentialHolder *CredentialHolder
+	DialTimeout      time.Duration
 	// TLS, when set, requires TLS to the server.
 	TLS *tls.Config
 	// PendingMessages bounds the messages a subscription may buffer in the
@@ -42,6 +47,9 @@ type NATS struct {
 	// login logs a refused credential; the connection itself (nats.go
 	// keeps trying) is the readiness check.
 	login *LoginCheck
+	// cred is what the last (re)connect logged in with, taken from the
+	// holder when nats.go asked for it.
+	cred atomic.Pointer[keyring.Credential]
 }
 
 // NewNATS connects to NATS. A server that is down at startup is retried in
@@ -56,8 +64,9 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	o.CredentialHolder = holderFor(o.CredentialHolder, o.Credential)
 	n := &NATS{o: o, closed: make(chan struct{}), login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "nats",
-		Address: strings.TrimPrefix(o.URL, "nats://"), Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS}, o.Log)}
+		Address: strings.TrimPrefix(o.URL, "nats://"), CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS}, o.Log)}
 	var once sync.Once
 	opts := []nats.Option{
 		nats.Name("wsbridge"),
@@ -70,8 +79,8 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 		// refusal), so fixing the user on the server is enough; each
 		// refusal goes to the login check, which logs it.
 		nats.IgnoreAuthErrorAbort(),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { n.login.observeLogin(err, natsRefusal(err)) }),
-		nats.ReconnectHandler(func(*nats.Conn) { n.login.Observe(nil) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { n.login.observeLogin(n.cred.Load(), err, natsRefusal(err)) }),
+		nats.ReconnectHandler(func(*nats.Conn) { n.login.observe(n.cred.Load(), nil) }),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			subject := ""
 			if s != nil {
@@ -80,8 +89,17 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 			o.Log.Warn("nats subscription error; messages may have been dropped", "subject", subject, "error", err.Error())
 		}),
 	}
-	if c := o.Credential; c != nil {
-		opts = append(opts, nats.UserInfo(c.Username, c.Password.Reveal()))
+	if o.CredentialHolder.Load() != nil {
+		// Asked at every (re)connect, so that a keyring reload reaches
+		// the next.
+		opts = append(opts, nats.UserInfoHandler(func() (string, string) {
+			c := o.CredentialHolder.Load()
+			n.cred.Store(c)
+			if c == nil {
+				return "", ""
+			}
+			return c.Username, c.Password.Reveal()
+		}))
 	}
 	if o.InProcess != nil {
 		opts = append(opts, nats.InProcessServer(o.InProcess))

@@ -21,6 +21,10 @@ type RouteOptions struct {
 	// Credential goes to the broker in place of whatever the client sent;
 	// nil sends none. Auth may choose a per-identity credential instead.
 	Credential *keyring.Credential
+	// CredentialHolder, when set, supersedes Credential: each session and
+	// login check takes the credential it holds then (a keyring reload
+	// reaches the next session).
+	CredentialHolder *CredentialHolder
 	// CredentialName is Credential's keyring entry, for the operator's log
 	// when the broker refuses it.
 	CredentialName string
@@ -47,7 +51,8 @@ func (o *RouteOptions) Dialer() net.Dialer {
 // sessions newSession makes.
 func (o *RouteOptions) Admission(protocol string, subprotocols []string, newSession func() gws.SessionStorage) Admission {
 	return Admission{Protocol: protocol, Route: o.Route, Backend: o.Backend, CredentialName: o.CredentialName,
-		Origins: o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
+		CredentialHolder: o.CredentialHolder,
+		Origins:          o.Origins, Conns: o.Conns, Log: o.Log, Auth: o.Auth,
 		Upgraders: NewUpgraders(Handler{}, o.WS, subprotocols, newSession)}
 }
 
@@ -56,7 +61,7 @@ func (o *RouteOptions) Admission(protocol string, subprotocols []string, newSess
 // has one). Without a credential it only dials.
 func (o *RouteOptions) LoginCheck(protocol, vhost string) *LoginCheck {
 	return NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: protocol, Address: o.Address, VHost: vhost,
-		Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)
+		Credential: o.Credential, CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)
 }
 
 // Dial connects one session to the broker.

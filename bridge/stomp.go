@@ -15,10 +15,14 @@ import (
 
 // STOMPOptions configure a STOMP broker used through bridge.Broker.
 type STOMPOptions struct {
-	Address     string // host:port
-	VHost       string // CONNECT host; RabbitMQ reads it as the vhost
-	Credential  *keyring.Credential
-	DialTimeout time.Duration
+	Address    string // host:port
+	VHost      string // CONNECT host; RabbitMQ reads it as the vhost
+	Credential *keyring.Credential
+	// CredentialHolder, when set, supersedes Credential: each new
+	// connection logs in with the credential it holds then (a keyring
+	// reload reaches the next connection).
+	CredentialHolder *CredentialHolder
+	DialTimeout      time.Duration
 	// TLS, when set, reaches the broker over TLS (stomp+ssl).
 	TLS *tls.Config
 	Log *slog.Logger
@@ -47,8 +51,9 @@ func NewSTOMP(o STOMPOptions) *STOMP {
 	if o.VHost == "" {
 		o.VHost = "/"
 	}
+	o.CredentialHolder = holderFor(o.CredentialHolder, o.Credential)
 	return &STOMP{o: o, login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "stomp", Address: o.Address, VHost: o.VHost,
-		Credential: o.Credential, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)}
+		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)}
 }
 
 func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, error) {
@@ -73,16 +78,17 @@ func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, err
 		// (30 s by default) for a RECEIPT it seems to miss (seen in CI)
 		// while an SSE topic is being let go; bound it.
 		stomp.ConnOpt.UnsubscribeReceiptTimeout(s.o.DialTimeout)}
-	if c := s.o.Credential; c != nil {
+	cred := s.o.CredentialHolder.Load()
+	if c := cred; c != nil {
 		opts = append(opts, stomp.ConnOpt.Login(c.Username, c.Password.Reveal()))
 	}
 	conn, err := stomp.Connect(nc, opts...)
 	if err != nil {
 		nc.Close()
-		s.login.observeLogin(err, stompRefusal(err))
+		s.login.observeLogin(cred, err, stompRefusal(err))
 		return nil, nil, fmt.Errorf("stomp %s: %v: %w", s.o.Address, err, ErrUnavailable)
 	}
-	s.login.Observe(nil)
+	s.login.observe(cred, nil)
 	s.conn, s.lost = conn, make(chan struct{})
 	return conn, s.lost, nil
 }

@@ -300,10 +300,14 @@ type Admission struct {
 	Backend         string // for logs
 	// CredentialName is the route's keyring entry, for logs.
 	CredentialName string
-	Origins        *Origins
-	Conns          *Conns
-	Log            *slog.Logger
-	Upgraders      *Upgraders
+	// CredentialHolder, when set, holds the route's credential in place
+	// of the one the adapter passes to BrokerCredential (a keyring reload
+	// reaches the next session).
+	CredentialHolder *CredentialHolder
+	Origins          *Origins
+	Conns            *Conns
+	Log              *slog.Logger
+	Upgraders        *Upgraders
 	// Auth is the route's policy; nil admits everyone anonymously.
 	Auth *auth.Policy
 }

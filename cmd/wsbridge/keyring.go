@@ -246,6 +246,59 @@ func (l keyringLocation) writeError(err error) error {
 	return err
 }
 
+// serviceCopy reports whether the keyring is one systemd hands the service
+// (LoadCredential=): a copy made when the service started, which a reload
+// reads unchanged.
+func (l keyringLocation) serviceCopy() bool {
+	dir := os.Getenv("CREDENTIALS_DIRECTORY")
+	if dir == "" {
+		return false
+	}
+	rel, err := filepath.Rel(dir, l.path)
+	return err == nil && !strings.HasPrefix(rel, "..")
+}
+
+// credentialFix is the hint of the WARN a broker's refusal of entry
+// draws: the keyring command that reaches the keyring the gateway reads
+// (its -config and -keyring made absolute, the environment variables that
+// located it), and how the running gateway then takes the new password.
+func credentialFix(cfg *Config, keyringFlag, entry string) string {
+	loc := locateKeyring(cfg, keyringFlag)
+	if loc.serviceCopy() {
+		return fmt.Sprintf("store the broker's password for this user under %q in the keyring the service's LoadCredential= copies "+
+			"(not the copy in %s; see docs/production.md), then restart the service: a reload reads the same copy; or fix the user on the broker",
+			entry, os.Getenv("CREDENTIALS_DIRECTORY"))
+	}
+	var words []string
+	if loc.pathFrom == "WSBRIDGE_KEYRING" {
+		words = append(words, "WSBRIDGE_KEYRING="+shellQuote(absPath(loc.path)))
+	}
+	if loc.keyEnv == "" && loc.keyFrom == "WSBRIDGE_KEYRING_KEY_FILE" {
+		words = append(words, "WSBRIDGE_KEYRING_KEY_FILE="+shellQuote(absPath(loc.keyFile)))
+	}
+	words = append(words, "wsbridge", "keyring", "set", shellQuote(entry), "-username", "USER", "-password-stdin")
+	if cfg.file != "" {
+		words = append(words, "-config", shellQuote(absPath(cfg.file)))
+	}
+	if keyringFlag != "" {
+		words = append(words, "-keyring", shellQuote(absPath(keyringFlag)))
+	}
+	fix := fmt.Sprintf("store the broker's password for this user with `%s`", strings.Join(words, " "))
+	if loc.keyEnv != "" {
+		fix += " (with WSBRIDGE_KEYRING_KEY set as the gateway has it)"
+	}
+	return fix + fmt.Sprintf(", then reload the gateway: kill -HUP %d (new broker connections log in with it); or fix the user on the broker", os.Getpid())
+}
+
+// absPath is path made absolute, for a command run from another
+// directory; path itself if that fails.
+func absPath(path string) string {
+	if a, err := filepath.Abs(path); err == nil {
+		return a
+	}
+	return path
+}
+
 // keySource says where the master key was looked for.
 func (l keyringLocation) keySource() string {
 	if l.keyEnv != "" {

@@ -102,7 +102,7 @@ func runGateway(ctx context.Context, cf commonFlags, listen string, stderr io.Wr
 		}
 		defer adminLn.Close()
 	}
-	gw, err := buildServer(cfg, kr, log)
+	gw, err := buildServer(cfg, kr, cf.keyring, log)
 	if err != nil {
 		return err
 	}
@@ -202,11 +202,15 @@ type gateway struct {
 	brokers  []bridge.Broker
 	embedded []*bridge.EmbeddedNATS
 	budget   *bridge.Budget // limits.memory_bytes, shared by every route
+	// creds hold each backend's credential by backend name; SIGHUP puts
+	// the reloaded keyring's in them.
+	creds map[string]*bridge.CredentialHolder
 }
 
-// reload is SIGHUP: the TLS certificate and the keyring (per-identity
-// credentials) are read again; live connections keep going. A failure
-// keeps what is in use and is logged.
+// reload is SIGHUP: the TLS certificate and the keyring are read again:
+// per-identity credentials and each backend's, for the broker connections
+// and login checks made from then on; live connections keep going with
+// theirs. A failure keeps what is in use and is logged.
 func (g *gateway) reload(cfg *Config, keyringFlag string, log *slog.Logger) {
 	if g.certs != nil {
 		if err := g.certs.Reload(); err != nil {
@@ -222,8 +226,30 @@ func (g *gateway) reload(cfg *Config, keyringFlag string, log *slog.Logger) {
 			return
 		}
 		cfg.keyring.Store(kr)
-		log.Info("SIGHUP: keyring reloaded", "entries", len(kr.Names()))
+		var changed []string
+		for _, name := range sortedKeys(g.creds) {
+			c, err := kr.Get(cfg.Backends[name].Credential)
+			if old := g.creds[name].Load(); err != nil || old != nil && sameCredential(*old, c) {
+				continue // openKeyring made sure each is there
+			}
+			g.creds[name].Store(&c)
+			changed = append(changed, name)
+		}
+		news, note := strings.Join(changed, ","), "new broker connections and readiness checks of these backends log in with the new credential; open ones keep theirs"
+		switch {
+		case locateKeyring(cfg, keyringFlag).serviceCopy():
+			news, note = "none", "this keyring is the copy systemd made when the service started ($CREDENTIALS_DIRECTORY): "+
+				"after changing the keyring it copies, restart the service"
+		case len(changed) == 0:
+			news, note = "none", "no backend's keyring entry changed"
+		}
+		log.Info("SIGHUP: keyring reloaded", "entries", len(kr.Names()), "keyring", kr.Path(), "backends_with_new_credential", news, "note", note)
 	}
+}
+
+// sameCredential reports whether a and b log in alike.
+func sameCredential(a, b keyring.Credential) bool {
+	return a.Username == b.Username && a.Password.Reveal() == b.Password.Reveal()
 }
 
 // close ends SSE topics, broker connections and embedded servers once the
@@ -240,8 +266,9 @@ func (g *gateway) close() {
 	}
 }
 
-// buildServer wires routes to adapters and backends.
-func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, error) {
+// buildServer wires routes to adapters and backends; keyringFlag is
+// -keyring, for the commands the logs suggest.
+func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog.Logger) (*gateway, error) {
 	cfg.keyring.Store(kr)
 	so := bridge.ServerOptions{
 		MaxConns: cfg.Limits.MaxConnections, MaxConnsPerIP: cfg.Limits.MaxConnectionsPerIP,
@@ -256,7 +283,8 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		}
 		so.TLS = certs.ServerConfig()
 	}
-	g := &gateway{srv: bridge.NewServer(log, so), certs: certs, budget: bridge.NewBudget(int64(cfg.Limits.MemoryBytes))}
+	g := &gateway{srv: bridge.NewServer(log, so), certs: certs, budget: bridge.NewBudget(int64(cfg.Limits.MemoryBytes)),
+		creds: map[string]*bridge.CredentialHolder{}}
 	srv := g.srv
 	ws := bridge.WSOptions{
 		MaxMessageBytes:  cfg.WebSocket.MaxMessageBytes,
@@ -270,7 +298,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		Budget:           g.budget,
 		Compression:      cfg.WebSocket.Compression,
 	}
-	creds := map[string]*keyring.Credential{}
+	creds := g.creds
 	for name, b := range cfg.Backends {
 		if b.Credential == "" {
 			continue
@@ -280,7 +308,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			g.close()
 			return nil, fmt.Errorf("backend %q: %w in %s", name, err, kr.Path())
 		}
-		creds[name] = &c
+		creds[name] = bridge.NewCredentialHolder(&c, credentialFix(cfg, keyringFlag, b.Credential))
 	}
 	// Embedded servers start first: an MQTT route may name one's MQTT
 	// listener through a separate mqtt backend.
@@ -314,10 +342,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		var broker bridge.Broker
 		switch b.Protocol {
 		case "amqp":
-			broker = bridge.NewAMQP(bridge.AMQPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name], TLS: b.tls,
+			broker = bridge.NewAMQP(bridge.AMQPOptions{Address: b.Address, VHost: b.VHost, CredentialHolder: creds[name], TLS: b.tls,
 				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		case "nats":
-			o := bridge.NATSOptions{URL: "nats://" + b.Address, Credential: creds[name], TLS: b.tls,
+			o := bridge.NATSOptions{URL: "nats://" + b.Address, CredentialHolder: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential}
 			if e := embedded[name]; e != nil {
 				o.URL, o.InProcess = "nats://"+e.Addr(), e.Server()
@@ -328,10 +356,10 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 			}
 			broker = n
 		case "mqtt":
-			broker = bridge.NewMQTT(bridge.MQTTOptions{Address: b.Address, Credential: creds[name], TLS: b.tls,
+			broker = bridge.NewMQTT(bridge.MQTTOptions{Address: b.Address, CredentialHolder: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		case "stomp":
-			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, Credential: creds[name], TLS: b.tls,
+			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, CredentialHolder: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		}
 		g.brokers = append(g.brokers, broker)
@@ -362,7 +390,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 	for _, r := range cfg.Routes {
 		b := cfg.Backends[r.Backend]
 		path := strings.TrimSuffix(r.Path, "/")
-		ro := bridge.RouteOptions{Route: r.Path, Backend: r.Backend, Address: b.Address, Credential: creds[r.Backend],
+		ro := bridge.RouteOptions{Route: r.Path, Backend: r.Backend, Address: b.Address, CredentialHolder: creds[r.Backend],
 			CredentialName: b.Credential, Auth: cfg.policies[r.Auth], TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout),
 			WS: ws, Origins: cfg.origins, Conns: srv.Conns, Log: log}
 		switch r.Protocol {
