@@ -90,6 +90,9 @@ func checkConfig(ctx context.Context, cf commonFlags, listen string, login bool,
 		ln.Close()
 		fmt.Fprintf(e.stdout, "%s %s: ok: free (bound and released)\n", p.key, p.addr)
 	}
+	if open := cfg.openRoutes(cfg.Listen); len(open) > 0 {
+		fmt.Fprintf(e.stderr, "warning: listen %s: %s (%s): %s\n", cfg.Listen, openRoutesWarning, strings.Join(open, ", "), openRoutesFix)
+	}
 	if login {
 		if err := checkLogins(ctx, cfg, kr, e); err != nil {
 			return err

@@ -564,6 +564,37 @@ func checkListen(addr string) error {
 	return fmt.Errorf("%q is not host:port (for example :8080 or 127.0.0.1:8080)", addr)
 }
 
+// openRoutes are the paths of the routes without an auth policy when the
+// gateway listens on addr beyond loopback (every interface, another
+// address, a host name): anyone who reaches it uses them with the
+// gateway's broker credential. None when it listens on loopback.
+func (cfg *Config) openRoutes(addr string) []string {
+	if loopback(addr) {
+		return nil
+	}
+	var open []string
+	for _, r := range cfg.Routes {
+		if r.Auth == "" {
+			open = append(open, r.Path)
+		}
+	}
+	return open
+}
+
+// loopback reports whether a listen address serves this machine only.
+func loopback(addr string) bool {
+	host, _, _ := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	return host == "localhost" || ip != nil && ip.IsLoopback()
+}
+
+// openRoutesWarning and openRoutesFix are said of openRoutes at startup
+// and by check.
+const (
+	openRoutesWarning = "routes without an auth policy on an address other machines may reach: anyone who reaches it publishes and subscribes through them as the gateway, with its broker credential"
+	openRoutesFix     = "give each route an auth policy (routes[].auth, defined under auth:; see testdata/jwt.yaml), or listen on loopback (listen: 127.0.0.1:8080) behind a proxy that authenticates"
+)
+
 // backendProtocols are the brokers the gateway can talk to.
 var backendProtocols = map[string]bool{"stomp": true, "amqp": true, "nats": true, "mqtt": true}
 

@@ -126,6 +126,9 @@ func runGateway(ctx context.Context, cf commonFlags, listen string, stderr io.Wr
 		attrs = append(attrs, "note", "embedded default: loopback only; pass -listen :8080 to expose it")
 	}
 	log.Info("wsbridge listening", attrs...)
+	if open := cfg.openRoutes(ln.Addr().String()); len(open) > 0 {
+		log.Warn(openRoutesWarning, "addr", ln.Addr().String(), "routes", strings.Join(open, ","), "fix", openRoutesFix)
+	}
 	cfg.logRoutes(log, ln.Addr(), gw.certs != nil)
 	if onListen != nil {
 		onListen(ln.Addr())
