@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -58,12 +59,49 @@ func (s *wsStream) Close() error { return s.c.conn.WriteClose(1000, nil) }
 func stompOverWS(t *testing.T, url string) *stomp.Conn {
 	t.Helper()
 	c := dial(t, url, nil)
-	conn, err := stomp.Connect(&wsStream{c: c}, stomp.ConnOpt.HeartBeat(0, 0))
+	conn, err := stomp.Connect(&wsStream{c: c}, stomp.ConnOpt.HeartBeat(0, 0), stomp.ConnOpt.Logger(newStompLog(t)))
 	if err != nil {
 		t.Fatalf("STOMP connect through the gateway: %v", err)
 	}
 	return conn
 }
+
+// stompLog takes go-stomp's own log lines, which it would print with the
+// standard log package: its routine ones (a subscription ended by its
+// connection closing) are dropped, its warnings and errors go to the
+// test's log until the test ends (t.Logf after that panics).
+type stompLog struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func newStompLog(t testing.TB) *stompLog {
+	l := &stompLog{t: t}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.done = true
+	})
+	return l
+}
+
+func (l *stompLog) logf(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.t.Logf("go-stomp: "+format, v...)
+	}
+}
+
+func (l *stompLog) Debugf(string, ...any)            {}
+func (l *stompLog) Infof(string, ...any)             {}
+func (l *stompLog) Warningf(format string, v ...any) { l.logf(format, v...) }
+func (l *stompLog) Errorf(format string, v ...any)   { l.logf(format, v...) }
+func (l *stompLog) Debug(string)                     {}
+func (l *stompLog) Info(string)                      {}
+func (l *stompLog) Warning(msg string)               { l.logf("%s", msg) }
+func (l *stompLog) Error(msg string)                 { l.logf("%s", msg) }
 
 func recv(t *testing.T, sub *stomp.Subscription) *stomp.Message {
 	t.Helper()
