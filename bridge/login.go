@@ -192,7 +192,10 @@ func (l BackendLogin) trySTOMP(ctx context.Context, timeout time.Duration) (said
 	if vhost == "" {
 		vhost = "/"
 	}
-	conn, err := stomp.Connect(nc, stomp.ConnOpt.Host(vhost), stomp.ConnOpt.Login(l.Credential.Username, l.Credential.Password.Reveal()))
+	// What the probe found is its return value; go-stomp's own lines about
+	// this throwaway connection would only reach stderr unstructured.
+	conn, err := stomp.Connect(nc, stomp.ConnOpt.Host(vhost), stomp.ConnOpt.Login(l.Credential.Username, l.Credential.Password.Reveal()),
+		stomp.ConnOpt.Logger(stompLog{slog.New(slog.DiscardHandler)}))
 	if err != nil {
 		return stompRefusal(err), err
 	}

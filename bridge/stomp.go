@@ -52,6 +52,9 @@ func NewSTOMP(o STOMPOptions) *STOMP {
 		o.VHost = "/"
 	}
 	o.CredentialHolder = holderFor(o.CredentialHolder, o.Credential)
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
 	return &STOMP{o: o, login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "stomp", Address: o.Address, VHost: o.VHost,
 		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)}
 }
@@ -77,7 +80,8 @@ func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, err
 		// go-stomp v3.1.5's Unsubscribe at times waits out this timeout
 		// (30 s by default) for a RECEIPT it seems to miss (seen in CI)
 		// while an SSE topic is being let go; bound it.
-		stomp.ConnOpt.UnsubscribeReceiptTimeout(s.o.DialTimeout)}
+		stomp.ConnOpt.UnsubscribeReceiptTimeout(s.o.DialTimeout),
+		stomp.ConnOpt.Logger(stompLog{s.o.Log.With("backend", s.o.Backend, "address", s.o.Address)})}
 	cred := s.o.CredentialHolder.Load()
 	if c := cred; c != nil {
 		opts = append(opts, stomp.ConnOpt.Login(c.Username, c.Password.Reveal()))
@@ -198,3 +202,31 @@ func (s *STOMP) Close() error {
 	}
 	return nil
 }
+
+// stompLog carries go-stomp's own log lines, which it would print to
+// stderr with the standard log package, into the gateway's logger. What
+// it reports at INFO (a subscription ended by its connection closing, a
+// MESSAGE for a subscription already gone) the gateway sees and handles
+// itself, so it goes at DEBUG; its warnings and errors (an ERROR frame from
+// the broker, ending the connection) at WARN, as the gateway recovers by
+// dialing again on the next use.
+type stompLog struct{ l *slog.Logger }
+
+func (s stompLog) log(level slog.Level, msg string) {
+	s.l.Log(context.Background(), level, "stomp client: "+msg)
+}
+
+func (s stompLog) logf(level slog.Level, format string, v []any) {
+	if s.l.Enabled(context.Background(), level) { // format only what is kept
+		s.log(level, fmt.Sprintf(format, v...))
+	}
+}
+
+func (s stompLog) Debugf(format string, v ...any)   { s.logf(slog.LevelDebug, format, v) }
+func (s stompLog) Infof(format string, v ...any)    { s.logf(slog.LevelDebug, format, v) }
+func (s stompLog) Warningf(format string, v ...any) { s.logf(slog.LevelWarn, format, v) }
+func (s stompLog) Errorf(format string, v ...any)   { s.logf(slog.LevelWarn, format, v) }
+func (s stompLog) Debug(msg string)                 { s.log(slog.LevelDebug, msg) }
+func (s stompLog) Info(msg string)                  { s.log(slog.LevelDebug, msg) }
+func (s stompLog) Warning(msg string)               { s.log(slog.LevelWarn, msg) }
+func (s stompLog) Error(msg string)                 { s.log(slog.LevelWarn, msg) }

@@ -446,7 +446,7 @@ func TestRelayBrokerUnreachable(t *testing.T) {
 // The embedded NATS server's MQTT listener is another backend a route can
 // name: paho through the gateway to it, and the message is on NATS too.
 func TestRelayToEmbeddedNATSMQTT(t *testing.T) {
-	e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Port: -1, StoreDir: t.TempDir(), MQTTPort: -1})
+	e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Port: -1, StoreDir: t.TempDir(), MQTTPort: -1, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -103,6 +103,7 @@ func BenchmarkRelayPubSubWithACL(b *testing.B) {
 }
 
 func relayPubSub(b *testing.B, o Options, connect string) {
+	queue := "/queue/" + uniqueQueue(b)
 	gw := startGateway(b, o)
 	c := &counter{slots: make(chan struct{}, benchWindow), done: make(chan struct{}), want: int64(b.N)}
 	h := &benchWS{c: c, ready: make(chan struct{}), scanner: validate.NewSTOMPScanner(validate.STOMPLimits{}, true)}
@@ -112,7 +113,6 @@ func relayPubSub(b *testing.B, o Options, connect string) {
 	}
 	go conn.ReadLoop()
 	defer conn.WriteClose(1000, nil)
-	queue := fmt.Sprintf("/queue/wsbridge-bench-%d", b.N)
 	conn.WriteString(connect + "SUBSCRIBE\nid:1\ndestination:" + queue + "\nreceipt:ok\n\n\x00")
 	select {
 	case <-h.ready:
@@ -127,6 +127,7 @@ func relayPubSub(b *testing.B, o Options, connect string) {
 func BenchmarkDirectPubSub(b *testing.B) {
 	addr := brokerAddr(b)
 	cred := testCredential(b)
+	queue := "/queue/" + uniqueQueue(b)
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
 		b.Fatal(err)
@@ -162,7 +163,6 @@ func BenchmarkDirectPubSub(b *testing.B) {
 			buf = append([]byte(nil), buf...)
 		}
 	}()
-	queue := fmt.Sprintf("/queue/wsbridge-bench-direct-%d", b.N)
 	fmt.Fprintf(conn, "CONNECT\naccept-version:1.2\nhost:/\nlogin:%s\npasscode:%s\n\n\x00SUBSCRIBE\nid:1\ndestination:%s\nreceipt:ok\n\n\x00",
 		cred.Username, cred.Password.Reveal(), queue)
 	<-ready

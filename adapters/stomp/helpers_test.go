@@ -289,6 +289,11 @@ func stompLogin(t *testing.T, port int) string {
 	return ""
 }
 
-func uniqueName(t *testing.T) string {
+func uniqueName(t testing.TB) string {
 	return fmt.Sprintf("wsbridge-test-%s-%d", strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()), time.Now().UnixNano())
 }
+
+// uniqueQueue is uniqueName for a queue the test makes on RabbitMQ, which
+// is deleted when the test ends; call it before starting the gateway (see
+// brokertest.RabbitQueue).
+func uniqueQueue(t testing.TB) string { return brokertest.RabbitQueue(t, uniqueName(t)) }

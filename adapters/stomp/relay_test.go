@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -58,12 +59,49 @@ func (s *wsStream) Close() error { return s.c.conn.WriteClose(1000, nil) }
 func stompOverWS(t *testing.T, url string) *stomp.Conn {
 	t.Helper()
 	c := dial(t, url, nil)
-	conn, err := stomp.Connect(&wsStream{c: c}, stomp.ConnOpt.HeartBeat(0, 0))
+	conn, err := stomp.Connect(&wsStream{c: c}, stomp.ConnOpt.HeartBeat(0, 0), stomp.ConnOpt.Logger(newStompLog(t)))
 	if err != nil {
 		t.Fatalf("STOMP connect through the gateway: %v", err)
 	}
 	return conn
 }
+
+// stompLog takes go-stomp's own log lines, which it would print with the
+// standard log package: its routine ones (a subscription ended by its
+// connection closing) are dropped, its warnings and errors go to the
+// test's log until the test ends (t.Logf after that panics).
+type stompLog struct {
+	t    testing.TB
+	mu   sync.Mutex
+	done bool
+}
+
+func newStompLog(t testing.TB) *stompLog {
+	l := &stompLog{t: t}
+	t.Cleanup(func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.done = true
+	})
+	return l
+}
+
+func (l *stompLog) logf(format string, v ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.t.Logf("go-stomp: "+format, v...)
+	}
+}
+
+func (l *stompLog) Debugf(string, ...any)            {}
+func (l *stompLog) Infof(string, ...any)             {}
+func (l *stompLog) Warningf(format string, v ...any) { l.logf(format, v...) }
+func (l *stompLog) Errorf(format string, v ...any)   { l.logf(format, v...) }
+func (l *stompLog) Debug(string)                     {}
+func (l *stompLog) Info(string)                      {}
+func (l *stompLog) Warning(msg string)               { l.logf("%s", msg) }
+func (l *stompLog) Error(msg string)                 { l.logf("%s", msg) }
 
 func recv(t *testing.T, sub *stomp.Subscription) *stomp.Message {
 	t.Helper()
@@ -82,11 +120,11 @@ func recv(t *testing.T, sub *stomp.Subscription) *stomp.Message {
 func TestRelayRoundTripWithInjectedCredentials(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
+	q := "/queue/" + uniqueQueue(t)
 	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	base := runtime.NumGoroutine()
 	conn := stompOverWS(t, gw.url)
 
-	q := "/queue/" + uniqueName(t)
 	sub, err := conn.Subscribe(q, stomp.AckClientIndividual)
 	if err != nil {
 		t.Fatal(err)
@@ -128,10 +166,10 @@ func TestRelayRoundTripWithInjectedCredentials(t *testing.T) {
 func TestRelayBinaryBodyIsABinaryMessage(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
+	q := "/queue/" + uniqueQueue(t)
 	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	c := dial(t, gw.url, nil)
 	c.connect(t)
-	q := "/queue/" + uniqueName(t)
 	c.send(t, "SUBSCRIBE\nid:s1\ndestination:"+q+"\nreceipt:r1\n\n\x00")
 	if f := c.frame(t); f.Command != validate.CmdReceipt || header(t, f, "receipt-id") != "r1" {
 		t.Fatalf("got %s %q", f.Command, f.Raw)
@@ -154,9 +192,9 @@ func TestRelayBinaryBodyIsABinaryMessage(t *testing.T) {
 func TestRelayTransactionsAndNack(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
+	q := "/queue/" + uniqueQueue(t)
 	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	conn := stompOverWS(t, gw.url)
-	q := "/queue/" + uniqueName(t)
 	sub, err := conn.Subscribe(q, stomp.AckClient)
 	if err != nil {
 		t.Fatal(err)
@@ -226,7 +264,7 @@ func TestRelayClientCredentialsAreReplaced(t *testing.T) {
 func TestRelayRejectsMalformedFrames(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
-	q := "/queue/" + uniqueName(t)
+	q := "/queue/" + uniqueQueue(t)
 	lim := validate.STOMPLimits{MaxFrameBytes: 1024, MaxHeaders: 8, MaxHeaderLineBytes: 256}
 	tests := []struct {
 		name     string
@@ -485,6 +523,7 @@ func TestRelayHandshake(t *testing.T) {
 func TestRelaySplitAndPackedFrames(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
+	q := "/queue/" + uniqueQueue(t)
 	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
 	c := dial(t, gw.url, nil)
 	for _, piece := range []string{"CONN", "ECT\naccept-version:1.2\n", "heart-beat:0,0\n\n", "\x00"} {
@@ -493,7 +532,6 @@ func TestRelaySplitAndPackedFrames(t *testing.T) {
 	if f := c.frame(t); f.Command != validate.CmdConnected {
 		t.Fatalf("got %s", f.Command)
 	}
-	q := "/queue/" + uniqueName(t)
 	var packed strings.Builder
 	packed.WriteString("SUBSCRIBE\nid:1\ndestination:" + q + "\n\n\x00")
 	for i := range 20 {
@@ -563,8 +601,9 @@ func TestRelayKeepalive(t *testing.T) {
 func TestRelayDestinationKinds(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
+	name := uniqueQueue(t)
+	brokertest.RabbitQueue(t, name+"-amq")
 	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred}})
-	name := uniqueName(t)
 	// /amq/queue needs an existing queue: a /queue subscription declares it.
 	declarer := stompOverWS(t, gw.url)
 	if _, err := declarer.Subscribe("/queue/"+name+"-amq", stomp.AckAuto); err != nil {
@@ -599,6 +638,7 @@ func TestRelayDestinationKinds(t *testing.T) {
 func TestRelayCompression(t *testing.T) {
 	addr := brokerAddr(t)
 	cred := testCredential(t)
+	q := "/queue/" + uniqueQueue(t)
 	ws := bridge.DefaultWSOptions()
 	ws.Compression = true
 	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, Credential: &cred, WS: ws}})
@@ -614,7 +654,6 @@ func TestRelayCompression(t *testing.T) {
 	c.conn = conn
 	go conn.ReadLoop()
 	t.Cleanup(func() { conn.NetConn().Close(); <-c.done })
-	q := "/queue/" + uniqueName(t)
 	body := strings.Repeat("compressible ", 200)
 	c.send(t, connect12+"SUBSCRIBE\nid:1\ndestination:"+q+"\n\n\x00SEND\ndestination:"+q+"\n\n"+body+"\x00")
 	if f := c.frame(t); f.Command != validate.CmdConnected {

@@ -46,15 +46,10 @@ func startSpy(t *testing.T, cred keyring.Credential, u string) *spy {
 	}
 	s := &spy{ch: ch, secret: "secret-" + u, victim: "victim-" + u, got: make(chan struct{}, 1)}
 	for _, q := range []string{s.secret, s.victim} {
-		if _, err := ch.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		if _, err := ch.QueueDeclare(brokertest.RabbitQueue(t, q), false, false, false, false, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	t.Cleanup(func() {
-		for _, q := range []string{s.secret, s.victim} {
-			ch.QueueDelete(q, false, false, false)
-		}
-	})
 	if err := ch.Publish("", s.secret, false, false, amqp.Publishing{Body: []byte("secret-payload")}); err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +118,9 @@ func (s *spy) queueDepth(t *testing.T, name string) int {
 func TestACLDifferentialRabbitMQ(t *testing.T) {
 	cred := testCredential(t)
 	u := strings.NewReplacer(".", "-", "_", "-").Replace(uniqueName(t))
+	for _, q := range []string{"-rpc", "-dl", "-shared", "-args"} { // the /queue/ destinations below, made or refused
+		brokertest.RabbitQueue(t, "demo."+u+q)
+	}
 	pol := authtest.JWTPolicy(t, func(o *auth.Options) {
 		p := func(s string) auth.Pattern {
 			pat, err := auth.ParsePattern(s)
@@ -332,6 +330,14 @@ func TestDurableSubscriptionsStayTheIdentitys(t *testing.T) {
 	cred := testCredential(t)
 	u := strings.NewReplacer(".", "-", "_", "-").Replace(uniqueName(t))
 	topic, key := "/topic/demo."+u, "demo."+u
+	// Durable queues outlive their connections, and a failed subtest
+	// unsubscribes nothing: whatever is still bound under this test's key
+	// (the gateway's queues on amq.topic, the service's on amq.direct,
+	// which RabbitMQ keeps after an UNSUBSCRIBE, as it deletes durable
+	// queues on UNSUBSCRIBE for /topic/ only) goes when the test ends.
+	t.Cleanup(func() {
+		brokertest.DeleteRabbitQueues(t, cred, append(boundTo(t, "amq.topic", key), boundTo(t, "amq.direct", key)...)...)
+	})
 	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
 	login := func(t *testing.T, sub, role string) *client {
 		t.Helper()
@@ -370,12 +376,6 @@ func TestDurableSubscriptionsStayTheIdentitys(t *testing.T) {
 		svc.receipt(t, sub+"receipt:s\n\n\x00")
 		svc.receipt(t, "UNSUBSCRIBE\nid:svc\nreceipt:u\n\n\x00") // the queue stays
 		svc.receipt(t, "SEND\ndestination:/exchange/amq.direct/"+key+"\nreceipt:p\n\nprivate-"+u+"\x00")
-		t.Cleanup(func() { // RabbitMQ deletes durable queues on UNSUBSCRIBE for /topic/ only
-			sp := startSpy(t, cred, u)
-			for _, q := range boundTo(t, "amq.direct", key) {
-				sp.ch.QueueDelete(q, false, false, false)
-			}
-		})
 
 		rita := login(t, "rita", "reader")
 		receipt(t, rita, "SUBSCRIBE\nid:svc\ndestination:"+topic+durable+"receipt:r\n\n\x00")
@@ -455,13 +455,13 @@ func boundTo(t *testing.T, exchange, key string) []string {
 func TestSubscribeNamedQueueIsAWrite(t *testing.T) {
 	cred := testCredential(t)
 	u := strings.NewReplacer(".", "-", "_", "-").Replace(uniqueName(t))
-	jobs := "jobs-" + u
+	jobs := brokertest.RabbitQueue(t, "jobs-"+u)
+	brokertest.RabbitQueue(t, "new-"+u) // should the gateway let the reader make it
 	gw := startGateway(t, Options{RouteOptions: bridge.RouteOptions{Address: brokerAddr(t), Credential: &cred, Auth: authtest.JWTPolicy(t, nil)}})
 	sp := startSpy(t, cred, u)
 	if _, err := sp.ch.QueueDeclare(jobs, false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { sp.ch.QueueDelete(jobs, false, false, false) })
 	// gina may read the queues, not write to them.
 	grants := authtest.Claims{"wsbridge": map[string]any{"subscribe": []string{"demo.*", "queue:" + jobs, "queue:new-" + u}}}
 	for _, frame := range []string{
@@ -488,7 +488,6 @@ func TestSubscribeNamedQueueIsAWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := ch.QueueDeclarePassive("new-"+u, false, false, false, false, nil); err == nil {
-		ch.QueueDelete("new-"+u, false, false, false)
 		t.Error("the gateway let a reader create a named queue")
 	}
 }

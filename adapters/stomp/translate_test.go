@@ -2,6 +2,7 @@ package stomp
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 // embeddedNATS is a real NATS server in the test process.
 func embeddedNATS(t testing.TB) *bridge.NATS {
 	t.Helper()
-	e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Port: -1})
+	e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Port: -1, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -119,9 +119,10 @@ func TestPubSubDirectToRabbitMQ(t *testing.T) {
 func TestPubSubThroughBareRelay(t *testing.T) {
 	addr := brokertest.RabbitSTOMP(t)
 	cred := brokertest.RabbitCredential(t)
+	queue := "/queue/" + brokertest.RabbitQueue(t, fmt.Sprintf("wsbench-test-%d", time.Now().UnixNano()))
 	relay := startBareRelay(t, addr)
 	r := runScenario(t, "stomp-pubsub", "-url", "ws://"+relay+"/", "-login", cred.Username, "-passcode", cred.Password.Reveal(),
-		"-subscribers", "2", "-dest", fmt.Sprintf("/queue/wsbench-test-%d", time.Now().UnixNano()), "-duration", "1s")
+		"-subscribers", "2", "-dest", queue, "-duration", "1s")
 	if r.Copies != 1 {
 		t.Fatalf("copies %d", r.Copies)
 	}

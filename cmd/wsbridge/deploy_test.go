@@ -509,7 +509,9 @@ func TestComposeInitAgainstRabbitMQ(t *testing.T) {
 	}
 
 	// Least privilege: a queue the gateway has no business with.
-	conn.WriteString("SUBSCRIBE\nid:1\ndestination:/queue/compose-" + randomHex(t, 6) + "\nreceipt:q\n\n\x00")
+	// Should RabbitMQ accept it after all, the queue goes when the test ends.
+	q := brokertest.RabbitQueue(t, "compose-"+randomHex(t, 6))
+	conn.WriteString("SUBSCRIBE\nid:1\ndestination:/queue/" + q + "\nreceipt:q\n\n\x00")
 	if f := expectFrame(t, c, "ERROR"); !strings.Contains(f, "access_refused") && !strings.Contains(f, "ACCESS_REFUSED") {
 		t.Fatalf("a /queue/ subscription was not refused by RabbitMQ: %q", f)
 	}

@@ -36,11 +36,11 @@ func requireNodeClients(t *testing.T) {
 // real RabbitMQ, with no broker credential on the client side.
 func TestStompJSThroughGateway(t *testing.T) {
 	requireNodeClients(t)
+	queue := "/queue/" + brokertest.RabbitQueue(t, fmt.Sprintf("wsbridge-stompjs-%d", time.Now().UnixNano()))
 	g, cred := serveRabbitMQExample(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	queue := fmt.Sprintf("/queue/wsbridge-stompjs-%d", time.Now().UnixNano())
 	out, err := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "stompjs.mjs"), "ws://"+g.addr+"/stomp", queue).CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "OK version=1.2") {
 		t.Fatalf("stompjs: %v\n%s\ngateway logs:\n%s", err, out, g.logs)
@@ -217,6 +217,8 @@ routes:
 func TestClientsReconnectAfterRestart(t *testing.T) {
 	requireNodeClients(t)
 	stompAddr, amqpAddr, mqttAddr := brokertest.RabbitSTOMP(t), brokertest.RabbitAMQP(t), brokertest.Mosquitto(t)
+	nonce := time.Now().UnixNano()
+	brokertest.RabbitQueue(t, fmt.Sprintf("wsbridge-reconnect-%d", nonce)) // AMQPSession's named queue
 	path, keyFile := brokertest.RabbitKeyring(t)
 	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
 	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
@@ -237,7 +239,7 @@ routes:
 
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "reconnect.mjs"), "ws://"+g.addr, fmt.Sprint(time.Now().UnixNano()))
+	cmd := exec.CommandContext(ctx, "node", filepath.Join(e2eDir, "reconnect.mjs"), "ws://"+g.addr, fmt.Sprint(nonce))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

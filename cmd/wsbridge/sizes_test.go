@@ -78,14 +78,15 @@ func node(t *testing.T, g *gatewayProcess, script string, args ...string) string
 // (which packs a publish's frames into one WebSocket message) relayed to
 // RabbitMQ, and HTTP publish followed over SSE on each kind of broker.
 func TestOneMiBThroughEveryProtocol(t *testing.T) {
+	run := time.Now().UnixNano()
+	queue := "/queue/" + brokertest.RabbitQueue(t, fmt.Sprintf("wsbridge-sizes-%d", run))
 	g := serveDefaults(t)
 	ws, base := "ws://"+g.addr, "http://"+g.addr
-	run := time.Now().UnixNano()
 	cases := []struct {
 		name string
 		args []string
 	}{
-		{"stompjs relay RabbitMQ", []string{"stomp", ws + "/stomp", fmt.Sprintf("/queue/wsbridge-sizes-%d", run), "2"}},
+		{"stompjs relay RabbitMQ", []string{"stomp", ws + "/stomp", queue, "2"}},
 		{"mqtt.js 3.1.1 Mosquitto", []string{"mqtt", ws + "/mqtt", "4", "2"}},
 		{"mqtt.js 5 Mosquitto", []string{"mqtt", ws + "/mqtt", "5", "2"}},
 		{"amqp-client RabbitMQ", []string{"amqp", ws + "/amqp", "2"}},

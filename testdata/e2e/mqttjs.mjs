@@ -82,6 +82,9 @@ try {
   const { back, p: offline } = await queued;
   if (offline !== 'while away') fail('persistent session delivered ' + offline);
   await back.endAsync();
+  // Mosquitto keeps a session after its client leaves (a 3.1.1 one for
+  // good): a clean connect under the same id ends it, leaving none behind.
+  await (await open(sessionId)).endAsync();
 
   // Keepalive: PINGREQ/PINGRESP through the gateway keep an idle client up.
   const idle = await open(`idle-${v}-${Date.now()}`, { keepalive: 1 });
