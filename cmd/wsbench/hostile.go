@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sort"
 	"strconv"
@@ -45,9 +46,15 @@ type hostileOptions struct {
 	// own destination.
 	ProbeRate float64
 	ProbeBody int
-	// The busy destination's load, for slow-reader and reader-control.
-	FanoutRate float64
-	FanoutBody int
+	// The busy destinations' load, for slow-reader and reader-control:
+	// FanoutRate messages a second of FanoutBody bytes to each of
+	// FanoutTopics topics, hostile client i subscribed to topic
+	// i%FanoutTopics. One topic makes each message a burst of N
+	// deliveries, which holds a core for the whole burst; spread over
+	// topics (published in turn) the same bytes a second go out evenly.
+	FanoutRate   float64
+	FanoutBody   int
+	FanoutTopics int
 	// Size is what a hostile message declares: a fragment's or a partial
 	// STOMP frame's length, or an HTTP publish's Content-Length.
 	Size int
@@ -93,14 +100,23 @@ type hostileResult struct {
 	// ProbeErrors counts what ended the probe's session, when anything did.
 	ProbeErrors map[string]int `json:"probe_errors,omitempty"`
 
-	FanoutRate float64 `json:"fanout_rate,omitempty"`
-	FanoutBody int     `json:"fanout_body,omitempty"`
+	FanoutRate   float64 `json:"fanout_rate,omitempty"`
+	FanoutBody   int     `json:"fanout_body,omitempty"`
+	FanoutTopics int     `json:"fanout_topics,omitempty"`
+	// FanoutBytes is what the hostile clients are sent a second, in all.
+	FanoutBytes float64 `json:"fanout_bytes_per_second,omitempty"`
 
 	RSSIdle      int64   `json:"rss_idle_bytes,omitempty"`
 	RSSPeak      int64   `json:"rss_peak_bytes,omitempty"`
 	Bound        int64   `json:"bound_bytes,omitempty"`
 	PeakOverBnd  float64 `json:"peak_over_bound,omitempty"`
 	BoundFormula string  `json:"bound_formula,omitempty"`
+	// TCPMem is the machine's TCP socket memory (/proc/net/sockstat "TCP:
+	// ... mem", pages) at its peak less what it was at rest: what hostile
+	// clients park in the kernel, outside the process and its bound. It is
+	// every socket's, the tool's and other programs' too.
+	TCPMemIdle int64 `json:"tcp_mem_idle_bytes,omitempty"`
+	TCPMemPeak int64 `json:"tcp_mem_peak_bytes,omitempty"`
 }
 
 func (r *hostileResult) summary() string {
@@ -108,11 +124,16 @@ func (r *hostileResult) summary() string {
 		"  probe at %.0f/s: alone p50 %.0fus p99 %.0fus; beside them p50 %.0fus p99 %.0fus: p99 x%.2f; %d sent, %d lost",
 		r.Kind, r.Clients, r.Target, r.Attempts, r.Held, r.ProbeRate, r.BaselineP50us, r.BaselineP99us, r.P50us, r.P99us, r.P99Ratio, r.ProbeSent, r.ProbeLost)
 	if r.FanoutRate > 0 {
-		s += fmt.Sprintf("\n  busy destination: %.0f msg/s of %d bytes", r.FanoutRate, r.FanoutBody)
+		s += fmt.Sprintf("\n  busy destinations: %d topics, %g msg/s each of %d bytes: %.1f MB/s to the hostile clients",
+			r.FanoutTopics, r.FanoutRate, r.FanoutBody, r.FanoutBytes/1e6)
 	}
 	if r.RSSPeak > 0 {
 		s += fmt.Sprintf("\n  gateway RSS %.1f MiB at rest, peak %.1f MiB; bound %.1f MiB (%s): peak/bound %.2f",
 			mib(r.RSSIdle), mib(r.RSSPeak), mib(r.Bound), r.BoundFormula, r.PeakOverBnd)
+	}
+	if r.TCPMemPeak > 0 {
+		s += fmt.Sprintf("\n  kernel TCP memory (every socket of the machine) %.1f MiB at rest, peak %.1f MiB",
+			mib(r.TCPMemIdle), mib(r.TCPMemPeak))
 	}
 	for _, k := range sortedKeys(r.Refusals) {
 		s += fmt.Sprintf("\n  ended %dx: %s", r.Refusals[k], k)
@@ -155,6 +176,7 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 	if r.RSSIdle, err = rss.read(); err != nil {
 		return nil, err
 	}
+	r.TCPMemIdle = rss.tcpMem.Load()
 	run := fmt.Sprintf("wsbench.hostile.%d", time.Now().UnixNano())
 	p, err := startProbe(o.URL, "/topic/"+run+".probe", o.ProbeRate, o.ProbeBody)
 	if err != nil {
@@ -173,13 +195,14 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 
 	var fan *fanout
 	if o.Kind == "slow-reader" || o.Kind == "reader-control" {
-		r.FanoutRate, r.FanoutBody = o.FanoutRate, o.FanoutBody
-		if fan, err = startFanout(o.URL, "/topic/"+run+".busy", o.FanoutRate, o.FanoutBody); err != nil {
+		r.FanoutRate, r.FanoutBody, r.FanoutTopics = o.FanoutRate, o.FanoutBody, o.FanoutTopics
+		r.FanoutBytes = o.FanoutRate * float64(o.FanoutBody) * float64(o.N)
+		if fan, err = startFanout(o.URL, "/topic/"+run+".busy.", o.FanoutTopics, o.FanoutRate, o.FanoutBody); err != nil {
 			return nil, fmt.Errorf("hostile: the busy destination's publisher: %w", err)
 		}
 		defer fan.stop()
 	}
-	h := &hostiles{o: o, u: u, busy: "/topic/" + run + ".busy", topic: run, refusals: r.Refusals}
+	h := &hostiles{o: o, u: u, busy: "/topic/" + run + ".busy.", topic: run, refusals: r.Refusals}
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, o.Concurrency)
 	interval := time.Duration(float64(time.Second) / o.Ramp)
@@ -217,6 +240,7 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 		}
 		r.PeakOverBnd = float64(r.RSSPeak) / float64(r.Bound)
 	}
+	r.TCPMemPeak = rss.tcpMemPeak.Load()
 	return r, nil
 }
 
@@ -229,11 +253,13 @@ func percentile(l []time.Duration, q float64) float64 {
 	return float64(l[int(q*float64(len(l)-1))]) / 1e3
 }
 
-// rssSampler reads the gateway's RSS and keeps its peak.
+// rssSampler reads the gateway's RSS and the machine's TCP memory and
+// keeps their peaks.
 type rssSampler struct {
-	statsURL string
-	pid      int
-	peak     atomic.Int64
+	statsURL           string
+	pid                int
+	peak               atomic.Int64
+	tcpMem, tcpMemPeak atomic.Int64
 }
 
 func (s *rssSampler) read() (int64, error) {
@@ -241,7 +267,35 @@ func (s *rssSampler) read() (int64, error) {
 	if rss > s.peak.Load() {
 		s.peak.Store(rss)
 	}
+	if m := tcpMemBytes(); m > 0 {
+		s.tcpMem.Store(m)
+		if m > s.tcpMemPeak.Load() {
+			s.tcpMemPeak.Store(m)
+		}
+	}
 	return rss, err
+}
+
+// tcpMemBytes is the kernel's TCP socket memory from /proc/net/sockstat
+// (counted in pages); 0 where there is none to read.
+func tcpMemBytes() int64 {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TCP:" {
+			continue
+		}
+		for i := 1; i+1 < len(f); i += 2 {
+			if f[i] == "mem" {
+				pages, _ := strconv.ParseInt(f[i+1], 10, 64)
+				return pages * int64(os.Getpagesize())
+			}
+		}
+	}
+	return 0
 }
 
 // sample reads the RSS every interval until ctx ends, and once more then.
@@ -428,14 +482,14 @@ func (p *probe) stop() {
 	p.mu.Unlock()
 }
 
-// fanout publishes to the busy destination at a steady rate.
+// fanout publishes to the busy destinations in turn at a steady rate.
 type fanout struct {
 	c    *stompConn
 	done chan struct{}
 	wg   sync.WaitGroup
 }
 
-func startFanout(url, dest string, rate float64, size int) (*fanout, error) {
+func startFanout(url, prefix string, topics int, rate float64, size int) (*fanout, error) {
 	c, err := dialSTOMP(url, "", "", "/", func([]byte) {})
 	if err != nil {
 		return nil, err
@@ -444,19 +498,19 @@ func startFanout(url, dest string, rate float64, size int) (*fanout, error) {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		t := time.NewTicker(time.Duration(float64(time.Second) / rate / float64(topics)))
 		defer t.Stop()
 		body := make([]byte, size)
 		for i := range body {
 			body[i] = 'b'
 		}
 		var buf []byte
-		for {
+		for i := 0; ; i++ {
 			select {
 			case <-f.done:
 				return
 			case <-t.C:
-				buf, _ = c.publish(buf, dest, body)
+				buf, _ = c.publish(buf, prefix+strconv.Itoa(i%topics), body)
 			}
 		}
 	}()
@@ -473,7 +527,7 @@ func (f *fanout) stop() {
 type hostiles struct {
 	o        hostileOptions
 	u        *url.URL
-	busy     string // the busy destination
+	busy     string // the busy destinations' prefix
 	topic    string // prefix of the topics hostile publishes name
 	attempts atomic.Int64
 	held     atomic.Int64
@@ -552,9 +606,9 @@ func (h *hostiles) once(ctx context.Context, src net.IP, i, n int, slots chan st
 	case "partial-frame":
 		return h.partialFrame(ctx, c, i)
 	case "slow-reader":
-		return h.slowReader(ctx, c)
+		return h.slowReader(ctx, c, i)
 	case "reader-control":
-		if err := c.writeFrame(0x1, subscribeFrame(h.busy)); err != nil {
+		if err := c.writeFrame(0x1, subscribeFrame(h.busy+strconv.Itoa(i%h.o.FanoutTopics))); err != nil {
 			return endedBy(err)
 		}
 		return awaitClose(c)
@@ -624,8 +678,8 @@ func (h *hostiles) trickle(ctx context.Context, c *hostileConn, ended chan strin
 // slowReader subscribes to the busy destination and never reads. It
 // writes a heart-beat EOL every second, which fails once the gateway has
 // dropped it; then it reads what reached it, to learn what it was told.
-func (h *hostiles) slowReader(ctx context.Context, c *hostileConn) string {
-	if err := c.writeFrame(0x1, subscribeFrame(h.busy)); err != nil {
+func (h *hostiles) slowReader(ctx context.Context, c *hostileConn, i int) string {
+	if err := c.writeFrame(0x1, subscribeFrame(h.busy+strconv.Itoa(i%h.o.FanoutTopics))); err != nil {
 		return endedBy(err)
 	}
 	t := time.NewTicker(time.Second)

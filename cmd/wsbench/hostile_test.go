@@ -103,8 +103,8 @@ func TestHostile(t *testing.T) {
 		{"slow-publish", []string{"-publish", "/publish"}, []string{"http 503"}},
 		// Dropped once a write has waited websocket.write_timeout: the
 		// close cannot reach a client that does not read.
-		{"slow-reader", []string{"-fanout-rate", "20", "-duration", "5s"}, []string{"no close frame (reset)", "no close frame (EOF)", "no close frame (broken pipe)"}},
-		{"reader-control", []string{"-fanout-rate", "20"}, nil},
+		{"slow-reader", []string{"-fanout-rate", "20", "-fanout-body", "16384", "-fanout-topics", "1", "-duration", "5s"}, []string{"no close frame (reset)", "no close frame (EOF)", "no close frame (broken pipe)"}},
+		{"reader-control", []string{"-fanout-rate", "20", "-fanout-body", "16384", "-fanout-topics", "1"}, nil},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			args := append([]string{"hostile", "-url", url, "-kind", tc.kind, "-n", "100", "-ramp", "2000", "-sources", "4",

@@ -285,7 +285,7 @@ clients of one kind, while reading the gateway's RSS (-pid or -stats):
   partial-frame   a STOMP SEND declaring -size bytes, all but one sent, then a byte a second
   slow-publish    an HTTP publish declaring -size bytes, sent a byte a second
   slow-reader     subscribes to a busy destination and never reads (SO_RCVBUF -rcvbuf)
-  reader-control  subscribes to it and reads: the cost of the fan-out itself
+  reader-control  subscribes to one and reads: the cost of the fan-out itself
 Hostile clients that are ended come back after -pause. They connect from
 127.0.0.2 ... 127.0.0.<1+sources>, the probe from 127.0.0.1: a gateway's
 per-address limits then see -n/-sources clients each. The embedded default's
@@ -311,8 +311,9 @@ max_connections_per_ip, handshakes_per_second and handshake_burst.
 	fs.DurationVar(&o.Pause, "pause", time.Second, "how long an ended hostile client waits before it connects again")
 	fs.Float64Var(&o.ProbeRate, "probe-rate", 100, "the probe's round trips per second")
 	fs.IntVar(&o.ProbeBody, "probe-body", 64, "the probe's body size in bytes (at least 40)")
-	fs.Float64Var(&o.FanoutRate, "fanout-rate", 5, "messages per second to the busy destination (slow-reader, reader-control)")
-	fs.IntVar(&o.FanoutBody, "fanout-body", 16<<10, "their body size in bytes")
+	fs.Float64Var(&o.FanoutRate, "fanout-rate", 1, "messages per second to each busy destination (slow-reader, reader-control)")
+	fs.IntVar(&o.FanoutBody, "fanout-body", 4<<10, "their body size in bytes")
+	fs.IntVar(&o.FanoutTopics, "fanout-topics", 100, "busy destinations, published in turn; hostile client i subscribes to number i%N")
 	fs.IntVar(&o.Size, "size", 1<<20, "bytes a hostile fragment, partial STOMP frame or HTTP publish declares (fragments: 512 KiB is apt)")
 	fs.IntVar(&o.MaxMessage, "max-message", bridge.DefaultWSOptions().MaxMessageBytes, "the gateway's websocket.max_message_bytes (oversize sends one byte more)")
 	fs.IntVar(&o.RcvBuf, "rcvbuf", 4096, "a slow reader's SO_RCVBUF in bytes")
@@ -327,8 +328,8 @@ max_connections_per_ip, handshakes_per_second and handshake_burst.
 	switch {
 	case !slices.Contains(hostileKinds, o.Kind):
 		return fmt.Errorf("hostile: -kind must be one of %s", strings.Join(hostileKinds, ", "))
-	case o.N < 1 || o.Ramp <= 0 || o.Concurrency < 1 || o.ProbeRate <= 0 || o.FanoutRate <= 0:
-		return errors.New("hostile: -n, -ramp, -concurrency, -probe-rate and -fanout-rate must be positive")
+	case o.N < 1 || o.Ramp <= 0 || o.Concurrency < 1 || o.ProbeRate <= 0 || o.FanoutRate <= 0 || o.FanoutTopics < 1:
+		return errors.New("hostile: -n, -ramp, -concurrency, -probe-rate, -fanout-rate and -fanout-topics must be positive")
 	case o.Sources < 1 || o.Sources > 253:
 		return errors.New("hostile: -sources must be between 1 and 253")
 	case o.Baseline <= 0 || o.Duration <= 0 || o.Pause < 0 || o.Sample <= 0:
