@@ -69,6 +69,9 @@ type WSOptions struct {
 	// Budget, shared by every route, bounds the bytes held in messages
 	// being assembled, with everything else held for clients; nil: none.
 	Budget *Budget
+	// Linger, shared by every route, bounds the bytes a second drained
+	// in lingering closes; nil: none.
+	Linger *Linger
 	// Compression offers permessage-deflate (no context takeover).
 	Compression bool
 }

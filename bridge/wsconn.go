@@ -30,7 +30,8 @@ const (
 // Lingering close: after the gateway's close frame, what the client still
 // sends is read and dropped for up to lingerTime or lingerBytes, so that
 // its stack reads the close frame instead of a reset (which is what
-// closing a socket with unread data sends).
+// closing a socket with unread data sends), while the process-wide
+// Linger budget lasts.
 const (
 	lingerTime  = time.Second
 	lingerBytes = 4 << 20
@@ -107,6 +108,7 @@ type wsConn struct {
 	maxMessage int64
 	timeout    time.Duration
 	budget     *Budget
+	linger     *Linger
 	binaryOnly bool // a text message is refused (Upgraders.BinaryOnly)
 	// refuse answers a refusal the protocol's way and finishes the
 	// session; set before the read loop starts.
@@ -140,7 +142,7 @@ const (
 )
 
 func newWSConn(c net.Conn, o WSOptions) *wsConn {
-	return &wsConn{Conn: c, maxMessage: int64(o.MaxMessageBytes), timeout: o.MessageTimeout, budget: o.Budget}
+	return &wsConn{Conn: c, maxMessage: int64(o.MaxMessageBytes), timeout: o.MessageTimeout, budget: o.Budget, linger: o.Linger}
 }
 
 // Read passes the client's bytes to gws, following frame headers. A
@@ -305,12 +307,17 @@ func (c *wsConn) drain() error {
 		c.release()
 		c.Conn.SetReadDeadline(time.Now().Add(lingerTime))
 	}
-	var buf [4096]byte
+	var small [4096]byte
+	buf := small[:]
+	if big := lingerBuf(); big != nil {
+		defer putLingerBuf(big)
+		buf = big[:]
+	}
 	for drained := 0; !c.peerClosed && drained < lingerBytes; {
-		n, err := c.Conn.Read(buf[:])
+		n, err := c.Conn.Read(buf)
 		drained += n
 		c.peerClosed = c.sawClose(buf[:n])
-		if err != nil {
+		if err != nil || !c.linger.take(n) {
 			break
 		}
 	}

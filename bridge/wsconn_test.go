@@ -410,6 +410,64 @@ func TestLingeringCloseIsBounded(t *testing.T) {
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= base+2 }) // the test's own server goroutines
 }
 
+// Past the process-wide linger budget a refused client's socket is
+// closed right after the close frame instead of being drained for up to
+// lingerTime: a flood of clients over a limit cannot make the gateway
+// spend its CPU reading and dropping what they send.
+func TestLingerBudgetCutsTheDrainShort(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		linger  *Linger
+		lingers bool
+	}{
+		{"no budget", nil, true},
+		{"budget spent", NewLinger(4 << 10), false}, // a drain read of 8 KiB never fits
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := DefaultWSOptions()
+			o.MaxMessageBytes = 1 << 10
+			o.Linger = c.linger
+			addr := serveCounter(t, o)
+			r := dialRawWS(t, addr)
+			r.conn.Write(header(true, 2, 1<<20))
+			// A client still sending, slowly: without the budget the
+			// drain waits for it for lingerTime, then closes the socket,
+			// and the client's writes fail.
+			done, failed := make(chan struct{}), make(chan time.Time, 1)
+			t.Cleanup(func() { close(done) })
+			go func() {
+				tick := time.NewTicker(10 * time.Millisecond)
+				defer tick.Stop()
+				for {
+					select {
+					case <-done:
+						return
+					case <-tick.C:
+					}
+					if _, err := r.conn.Write(make([]byte, 8<<10)); err != nil {
+						failed <- time.Now()
+						return
+					}
+				}
+			}()
+			if _, code, _ := r.untilClose(t); code != CloseTooLarge {
+				t.Fatalf("closed with %d, want 1009", code)
+			}
+			start := time.Now()
+			var end time.Time
+			select {
+			case end = <-failed:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the gateway kept the socket open")
+			}
+			took := end.Sub(start)
+			if c.lingers && took < lingerTime/2 || !c.lingers && took > lingerTime/2 {
+				t.Fatalf("the socket closed %s after the close frame; lingering: %v (for up to %s)", took, c.lingers, lingerTime)
+			}
+		})
+	}
+}
+
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)

@@ -263,6 +263,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, log *slog.Logger) (*gateway, 
 		LoginTimeout:     time.Duration(*cfg.Limits.LoginTimeout),
 		MessageTimeout:   time.Duration(cfg.WebSocket.MessageTimeout),
 		Budget:           g.budget,
+		Linger:           bridge.NewLinger(cfg.WebSocket.LingerBytesPerSecond),
 		Compression:      cfg.WebSocket.Compression,
 	}
 	creds := map[string]*keyring.Credential{}
