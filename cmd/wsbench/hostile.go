@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
@@ -64,6 +66,8 @@ type hostileOptions struct {
 	// RcvBuf is a slow reader's SO_RCVBUF: small, so it stops reading
 	// early rather than once the kernel's autotuned buffer is full.
 	RcvBuf int
+	// Split runs the hostile clients in a process of their own.
+	Split bool
 	// Where the gateway's RSS is read, every Sample.
 	StatsURL string
 	PID      int
@@ -170,8 +174,7 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 	if err != nil || u.Scheme != "ws" || u.Host == "" {
 		return nil, fmt.Errorf("hostile: -url %q: want ws://host:port/path", o.URL)
 	}
-	r := &hostileResult{Label: o.Label, Scenario: "hostile", Target: o.URL, Kind: o.Kind, Clients: o.N,
-		Refusals: map[string]int{}, ProbeRate: o.ProbeRate}
+	r := &hostileResult{Label: o.Label, Scenario: "hostile", Target: o.URL, Kind: o.Kind, Clients: o.N, ProbeRate: o.ProbeRate}
 	rss := &rssSampler{statsURL: o.StatsURL, pid: o.PID}
 	if r.RSSIdle, err = rss.read(); err != nil {
 		return nil, err
@@ -202,7 +205,55 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 		}
 		defer fan.stop()
 	}
-	h := &hostiles{o: o, u: u, busy: "/topic/" + run + ".busy.", topic: run, refusals: r.Refusals}
+	var stop func() (hostileLoad, error)
+	if o.Split {
+		stop, err = startHostileProcess(o, run)
+	} else {
+		stop = startHostiles(o, u, run)
+	}
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	time.Sleep(o.Duration) // the hostile window is the measurement
+	end := time.Now()
+	load, err := stop()
+	if err != nil {
+		return nil, err
+	}
+	r.Attempts, r.Held, r.Refusals = load.Attempts, load.Held, load.Refusals
+	with := p.window(start, end)
+	sent, lost, perrs := p.finish()
+
+	r.BaselineP50us, r.BaselineP99us = percentile(baseline, 0.5), percentile(baseline, 0.99)
+	r.P50us, r.P99us = percentile(with, 0.5), percentile(with, 0.99)
+	if r.BaselineP99us > 0 {
+		r.P99Ratio = r.P99us / r.BaselineP99us
+	}
+	r.ProbeSent, r.ProbeLost, r.ProbeErrors = sent, lost, perrs
+	if r.RSSIdle > 0 {
+		r.RSSPeak = rss.peak.Load()
+		r.Bound, r.BoundFormula = hostileBound(r.RSSIdle, o.MemoryBytes, o.N+2)
+		if o.Bound > 0 {
+			r.Bound, r.BoundFormula = o.Bound, "given with -bound"
+		}
+		r.PeakOverBnd = float64(r.RSSPeak) / float64(r.Bound)
+	}
+	r.TCPMemPeak = rss.tcpMemPeak.Load()
+	return r, nil
+}
+
+// hostileLoad is what the hostile clients did.
+type hostileLoad struct {
+	Attempts, Held int
+	Refusals       map[string]int
+}
+
+// startHostiles starts the hostile clients at the ramp's pace and returns
+// once all are started; stop ends them and waits for them.
+func startHostiles(o hostileOptions, u *url.URL, run string) (stop func() (hostileLoad, error)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &hostiles{o: o, u: u, busy: "/topic/" + run + ".busy.", topic: run, refusals: map[string]int{}}
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, o.Concurrency)
 	interval := time.Duration(float64(time.Second) / o.Ramp)
@@ -217,31 +268,88 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 			h.client(ctx, i, slots)
 		}()
 	}
-	start := time.Now()
-	time.Sleep(o.Duration) // the hostile window is the measurement
-	end := time.Now()
-	cancel()
-	wg.Wait()
-	with := p.window(start, end)
-	sent, lost, perrs := p.finish()
+	return func() (hostileLoad, error) {
+		cancel()
+		wg.Wait()
+		return hostileLoad{Attempts: int(h.attempts.Load()), Held: int(h.held.Load()), Refusals: h.refusals}, nil
+	}
+}
 
-	r.BaselineP50us, r.BaselineP99us = percentile(baseline, 0.5), percentile(baseline, 0.99)
-	r.P50us, r.P99us = percentile(with, 0.5), percentile(with, 0.99)
-	if r.BaselineP99us > 0 {
-		r.P99Ratio = r.P99us / r.BaselineP99us
+// hostileChild is what the parent tells a hostile-load child process.
+type hostileChild struct {
+	Options hostileOptions
+	Run     string
+}
+
+// startHostileProcess runs the hostile clients in a child process
+// (wsbench hostile-load), so that on a core they share with the probe
+// the kernel's scheduler, not the Go scheduler of one saturated process,
+// decides when the probe runs: in one process the probe's replies
+// waited behind thousands of runnable hostile goroutines, and the load
+// tool's own saturation was counted against the gateway. The child
+// starts the clients, says "started", and stops them when its stdin
+// ends, answering with a hostileLoad.
+func startHostileProcess(o hostileOptions, run string) (func() (hostileLoad, error), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
 	}
-	r.ProbeSent, r.ProbeLost, r.ProbeErrors = sent, lost, perrs
-	r.Attempts, r.Held = int(h.attempts.Load()), int(h.held.Load())
-	if r.RSSIdle > 0 {
-		r.RSSPeak = rss.peak.Load()
-		r.Bound, r.BoundFormula = hostileBound(r.RSSIdle, o.MemoryBytes, o.N+2)
-		if o.Bound > 0 {
-			r.Bound, r.BoundFormula = o.Bound, "given with -bound"
+	cmd := exec.Command(exe, "hostile-load")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("hostile: the hostile clients' process: %w", err)
+	}
+	br := bufio.NewReader(out)
+	fail := func(err error) error {
+		in.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+		return fmt.Errorf("hostile: the hostile clients' process: %w", err)
+	}
+	if err := json.NewEncoder(in).Encode(hostileChild{Options: o, Run: run}); err != nil {
+		return nil, fail(err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != "started\n" {
+		return nil, fail(fmt.Errorf("said %q (%v) instead of started", line, err))
+	}
+	return func() (hostileLoad, error) {
+		in.Close()
+		var l hostileLoad
+		derr := json.NewDecoder(br).Decode(&l)
+		if err := cmd.Wait(); err != nil || derr != nil {
+			return l, fmt.Errorf("hostile: the hostile clients' process: %w", errors.Join(err, derr))
 		}
-		r.PeakOverBnd = float64(r.RSSPeak) / float64(r.Bound)
+		return l, nil
+	}, nil
+}
+
+// hostileLoadCommand is the child process of startHostileProcess.
+func hostileLoadCommand(stdin io.Reader, stdout io.Writer) error {
+	br := bufio.NewReader(stdin)
+	var c hostileChild
+	if err := json.NewDecoder(br).Decode(&c); err != nil {
+		return fmt.Errorf("hostile-load: %w", err)
 	}
-	r.TCPMemPeak = rss.tcpMemPeak.Load()
-	return r, nil
+	u, err := url.Parse(c.Options.URL)
+	if err != nil {
+		return fmt.Errorf("hostile-load: %w", err)
+	}
+	stop := startHostiles(c.Options, u, c.Run)
+	if _, err := io.WriteString(stdout, "started\n"); err != nil {
+		stop()
+		return err
+	}
+	io.Copy(io.Discard, br) // until the parent closes our stdin
+	l, _ := stop()
+	return json.NewEncoder(stdout).Encode(l)
 }
 
 // percentile of latencies in microseconds; 0 when there are none.

@@ -66,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen 
 		err = connsCommand(args[1:], stdout, stderr)
 	case "hostile":
 		err = hostileCommand(args[1:], stdout, stderr)
+	case "hostile-load": // hostile -split's child process
+		err = hostileLoadCommand(os.Stdin, stdout)
 	case "baseline-relay":
 		err = baselineRelayCommand(ctx, args[1:], stderr, onListen)
 	case "report":
@@ -319,6 +321,7 @@ max_connections_per_ip, handshakes_per_second and handshake_burst.
 	fs.IntVar(&o.RcvBuf, "rcvbuf", 4096, "a slow reader's SO_RCVBUF in bytes")
 	fs.StringVar(&o.StatsURL, "stats", "", "the gateway's admin /debug/stats URL, to read its RSS")
 	fs.IntVar(&o.PID, "pid", 0, "the gateway's process id, to read its RSS from /proc")
+	fs.BoolVar(&o.Split, "split", false, "run the hostile clients in a child process, so that the probe is not scheduled behind them")
 	fs.DurationVar(&o.Sample, "sample", 100*time.Millisecond, "how often the RSS is read")
 	fs.Int64Var(&o.Bound, "bound", 0, "RSS bound in bytes; 0: RSS at rest + -memory-bytes + 128 KiB per connection, as the README documents")
 	fs.Int64Var(&o.MemoryBytes, "memory-bytes", bridge.DefaultMemoryBytes, "the gateway's limits.memory_bytes, for the bound")
