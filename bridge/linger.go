@@ -23,14 +23,51 @@ const DefaultLingerBytesPerSecond = 64 << 20
 // close no longer lingers: the socket is closed after the close frame, and
 // a client still sending may see 1006 instead of its close code. A nil
 // Linger lets every close linger (up to lingerTime and lingerBytes each).
+//
+// An address refused more than lingerRepeats times within lingerWindow is
+// a repeat offender: its refusals no longer linger until the window ends,
+// so that one address's flood does not spend the budget that clients
+// elsewhere need to receive their close frames.
 type Linger struct {
 	lim *rate.Limiter
+
+	mu      sync.Mutex
+	since   time.Time      // the window's start
+	refused map[string]int // refusals per address in the window
 }
+
+// Repeat offenders. The addresses counted are bounded by lingerAddrs per
+// window (~100 KiB); past it new ones are not counted, and linger.
+const (
+	lingerRepeats = 16
+	lingerWindow  = 10 * time.Second
+	lingerAddrs   = 4096
+)
 
 // NewLinger makes a linger budget of bytesPerSecond, which may all be
 // spent at once.
 func NewLinger(bytesPerSecond int) *Linger {
-	return &Linger{lim: rate.NewLimiter(rate.Limit(bytesPerSecond), bytesPerSecond)}
+	return &Linger{lim: rate.NewLimiter(rate.Limit(bytesPerSecond), bytesPerSecond), refused: map[string]int{}}
+}
+
+// refusal counts a refusal of a client from addr and reports whether its
+// close may linger: not for a repeat offender.
+func (l *Linger) refusal(addr string) bool {
+	if l == nil {
+		return true
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now := time.Now(); now.Sub(l.since) > lingerWindow {
+		clear(l.refused)
+		l.since = now
+	}
+	n, seen := l.refused[addr]
+	if !seen && len(l.refused) >= lingerAddrs {
+		return true
+	}
+	l.refused[addr] = n + 1
+	return n < lingerRepeats
 }
 
 // take spends n drained bytes; false when the budget cannot spare them.

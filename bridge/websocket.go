@@ -184,7 +184,7 @@ func (u *Upgraders) Upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, 
 		}
 	}
 	wc := newWSConn(nc, u.opts)
-	wc.binaryOnly = u.BinaryOnly
+	wc.binaryOnly, wc.client = u.BinaryOnly, ClientIP(r)
 	if n := brw.Reader.Buffered(); n > 0 { // frames sent before the 101
 		wc.early, _ = brw.Reader.Peek(n)
 		wc.early = bytes.Clone(wc.early)

@@ -109,7 +109,8 @@ type wsConn struct {
 	timeout    time.Duration
 	budget     *Budget
 	linger     *Linger
-	binaryOnly bool // a text message is refused (Upgraders.BinaryOnly)
+	client     string // the client's address, for Linger
+	binaryOnly bool   // a text message is refused (Upgraders.BinaryOnly)
 	// refuse answers a refusal the protocol's way and finishes the
 	// session; set before the read loop starts.
 	refuse func(Refusal)
@@ -305,6 +306,10 @@ func (c *wsConn) drain() error {
 	if !c.draining {
 		c.draining = true
 		c.release()
+		if c.refused.Load() && !c.linger.refusal(c.client) {
+			c.closeSocket() // a repeat offender: no lingering
+			return io.EOF
+		}
 		c.Conn.SetReadDeadline(time.Now().Add(lingerTime))
 	}
 	var small [4096]byte
