@@ -231,9 +231,16 @@ func (s *Session) Refuse(r Refusal) { s.Finish(r.Outcome, r.Reason, r.Code, 0, n
 func (s *Session) Closing() bool { return s.closing.Load() }
 
 // Write sends one message with the write timeout; a failure is recorded as
-// the outcome (gws closes the connection itself).
+// the outcome (gws closes the connection itself). Its deadline is set
+// under sendMu, so that it cannot replace the one Drop sets after it.
 func (s *Session) Write(op gws.Opcode, b []byte) bool {
+	s.sendMu.Lock()
+	if s.Closing() {
+		s.sendMu.Unlock()
+		return false
+	}
 	s.WS.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	s.sendMu.Unlock()
 	if err := s.WS.WriteMessage(op, b); err != nil {
 		s.SetOutcome(writeOutcome(err), err.Error())
 		return false
@@ -245,6 +252,24 @@ func (s *Session) Write(op gws.Opcode, b []byte) bool {
 // goes out as one message with opcode op, then the WebSocket close with
 // code and reason. Later calls do nothing.
 func (s *Session) Finish(outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
+	s.finish(s.writeTimeout, outcome, reason, code, op, answer)
+}
+
+// dropWait is how long Drop's goodbye may wait for room in the client's
+// socket: ~0, since a client being dropped for not reading will not make
+// room, but long enough that a write which fits is made.
+const dropWait = time.Millisecond
+
+// Drop is Finish for a client dropped for not reading (a slow consumer):
+// the goodbye is written only as far as the socket has room for it at
+// once, and a write to the client blocked on its socket fails at once, so
+// the session ends now, not a write timeout later, and what it held is
+// freed with it.
+func (s *Session) Drop(outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
+	s.finish(dropWait, outcome, reason, code, op, answer)
+}
+
+func (s *Session) finish(wait time.Duration, outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
 	s.sendMu.Lock()
 	first := s.closing.CompareAndSwap(false, true)
 	s.sendMu.Unlock()
@@ -252,7 +277,7 @@ func (s *Session) Finish(outcome, reason string, code uint16, op gws.Opcode, ans
 		return
 	}
 	s.SetOutcome(outcome, reason)
-	s.WS.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	s.WS.SetWriteDeadline(time.Now().Add(wait))
 	if answer != nil {
 		_ = s.WS.WriteMessage(op, answer)
 	}

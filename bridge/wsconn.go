@@ -30,7 +30,8 @@ const (
 // Lingering close: after the gateway's close frame, what the client still
 // sends is read and dropped for up to lingerTime or lingerBytes, so that
 // its stack reads the close frame instead of a reset (which is what
-// closing a socket with unread data sends).
+// closing a socket with unread data sends), while the process-wide
+// Linger budget lasts.
 const (
 	lingerTime  = time.Second
 	lingerBytes = 4 << 20
@@ -107,7 +108,9 @@ type wsConn struct {
 	maxMessage int64
 	timeout    time.Duration
 	budget     *Budget
-	binaryOnly bool // a text message is refused (Upgraders.BinaryOnly)
+	linger     *Linger
+	client     string // the client's address, for Linger
+	binaryOnly bool   // a text message is refused (Upgraders.BinaryOnly)
 	// refuse answers a refusal the protocol's way and finishes the
 	// session; set before the read loop starts.
 	refuse func(Refusal)
@@ -140,7 +143,7 @@ const (
 )
 
 func newWSConn(c net.Conn, o WSOptions) *wsConn {
-	return &wsConn{Conn: c, maxMessage: int64(o.MaxMessageBytes), timeout: o.MessageTimeout, budget: o.Budget}
+	return &wsConn{Conn: c, maxMessage: int64(o.MaxMessageBytes), timeout: o.MessageTimeout, budget: o.Budget, linger: o.Linger}
 }
 
 // Read passes the client's bytes to gws, following frame headers. A
@@ -303,14 +306,23 @@ func (c *wsConn) drain() error {
 	if !c.draining {
 		c.draining = true
 		c.release()
+		if c.refused.Load() && !c.linger.refusal(c.client) {
+			c.closeSocket() // a repeat offender: no lingering
+			return io.EOF
+		}
 		c.Conn.SetReadDeadline(time.Now().Add(lingerTime))
 	}
-	var buf [4096]byte
+	var small [4096]byte
+	buf := small[:]
+	if big := lingerBuf(); big != nil {
+		defer putLingerBuf(big)
+		buf = big[:]
+	}
 	for drained := 0; !c.peerClosed && drained < lingerBytes; {
-		n, err := c.Conn.Read(buf[:])
+		n, err := c.Conn.Read(buf)
 		drained += n
 		c.peerClosed = c.sawClose(buf[:n])
-		if err != nil {
+		if err != nil || !c.linger.take(n) {
 			break
 		}
 	}

@@ -72,7 +72,17 @@ type rawWS struct {
 
 func dialRawWS(t *testing.T, addr string) *rawWS {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
+	return dialRawWSFrom(t, addr, "")
+}
+
+// dialRawWSFrom is dialRawWS from the source address from ("": any).
+func dialRawWSFrom(t *testing.T, addr, from string) *rawWS {
+	t.Helper()
+	d := net.Dialer{}
+	if from != "" {
+		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+	}
+	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,6 +418,96 @@ func TestLingeringCloseIsBounded(t *testing.T) {
 	}
 	r.conn.Close()
 	waitFor(t, func() bool { return runtime.NumGoroutine() <= base+2 }) // the test's own server goroutines
+}
+
+// Past the process-wide linger budget a refused client's socket is
+// closed right after the close frame instead of being drained for up to
+// lingerTime: a flood of clients over a limit cannot make the gateway
+// spend its CPU reading and dropping what they send.
+func TestLingerBudgetCutsTheDrainShort(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		linger  *Linger
+		lingers bool
+	}{
+		{"no budget", nil, true},
+		{"budget spent", NewLinger(4 << 10), false}, // a drain read of 8 KiB never fits
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o := DefaultWSOptions()
+			o.MaxMessageBytes = 1 << 10
+			o.Linger = c.linger
+			took := refusedWhileSending(t, dialRawWS(t, serveCounter(t, o)))
+			if c.lingers && took < lingerTime/2 || !c.lingers && took > lingerTime/2 {
+				t.Fatalf("the socket closed %s after the close frame; lingering: %v (for up to %s)", took, c.lingers, lingerTime)
+			}
+		})
+	}
+}
+
+// An address refused again and again (a hostile client reconnecting to
+// push oversize messages) gets no lingering close once it is a repeat
+// offender, and so cannot spend the linger budget that clients elsewhere
+// need for their close frames; another address still gets its linger.
+func TestLingerSkipsRepeatOffenders(t *testing.T) {
+	o := DefaultWSOptions()
+	o.MaxMessageBytes = 1 << 10
+	o.Linger = NewLinger(DefaultLingerBytesPerSecond)
+	addr := serveCounter(t, o)
+	for range lingerRepeats {
+		r := dialRawWSFrom(t, addr, "127.0.0.1")
+		r.conn.Write(header(true, 2, 1<<20))
+		r.untilClose(t)
+		r.conn.Close() // the drain ends at once
+	}
+	for _, c := range []struct {
+		from    string
+		lingers bool
+	}{{"127.0.0.1", false}, {"127.0.0.2", true}} {
+		t.Run(c.from, func(t *testing.T) {
+			took := refusedWhileSending(t, dialRawWSFrom(t, addr, c.from))
+			if c.lingers && took < lingerTime/2 || !c.lingers && took > lingerTime/2 {
+				t.Fatalf("the socket closed %s after the close frame; lingering: %v (for up to %s)", took, c.lingers, lingerTime)
+			}
+		})
+	}
+}
+
+// refusedWhileSending has r send a message over the limit and then keep
+// sending, slowly, as a client stack flushing it does; it returns how
+// long after the close frame the gateway closed the socket (the client's
+// writes then fail).
+func refusedWhileSending(t *testing.T, r *rawWS) time.Duration {
+	t.Helper()
+	r.conn.Write(header(true, 2, 1<<20))
+	done, failed := make(chan struct{}), make(chan time.Time, 1)
+	t.Cleanup(func() { close(done) })
+	go func() {
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			if _, err := r.conn.Write(make([]byte, 8<<10)); err != nil {
+				failed <- time.Now()
+				return
+			}
+		}
+	}()
+	if _, code, _ := r.untilClose(t); code != CloseTooLarge {
+		t.Fatalf("closed with %d, want 1009", code)
+	}
+	start := time.Now()
+	select {
+	case end := <-failed:
+		return end.Sub(start)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the gateway kept the socket open")
+	}
+	return 0
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -103,6 +103,7 @@ type AMQPScanner struct {
 	phase    int
 	contents map[uint16]content
 	fr       AMQPFrame
+	want     int // see FrameLen
 }
 
 // NewAMQPScanner returns a scanner; zero limits take the defaults.
@@ -123,11 +124,18 @@ func NewAMQPScanner(lim AMQPLimits) *AMQPScanner {
 // Open reports whether connection.open has been sent.
 func (s *AMQPScanner) Open() bool { return s.phase == amqpOpen }
 
+// FrameLen is the whole length of the frame the last Next was waiting on,
+// once its header is in (and within frame-max); 0 before then or when
+// Next was not waiting. A caller gathering the frame's pieces can size its
+// buffer for it once.
+func (s *AMQPScanner) FrameLen() int { return s.want }
+
 // Next examines buf, which starts at a frame boundary (or at the protocol
 // header). It returns the number of bytes consumed and the frame (nil for
 // the protocol header), 0 and nil when more bytes are needed, or an error
 // (*AMQPError) after which the scanner must not be used.
 func (s *AMQPScanner) Next(buf []byte) (int, *AMQPFrame, error) {
+	s.want = 0
 	if s.phase == amqpWantHeader {
 		n := min(len(buf), len(AMQPProtocolHeader))
 		if string(buf[:n]) != AMQPProtocolHeader[:n] {
@@ -147,6 +155,7 @@ func (s *AMQPScanner) Next(buf []byte) (int, *AMQPFrame, error) {
 		return 0, nil, amqpErr(ErrTooLarge, AMQPFrameError, "frame of %d bytes exceeds frame-max %d", size+8, s.FrameMax)
 	}
 	if len(buf) < size+8 {
+		s.want = size + 8
 		return 0, nil, nil
 	}
 	if buf[7+size] != amqpFrameEnd {

@@ -307,3 +307,36 @@ func TestAMQPProperties(t *testing.T) {
 		}
 	})
 }
+
+// FrameLen names a partial frame's whole length as soon as its header is
+// in, so that its pieces are gathered in one buffer of that size; nothing
+// before then, and nothing once it is complete.
+func TestAMQPScannerFrameLen(t *testing.T) {
+	s := NewAMQPScanner(AMQPLimits{})
+	hs := handshake()
+	for off := 0; off < len(hs); {
+		n, _, err := s.Next(hs[off:])
+		if err != nil || n == 0 {
+			t.Fatalf("handshake at %d: %d, %v", off, n, err)
+		}
+		off += n
+	}
+	pub := publish(1, strings.Repeat("x", 1000), 1)
+	m, _, err := s.Next(pub)
+	if err != nil || m == 0 {
+		t.Fatalf("basic.publish: %d, %v", m, err)
+	}
+	hdr := pub[m:]
+	hn := 8 + int(binary.BigEndian.Uint32(hdr[3:7]))
+	for _, c := range []struct{ have, want int }{{6, 0}, {7, hn}, {hn - 1, hn}} {
+		if _, _, err := s.Next(hdr[:c.have]); err != nil {
+			t.Fatalf("%d bytes: %v", c.have, err)
+		}
+		if got := s.FrameLen(); got != c.want {
+			t.Errorf("with %d of %d bytes FrameLen is %d, want %d", c.have, hn, got, c.want)
+		}
+	}
+	if n, _, err := s.Next(hdr[:hn]); err != nil || n != hn || s.FrameLen() != 0 {
+		t.Fatalf("whole frame: %d, %v, FrameLen %d", n, err, s.FrameLen())
+	}
+}

@@ -122,6 +122,7 @@ type MQTTScanner struct {
 	clientMaxPacket      uint32
 	clientMaxPacketKnown bool
 	sessionExpiryZero    bool // the MQTT 5 CONNECT's Session Expiry Interval was 0
+	want                 int  // see PacketLen
 }
 
 // NewMQTTScanner returns a scanner; zero limits take the defaults.
@@ -144,10 +145,17 @@ func (s *MQTTScanner) ClientMaxPacket() (size uint32, known bool) {
 	return s.clientMaxPacket, s.clientMaxPacketKnown
 }
 
+// PacketLen is the whole length of the packet the last Next was waiting
+// on, once its remaining length is in (and within the size limit); 0
+// before then or when Next was not waiting. A caller gathering the
+// packet's pieces can size its buffer for it once.
+func (s *MQTTScanner) PacketLen() int { return s.want }
+
 // Next examines buf, which starts at a packet boundary: it returns the
 // packet's length and a view of it, 0 and nil when more bytes are needed,
 // or an error (*MQTTError) after which the scanner must not be used.
 func (s *MQTTScanner) Next(buf []byte) (int, *MQTTPacket, error) {
+	s.want = 0
 	if len(buf) == 0 {
 		return 0, nil, nil
 	}
@@ -179,6 +187,7 @@ func (s *MQTTScanner) Next(buf []byte) (int, *MQTTPacket, error) {
 		return 0, nil, mqttErr(ErrTooLarge, MQTTReasonPacketTooLarge, "packet of %d bytes exceeds the %d-byte limit", total, s.Limits.MaxPacketBytes)
 	}
 	if len(buf) < total {
+		s.want = total
 		return 0, nil, nil
 	}
 	s.pk = MQTTPacket{Type: typ, Flags: flags, Raw: buf[:total], Body: buf[i:total]}

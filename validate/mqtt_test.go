@@ -262,3 +262,28 @@ func BenchmarkMQTTPublish(b *testing.B) {
 		}
 	}
 }
+
+// PacketLen names a partial packet's whole length as soon as its
+// remaining length is in, so that its pieces are gathered in one buffer
+// of that size; nothing before then, and nothing once it is complete.
+func TestMQTTScannerPacketLen(t *testing.T) {
+	s := NewMQTTScanner(MQTTLimits{})
+	conn := connectPacket(t, 4)
+	if n, _, err := s.Next(conn); err != nil || n != len(conn) {
+		t.Fatalf("CONNECT: %d, %v", n, err)
+	}
+	// A QoS 0 PUBLISH to "a/b" with 200 bytes of payload: a remaining
+	// length of 205, in two bytes.
+	pub := append([]byte{0x30, 205&0x7f | 0x80, 205 >> 7, 0, 3, 'a', '/', 'b'}, make([]byte, 200)...)
+	for _, c := range []struct {
+		have, want int
+	}{{1, 0}, {2, 0}, {3, len(pub)}, {len(pub) - 1, len(pub)}, {len(pub), 0}} {
+		n, _, err := s.Next(pub[:c.have])
+		if err != nil {
+			t.Fatalf("%d bytes: %v", c.have, err)
+		}
+		if got := s.PacketLen(); got != c.want {
+			t.Errorf("with %d of %d bytes PacketLen is %d, want %d (Next %d)", c.have, len(pub), got, c.want, n)
+		}
+	}
+}

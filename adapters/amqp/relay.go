@@ -250,7 +250,7 @@ func (s *session) OnMessage(data []byte) {
 	if s.up != nil && off > start && !s.forward(data[start:off]) {
 		return
 	}
-	s.Keep(data[off:])
+	s.KeepFor(data[off:], s.in.FrameLen())
 }
 
 // reject answers a violation: a bad protocol header gets the right one

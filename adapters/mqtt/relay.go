@@ -233,7 +233,7 @@ func (s *session) OnMessage(data []byte) {
 	if s.up != nil && off > start && !s.forward(data[start:off]) {
 		return
 	}
-	s.Keep(data[off:])
+	s.KeepFor(data[off:], s.in.PacketLen())
 }
 
 // reject answers a violation the MQTT way, then closes. MQTT 5: a refused

@@ -572,3 +572,29 @@ func TestRelayCleanDisconnect(t *testing.T) {
 		}
 	})
 }
+
+// A PUBLISH spread over several WebSocket messages takes its declared
+// length from the memory budget at its first piece, before its buffer is
+// made: one declaring more than the budget can spare is refused with 1013
+// there, rather than growing by doubling as the pieces come, with garbage
+// the budget never saw.
+func TestRelayPartialPacketTakesItsDeclaredLength(t *testing.T) {
+	addr := brokertest.Mosquitto(t)
+	ws := bridge.DefaultWSOptions()
+	ws.Budget = bridge.NewBudget(256 << 10)
+	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, WS: ws}})
+	c := dialRaw(t, url)
+	c.send(t, connect(t, 4, fmt.Sprintf("partial-%d", time.Now().UnixNano())))
+	if ack := c.next(t); ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK %x", ack)
+	}
+	pub := enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 4,
+		TopicName: fmt.Sprintf("wsbridge/partial/%d", time.Now().UnixNano()), Payload: make([]byte, 512<<10)})
+	c.send(t, pub[:32<<10])
+	if code := c.closeCode(t); code != bridge.CloseTryAgainLater {
+		t.Fatalf("close %d, want %d (over the budget)", code, bridge.CloseTryAgainLater)
+	}
+	if used := ws.Budget.Used(); used != 0 {
+		t.Fatalf("%d bytes of the budget held after the session ended", used)
+	}
+}

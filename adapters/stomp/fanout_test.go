@@ -154,6 +154,50 @@ func TestTranslateSlowClientIsDroppedAlone(t *testing.T) {
 	}
 }
 
+// A client that stops reading is dropped as soon as its queue overflows,
+// not a write timeout later: the write blocked on its socket is cut short
+// and its goodbye goes only where the socket has room. Until then it kept
+// its queue's budget, its blocked frame and its connection slot for
+// websocket.write_timeout (10 s by default; a minute here).
+func TestTranslateSlowConsumerIsDroppedAtOnce(t *testing.T) {
+	ws := bridge.DefaultWSOptions()
+	ws.WriteTimeout = time.Minute
+	budget := bridge.NewBudget(bridge.DefaultMemoryBytes)
+	ws.Budget = budget
+	gw, _ := startTranslator(t, Options{RouteOptions: bridge.RouteOptions{WS: ws}})
+	topic := fmt.Sprintf("/topic/wsbridge.stalled.%d", time.Now().UnixNano())
+	stalled := dialRawSTOMP(t, gw.url, "SUBSCRIBE\nid:0\ndestination:"+topic+"\nreceipt:r\n\n\x00")
+	defer stalled.Close()
+
+	pub := stompOverWS(t, gw.url)
+	body := []byte(strings.Repeat("x", 64<<10))
+	// 24 MiB: past the queue's 4 MiB and whatever the kernel's buffers
+	// take of a client that reads nothing.
+	for range 384 {
+		if err := pub.Send(topic, "text/plain", body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := pub.Send(topic, "text/plain", body, stomp.SendOpt.Receipt); err != nil {
+		t.Fatal(err)
+	}
+	published := time.Now()
+	gw.logs.waitFor(t, "remote="+stalled.LocalAddr().String()+" identity=anonymous outcome=slow_consumer")
+	if d := time.Since(published); d > ws.WriteTimeout/2 {
+		t.Fatalf("dropped %s after the last message was published", d)
+	}
+	// What its queue held is back in the budget. Deliveries still on their
+	// way to the closed session give theirs back as they land, with no
+	// event to wait on, so the budget is polled for a while.
+	deadline := time.Now().Add(5 * time.Second)
+	for budget.Used() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if used := budget.Used(); used != 0 {
+		t.Fatalf("%d bytes of the budget still held after the slow consumer was dropped", used)
+	}
+}
+
 // dialRawSTOMP opens a STOMP WebSocket on a bare socket, sends CONNECT and
 // then frames, reads up to the receipt, and from then on reads nothing.
 func dialRawSTOMP(t *testing.T, url, frames string) net.Conn {

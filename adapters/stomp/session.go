@@ -345,6 +345,14 @@ func (s *session) finish(outcome, errMsg, detail string, code uint16) {
 	s.Finish(outcome, reason, code, gws.OpcodeText, answer)
 }
 
+// dropSlow ends the session of a client that does not read what it is
+// sent (bridge.Session.Drop): its ERROR and close 1008 go only where its
+// socket has room.
+func (s *session) dropSlow(detail string) {
+	s.Drop("slow_consumer", detail, bridge.ClosePolicy, gws.OpcodeText,
+		errorFrame(validate.STOMPVersion(s.version.Load()), "slow consumer", detail, nil))
+}
+
 // OnClose runs on the read goroutine once the WebSocket has closed, however
 // that came about, and releases everything the session holds.
 func (s *session) OnClose(err error) {

@@ -479,7 +479,7 @@ func (t *translator) enqueue(b []byte) {
 	n := int64(len(b))
 	if q := t.queuedBytes() + n; q > maxQueueBytes && q > n {
 		t.drop()
-		go s.finish("slow_consumer", "slow consumer", fmt.Sprintf("more than %d bytes waiting for the client (the gateway's per-connection queue)", maxQueueBytes), bridge.ClosePolicy)
+		go s.dropSlow(fmt.Sprintf("more than %d bytes waiting for the client (the gateway's per-connection queue)", maxQueueBytes))
 		return
 	}
 	if !t.account(n) {
@@ -491,7 +491,7 @@ func (t *translator) enqueue(b []byte) {
 	default:
 		t.account(-n)
 		t.drop()
-		go s.finish("slow_consumer", "slow consumer", fmt.Sprintf("more than %d messages waiting for the client (the gateway's per-connection queue)", maxQueueMessages), bridge.ClosePolicy)
+		go s.dropSlow(fmt.Sprintf("more than %d messages waiting for the client (the gateway's per-connection queue)", maxQueueMessages))
 	}
 }
 

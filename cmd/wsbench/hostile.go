@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
 	"slices"
 	"sort"
 	"strconv"
@@ -45,9 +48,15 @@ type hostileOptions struct {
 	// own destination.
 	ProbeRate float64
 	ProbeBody int
-	// The busy destination's load, for slow-reader and reader-control.
-	FanoutRate float64
-	FanoutBody int
+	// The busy destinations' load, for slow-reader and reader-control:
+	// FanoutRate messages a second of FanoutBody bytes to each of
+	// FanoutTopics topics, hostile client i subscribed to topic
+	// i%FanoutTopics. One topic makes each message a burst of N
+	// deliveries, which holds a core for the whole burst; spread over
+	// topics (published in turn) the same bytes a second go out evenly.
+	FanoutRate   float64
+	FanoutBody   int
+	FanoutTopics int
 	// Size is what a hostile message declares: a fragment's or a partial
 	// STOMP frame's length, or an HTTP publish's Content-Length.
 	Size int
@@ -57,6 +66,8 @@ type hostileOptions struct {
 	// RcvBuf is a slow reader's SO_RCVBUF: small, so it stops reading
 	// early rather than once the kernel's autotuned buffer is full.
 	RcvBuf int
+	// Split runs the hostile clients in a process of their own.
+	Split bool
 	// Where the gateway's RSS is read, every Sample.
 	StatsURL string
 	PID      int
@@ -93,14 +104,23 @@ type hostileResult struct {
 	// ProbeErrors counts what ended the probe's session, when anything did.
 	ProbeErrors map[string]int `json:"probe_errors,omitempty"`
 
-	FanoutRate float64 `json:"fanout_rate,omitempty"`
-	FanoutBody int     `json:"fanout_body,omitempty"`
+	FanoutRate   float64 `json:"fanout_rate,omitempty"`
+	FanoutBody   int     `json:"fanout_body,omitempty"`
+	FanoutTopics int     `json:"fanout_topics,omitempty"`
+	// FanoutBytes is what the hostile clients are sent a second, in all.
+	FanoutBytes float64 `json:"fanout_bytes_per_second,omitempty"`
 
 	RSSIdle      int64   `json:"rss_idle_bytes,omitempty"`
 	RSSPeak      int64   `json:"rss_peak_bytes,omitempty"`
 	Bound        int64   `json:"bound_bytes,omitempty"`
 	PeakOverBnd  float64 `json:"peak_over_bound,omitempty"`
 	BoundFormula string  `json:"bound_formula,omitempty"`
+	// TCPMem is the machine's TCP socket memory (/proc/net/sockstat "TCP:
+	// ... mem", pages) at its peak less what it was at rest: what hostile
+	// clients park in the kernel, outside the process and its bound. It is
+	// every socket's, the tool's and other programs' too.
+	TCPMemIdle int64 `json:"tcp_mem_idle_bytes,omitempty"`
+	TCPMemPeak int64 `json:"tcp_mem_peak_bytes,omitempty"`
 }
 
 func (r *hostileResult) summary() string {
@@ -108,11 +128,16 @@ func (r *hostileResult) summary() string {
 		"  probe at %.0f/s: alone p50 %.0fus p99 %.0fus; beside them p50 %.0fus p99 %.0fus: p99 x%.2f; %d sent, %d lost",
 		r.Kind, r.Clients, r.Target, r.Attempts, r.Held, r.ProbeRate, r.BaselineP50us, r.BaselineP99us, r.P50us, r.P99us, r.P99Ratio, r.ProbeSent, r.ProbeLost)
 	if r.FanoutRate > 0 {
-		s += fmt.Sprintf("\n  busy destination: %.0f msg/s of %d bytes", r.FanoutRate, r.FanoutBody)
+		s += fmt.Sprintf("\n  busy destinations: %d topics, %g msg/s each of %d bytes: %.1f MB/s to the hostile clients",
+			r.FanoutTopics, r.FanoutRate, r.FanoutBody, r.FanoutBytes/1e6)
 	}
 	if r.RSSPeak > 0 {
 		s += fmt.Sprintf("\n  gateway RSS %.1f MiB at rest, peak %.1f MiB; bound %.1f MiB (%s): peak/bound %.2f",
 			mib(r.RSSIdle), mib(r.RSSPeak), mib(r.Bound), r.BoundFormula, r.PeakOverBnd)
+	}
+	if r.TCPMemPeak > 0 {
+		s += fmt.Sprintf("\n  kernel TCP memory (every socket of the machine) %.1f MiB at rest, peak %.1f MiB",
+			mib(r.TCPMemIdle), mib(r.TCPMemPeak))
 	}
 	for _, k := range sortedKeys(r.Refusals) {
 		s += fmt.Sprintf("\n  ended %dx: %s", r.Refusals[k], k)
@@ -149,12 +174,12 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 	if err != nil || u.Scheme != "ws" || u.Host == "" {
 		return nil, fmt.Errorf("hostile: -url %q: want ws://host:port/path", o.URL)
 	}
-	r := &hostileResult{Label: o.Label, Scenario: "hostile", Target: o.URL, Kind: o.Kind, Clients: o.N,
-		Refusals: map[string]int{}, ProbeRate: o.ProbeRate}
+	r := &hostileResult{Label: o.Label, Scenario: "hostile", Target: o.URL, Kind: o.Kind, Clients: o.N, ProbeRate: o.ProbeRate}
 	rss := &rssSampler{statsURL: o.StatsURL, pid: o.PID}
 	if r.RSSIdle, err = rss.read(); err != nil {
 		return nil, err
 	}
+	r.TCPMemIdle = rss.tcpMem.Load()
 	run := fmt.Sprintf("wsbench.hostile.%d", time.Now().UnixNano())
 	p, err := startProbe(o.URL, "/topic/"+run+".probe", o.ProbeRate, o.ProbeBody)
 	if err != nil {
@@ -173,13 +198,62 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 
 	var fan *fanout
 	if o.Kind == "slow-reader" || o.Kind == "reader-control" {
-		r.FanoutRate, r.FanoutBody = o.FanoutRate, o.FanoutBody
-		if fan, err = startFanout(o.URL, "/topic/"+run+".busy", o.FanoutRate, o.FanoutBody); err != nil {
+		r.FanoutRate, r.FanoutBody, r.FanoutTopics = o.FanoutRate, o.FanoutBody, o.FanoutTopics
+		r.FanoutBytes = o.FanoutRate * float64(o.FanoutBody) * float64(o.N)
+		if fan, err = startFanout(o.URL, "/topic/"+run+".busy.", o.FanoutTopics, o.FanoutRate, o.FanoutBody); err != nil {
 			return nil, fmt.Errorf("hostile: the busy destination's publisher: %w", err)
 		}
 		defer fan.stop()
 	}
-	h := &hostiles{o: o, u: u, busy: "/topic/" + run + ".busy", topic: run, refusals: r.Refusals}
+	var stop func() (hostileLoad, error)
+	if o.Split {
+		stop, err = startHostileProcess(o, run)
+	} else {
+		stop = startHostiles(o, u, run)
+	}
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	time.Sleep(o.Duration) // the hostile window is the measurement
+	end := time.Now()
+	load, err := stop()
+	if err != nil {
+		return nil, err
+	}
+	r.Attempts, r.Held, r.Refusals = load.Attempts, load.Held, load.Refusals
+	with := p.window(start, end)
+	sent, lost, perrs := p.finish()
+
+	r.BaselineP50us, r.BaselineP99us = percentile(baseline, 0.5), percentile(baseline, 0.99)
+	r.P50us, r.P99us = percentile(with, 0.5), percentile(with, 0.99)
+	if r.BaselineP99us > 0 {
+		r.P99Ratio = r.P99us / r.BaselineP99us
+	}
+	r.ProbeSent, r.ProbeLost, r.ProbeErrors = sent, lost, perrs
+	if r.RSSIdle > 0 {
+		r.RSSPeak = rss.peak.Load()
+		r.Bound, r.BoundFormula = hostileBound(r.RSSIdle, o.MemoryBytes, o.N+2)
+		if o.Bound > 0 {
+			r.Bound, r.BoundFormula = o.Bound, "given with -bound"
+		}
+		r.PeakOverBnd = float64(r.RSSPeak) / float64(r.Bound)
+	}
+	r.TCPMemPeak = rss.tcpMemPeak.Load()
+	return r, nil
+}
+
+// hostileLoad is what the hostile clients did.
+type hostileLoad struct {
+	Attempts, Held int
+	Refusals       map[string]int
+}
+
+// startHostiles starts the hostile clients at the ramp's pace and returns
+// once all are started; stop ends them and waits for them.
+func startHostiles(o hostileOptions, u *url.URL, run string) (stop func() (hostileLoad, error)) {
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &hostiles{o: o, u: u, busy: "/topic/" + run + ".busy.", topic: run, refusals: map[string]int{}}
 	var wg sync.WaitGroup
 	slots := make(chan struct{}, o.Concurrency)
 	interval := time.Duration(float64(time.Second) / o.Ramp)
@@ -194,30 +268,88 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 			h.client(ctx, i, slots)
 		}()
 	}
-	start := time.Now()
-	time.Sleep(o.Duration) // the hostile window is the measurement
-	end := time.Now()
-	cancel()
-	wg.Wait()
-	with := p.window(start, end)
-	sent, lost, perrs := p.finish()
+	return func() (hostileLoad, error) {
+		cancel()
+		wg.Wait()
+		return hostileLoad{Attempts: int(h.attempts.Load()), Held: int(h.held.Load()), Refusals: h.refusals}, nil
+	}
+}
 
-	r.BaselineP50us, r.BaselineP99us = percentile(baseline, 0.5), percentile(baseline, 0.99)
-	r.P50us, r.P99us = percentile(with, 0.5), percentile(with, 0.99)
-	if r.BaselineP99us > 0 {
-		r.P99Ratio = r.P99us / r.BaselineP99us
+// hostileChild is what the parent tells a hostile-load child process.
+type hostileChild struct {
+	Options hostileOptions
+	Run     string
+}
+
+// startHostileProcess runs the hostile clients in a child process
+// (wsbench hostile-load), so that on a core they share with the probe
+// the kernel's scheduler, not the Go scheduler of one saturated process,
+// decides when the probe runs: in one process the probe's replies
+// waited behind thousands of runnable hostile goroutines, and the load
+// tool's own saturation was counted against the gateway. The child
+// starts the clients, says "started", and stops them when its stdin
+// ends, answering with a hostileLoad.
+func startHostileProcess(o hostileOptions, run string) (func() (hostileLoad, error), error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
 	}
-	r.ProbeSent, r.ProbeLost, r.ProbeErrors = sent, lost, perrs
-	r.Attempts, r.Held = int(h.attempts.Load()), int(h.held.Load())
-	if r.RSSIdle > 0 {
-		r.RSSPeak = rss.peak.Load()
-		r.Bound, r.BoundFormula = hostileBound(r.RSSIdle, o.MemoryBytes, o.N+2)
-		if o.Bound > 0 {
-			r.Bound, r.BoundFormula = o.Bound, "given with -bound"
+	cmd := exec.Command(exe, "hostile-load")
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("hostile: the hostile clients' process: %w", err)
+	}
+	br := bufio.NewReader(out)
+	fail := func(err error) error {
+		in.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+		return fmt.Errorf("hostile: the hostile clients' process: %w", err)
+	}
+	if err := json.NewEncoder(in).Encode(hostileChild{Options: o, Run: run}); err != nil {
+		return nil, fail(err)
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != "started\n" {
+		return nil, fail(fmt.Errorf("said %q (%v) instead of started", line, err))
+	}
+	return func() (hostileLoad, error) {
+		in.Close()
+		var l hostileLoad
+		derr := json.NewDecoder(br).Decode(&l)
+		if err := cmd.Wait(); err != nil || derr != nil {
+			return l, fmt.Errorf("hostile: the hostile clients' process: %w", errors.Join(err, derr))
 		}
-		r.PeakOverBnd = float64(r.RSSPeak) / float64(r.Bound)
+		return l, nil
+	}, nil
+}
+
+// hostileLoadCommand is the child process of startHostileProcess.
+func hostileLoadCommand(stdin io.Reader, stdout io.Writer) error {
+	br := bufio.NewReader(stdin)
+	var c hostileChild
+	if err := json.NewDecoder(br).Decode(&c); err != nil {
+		return fmt.Errorf("hostile-load: %w", err)
 	}
-	return r, nil
+	u, err := url.Parse(c.Options.URL)
+	if err != nil {
+		return fmt.Errorf("hostile-load: %w", err)
+	}
+	stop := startHostiles(c.Options, u, c.Run)
+	if _, err := io.WriteString(stdout, "started\n"); err != nil {
+		stop()
+		return err
+	}
+	io.Copy(io.Discard, br) // until the parent closes our stdin
+	l, _ := stop()
+	return json.NewEncoder(stdout).Encode(l)
 }
 
 // percentile of latencies in microseconds; 0 when there are none.
@@ -229,11 +361,13 @@ func percentile(l []time.Duration, q float64) float64 {
 	return float64(l[int(q*float64(len(l)-1))]) / 1e3
 }
 
-// rssSampler reads the gateway's RSS and keeps its peak.
+// rssSampler reads the gateway's RSS and the machine's TCP memory and
+// keeps their peaks.
 type rssSampler struct {
-	statsURL string
-	pid      int
-	peak     atomic.Int64
+	statsURL           string
+	pid                int
+	peak               atomic.Int64
+	tcpMem, tcpMemPeak atomic.Int64
 }
 
 func (s *rssSampler) read() (int64, error) {
@@ -241,7 +375,35 @@ func (s *rssSampler) read() (int64, error) {
 	if rss > s.peak.Load() {
 		s.peak.Store(rss)
 	}
+	if m := tcpMemBytes(); m > 0 {
+		s.tcpMem.Store(m)
+		if m > s.tcpMemPeak.Load() {
+			s.tcpMemPeak.Store(m)
+		}
+	}
 	return rss, err
+}
+
+// tcpMemBytes is the kernel's TCP socket memory from /proc/net/sockstat
+// (counted in pages); 0 where there is none to read.
+func tcpMemBytes() int64 {
+	b, err := os.ReadFile("/proc/net/sockstat")
+	if err != nil {
+		return 0
+	}
+	for line := range strings.Lines(string(b)) {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TCP:" {
+			continue
+		}
+		for i := 1; i+1 < len(f); i += 2 {
+			if f[i] == "mem" {
+				pages, _ := strconv.ParseInt(f[i+1], 10, 64)
+				return pages * int64(os.Getpagesize())
+			}
+		}
+	}
+	return 0
 }
 
 // sample reads the RSS every interval until ctx ends, and once more then.
@@ -428,14 +590,14 @@ func (p *probe) stop() {
 	p.mu.Unlock()
 }
 
-// fanout publishes to the busy destination at a steady rate.
+// fanout publishes to the busy destinations in turn at a steady rate.
 type fanout struct {
 	c    *stompConn
 	done chan struct{}
 	wg   sync.WaitGroup
 }
 
-func startFanout(url, dest string, rate float64, size int) (*fanout, error) {
+func startFanout(url, prefix string, topics int, rate float64, size int) (*fanout, error) {
 	c, err := dialSTOMP(url, "", "", "/", func([]byte) {})
 	if err != nil {
 		return nil, err
@@ -444,19 +606,19 @@ func startFanout(url, dest string, rate float64, size int) (*fanout, error) {
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		t := time.NewTicker(time.Duration(float64(time.Second) / rate))
+		t := time.NewTicker(time.Duration(float64(time.Second) / rate / float64(topics)))
 		defer t.Stop()
 		body := make([]byte, size)
 		for i := range body {
 			body[i] = 'b'
 		}
 		var buf []byte
-		for {
+		for i := 0; ; i++ {
 			select {
 			case <-f.done:
 				return
 			case <-t.C:
-				buf, _ = c.publish(buf, dest, body)
+				buf, _ = c.publish(buf, prefix+strconv.Itoa(i%topics), body)
 			}
 		}
 	}()
@@ -473,7 +635,7 @@ func (f *fanout) stop() {
 type hostiles struct {
 	o        hostileOptions
 	u        *url.URL
-	busy     string // the busy destination
+	busy     string // the busy destinations' prefix
 	topic    string // prefix of the topics hostile publishes name
 	attempts atomic.Int64
 	held     atomic.Int64
@@ -552,9 +714,9 @@ func (h *hostiles) once(ctx context.Context, src net.IP, i, n int, slots chan st
 	case "partial-frame":
 		return h.partialFrame(ctx, c, i)
 	case "slow-reader":
-		return h.slowReader(ctx, c)
+		return h.slowReader(ctx, c, i)
 	case "reader-control":
-		if err := c.writeFrame(0x1, subscribeFrame(h.busy)); err != nil {
+		if err := c.writeFrame(0x1, subscribeFrame(h.busy+strconv.Itoa(i%h.o.FanoutTopics))); err != nil {
 			return endedBy(err)
 		}
 		return awaitClose(c)
@@ -624,8 +786,8 @@ func (h *hostiles) trickle(ctx context.Context, c *hostileConn, ended chan strin
 // slowReader subscribes to the busy destination and never reads. It
 // writes a heart-beat EOL every second, which fails once the gateway has
 // dropped it; then it reads what reached it, to learn what it was told.
-func (h *hostiles) slowReader(ctx context.Context, c *hostileConn) string {
-	if err := c.writeFrame(0x1, subscribeFrame(h.busy)); err != nil {
+func (h *hostiles) slowReader(ctx context.Context, c *hostileConn, i int) string {
+	if err := c.writeFrame(0x1, subscribeFrame(h.busy+strconv.Itoa(i%h.o.FanoutTopics))); err != nil {
 		return endedBy(err)
 	}
 	t := time.NewTicker(time.Second)

@@ -101,10 +101,11 @@ func TestHostile(t *testing.T) {
 		{"fragments", []string{"-size", "524288"}, []string{"ws 1013", "ws 1008"}},
 		{"partial-frame", nil, []string{"ws 1013"}},
 		{"slow-publish", []string{"-publish", "/publish"}, []string{"http 503"}},
-		// Dropped once a write has waited websocket.write_timeout: the
-		// close cannot reach a client that does not read.
-		{"slow-reader", []string{"-fanout-rate", "20", "-duration", "5s"}, []string{"no close frame (reset)", "no close frame (EOF)", "no close frame (broken pipe)"}},
-		{"reader-control", []string{"-fanout-rate", "20"}, nil},
+		// Dropped when its queue overflows or a write has waited
+		// websocket.write_timeout: the close cannot reach a client that
+		// does not read.
+		{"slow-reader", []string{"-fanout-rate", "20", "-fanout-body", "16384", "-fanout-topics", "1", "-duration", "5s"}, []string{"no close frame (reset)", "no close frame (EOF)", "no close frame (broken pipe)"}},
+		{"reader-control", []string{"-fanout-rate", "20", "-fanout-body", "16384", "-fanout-topics", "1"}, nil},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			args := append([]string{"hostile", "-url", url, "-kind", tc.kind, "-n", "100", "-ramp", "2000", "-sources", "4",

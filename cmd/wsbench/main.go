@@ -66,6 +66,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, onListen 
 		err = connsCommand(args[1:], stdout, stderr)
 	case "hostile":
 		err = hostileCommand(args[1:], stdout, stderr)
+	case "hostile-load": // hostile -split's child process
+		err = hostileLoadCommand(os.Stdin, stdout)
 	case "baseline-relay":
 		err = baselineRelayCommand(ctx, args[1:], stderr, onListen)
 	case "report":
@@ -285,7 +287,7 @@ clients of one kind, while reading the gateway's RSS (-pid or -stats):
   partial-frame   a STOMP SEND declaring -size bytes, all but one sent, then a byte a second
   slow-publish    an HTTP publish declaring -size bytes, sent a byte a second
   slow-reader     subscribes to a busy destination and never reads (SO_RCVBUF -rcvbuf)
-  reader-control  subscribes to it and reads: the cost of the fan-out itself
+  reader-control  subscribes to one and reads: the cost of the fan-out itself
 Hostile clients that are ended come back after -pause. They connect from
 127.0.0.2 ... 127.0.0.<1+sources>, the probe from 127.0.0.1: a gateway's
 per-address limits then see -n/-sources clients each. The embedded default's
@@ -311,13 +313,15 @@ max_connections_per_ip, handshakes_per_second and handshake_burst.
 	fs.DurationVar(&o.Pause, "pause", time.Second, "how long an ended hostile client waits before it connects again")
 	fs.Float64Var(&o.ProbeRate, "probe-rate", 100, "the probe's round trips per second")
 	fs.IntVar(&o.ProbeBody, "probe-body", 64, "the probe's body size in bytes (at least 40)")
-	fs.Float64Var(&o.FanoutRate, "fanout-rate", 5, "messages per second to the busy destination (slow-reader, reader-control)")
-	fs.IntVar(&o.FanoutBody, "fanout-body", 16<<10, "their body size in bytes")
+	fs.Float64Var(&o.FanoutRate, "fanout-rate", 1, "messages per second to each busy destination (slow-reader, reader-control)")
+	fs.IntVar(&o.FanoutBody, "fanout-body", 4<<10, "their body size in bytes")
+	fs.IntVar(&o.FanoutTopics, "fanout-topics", 100, "busy destinations, published in turn; hostile client i subscribes to number i%N")
 	fs.IntVar(&o.Size, "size", 1<<20, "bytes a hostile fragment, partial STOMP frame or HTTP publish declares (fragments: 512 KiB is apt)")
 	fs.IntVar(&o.MaxMessage, "max-message", bridge.DefaultWSOptions().MaxMessageBytes, "the gateway's websocket.max_message_bytes (oversize sends one byte more)")
 	fs.IntVar(&o.RcvBuf, "rcvbuf", 4096, "a slow reader's SO_RCVBUF in bytes")
 	fs.StringVar(&o.StatsURL, "stats", "", "the gateway's admin /debug/stats URL, to read its RSS")
 	fs.IntVar(&o.PID, "pid", 0, "the gateway's process id, to read its RSS from /proc")
+	fs.BoolVar(&o.Split, "split", false, "run the hostile clients in a child process, so that the probe is not scheduled behind them")
 	fs.DurationVar(&o.Sample, "sample", 100*time.Millisecond, "how often the RSS is read")
 	fs.Int64Var(&o.Bound, "bound", 0, "RSS bound in bytes; 0: RSS at rest + -memory-bytes + 128 KiB per connection, as the README documents")
 	fs.Int64Var(&o.MemoryBytes, "memory-bytes", bridge.DefaultMemoryBytes, "the gateway's limits.memory_bytes, for the bound")
@@ -327,8 +331,8 @@ max_connections_per_ip, handshakes_per_second and handshake_burst.
 	switch {
 	case !slices.Contains(hostileKinds, o.Kind):
 		return fmt.Errorf("hostile: -kind must be one of %s", strings.Join(hostileKinds, ", "))
-	case o.N < 1 || o.Ramp <= 0 || o.Concurrency < 1 || o.ProbeRate <= 0 || o.FanoutRate <= 0:
-		return errors.New("hostile: -n, -ramp, -concurrency, -probe-rate and -fanout-rate must be positive")
+	case o.N < 1 || o.Ramp <= 0 || o.Concurrency < 1 || o.ProbeRate <= 0 || o.FanoutRate <= 0 || o.FanoutTopics < 1:
+		return errors.New("hostile: -n, -ramp, -concurrency, -probe-rate, -fanout-rate and -fanout-topics must be positive")
 	case o.Sources < 1 || o.Sources > 253:
 		return errors.New("hostile: -sources must be between 1 and 253")
 	case o.Baseline <= 0 || o.Duration <= 0 || o.Pause < 0 || o.Sample <= 0:

@@ -147,6 +147,9 @@ type WebSocketConfig struct {
 	HandshakeTimeout Duration `yaml:"handshake_timeout"`
 	MessageTimeout   Duration `yaml:"message_timeout"`
 	Compression      bool     `yaml:"compression"`
+	// LingerBytesPerSecond is the process-wide budget of lingering
+	// closes (bridge.Linger).
+	LingerBytesPerSecond int `yaml:"linger_bytes_per_second"`
 }
 
 // SSEConfig holds the settings of SSE streams and HTTP publishes.
@@ -681,6 +684,7 @@ func (cfg *Config) check(c *checker) {
 	c.durIn("websocket.write_timeout", &ws.WriteTimeout, d.WriteTimeout, 100*time.Millisecond, 5*time.Minute)
 	c.durIn("websocket.handshake_timeout", &ws.HandshakeTimeout, d.HandshakeTimeout, 100*time.Millisecond, time.Minute)
 	c.durIn("websocket.message_timeout", &ws.MessageTimeout, d.MessageTimeout, 100*time.Millisecond, 10*time.Minute)
+	c.intIn("websocket.linger_bytes_per_second", &ws.LingerBytesPerSecond, bridge.DefaultLingerBytesPerSecond, 64<<10, 1<<30)
 	// A pointer, so that an explicit 0 (the kernel's autotuning) differs
 	// from silence (the default).
 	if ws.SendBufferBytes == nil {

@@ -299,6 +299,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 		LoginTimeout:     time.Duration(*cfg.Limits.LoginTimeout),
 		MessageTimeout:   time.Duration(cfg.WebSocket.MessageTimeout),
 		Budget:           g.budget,
+		Linger:           bridge.NewLinger(cfg.WebSocket.LingerBytesPerSecond),
 		Compression:      cfg.WebSocket.Compression,
 	}
 	creds := g.creds
