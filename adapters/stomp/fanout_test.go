@@ -121,9 +121,19 @@ func TestTranslateSlowClientIsDroppedAlone(t *testing.T) {
 	pub := stompOverWS(t, gw.url)
 	body := strings.Repeat("x", 64<<10)
 	const n = 1000 // 64 MiB in all: far past what the stalled client may hold
+	// The publisher keeps at most window messages (1 MiB) ahead of the
+	// good subscriber: a client that keeps up is never a queue's 4 MiB
+	// behind, however slowly a loaded machine (or -race) runs it, while
+	// the stalled one falls ever further behind.
+	const window = 16
+	credit := make(chan struct{}, window)
+	for range window {
+		credit <- struct{}{}
+	}
 	done := make(chan error, 1)
 	go func() {
 		for i := range n {
+			<-credit
 			if err := pub.Send(topic, "text/plain", []byte(fmt.Sprint(i, body))); err != nil {
 				done <- err
 				return
@@ -136,6 +146,7 @@ func TestTranslateSlowClientIsDroppedAlone(t *testing.T) {
 		if !strings.HasPrefix(string(m.Body), fmt.Sprint(i, "x")) {
 			t.Fatalf("message %d: got %.10q", i, m.Body)
 		}
+		credit <- struct{}{}
 	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
