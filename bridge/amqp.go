@@ -88,8 +88,9 @@ func (a *AMQP) connection() (*amqp.Connection, error) {
 	// Credentials go through SASL, never the URL, so no error can echo them.
 	conn, err := amqp.DialConfig(scheme+a.o.Address+"/", cfg)
 	if err != nil {
-		a.login.observeLogin(err, amqpRefusal(err, a.o.VHost))
-		return nil, fmt.Errorf("amqp %s: %v: %w", a.o.Address, err, ErrUnavailable)
+		said := amqpRefusal(err, a.o.VHost)
+		a.login.observeLogin(err, said)
+		return nil, dialFailure("amqp "+a.o.Address, err, said)
 	}
 	a.login.Observe(nil)
 	a.conn, a.pubCh = conn, nil

@@ -114,8 +114,9 @@ func (m *MQTT) connect() (chan struct{}, error) {
 			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, ErrUnavailable)
 		}
 		if err := t.Error(); err != nil {
-			m.login.observeLogin(err, mqttRefusal(err))
-			return nil, fmt.Errorf("mqtt %s: %v: %w", m.o.Address, err, ErrUnavailable)
+			said := mqttRefusal(err)
+			m.login.observeLogin(err, said)
+			return nil, dialFailure("mqtt "+m.o.Address, err, said)
 		}
 		m.login.Observe(nil)
 	}

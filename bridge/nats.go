@@ -111,7 +111,7 @@ func (n *NATS) Publish(ctx context.Context, m Message) error {
 	ctx, cancel := n.bounded(ctx)
 	defer cancel()
 	if !n.nc.IsConnected() {
-		return fmt.Errorf("nats: not connected: %w", ErrUnavailable)
+		return n.notConnected()
 	}
 	msg := &nats.Msg{Subject: m.Topic, Data: m.Data}
 	if m.ContentType != "" {
@@ -146,7 +146,7 @@ func (n *NATS) subscribe(ctx context.Context, topic, group string, fn func(Messa
 	ctx, cancel := n.bounded(ctx)
 	defer cancel()
 	if !n.nc.IsConnected() {
-		return nil, fmt.Errorf("nats: not connected: %w", ErrUnavailable)
+		return nil, n.notConnected()
 	}
 	sub, err := n.nc.QueueSubscribe(topic, group, func(m *nats.Msg) {
 		fn(Message{Topic: topic, Data: m.Data, ContentType: m.Header.Get("Content-Type")})
@@ -165,6 +165,17 @@ func (n *NATS) subscribe(ctx context.Context, topic, group string, fn func(Messa
 		return nil, fmt.Errorf("nats: subscribe %q: %v: %w", topic, err, ErrUnavailable)
 	}
 	return natsSub{sub, n.closed}, nil
+}
+
+// notConnected is Publish's and Subscribe's error while nats.go is
+// reconnecting: ErrUnavailable, and ErrLoginRefused too when the server
+// refused the credential on the last attempt, which is then the cause to
+// report rather than the missing connection.
+func (n *NATS) notConnected() error {
+	if err := n.login.refused(); err != nil {
+		return fmt.Errorf("nats %s: not connected: %w: %w", n.login.login.Address, err, ErrUnavailable)
+	}
+	return fmt.Errorf("nats %s: not connected: %w", n.login.login.Address, ErrUnavailable)
 }
 
 type natsSub struct {

@@ -79,8 +79,9 @@ func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, err
 	conn, err := stomp.Connect(nc, opts...)
 	if err != nil {
 		nc.Close()
-		s.login.observeLogin(err, stompRefusal(err))
-		return nil, nil, fmt.Errorf("stomp %s: %v: %w", s.o.Address, err, ErrUnavailable)
+		said := stompRefusal(err)
+		s.login.observeLogin(err, said)
+		return nil, nil, dialFailure("stomp "+s.o.Address, err, said)
 	}
 	s.login.Observe(nil)
 	s.conn, s.lost = conn, make(chan struct{})
