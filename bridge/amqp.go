@@ -126,6 +126,9 @@ func (a *AMQP) Publish(ctx context.Context, m Message) error {
 		return fmt.Errorf("amqp: waiting for the broker's confirm: %v: %w", err, ErrUnavailable)
 	}
 	if !ok {
+		if a.pubCh.IsClosed() { // amqp091-go answers a confirm its channel's close cut short as a nack
+			return fmt.Errorf("amqp: the channel closed before the broker confirmed the message: %w", ErrUnavailable)
+		}
 		return fmt.Errorf("amqp: the broker refused the message (nack): %w", ErrUnavailable)
 	}
 	return nil

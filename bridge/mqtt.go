@@ -111,7 +111,7 @@ func (m *MQTT) connect() (chan struct{}, error) {
 	if !m.c.IsConnectionOpen() {
 		t := m.c.Connect()
 		if !t.WaitTimeout(m.o.DialTimeout) {
-			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, ErrUnavailable)
+			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, ErrUnreachable)
 		}
 		if err := t.Error(); err != nil {
 			said := mqttRefusal(err)

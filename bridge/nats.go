@@ -168,14 +168,20 @@ func (n *NATS) subscribe(ctx context.Context, topic, group string, fn func(Messa
 }
 
 // notConnected is Publish's and Subscribe's error while nats.go is
-// reconnecting: ErrUnavailable, and ErrLoginRefused too when the server
-// refused the credential on the last attempt, which is then the cause to
-// report rather than the missing connection.
+// reconnecting: ErrUnreachable with its last attempt's error, or
+// ErrLoginRefused (and ErrUnavailable) when the server refused the
+// credential then, which is the cause to report rather than the missing
+// connection.
 func (n *NATS) notConnected() error {
-	if err := n.login.refused(); err != nil {
-		return fmt.Errorf("nats %s: not connected: %w: %w", n.login.login.Address, err, ErrUnavailable)
+	addr := n.login.login.Address
+	err := n.login.failed()
+	switch {
+	case errors.Is(err, ErrLoginRefused):
+		return fmt.Errorf("nats %s: not connected: %w: %w", addr, err, ErrUnavailable)
+	case err != nil:
+		return fmt.Errorf("nats %s: not connected: %v: %w", addr, err, ErrUnreachable)
 	}
-	return fmt.Errorf("nats %s: not connected: %w", n.login.login.Address, ErrUnavailable)
+	return fmt.Errorf("nats %s: not connected: %w", addr, ErrUnreachable)
 }
 
 type natsSub struct {

@@ -38,13 +38,19 @@ func cause(err error) string {
 	switch {
 	case errors.Is(err, bridge.ErrLoginRefused):
 		return "login refused"
+	case errors.Is(err, bridge.ErrUnreachable):
+		return "unreachable"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "no answer"
-	case errors.Is(err, errLost):
-		return "connection lost"
 	}
-	return "unreachable"
+	return "connection lost"
 }
+
+// weak reports whether err is how an outage looks from an operation on a
+// connection already made (its subscription ended, a publish in flight
+// cut short): it can begin an outage, but says nothing of its cause,
+// which the attempts to connect again find.
+func weak(err error) bool { return cause(err) == "connection lost" }
 
 // why is what a client is told when err kept its stream or publish from
 // the broker: the class of the failure, never the broker's own words
@@ -59,10 +65,12 @@ func why(err error, wait time.Duration) string {
 		return fmt.Sprintf("backend unavailable: the broker did not answer within %s", wait)
 	case errors.Is(err, context.DeadlineExceeded):
 		return "backend unavailable: the broker did not answer"
+	case errors.Is(err, bridge.ErrUnreachable):
+		return "backend unavailable: the broker cannot be reached"
 	case errors.Is(err, errLost):
 		return "backend unavailable: the connection to the broker was lost"
 	case errors.Is(err, bridge.ErrUnavailable):
-		return "backend unavailable: the broker cannot be reached"
+		return "backend unavailable: the broker connection failed"
 	}
 	return "the broker refused the request"
 }
@@ -131,11 +139,13 @@ func (b *backendState) end(err error, counted bool) {
 			b.inflight--
 		}
 		first := b.cause == nil
-		changed := !first && cause(b.cause) != cause(err)
+		changed := !first && cause(b.cause) != cause(err) && !weak(err)
 		if first {
 			b.since = time.Now()
 		}
-		b.cause = err
+		if first || !weak(err) {
+			b.cause = err
+		}
 		b.down.Store(true)
 		b.mu.Unlock()
 		if first || changed {
