@@ -393,7 +393,7 @@ func (t *topic) subscribe() {
 	sub, err := h.broker.Subscribe(ctx, t.name, t.deliver)
 	cancel()
 	if took := time.Since(start); took > h.o.SubscribeWait && err == nil {
-		h.o.Log.Info("sse upstream subscription took longer than streams wait for it (they were told to come back)",
+		h.o.Log.Info("sse upstream subscription took longer than streams wait for it; those that waited were told to come back",
 			"backend", h.o.Backend, "topic", t.name, "took", took.Round(time.Millisecond), "wait", h.o.SubscribeWait)
 	}
 	if !errors.Is(err, context.Canceled) {
