@@ -94,8 +94,9 @@ func (a *AMQP) connection() (*amqp.Connection, error) {
 	// Credentials go through SASL, never the URL, so no error can echo them.
 	conn, err := amqp.DialConfig(scheme+a.o.Address+"/", cfg)
 	if err != nil {
-		a.login.observeLogin(cred, err, amqpRefusal(err, a.o.VHost))
-		return nil, fmt.Errorf("amqp %s: %v: %w", a.o.Address, err, ErrUnavailable)
+		said := amqpRefusal(err, a.o.VHost)
+		a.login.observeLogin(cred, err, said)
+		return nil, dialFailure("amqp "+a.o.Address, err, said)
 	}
 	a.login.observe(cred, nil)
 	a.conn, a.pubCh = conn, nil
@@ -131,6 +132,9 @@ func (a *AMQP) Publish(ctx context.Context, m Message) error {
 		return fmt.Errorf("amqp: waiting for the broker's confirm: %v: %w", err, ErrUnavailable)
 	}
 	if !ok {
+		if a.pubCh.IsClosed() { // amqp091-go answers a confirm its channel's close cut short as a nack
+			return fmt.Errorf("amqp: the channel closed before the broker confirmed the message: %w", ErrUnavailable)
+		}
 		return fmt.Errorf("amqp: the broker refused the message (nack): %w", ErrUnavailable)
 	}
 	return nil

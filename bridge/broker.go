@@ -9,6 +9,18 @@ import (
 // 503 and let the client retry.
 var ErrUnavailable = errors.New("broker unavailable")
 
+// ErrUnreachable is the ErrUnavailable of a broker the gateway could not
+// connect to: the dial, TLS or the protocol's handshake failed (a refused
+// login is ErrLoginRefused instead). errors.Is(err, ErrUnavailable) holds
+// for it too; callers that report a cause tell it from a connection lost
+// under an operation.
+var ErrUnreachable error = unreachable{}
+
+type unreachable struct{}
+
+func (unreachable) Error() string        { return "broker unreachable" }
+func (unreachable) Is(target error) bool { return target == ErrUnavailable }
+
 // ErrTooLarge means the broker refuses a message of that size (NATS's
 // max_payload): retrying does not help, so callers answer 413 or their
 // protocol's too-large error, never 503.

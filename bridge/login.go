@@ -160,6 +160,19 @@ func (l BackendLogin) tryAMQP(timeout time.Duration) (said string, err error) {
 	return "", conn.Close()
 }
 
+// dialFailure is what Publish and Subscribe return when the broker
+// connection they need could not be made: ErrUnreachable, or, when said
+// (what a refusal classifier made of err) says the broker refused the
+// gateway's credential, ErrLoginRefused and ErrUnavailable; so that a
+// caller can tell the operator which it is rather than only that the
+// broker is unavailable.
+func dialFailure(what string, err error, said string) error {
+	if said != "" {
+		return fmt.Errorf("%s: %w: %v: %w", what, ErrLoginRefused, err, ErrUnavailable)
+	}
+	return fmt.Errorf("%s: %v: %w", what, err, ErrUnreachable)
+}
+
 // amqpRefusal is what the broker said when err is its refusal of the
 // gateway's login or of the virtual host, "" otherwise. amqp091-go
 // reports a refused login as ErrCredentials, the broker's text lost.
@@ -381,6 +394,13 @@ func (c *LoginCheck) fresh() (error, bool) {
 		keep = loginRetryInterval
 	}
 	return c.err, !c.at.IsZero() && time.Since(c.at) < keep && c.cred == c.login.current().Credential
+}
+
+// failed is the last result when it was a failure, else nil.
+func (c *LoginCheck) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // refused is the last result when it was a refusal, else nil.

@@ -125,11 +125,12 @@ func (m *MQTT) connect() (chan struct{}, error) {
 		m.cred.Store(cred)
 		t := m.c.Connect()
 		if !t.WaitTimeout(m.o.DialTimeout) {
-			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, ErrUnavailable)
+			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, ErrUnreachable)
 		}
 		if err := t.Error(); err != nil {
-			m.login.observeLogin(cred, err, mqttRefusal(err))
-			return nil, fmt.Errorf("mqtt %s: %v: %w", m.o.Address, err, ErrUnavailable)
+			said := mqttRefusal(err)
+			m.login.observeLogin(cred, err, said)
+			return nil, dialFailure("mqtt "+m.o.Address, err, said)
 		}
 		m.login.observe(cred, nil)
 	}

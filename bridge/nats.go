@@ -129,7 +129,7 @@ func (n *NATS) Publish(ctx context.Context, m Message) error {
 	ctx, cancel := n.bounded(ctx)
 	defer cancel()
 	if !n.nc.IsConnected() {
-		return fmt.Errorf("nats: not connected: %w", ErrUnavailable)
+		return n.notConnected()
 	}
 	msg := &nats.Msg{Subject: m.Topic, Data: m.Data}
 	if m.ContentType != "" {
@@ -164,7 +164,7 @@ func (n *NATS) subscribe(ctx context.Context, topic, group string, fn func(Messa
 	ctx, cancel := n.bounded(ctx)
 	defer cancel()
 	if !n.nc.IsConnected() {
-		return nil, fmt.Errorf("nats: not connected: %w", ErrUnavailable)
+		return nil, n.notConnected()
 	}
 	sub, err := n.nc.QueueSubscribe(topic, group, func(m *nats.Msg) {
 		fn(Message{Topic: topic, Data: m.Data, ContentType: m.Header.Get("Content-Type")})
@@ -183,6 +183,23 @@ func (n *NATS) subscribe(ctx context.Context, topic, group string, fn func(Messa
 		return nil, fmt.Errorf("nats: subscribe %q: %v: %w", topic, err, ErrUnavailable)
 	}
 	return natsSub{sub, n.closed}, nil
+}
+
+// notConnected is Publish's and Subscribe's error while nats.go is
+// reconnecting: ErrUnreachable with its last attempt's error, or
+// ErrLoginRefused (and ErrUnavailable) when the server refused the
+// credential then, which is the cause to report rather than the missing
+// connection.
+func (n *NATS) notConnected() error {
+	addr := n.login.login.Address
+	err := n.login.failed()
+	switch {
+	case errors.Is(err, ErrLoginRefused):
+		return fmt.Errorf("nats %s: not connected: %w: %w", addr, err, ErrUnavailable)
+	case err != nil:
+		return fmt.Errorf("nats %s: not connected: %v: %w", addr, err, ErrUnreachable)
+	}
+	return fmt.Errorf("nats %s: not connected: %w", addr, ErrUnreachable)
 }
 
 type natsSub struct {

@@ -63,7 +63,7 @@ func (s *Shared) Subscribe(ctx context.Context, topic string, fn func(Message)) 
 			t.subs.Store(&[]*sharedSub{})
 			s.topics[topic] = t
 			s.mu.Unlock()
-			s.subscribe(t)
+			s.subscribe(ctx, t)
 			s.mu.Lock()
 		}
 		retired := t.retired
@@ -71,10 +71,16 @@ func (s *Shared) Subscribe(ctx context.Context, topic string, fn func(Message)) 
 		if retired { // its upstream is ending: wait, then make a new one
 			select {
 			case <-t.gone:
-				continue
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
+			// A failed attempt is retired too: its error is this
+			// subscriber's, at once. Trying again here would dial the
+			// broker in a loop until ctx ends, and report only that.
+			if t.err != nil {
+				return nil, t.err
+			}
+			continue
 		}
 		select {
 		case <-t.ready:
@@ -97,9 +103,17 @@ func (s *Shared) Subscribe(ctx context.Context, topic string, fn func(Message)) 
 	}
 }
 
-// subscribe makes t's upstream subscription and watches it end.
-func (s *Shared) subscribe(t *sharedTopic) {
-	up, err := s.Broker.Subscribe(context.Background(), t.name, func(m Message) {
+// subscribe makes t's upstream subscription and watches it end. The
+// attempt is bounded by ctx's deadline but not ended by its cancellation:
+// ctx is the first subscriber's, and others may be waiting on the attempt.
+func (s *Shared) subscribe(ctx context.Context, t *sharedTopic) {
+	uctx := context.WithoutCancel(ctx)
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		uctx, cancel = context.WithDeadline(uctx, dl)
+		defer cancel()
+	}
+	up, err := s.Broker.Subscribe(uctx, t.name, func(m Message) {
 		for _, u := range *t.subs.Load() {
 			u.fn(m)
 		}
@@ -124,6 +138,10 @@ func (s *Shared) subscribe(t *sharedTopic) {
 				u.once.Do(func() { close(u.done) })
 			}
 			t.end()
+			// Nothing is left to unsubscribe at the broker, but the
+			// client may still hold the subscription (MQTT's table of
+			// filters): let it go, or every topic ever lost stays there.
+			up.Unsubscribe()
 		case <-t.gone:
 		}
 	}()

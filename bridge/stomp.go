@@ -74,7 +74,7 @@ func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, err
 		nc, err = d.DialContext(ctx, "tcp", s.o.Address)
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("stomp %s: %v: %w", s.o.Address, err, ErrUnavailable)
+		return nil, nil, dialFailure("stomp "+s.o.Address, err, "")
 	}
 	opts := []func(*stomp.Conn) error{stomp.ConnOpt.Host(s.o.VHost), stomp.ConnOpt.HeartBeat(10*time.Second, 10*time.Second),
 		// go-stomp v3.1.5's Unsubscribe at times waits out this timeout
@@ -89,8 +89,9 @@ func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, err
 	conn, err := stomp.Connect(nc, opts...)
 	if err != nil {
 		nc.Close()
-		s.login.observeLogin(cred, err, stompRefusal(err))
-		return nil, nil, fmt.Errorf("stomp %s: %v: %w", s.o.Address, err, ErrUnavailable)
+		said := stompRefusal(err)
+		s.login.observeLogin(cred, err, said)
+		return nil, nil, dialFailure("stomp "+s.o.Address, err, said)
 	}
 	s.login.observe(cred, nil)
 	s.conn, s.lost = conn, make(chan struct{})

@@ -105,6 +105,26 @@ func (s *hubServer) publish(t testing.TB, topic, body string) {
 	}
 }
 
+// tryPublish publishes, and reports false on a 503 (the backend
+// unavailable).
+func (s *hubServer) tryPublish(t testing.TB, topic, body string) bool {
+	t.Helper()
+	resp, err := http.Post(s.url+"/publish/"+topic, "text/plain", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusAccepted:
+		return true
+	case http.StatusServiceUnavailable:
+		return false
+	}
+	t.Fatalf("publish %s: %d %s", topic, resp.StatusCode, b)
+	return false
+}
+
 // sseEvent is one parsed event.
 type sseEvent struct {
 	id, typ, data, retry string
@@ -225,6 +245,35 @@ func (s *stream) ended(t testing.TB) {
 		case <-s.events:
 		case <-s.done:
 			return
+		case <-time.After(10 * time.Second):
+			t.Fatal("stream not ended within 10s")
+		}
+	}
+}
+
+// last waits for the server to end the stream and returns its last event
+// that is not a comment.
+func (s *stream) last(t testing.TB) sseEvent {
+	t.Helper()
+	var last sseEvent
+	keep := func(e sseEvent) {
+		if !e.comment {
+			last = e
+		}
+	}
+	for {
+		select {
+		case e := <-s.events:
+			keep(e)
+		case <-s.done: // read has sent every event it parsed
+			for {
+				select {
+				case e := <-s.events:
+					keep(e)
+				default:
+					return last
+				}
+			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("stream not ended within 10s")
 		}

@@ -66,6 +66,15 @@ type Options struct {
 	// BodyTimeout bounds reading a publish body, so a client cannot hold a
 	// request (and its socket) open by trickling it.
 	BodyTimeout time.Duration
+	// SubscribeWait bounds how long a new stream waits for its topics'
+	// upstream subscriptions. A broker that is down, silent or refusing
+	// the gateway's login can take the whole dial timeout, or longer, to
+	// say so; the stream is answered by then with a 200 that tells
+	// EventSource to come back (see refuseUnavailable), while the attempt
+	// goes on for its return.
+	SubscribeWait time.Duration
+	// Backend names the backend in the log lines about its outages.
+	Backend string
 	// Budget, shared with every route, bounds publish bodies being read
 	// and sent, and the events held in rings and queues, with everything
 	// else held for clients; nil: none.
@@ -95,6 +104,10 @@ func DefaultOptions() Options {
 		MaxPublishBytes:  1 << 20, // a 1 MiB message, as on every other route
 		PublishTimeout:   10 * time.Second,
 		BodyTimeout:      15 * time.Second, // as websocket.message_timeout
+		// Well within the 5 s an unreachable or refusing broker may take
+		// to say so, and above what a live one takes to subscribe
+		// (milliseconds; RabbitMQ under load, some hundreds).
+		SubscribeWait: 2 * time.Second,
 	}
 }
 
@@ -116,12 +129,21 @@ type Stats struct {
 	// TopicsRefused counts streams refused because MaxLiveTopics topics
 	// were live and none was lingering.
 	TopicsRefused int64
+	// BackendRefused counts streams told to come back because their
+	// topic's subscription could not be made (see SubscribeWait).
+	BackendRefused int64
 }
 
 // Hub fans broker topics out to SSE streams.
 type Hub struct {
 	broker bridge.Broker
 	o      Options
+	// ctx ends with Close, and with it the subscription attempts, which
+	// attempts waits for.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	attempts sync.WaitGroup
+	backend  backendState
 	// epoch makes event ids from an earlier process unmistakable.
 	epoch string
 	seq   atomic.Uint64
@@ -138,6 +160,8 @@ type Hub struct {
 	budgetDropped atomic.Int64
 	budgetRefused atomic.Int64
 	topicsRefused atomic.Int64
+	// backendRefused: see Stats.BackendRefused.
+	backendRefused atomic.Int64
 
 	// short is the size of the last event the memory budget could not
 	// cover, 0 once one was covered again: while it is set the hub is
@@ -166,6 +190,7 @@ func NewHub(broker bridge.Broker, o Options) *Hub {
 	setDefault(&o.MaxPublishBytes, d.MaxPublishBytes)
 	setDefault(&o.PublishTimeout, d.PublishTimeout)
 	setDefault(&o.BodyTimeout, d.BodyTimeout)
+	setDefault(&o.SubscribeWait, d.SubscribeWait)
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -174,7 +199,9 @@ func NewHub(broker bridge.Broker, o Options) *Hub {
 	}
 	var b [4]byte
 	rand.Read(b[:])
-	return &Hub{broker: broker, o: o, epoch: hex.EncodeToString(b[:]), topics: map[string]*topic{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Hub{broker: broker, o: o, ctx: ctx, cancel: cancel, backend: backendState{name: o.Backend, log: o.Log},
+		epoch: hex.EncodeToString(b[:]), topics: map[string]*topic{}}
 }
 
 func setDefault[T comparable](v *T, d T) {
@@ -198,10 +225,11 @@ func (h *Hub) Stats() Stats {
 	return Stats{Topics: n, Clients: h.clients.Load(), SlowDropped: h.slowDropped.Load(),
 		Delivered: h.delivered.Load(), UpstreamSubs: h.upstreamSubs.Load(), ReplayBytes: ring,
 		Unbudgeted: h.unbudgeted.Load(), BudgetDropped: h.budgetDropped.Load(),
-		BudgetRefused: h.budgetRefused.Load(), TopicsRefused: h.topicsRefused.Load()}
+		BudgetRefused: h.budgetRefused.Load(), TopicsRefused: h.topicsRefused.Load(), BackendRefused: h.backendRefused.Load()}
 }
 
-// Close ends every stream and upstream subscription.
+// Close ends every stream and upstream subscription, and waits for the
+// attempts at subscriptions under way.
 func (h *Hub) Close() {
 	h.mu.Lock()
 	h.closed = true
@@ -210,9 +238,11 @@ func (h *Hub) Close() {
 		topics = append(topics, t)
 	}
 	h.mu.Unlock()
+	h.cancel()
 	for _, t := range topics {
-		t.end()
+		t.end(endShutdown)
 	}
+	h.attempts.Wait()
 }
 
 var (
@@ -234,13 +264,15 @@ type topic struct {
 	hub   *Hub
 	ready chan struct{} // closed once subscribing succeeded or failed
 	err   error         // set before ready closes
-	sub   bridge.Subscription
-	ended chan struct{} // closed when the topic is retired, for any reason; its clients are ended too
-	once  sync.Once
+	// counted: its attempt was begun during an outage (backendState.begin).
+	counted bool
+	ended   chan struct{} // closed when the topic is retired, for any reason; its clients are ended too
+	once    sync.Once
 
 	names *names
 
 	mu      sync.Mutex
+	sub     bridge.Subscription // nil until subscribed
 	ring    ring
 	floor   uint64 // a resume from any id >= floor is gapless
 	clients map[*client]struct{}
@@ -250,8 +282,11 @@ type topic struct {
 
 // acquire returns the topic with c registered on it and the events c must
 // be sent first (seq > lastSeq), or reset when lastSeq cannot be resumed
-// without a gap. lastSeq 0 means a fresh stream.
-func (h *Hub) acquire(ctx context.Context, name string, c *client, lastSeq uint64) (t *topic, replay []*event, reset bool, err error) {
+// without a gap. lastSeq 0 means a fresh stream. A topic not subscribed
+// yet is waited for until *deadline, which the first such wait of a
+// stream sets SubscribeWait ahead; then, and at once when the backend is
+// known to be down and being tried, err says why (see why).
+func (h *Hub) acquire(ctx context.Context, name string, c *client, lastSeq uint64, deadline *time.Time) (t *topic, replay []*event, reset bool, err error) {
 	for {
 		h.mu.Lock()
 		if h.closed {
@@ -265,22 +300,44 @@ func (h *Hub) acquire(ctx context.Context, name string, c *client, lastSeq uint6
 			if idle == nil {
 				return nil, nil, false, errTooManyTopics
 			}
-			idle.end() // it has no stream: only a quick resume loses out
+			idle.end(endUpstream) // it has no stream: only a quick resume loses out
 			continue
 		}
 		if t == nil {
+			counted, down := h.backend.begin()
+			if down != nil {
+				h.mu.Unlock()
+				return nil, nil, false, down
+			}
+			// An id issued before this subscription (to an earlier one of
+			// the topic, now gone) may have missed what the broker sent
+			// in between: the floor takes a seq of its own, so such an id
+			// is below it and its resume starts with a reset.
 			t = &topic{name: name, hub: h, ready: make(chan struct{}), ended: make(chan struct{}),
-				clients: map[*client]struct{}{}, names: newNames(name)}
+				clients: map[*client]struct{}{}, names: newNames(name), counted: counted, floor: h.seq.Add(1)}
 			h.topics[name] = t
+			h.attempts.Add(1)
 			h.mu.Unlock()
-			t.subscribe()
+			go t.subscribe()
 		} else {
 			h.mu.Unlock()
 		}
 		select {
 		case <-t.ready:
-		case <-ctx.Done():
-			return nil, nil, false, ctx.Err()
+		default:
+			if deadline.IsZero() {
+				*deadline = time.Now().Add(h.o.SubscribeWait)
+			}
+			tm := time.NewTimer(time.Until(*deadline))
+			select {
+			case <-t.ready:
+				tm.Stop()
+			case <-ctx.Done():
+				tm.Stop()
+				return nil, nil, false, ctx.Err()
+			case <-tm.C:
+				return nil, nil, false, errNoAnswer
+			}
 		}
 		if t.err != nil {
 			return nil, nil, false, t.err
@@ -322,14 +379,26 @@ func (h *Hub) lingering() *topic {
 	return nil
 }
 
-// subscribe makes the upstream subscription; a failure retires the topic
-// so the next stream tries again.
+// subscribe makes the upstream subscription, on a goroutine of its own
+// (the hub's attempts) that outlives the streams' wait for it: one that
+// succeeds after they gave up lingers for their return. A failure retires
+// the topic so the next stream tries again. A subscription that ends by
+// itself (the broker connection lost) ends the topic and its streams,
+// which tell their clients to come back.
 func (t *topic) subscribe() {
 	h := t.hub
-	t.floor = h.seq.Load() // events from here on are captured
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	defer h.attempts.Done()
+	ctx, cancel := context.WithTimeout(h.ctx, subscribeTimeout)
+	start := time.Now()
 	sub, err := h.broker.Subscribe(ctx, t.name, t.deliver)
+	cancel()
+	if took := time.Since(start); took > h.o.SubscribeWait && err == nil {
+		h.o.Log.Info("sse upstream subscription took longer than streams wait for it; those that waited were told to come back",
+			"backend", h.o.Backend, "topic", t.name, "took", took.Round(time.Millisecond), "wait", h.o.SubscribeWait)
+	}
+	if !errors.Is(err, context.Canceled) {
+		h.backend.end(err, t.counted)
+	}
 	if err != nil {
 		t.err = err
 		h.mu.Lock()
@@ -341,13 +410,27 @@ func (t *topic) subscribe() {
 		return
 	}
 	h.upstreamSubs.Add(1)
+	t.mu.Lock()
+	if t.retired { // the hub closed meanwhile
+		t.mu.Unlock()
+		close(t.ready)
+		sub.Unsubscribe()
+		return
+	}
 	t.sub = sub
+	// No stream follows it yet: those waiting register once ready
+	// closes, the first stopping this; if all of them gave up, it goes
+	// as any topic nobody follows does.
+	t.linger = time.AfterFunc(h.o.Linger, t.expire)
+	t.mu.Unlock()
 	close(t.ready)
 	go func() {
 		select {
 		case <-sub.Done():
-			h.o.Log.Warn("sse upstream subscription lost; ending its streams so clients reconnect", "topic", t.name)
-			t.end()
+			// Logged once for the outage, as all its topics end.
+			h.o.Log.Debug("sse upstream subscription lost; ending its streams so clients reconnect", "topic", t.name)
+			h.backend.end(errLost, false)
+			t.end(endUpstream)
 		case <-t.ended:
 		}
 	}()
@@ -477,13 +560,13 @@ func (t *topic) expire() {
 	idle := len(t.clients) == 0 && t.linger != nil
 	t.mu.Unlock()
 	if idle {
-		t.end()
+		t.end(endUpstream)
 	}
 }
 
-// end retires the topic once: no new clients, streams told to finish, the
-// upstream subscription dropped.
-func (t *topic) end() {
+// end retires the topic once: no new clients, streams told to finish for
+// why, the upstream subscription dropped.
+func (t *topic) end(why string) {
 	t.once.Do(func() {
 		h := t.hub
 		h.mu.Lock()
@@ -497,13 +580,14 @@ func (t *topic) end() {
 			t.linger.Stop()
 		}
 		for c := range t.clients {
-			c.end(endUpstream)
+			c.end(why)
 		}
 		t.forget(0)
+		sub := t.sub
 		t.mu.Unlock()
 		close(t.ended)
-		if t.sub != nil {
-			if err := t.sub.Unsubscribe(); err != nil {
+		if sub != nil {
+			if err := sub.Unsubscribe(); err != nil {
 				h.o.Log.Debug("sse unsubscribe", "topic", t.name, "error", err.Error())
 			}
 		}

@@ -79,18 +79,32 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 			}
 			return
 		}
-		ctx, cancel := context.WithTimeout(r.Context(), h.o.PublishTimeout)
-		defer cancel()
-		err = h.broker.Publish(ctx, bridge.Message{Topic: topic, Data: body, ContentType: r.Header.Get("Content-Type")})
+		// During an outage one attempt at a time goes to the broker (see
+		// backendState): a crowd of publishes does not queue up behind
+		// dials that each take the dial timeout to fail.
+		counted, down := h.backend.begin()
+		if down == nil {
+			ctx, cancel := context.WithTimeout(r.Context(), h.o.PublishTimeout)
+			err = h.broker.Publish(ctx, bridge.Message{Topic: topic, Data: body, ContentType: r.Header.Get("Content-Type")})
+			cancel()
+			h.backend.end(err, counted)
+		} else {
+			h.backend.refused.Add(1)
+			err = down
+		}
 		if errors.Is(err, bridge.ErrTooLarge) {
 			h.o.Log.Info("publish refused by the broker as too large", "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
 			bridge.Error(w, http.StatusRequestEntityTooLarge, err.Error())
 			return
 		}
 		if err != nil {
-			h.o.Log.Warn("publish failed", "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
+			if outage(err) { // logged once for the outage (backendState)
+				h.o.Log.Debug("publish failed", "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
+			} else {
+				h.o.Log.Warn("publish failed", "backend", h.o.Backend, "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
+			}
 			w.Header().Set("Retry-After", strconv.Itoa(int(h.o.Retry.Seconds()+0.5)))
-			bridge.Error(w, http.StatusServiceUnavailable, "backend unavailable; the message was not published")
+			bridge.Error(w, http.StatusServiceUnavailable, why(err, h.o.PublishTimeout)+"; the message was not published")
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

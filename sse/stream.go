@@ -62,13 +62,40 @@ func (s *streamHandler) RefuseBusy(w http.ResponseWriter, r *http.Request, b bri
 	refuseBusy(w, b)
 }
 
-func refuseBusy(w http.ResponseWriter, b bridge.Busy) {
-	ms := b.Retry.Milliseconds()
+func refuseBusy(w http.ResponseWriter, b bridge.Busy) { refuse(w, "busy", b) }
+
+// refuseUnavailable answers a stream whose topic could not be subscribed
+// to now (the broker down, silent, or refusing the gateway's login) as a
+// refusal for load is answered, and for the same reason: a 503 would end
+// EventSource for good, so that it never came back once the broker did.
+// Its event is unavailable, the reason why's.
+func (h *Hub) refuseUnavailable(w http.ResponseWriter, err error) {
+	h.backendRefused.Add(1)
+	h.backend.refused.Add(1)
+	if errors.Is(err, errNoAnswer) {
+		if down := h.backend.current(); down != nil {
+			err = down // a cause known from an earlier attempt says more
+		}
+	}
+	refuse(w, "unavailable", bridge.Busy{Outcome: "backend_unavailable", Reason: why(err, h.o.SubscribeWait), Retry: bridge.RetryHint(0)})
+}
+
+// refusalEvent is the event that ends a refused stream: it sets
+// EventSource's reconnection time to retry, and its data says why, with
+// the retry in milliseconds. It carries no id, so the client keeps its
+// Last-Event-ID for the retry.
+func refusalEvent(event, reason string, retry time.Duration) []byte {
+	ms := retry.Milliseconds()
 	data, _ := json.Marshal(struct {
 		Reason  string `json:"reason"`
 		RetryMS int64  `json:"retry_ms"`
-	}{b.Reason, ms})
-	body := fmt.Appendf(nil, "retry: %d\nevent: busy\ndata: %s\n\n", ms, data)
+	}{reason, ms})
+	return fmt.Appendf(nil, "retry: %d\nevent: %s\ndata: %s\n\n", ms, event, data)
+}
+
+// refuse answers a stream with refusalEvent and ends it.
+func refuse(w http.ResponseWriter, event string, b bridge.Busy) {
+	body := refusalEvent(event, b.Reason, b.Retry)
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
 	hd.Set("Cache-Control", "no-cache")
@@ -188,8 +215,9 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 		}
 		c.drain(h.o.Budget)
 	}()
+	var subscribeBy time.Time // for the subscriptions not made yet, all of them
 	for _, name := range names {
-		t, rp, rs, err := h.acquire(r.Context(), name, c, lastSeq)
+		t, rp, rs, err := h.acquire(r.Context(), name, c, lastSeq, &subscribeBy)
 		if err != nil {
 			if errors.Is(err, context.Canceled) {
 				return
@@ -202,9 +230,13 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 				refuseBusy(w, bridge.Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: bridge.RetryHint(0)})
 				return
 			}
-			log.Warn("sse stream refused: backend unavailable", "error", err.Error())
-			w.Header().Set("Retry-After", strconv.Itoa(int(h.o.Retry.Seconds()+0.5)))
-			bridge.Error(w, http.StatusServiceUnavailable, "backend unavailable; retry shortly")
+			if outage(err) || errors.Is(err, errNoAnswer) || errors.Is(err, errHubClosed) {
+				// An outage is logged once, by the attempt that finds it.
+				log.Debug("sse stream refused: backend unavailable", "error", err.Error())
+			} else {
+				log.Warn("sse stream refused: the broker did not take the subscription", "backend", h.o.Backend, "error", err.Error())
+			}
+			h.refuseUnavailable(w, err)
 			return
 		}
 		held = append(held, t)
@@ -348,6 +380,13 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 			case endTokenExpired:
 				armDeadline()
 				write([]byte("event: error\ndata: {\"reason\":\"token expired; reconnect with a fresh one\"}\n\n"))
+				rc.Flush()
+			case endUpstream:
+				// EventSource reconnects after any end of a stream; a
+				// jittered retry spreads the crowd that lost the broker
+				// together, and the event tells a page why.
+				armDeadline()
+				write(refusalEvent("unavailable", why(errLost, 0), bridge.RetryHint(0)))
 				rc.Flush()
 			}
 			return

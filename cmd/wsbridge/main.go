@@ -384,7 +384,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 		}
 		so := cfg.SSE.Options()
 		so.WriteTimeout, so.BodyTimeout, so.Budget = ws.WriteTimeout, ws.MessageTimeout, ws.Budget
-		so.Origins, so.Conns, so.Log = cfg.origins, srv.Conns, log
+		so.Origins, so.Conns, so.Log, so.Backend = cfg.origins, srv.Conns, log, name
 		h := sse.NewHub(broker, so)
 		hubs[name] = h
 		g.hubs = append(g.hubs, h)
