@@ -31,6 +31,26 @@ func natsWithPassword(t *testing.T, user, password string) string {
 	return s.Addr().String()
 }
 
+// gatewayKeyring makes a keyring k (and its key file k.key) in dir whose
+// entry "gw" holds user and password, as `keyring init` and `keyring set`
+// would.
+func gatewayKeyring(t *testing.T, dir, user, password string) (*keyring.Keyring, string) {
+	t.Helper()
+	keyFile := filepath.Join(dir, "k.key")
+	key, err := keyring.GenerateKeyFile(keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Create(filepath.Join(dir, "k"), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kr.Set("gw", keyring.Credential{Username: user, Password: keyring.NewSecret(password)}); err != nil {
+		t.Fatal(err)
+	}
+	return kr, keyFile
+}
+
 // TestServeReadyzChecksBrokerLogin: /readyz logs in to each backend with
 // the gateway's keyring credential. A RabbitMQ user made for the test
 // (and a Mosquitto and a NATS server admitting it) whose keyring entry
@@ -63,18 +83,7 @@ routes:
 	}{{"wrong password", wrong}, {"right password", password}} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			keyFile := filepath.Join(dir, "k.key")
-			key, err := keyring.GenerateKeyFile(keyFile)
-			if err != nil {
-				t.Fatal(err)
-			}
-			kr, err := keyring.Create(filepath.Join(dir, "k"), key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := kr.Set("gw", keyring.Credential{Username: user, Password: keyring.NewSecret(tc.password)}); err != nil {
-				t.Fatal(err)
-			}
+			kr, keyFile := gatewayKeyring(t, dir, user, tc.password)
 			t.Setenv("WSBRIDGE_KEYRING_KEY", "")
 			t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
 			path := filepath.Join(dir, "c.yaml")
@@ -177,18 +186,7 @@ routes:
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			keyFile := filepath.Join(dir, "k.key")
-			key, err := keyring.GenerateKeyFile(keyFile)
-			if err != nil {
-				t.Fatal(err)
-			}
-			kr, err := keyring.Create(filepath.Join(dir, "k"), key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := kr.Set("gw", keyring.Credential{Username: user, Password: keyring.NewSecret(tc.password)}); err != nil {
-				t.Fatal(err)
-			}
+			kr, keyFile := gatewayKeyring(t, dir, user, tc.password)
 			t.Setenv("WSBRIDGE_KEYRING_KEY", "")
 			t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", keyFile)
 			path := filepath.Join(dir, "c.yaml")

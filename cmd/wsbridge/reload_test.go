@@ -28,19 +28,8 @@ func TestServeSIGHUPTakesTheFixedCredential(t *testing.T) {
 	mosquitto := brokertest.MosquittoWithPasswords(t, map[string]string{user: password})
 	natsAddr := natsWithPassword(t, user, password)
 	dir := t.TempDir()
-	keyFile := filepath.Join(dir, "k.key")
-	key, err := keyring.GenerateKeyFile(keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := keyring.Create(filepath.Join(dir, "k"), key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	wrong := "not-" + password
-	if err := kr.Set("gw", keyring.Credential{Username: user, Password: keyring.NewSecret(wrong)}); err != nil {
-		t.Fatal(err)
-	}
+	kr, _ := gatewayKeyring(t, dir, user, wrong)
 	t.Setenv("WSBRIDGE_KEYRING_KEY", "")
 	t.Setenv("WSBRIDGE_KEYRING_KEY_FILE", "")
 	config := filepath.Join(dir, "c.yaml")
