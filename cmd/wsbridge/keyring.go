@@ -53,11 +53,7 @@ line from standard input:
 			case !*pwStdin && !tty:
 				return &usageError{cmd: "keyring set", err: errors.New("keyring set: pass -password-stdin and the password on standard input (never on the command line)")}
 			}
-			loc, err := keyringAt(cf)
-			if err != nil {
-				return err
-			}
-			kr, err := loc.open(nil)
+			loc, kr, err := openKeyringAt(cf)
 			if err != nil {
 				return err
 			}
@@ -81,11 +77,7 @@ var keyringListCmd = &command{
 		var cf commonFlags
 		cf.register(fs, false)
 		return func(_ context.Context, e *env, _ []string) error {
-			loc, err := keyringAt(cf)
-			if err != nil {
-				return err
-			}
-			kr, err := loc.open(nil)
+			_, kr, err := openKeyringAt(cf)
 			if err != nil {
 				return err
 			}
@@ -106,11 +98,7 @@ var keyringDeleteCmd = &command{
 		var cf commonFlags
 		cf.register(fs, false)
 		return func(_ context.Context, e *env, pos []string) error {
-			loc, err := keyringAt(cf)
-			if err != nil {
-				return err
-			}
-			kr, err := loc.open(nil)
+			loc, kr, err := openKeyringAt(cf)
 			if err != nil {
 				return err
 			}
@@ -132,6 +120,17 @@ func keyringAt(cf commonFlags) (keyringLocation, error) {
 		return keyringLocation{}, err
 	}
 	return locateKeyring(cfg, cf.keyring), nil
+}
+
+// openKeyringAt opens the keyring the flags and config name, for the
+// keyring commands that read or change an existing one.
+func openKeyringAt(cf commonFlags) (keyringLocation, *keyring.Keyring, error) {
+	loc, err := keyringAt(cf)
+	if err != nil {
+		return loc, nil, err
+	}
+	kr, err := loc.open(nil)
+	return loc, kr, err
 }
 
 func keyringInit(loc keyringLocation, e *env) error {
