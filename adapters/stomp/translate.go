@@ -488,6 +488,12 @@ func (t *translator) enqueue(b []byte) {
 	}
 	select {
 	case t.out <- b:
+		// A delivery that passed deliver's Closing check while the session
+		// ended may land after close's drop: nothing would take it out
+		// again, and what it holds of the budget would be lost with it.
+		if s.Closing() {
+			t.drop()
+		}
 	default:
 		t.account(-n)
 		t.drop()
