@@ -27,6 +27,21 @@ const (
 	RetrySpread = 4 * time.Second
 )
 
+// BreachCost is what a breach (WSOptions.Penalize) costs its client
+// address, in time of its handshake rate: at the default rate, 25
+// handshakes. An address whose clients reconnect to breach again and
+// again is held to four breaches a second, while the handshakes it tries
+// meanwhile are refused before the upgrade, which costs the gateway a
+// twentieth of a breach (a 1 MiB message read in fragments before it is
+// found too large). Clients behind the same address (a NAT, a proxy
+// without trusted_proxies) compete for the rest of its rate and are
+// refused with a retry hint, not locked out.
+const BreachCost = time.Second / 4
+
+// Penalize charges client's handshake rate BreachCost for a breach; it
+// is the server's WSOptions.Penalize.
+func (s *Server) Penalize(client string) { s.rate.charge(client, BreachCost) }
+
 // maxRefusing bounds the WebSocket refusals lingering at once, process
 // wide. Each holds its request's goroutine and socket (some 20 KiB) until
 // the client answers the close frame, one round trip, or lingerTime
@@ -142,7 +157,7 @@ func (u *Upgraders) refuse(w http.ResponseWriter, r *http.Request, b Busy, conns
 	if linger {
 		defer conns.giveRefusal()
 	}
-	wc := &wsConn{Conn: nc}
+	wc := &wsConn{Conn: nc, linger: u.opts.Linger} // drained within the process's linger budget
 	if _, err := nc.Write(out); err != nil || !linger {
 		wc.closeSocket()
 		return

@@ -357,3 +357,119 @@ func BenchmarkWebSocketRefusal(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "refusals/s")
 }
+
+// breacher is a counter session that takes its options, Penalize among
+// them, from the route.
+type breacher struct {
+	counter
+	o WSOptions
+}
+
+func (b *breacher) Begin(ws *gws.Conn, remote string, release func()) {
+	b.Start(ws, remote, release, b.o, func() {}, nil)
+}
+
+// A client whose session ends for a costly breach (a message too large, or
+// one not completed in time) costs its address BreachCost of its handshake
+// rate on top of the handshake: reconnecting to breach again soon finds
+// the address refused before the upgrade, with 1013 and a retry hint.
+// Clients that end cleanly cost one handshake each, and other addresses
+// are not touched.
+func TestBreachesSpendTheAddressHandshakeRate(t *testing.T) {
+	// One handshake a second, four at once: a breach costs two (the
+	// handshake and BreachCost's one token), a clean session one.
+	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), ServerOptions{HandshakeRate: 1, HandshakeBurst: 4})
+	penalized := make(chan string, 16)
+	o := DefaultWSOptions()
+	o.MaxMessageBytes = 1 << 10
+	o.MessageTimeout = 100 * time.Millisecond
+	o.Penalize = func(client string) {
+		s.Penalize(client)
+		penalized <- client
+	}
+	origins, _ := NewOrigins(nil)
+	s.Handle("/", &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: s.Conns,
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upgraders: NewUpgraders(Handler{}, o, nil, func() gws.SessionStorage { return &breacher{o: o} })})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.http.Close() })
+	addr := ln.Addr().String()
+
+	cases := []struct {
+		name, from string
+		session    func(t *testing.T, r *rawWS) // ends the session its way
+		breach     bool
+	}{
+		{"too large", "127.0.0.10", func(t *testing.T, r *rawWS) {
+			r.conn.Write(header(true, 2, 1<<20))
+			if _, code, _ := r.untilClose(t); code != CloseTooLarge {
+				t.Fatalf("closed with %d, want 1009", code)
+			}
+		}, true},
+		{"message timeout", "127.0.0.11", func(t *testing.T, r *rawWS) {
+			r.conn.Write(header(true, 2, 100))
+			if _, code, _ := r.untilClose(t); code != ClosePolicy {
+				t.Fatalf("closed with %d, want 1008", code)
+			}
+		}, true},
+		{"clean close", "127.0.0.12", func(t *testing.T, r *rawWS) {
+			r.conn.Write(frame(true, 2, []byte("hello")))
+			r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if op, p, err := r.next(); err != nil || op != 1 || string(p) != "got 5" {
+				t.Fatalf("answer %d %q %v", op, p, err)
+			}
+			r.conn.Write(frame(true, 8, binary.BigEndian.AppendUint16(nil, CloseNormal)))
+			r.untilClose(t)
+		}, false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for range 2 {
+				r := dialRawWSFrom(t, addr, c.from)
+				c.session(t, r)
+				r.conn.Close()
+				if c.breach {
+					if got := <-penalized; got != c.from {
+						t.Fatalf("penalized %s, want %s", got, c.from)
+					}
+				}
+			}
+			// Two breaches spent the burst of four; two clean sessions half.
+			_, code, reason := dialRawWSFrom(t, addr, c.from).untilCloseOrNone(t)
+			switch {
+			case c.breach && (code != CloseTryAgainLater || !strings.Contains(reason, "limits.handshakes_per_second")):
+				t.Fatalf("after two breaches: closed with %d %q, want 1013 naming limits.handshakes_per_second", code, reason)
+			case !c.breach && code != 0:
+				t.Fatalf("after two clean sessions: closed with %d %q, want a session", code, reason)
+			}
+		})
+	}
+	if _, code, reason := dialRawWSFrom(t, addr, "127.0.0.20").untilCloseOrNone(t); code != 0 {
+		t.Fatalf("another address: closed with %d %q, want a session", code, reason)
+	}
+}
+
+// untilCloseOrNone is untilClose for a session that may be open: code 0
+// when the server has said nothing after a ping's answer.
+func (r *rawWS) untilCloseOrNone(t *testing.T) (texts []string, code uint16, reason string) {
+	t.Helper()
+	r.conn.Write(frame(true, 9, []byte("are you there")))
+	r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		op, p, err := r.next()
+		switch {
+		case err != nil:
+			t.Fatalf("connection ended without a close frame (a client sees 1006): %v", err)
+		case op == 10:
+			return texts, 0, ""
+		case op == 1:
+			texts = append(texts, string(p))
+		case op == 8:
+			return texts, binary.BigEndian.Uint16(p), string(p[2:])
+		}
+	}
+}

@@ -161,7 +161,31 @@ func (l *rateLimiter) allow(ip string) (bool, time.Duration) {
 		return true, 0
 	}
 	now := time.Now()
+	b := l.bucket(ip, now)
+	r := b.ReserveN(now, 1)
+	if d := r.DelayFrom(now); d > 0 {
+		r.CancelAt(now)
+		return false, d
+	}
+	return true, 0
+}
+
+// charge takes d's worth of ip's rate (at least one token, at most a
+// burst) whether or not it has them: the address's next handshakes wait
+// until its bucket has refilled past the debt.
+func (l *rateLimiter) charge(ip string, d time.Duration) {
+	if l == nil {
+		return
+	}
+	now := time.Now()
+	n := min(max(int(float64(l.every)*d.Seconds()), 1), l.burst)
+	l.bucket(ip, now).ReserveN(now, n)
+}
+
+// bucket is ip's limiter, made when ip has none.
+func (l *rateLimiter) bucket(ip string, now time.Time) *rate.Limiter {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	b, ok := l.buckets[ip]
 	if !ok {
 		if len(l.buckets) >= maxTracked {
@@ -177,13 +201,7 @@ func (l *rateLimiter) allow(ip string) (bool, time.Duration) {
 		b = rate.NewLimiter(l.every, l.burst)
 		l.buckets[ip] = b
 	}
-	l.mu.Unlock()
-	r := b.ReserveN(now, 1)
-	if d := r.DelayFrom(now); d > 0 {
-		r.CancelAt(now)
-		return false, d
-	}
-	return true, 0
+	return b
 }
 
 // front resolves the client address and applies the handshake rate before

@@ -58,6 +58,7 @@ type Session struct {
 	pendingArmed bool // pendingDue is armed
 	budget       *Budget
 	msgTimeout   time.Duration
+	penalize     func(client string)
 }
 
 // SessionEvents is what Handler needs from an adapter's session.
@@ -145,7 +146,7 @@ func (*Session) Range(func(key string, v any) bool) {}
 // session's outcome is then login_timeout whatever ends it.
 func (s *Session) Start(ws *gws.Conn, remote string, release func(), o WSOptions, dead func(), loginExpired func(reason string)) {
 	s.WS, s.Remote, s.release, s.opened, s.writeTimeout = ws, remote, release, time.Now(), o.WriteTimeout
-	s.budget, s.msgTimeout = o.Budget, o.MessageTimeout
+	s.budget, s.msgTimeout, s.penalize = o.Budget, o.MessageTimeout, o.Penalize
 	s.KA = StartKeepalive(o.PingInterval, func() error {
 		ws.SetWriteDeadline(time.Now().Add(o.WriteTimeout))
 		return ws.WritePing(nil)
@@ -311,8 +312,12 @@ func (s *Session) Ended(err error, clientOutcome string) (outcome, reason string
 	s.stopTimers()
 	s.releasePending()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.outcome, s.reason, time.Since(s.opened).Round(time.Millisecond)
+	outcome, reason = s.outcome, s.reason
+	s.mu.Unlock()
+	if s.penalize != nil && (outcome == OutcomeTooLarge || outcome == OutcomeMessageTimeout) {
+		s.penalize(s.client)
+	}
+	return outcome, reason, time.Since(s.opened).Round(time.Millisecond)
 }
 
 // Release gives the connection's slot back to the registry; call it last.

@@ -74,6 +74,14 @@ type WSOptions struct {
 	Linger *Linger
 	// Compression offers permessage-deflate (no context takeover).
 	Compression bool
+	// Penalize, when set, is told the address of a client whose session
+	// ended for a breach that cost the gateway dearly: a message too large
+	// (read up to the limit first, when it came in fragments) or one not
+	// completed in time (memory held for message_timeout). The server's
+	// front charges the address's handshake rate for it (Server.Penalize),
+	// so that a client reconnecting to breach again and again costs a
+	// handshake refused, not a session.
+	Penalize func(client string)
 }
 
 // DefaultWSOptions are used where the config is silent.

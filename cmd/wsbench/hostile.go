@@ -101,6 +101,9 @@ type hostileResult struct {
 	P99Ratio      float64 `json:"p99_ratio"`
 	ProbeSent     int     `json:"probe_sent"`
 	ProbeLost     int     `json:"probe_lost"`
+	// WorstPerSecond is the probe's slowest round trip in each second of
+	// the hostile window, in ms: whether a p99 is steady or one burst.
+	WorstPerSecond []float64 `json:"probe_worst_per_second_ms"`
 	// ProbeErrors counts what ended the probe's session, when anything did.
 	ProbeErrors map[string]int `json:"probe_errors,omitempty"`
 
@@ -231,6 +234,13 @@ func runHostile(o hostileOptions) (*hostileResult, error) {
 		r.P99Ratio = r.P99us / r.BaselineP99us
 	}
 	r.ProbeSent, r.ProbeLost, r.ProbeErrors = sent, lost, perrs
+	for from := start; from.Before(end); from = from.Add(time.Second) {
+		to := from.Add(time.Second)
+		if to.After(end) {
+			to = end
+		}
+		r.WorstPerSecond = append(r.WorstPerSecond, percentile(p.window(from, to), 1)/1000)
+	}
 	if r.RSSIdle > 0 {
 		r.RSSPeak = rss.peak.Load()
 		r.Bound, r.BoundFormula = hostileBound(r.RSSIdle, o.MemoryBytes, o.N+2)

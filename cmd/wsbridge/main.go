@@ -301,6 +301,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 		Budget:           g.budget,
 		Linger:           bridge.NewLinger(cfg.WebSocket.LingerBytesPerSecond),
 		Compression:      cfg.WebSocket.Compression,
+		Penalize:         g.srv.Penalize,
 	}
 	creds := g.creds
 	for name, b := range cfg.Backends {
