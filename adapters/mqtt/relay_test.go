@@ -20,6 +20,7 @@ import (
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -582,7 +583,7 @@ func TestRelayCleanDisconnect(t *testing.T) {
 func TestRelayPartialPacketTakesItsDeclaredLength(t *testing.T) {
 	addr := brokertest.Mosquitto(t)
 	ws := bridge.DefaultWSOptions()
-	ws.Budget = bridge.NewBudget(256 << 10)
+	ws.Budget = memory.NewBudget(256 << 10)
 	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, WS: ws}})
 	c := dialRaw(t, url)
 	c.send(t, connect(t, 4, fmt.Sprintf("partial-%d", time.Now().UnixNano())))

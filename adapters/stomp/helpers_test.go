@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
@@ -29,7 +29,7 @@ func testCredential(t testing.TB) keyring.Credential { return brokertest.RabbitC
 // gateway is a relay route served on a loopback port.
 type gateway struct {
 	url   string
-	conns *bridge.Conns
+	conns *front.Conns
 	logs  *syncBuffer
 }
 
@@ -50,7 +50,7 @@ func startGateway(t testing.TB, o Options) *gateway {
 	if o.Backend == "" {
 		o.Backend = "rabbitmq"
 	}
-	var conns *bridge.Conns
+	var conns *front.Conns
 	url := brokertest.ServeRoute(t, o.Route, o.Log, func(e brokertest.RouteEnv) http.Handler {
 		if o.Origins == nil {
 			o.Origins = e.Origins
