@@ -22,7 +22,7 @@ const (
 	RetrySpread = 4 * time.Second
 )
 
-// BreachCost is what a breach (WSOptions.Penalize) costs its client
+// BreachCost is what a breach (bridge.WSOptions.Penalize) costs its client
 // address, in time of its handshake rate: at the default rate, 25
 // handshakes. An address whose clients reconnect to breach again and
 // again is held to four breaches a second, while the handshakes it tries
@@ -34,7 +34,7 @@ const (
 const BreachCost = time.Second / 4
 
 // Penalize charges client's handshake rate BreachCost for a breach; it
-// is the server's WSOptions.Penalize.
+// is the server's bridge.WSOptions.Penalize.
 func (s *Server) Penalize(client string) { s.rate.charge(client, BreachCost) }
 
 // Busy is a refusal for load: nothing is wrong with the request, and the

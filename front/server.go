@@ -6,9 +6,9 @@
 // origins (Origins), refusals for load that clients follow by themselves
 // (Busy, RetryHint, BusyRefuser), and TLS (CertReloader, ClientTLS).
 //
-// It knows no WebSocket and no broker: the session framework (bridge) and
-// the SSE streams (sse) are routes it serves, and import it, never the
-// other way round.
+// It links no WebSocket library and no broker client: the session
+// framework (bridge) and the SSE streams (sse) are routes it serves, and
+// they import it, never the other way round.
 package front
 
 import (
