@@ -16,7 +16,7 @@ import (
 // login says whether the protocol's own login may still prove the identity
 // later; then a request that carries nothing passes with a nil identity.
 // A password check refused because too many are in progress fails with
-// auth.ErrBusy (see BusyFor): nothing was checked.
+// auth.ErrBusy (see front.BusyFor): nothing was checked.
 func Authenticate(r *http.Request, p *auth.Policy, login bool) (*auth.Identity, error) {
 	if p == nil {
 		return auth.Anonymous, nil

@@ -43,7 +43,7 @@ func serveAdmission(t *testing.T, o front.ServerOptions, p *auth.Policy, subprot
 var retryIn = regexp.MustCompile(`; retry in ([0-9.]+s)$`)
 
 // checkBusyClose checks that err is close 1013 whose reason names limit
-// and ends with a retry hint from RetryHint of a wait of at most least.
+// and ends with a retry hint from front.RetryHint of a wait of at most least.
 func checkBusyClose(t *testing.T, err error, limit string, least time.Duration) {
 	t.Helper()
 	var ce *gws.CloseError

@@ -19,7 +19,7 @@ import (
 // reason say when to come back. The refusal costs what the request has
 // already cost plus one write, and a lingering close while Conns has a
 // place for one (TakeRefusal). A request that is not a WebSocket upgrade
-// this route could accept gets RefuseHTTP.
+// this route could accept gets front.RefuseHTTP.
 func (u *Upgraders) refuse(w http.ResponseWriter, r *http.Request, b front.Busy, conns *front.Conns) {
 	key := r.Header.Get("Sec-Websocket-Key")
 	proto, ok := u.subprotocol(r.Header.Values("Sec-Websocket-Protocol"))

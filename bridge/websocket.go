@@ -80,7 +80,7 @@ type WSOptions struct {
 	// ended for a breach that cost the gateway dearly: a message too large
 	// (read up to the limit first, when it came in fragments) or one not
 	// completed in time (memory held for message_timeout). The server's
-	// front charges the address's handshake rate for it (Server.Penalize),
+	// front charges the address's handshake rate for it (front.Server.Penalize),
 	// so that a client reconnecting to breach again and again costs a
 	// handshake refused, not a session.
 	Penalize func(client string)
@@ -371,7 +371,7 @@ func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 	return ws, id, true
 }
 
-// RefuseBusy implements BusyRefuser: a WebSocket client from an allowed
+// RefuseBusy implements front.BusyRefuser: a WebSocket client from an allowed
 // origin is upgraded and closed with 1013 and b's hint (see
 // Upgraders.refuse); anything else gets HTTP 429 or 503.
 func (a *Admission) RefuseBusy(w http.ResponseWriter, r *http.Request, b front.Busy) {

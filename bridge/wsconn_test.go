@@ -369,7 +369,7 @@ func TestFragmentedMessagesTakeWhatGWSAllocates(t *testing.T) {
 	waitFor(t, func() bool { return o.Budget.Used() == 0 })
 }
 
-// A message of at most OwnBytes is the connection's own: when others have
+// A message of at most memory.OwnBytes is the connection's own: when others have
 // spent the budget it still passes, though it arrives in two reads; a
 // larger one in two reads is refused.
 func TestSmallMessagesDoNotWaitForTheBudget(t *testing.T) {
