@@ -13,6 +13,7 @@ import (
 	"github.com/go-stomp/stomp/v3"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // backends are the brokers translate mode maps onto, each behind the
@@ -173,7 +174,7 @@ func TestTranslateSlowClientIsDroppedAlone(t *testing.T) {
 func TestTranslateSlowConsumerIsDroppedAtOnce(t *testing.T) {
 	ws := bridge.DefaultWSOptions()
 	ws.WriteTimeout = time.Minute
-	budget := bridge.NewBudget(bridge.DefaultMemoryBytes)
+	budget := memory.NewBudget(memory.DefaultBudgetBytes)
 	ws.Budget = budget
 	gw, _ := startTranslator(t, Options{RouteOptions: bridge.RouteOptions{WS: ws}})
 	topic := fmt.Sprintf("/topic/wsbridge.stalled.%d", time.Now().UnixNano())

@@ -11,6 +11,7 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -322,7 +323,7 @@ func TestTranslateOnExternalBrokers(t *testing.T) {
 // the largest size (16 GiB at the 1 MiB default) on one connection.
 func TestTranslateTransactionsTakeFromTheBudget(t *testing.T) {
 	ws := bridge.DefaultWSOptions()
-	budget := bridge.NewBudget(256 << 10)
+	budget := memory.NewBudget(256 << 10)
 	ws.Budget = budget
 	gw, _ := startTranslator(t, Options{RouteOptions: bridge.RouteOptions{WS: ws}})
 	body := strings.Repeat("x", 100<<10)

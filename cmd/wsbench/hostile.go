@@ -22,7 +22,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // hostileKinds are the misbehaving clients the hostile scenario can
@@ -164,10 +164,10 @@ func sortedKeys(m map[string]int) []string {
 
 // hostileBound is the RSS the gateway is documented to stay under (README,
 // limits.memory_bytes): what it had at rest, the budget, and
-// bridge.ConnectionBytes for each connection.
+// memory.ConnectionBytes for each connection.
 func hostileBound(idle, memoryBytes int64, conns int) (int64, string) {
-	return idle + memoryBytes + int64(conns)*bridge.ConnectionBytes,
-		fmt.Sprintf("RSS at rest + limits.memory_bytes %d MiB + %d connections x %d KiB", memoryBytes>>20, conns, bridge.ConnectionBytes>>10)
+	return idle + memoryBytes + int64(conns)*memory.ConnectionBytes,
+		fmt.Sprintf("RSS at rest + limits.memory_bytes %d MiB + %d connections x %d KiB", memoryBytes>>20, conns, memory.ConnectionBytes>>10)
 }
 
 // runHostile times the probe alone, then starts the hostile clients and
