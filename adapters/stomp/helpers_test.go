@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os/exec"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -55,7 +56,7 @@ func startGateway(t testing.TB, o Options) *gateway {
 			o.Origins = e.Origins
 		}
 		o.Conns, conns = e.Conns, e.Conns
-		if o.WS == (bridge.WSOptions{}) {
+		if reflect.ValueOf(o.WS).IsZero() { // WSOptions holds a func: not comparable
 			o.WS = e.WS
 		}
 		return NewRelay(o)
