@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/validate"
@@ -77,7 +79,7 @@ func (h *Hub) refuseUnavailable(w http.ResponseWriter, err error) {
 			err = down // a cause known from an earlier attempt says more
 		}
 	}
-	refuse(w, "unavailable", bridge.Busy{Outcome: "backend_unavailable", Reason: why(err, h.o.SubscribeWait), Retry: bridge.RetryHint(0)})
+	refuse(w, "unavailable", bridge.Busy{Outcome: outcome.BrokerUnavailable, Reason: why(err, h.o.SubscribeWait), Retry: bridge.RetryHint(0)})
 }
 
 // refusalEvent is the event that ends a refused stream: it sets
@@ -188,7 +190,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	if h.shortOfBudget() {
 		// Logged once for the episode, as it began (see topic.deliver).
 		h.budgetRefused.Add(1)
-		refuseBusy(w, bridge.Busy{Outcome: bridge.OutcomeOverBudget, Reason: bridge.OverBudget().Reason, Retry: bridge.RetryHint(0)})
+		refuseBusy(w, bridge.Busy{Outcome: outcome.OverBudget, Reason: bridge.OverBudget().Reason, Retry: bridge.RetryHint(0)})
 		return
 	}
 	c := newClient(h.o.ClientQueue)
@@ -227,7 +229,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 				if !h.topicsFull.Swap(true) {
 					log.Warn("sse streams refused: as many topics are followed as sse.max_live_topics allows, none without a stream", "max_live_topics", h.o.MaxLiveTopics)
 				}
-				refuseBusy(w, bridge.Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: bridge.RetryHint(0)})
+				refuseBusy(w, bridge.Busy{Outcome: outcome.OverCapacity, Reason: err.Error(), Retry: bridge.RetryHint(0)})
 				return
 			}
 			if outage(err) || errors.Is(err, errNoAnswer) || errors.Is(err, errHubClosed) {
@@ -259,8 +261,8 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	h.clients.Add(1)
 	defer h.clients.Add(-1)
 	log.Debug("sse stream opened", "resume", lastID != "", "replay", len(replay), "reset", reset)
-	outcome := endClientGone
-	defer func() { log.Debug("sse stream closed", "outcome", outcome) }()
+	ended := endClientGone
+	defer func() { log.Debug("sse stream closed", "outcome", ended) }()
 
 	write := func(b []byte) bool {
 		_, err := w.Write(b)
@@ -279,7 +281,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	}
 	replay = nil
 	if !ok || rc.Flush() != nil {
-		outcome = "write_failed"
+		ended = outcome.ClientWriteFailed
 		return
 	}
 
@@ -372,8 +374,8 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 				ok = write([]byte(": heartbeat\n\n")) && flush()
 			}
 		case <-c.stop:
-			outcome = c.why
-			switch outcome {
+			ended = c.why
+			switch ended {
 			case endSlow:
 				log.Warn("sse client fell behind and was disconnected; it can resume with Last-Event-ID",
 					"queue_events", h.o.ClientQueue, "queue_bytes", h.o.ClientQueueBytes)
@@ -392,7 +394,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 			return
 		}
 		if !ok {
-			outcome = "write_failed"
+			ended = outcome.ClientWriteFailed
 			return
 		}
 	}

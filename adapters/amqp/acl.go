@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/lxzan/gws"
 
 	"github.com/wsbridge/wsbridge/auth"
@@ -57,7 +59,7 @@ func (s *session) login(mechanism, response []byte) bool {
 			user, pass, ok = plainCredentials(response)
 		}
 		if !ok {
-			s.closeConnection("unauthenticated", "login needs SASL PLAIN", bridge.ClosePolicy, replyAccessRefused,
+			s.closeConnection(outcome.Unauthenticated, "login needs SASL PLAIN", bridge.ClosePolicy, replyAccessRefused,
 				"ACCESS_REFUSED - log in with SASL PLAIN (username and password, or a token as the password)")
 			return false
 		}
@@ -69,7 +71,7 @@ func (s *session) login(mechanism, response []byte) bool {
 	}
 	cred, err := s.BrokerCredential(s.relay.opts.Credential)
 	if err != nil {
-		s.closeConnection("forbidden", err.Error(), bridge.ClosePolicy, replyAccessRefused, "ACCESS_REFUSED - "+err.Error())
+		s.closeConnection(outcome.Forbidden, err.Error(), bridge.ClosePolicy, replyAccessRefused, "ACCESS_REFUSED - "+err.Error())
 		return false
 	}
 	s.cred = cred
@@ -84,7 +86,7 @@ func (s *session) login(mechanism, response []byte) bool {
 		}
 	}
 	s.WatchExpiry(func() {
-		s.closeConnection("token_expired", "the client's token expired", bridge.ClosePolicy, replyConnectionForced,
+		s.closeConnection(outcome.TokenExpired, "the client's token expired", bridge.ClosePolicy, replyConnectionForced,
 			"CONNECTION_FORCED - token expired; reconnect with a fresh one")
 	})
 	return true

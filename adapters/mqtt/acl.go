@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/lxzan/gws"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -72,7 +74,7 @@ func (s *session) login() bool {
 	}
 	cred, err := s.BrokerCredential(s.relay.opts.Credential)
 	if err != nil {
-		s.refuseConnect(v, reasonNotAuthorized, returnNotAuthV311, "forbidden", err.Error(), bridge.ClosePolicy)
+		s.refuseConnect(v, reasonNotAuthorized, returnNotAuthV311, outcome.Forbidden, err.Error(), bridge.ClosePolicy)
 		return false
 	}
 	s.cred = cred
@@ -80,7 +82,7 @@ func (s *session) login() bool {
 	if !s.acl.open {
 		s.acl.allow = s.Allow
 		if reason, code, err := s.acl.connect(pk); err != nil {
-			s.refuseConnect(v, reason, code, "forbidden", err.Error(), bridge.ClosePolicy)
+			s.refuseConnect(v, reason, code, outcome.Forbidden, err.Error(), bridge.ClosePolicy)
 			return false
 		}
 	}
@@ -89,17 +91,17 @@ func (s *session) login() bool {
 		if v == 5 {
 			answer = disconnectWithReason(reasonNotAuthorized, "token expired")
 		}
-		s.finish("token_expired", answer, "the client's token expired", bridge.ClosePolicy)
+		s.finish(outcome.TokenExpired, answer, "the client's token expired", bridge.ClosePolicy)
 	})
 	return true
 }
 
-func (s *session) refuseConnect(v, reason, returnCode byte, outcome, msg string, code uint16) {
+func (s *session) refuseConnect(v, reason, returnCode byte, why outcome.Outcome, msg string, code uint16) {
 	answer := []byte{0x20, 0x02, 0x00, returnCode}
 	if v == 5 {
 		answer = []byte{0x20, 0x03, 0x00, reason, 0x00}
 	}
-	s.finish(outcome, answer, msg, code)
+	s.finish(why, answer, msg, code)
 }
 
 // disconnectWithReason is an MQTT 5 DISCONNECT with a reason string.
@@ -201,7 +203,7 @@ func (s *session) refusePublish(p *validate.MQTTPacket, err error) bool {
 	qos := p.Flags >> 1 & 3
 	switch {
 	case err == errTooManyAliases:
-		s.finish("rejected", disconnectWithReason(0x94, "topic alias invalid"), err.Error(), bridge.ClosePolicy)
+		s.finish(outcome.Rejected, disconnectWithReason(0x94, "topic alias invalid"), err.Error(), bridge.ClosePolicy)
 	case v == 5 && qos > 0:
 		ack := byte(0x40) // PUBACK
 		if qos == 2 {
@@ -209,9 +211,9 @@ func (s *session) refusePublish(p *validate.MQTTPacket, err error) bool {
 		}
 		return s.Write(gws.OpcodeBinary, []byte{ack, 0x03, byte(p.PacketID >> 8), byte(p.PacketID), reasonNotAuthorized})
 	case v == 5:
-		s.finish("forbidden", disconnectWithReason(reasonNotAuthorized, "publish not authorized"), err.Error(), bridge.ClosePolicy)
+		s.finish(outcome.Forbidden, disconnectWithReason(reasonNotAuthorized, "publish not authorized"), err.Error(), bridge.ClosePolicy)
 	default:
-		s.finish("forbidden", nil, err.Error(), bridge.ClosePolicy)
+		s.finish(outcome.Forbidden, nil, err.Error(), bridge.ClosePolicy)
 	}
 	return false
 }

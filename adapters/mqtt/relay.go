@@ -10,11 +10,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/wsbridge/wsbridge/outcome"
 
 	"github.com/lxzan/gws"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -130,12 +131,12 @@ func reasonString(text string) string {
 func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
-		s.finish("keepalive_timeout", nil, "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
+		s.finish(outcome.KeepaliveTimeout, nil, "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
 	}, func(reason string) {
 		// Before CONNACK MQTT has no packet for this: a CONNACK answers a
 		// CONNECT that has not come, and MQTT 5 allows a server DISCONNECT
 		// only after CONNACK. The WebSocket close carries the reason.
-		s.finish(bridge.OutcomeLoginTimeout, nil, reason, bridge.ClosePolicy)
+		s.finish(outcome.LoginTimeout, nil, reason, bridge.ClosePolicy)
 	})
 	s.in = validate.NewMQTTScanner(o.Limits)
 	o.Log.Info("mqtt connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
@@ -147,7 +148,7 @@ func (s *session) GoAway(reason string) {
 	if s.disconnectAllowed() {
 		answer = []byte{0xE0, 0x02, 0x8B, 0x00} // DISCONNECT: server shutting down
 	}
-	s.finish("shutdown", answer, reason, bridge.CloseGoingAway)
+	s.finish(outcome.Shutdown, answer, reason, bridge.CloseGoingAway)
 }
 
 // Refuse implements bridge.SessionEvents: MQTT 5 clients past CONNACK get
@@ -157,16 +158,16 @@ func (s *session) GoAway(reason string) {
 // carries the reason. It may run on a timer's goroutine: it reads no
 // read-loop state.
 func (s *session) Refuse(r bridge.Refusal) {
-	if r.Outcome == bridge.OutcomeTextMessage {
+	if r.Outcome == outcome.TextMessage {
 		r.Reason = "MQTT-6.0.0-1: MQTT packets come in binary WebSocket messages, not text"
 	}
 	var answer []byte
 	if s.disconnectAllowed() {
 		reason := byte(0x81)
 		switch r.Outcome {
-		case bridge.OutcomeTooLarge:
+		case outcome.TooLarge:
 			reason = 0x95
-		case bridge.OutcomeOverBudget:
+		case outcome.OverBudget:
 			reason = 0x97
 		}
 		answer = s.disconnect(reason, r.Reason)
@@ -211,7 +212,7 @@ func (s *session) OnMessage(data []byte) {
 		case p.Type == validate.MQTTSubscribe:
 			rewritten, answer, err := s.subscribeFiltered()
 			if err != nil {
-				s.finish("rejected", nil, "re-encoding SUBSCRIBE: "+err.Error(), bridge.CloseProtocolError)
+				s.finish(outcome.Rejected, nil, "re-encoding SUBSCRIBE: "+err.Error(), bridge.CloseProtocolError)
 				return
 			}
 			if off > start && !s.forward(data[start:off]) ||
@@ -225,7 +226,7 @@ func (s *session) OnMessage(data []byte) {
 			if off > start && !s.forward(data[start:off]) {
 				return
 			}
-			s.finish("forbidden", disconnectWithReason(reasonNotAuthorized, "re-authentication not allowed"), errAuthMethod.Error(), bridge.ClosePolicy)
+			s.finish(outcome.Forbidden, disconnectWithReason(reasonNotAuthorized, "re-authentication not allowed"), errAuthMethod.Error(), bridge.ClosePolicy)
 			return
 		}
 		off += n
@@ -272,17 +273,17 @@ func (s *session) reject(err error, bad []byte) {
 		}
 		answer = s.disconnect(reason, text)
 	}
-	outcome, code := "rejected", bridge.CloseProtocolError
+	why, code := outcome.Rejected, bridge.CloseProtocolError
 	switch {
 	case errors.Is(err, validate.ErrTooLarge):
 		// mqtt.js writes a PUBLISH's fixed header as a WebSocket message of
 		// its own, so its size is refused here rather than by the
 		// WebSocket layer: the same outcome either way.
-		outcome, code = bridge.OutcomeTooLarge, bridge.CloseTooLarge
+		why, code = outcome.TooLarge, bridge.CloseTooLarge
 	case errors.Is(err, validate.ErrPolicy):
 		code = bridge.ClosePolicy
 	}
-	s.finish(outcome, answer, err.Error(), code)
+	s.finish(why, answer, err.Error(), code)
 }
 
 // connackRefusal is the MQTT 5 CONNACK refusing a CONNECT with reason and,
@@ -345,13 +346,13 @@ func (s *session) connect() bool {
 	pk.Mods.AllowResponseInfo = true // or mochi drops will properties when encoding v5
 	var buf bytes.Buffer
 	if err := pk.ConnectEncode(&buf); err != nil {
-		s.finish("rejected", connackFor(pk.ProtocolVersion, validate.MQTTReasonMalformed), "re-encoding CONNECT: "+err.Error(), bridge.CloseProtocolError)
+		s.finish(outcome.Rejected, connackFor(pk.ProtocolVersion, validate.MQTTReasonMalformed), "re-encoding CONNECT: "+err.Error(), bridge.CloseProtocolError)
 		return false
 	}
 	up, err := o.Dial(&s.relay.dialer)
 	if err != nil {
 		o.Log.Warn("mqtt broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
-		s.finish("broker_unavailable", connackFor(pk.ProtocolVersion, 0x88), "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
+		s.finish(outcome.BrokerUnavailable, connackFor(pk.ProtocolVersion, 0x88), "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
 		return false
 	}
 	s.up = up
@@ -370,7 +371,7 @@ func connackFor(v, reason byte) []byte {
 
 func (s *session) forward(b []byte) bool {
 	if err := s.up.Write(b); err != nil {
-		s.finish("broker_lost", nil, "writing to the broker failed", bridge.CloseInternal)
+		s.finish(outcome.BrokerLost, nil, "writing to the broker failed", bridge.CloseInternal)
 		return false
 	}
 	return true
@@ -386,7 +387,7 @@ func (s *session) readUpstream() {
 		end, count, err := completePackets(b, o.MaxBrokerPacketBytes)
 		if err != nil {
 			o.Log.Warn("mqtt broker sent an invalid packet", "route", o.Route, "backend", o.Backend, "error", err.Error())
-			s.finish("broker_protocol_error", nil, "broker sent an invalid packet", bridge.CloseInternal)
+			s.finish(outcome.BrokerProtocolError, nil, "broker sent an invalid packet", bridge.CloseInternal)
 			return 0, false
 		}
 		if end == 0 {
@@ -408,9 +409,9 @@ func (s *session) readUpstream() {
 	case errors.Is(err, bridge.ErrOverBudget):
 		s.Refuse(bridge.OverBudget())
 	case s.disconnecting.Load():
-		s.finish("disconnected", nil, "", bridge.CloseNormal)
+		s.finish(outcome.Disconnected, nil, "", bridge.CloseNormal)
 	default:
-		s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
+		s.finish(outcome.BrokerLost, nil, "the broker closed the connection", bridge.CloseInternal)
 	}
 }
 
@@ -450,7 +451,7 @@ func (s *session) connack(b []byte) ([]byte, bool) {
 		s.BrokerRefused(said+" ("+what+")", "connack_code", code)
 		// The broker's close that follows ends the session, but its
 		// refusal of the gateway is why.
-		s.SetOutcome(bridge.OutcomeBrokerRefused, "the gateway's log has the broker's reason")
+		s.SetOutcome(outcome.BrokerRefused, "the gateway's log has the broker's reason")
 	} else {
 		s.BrokerWarn("mqtt broker refused the gateway's connection", said, "connack_code", code)
 	}
@@ -526,27 +527,23 @@ func completePackets(b []byte, max int) (end, count int, err error) {
 
 // finish ends the session once: answer (an MQTT packet) first if any, then
 // the WebSocket close.
-func (s *session) finish(outcome string, answer []byte, reason string, code uint16) {
-	s.Finish(outcome, reason, code, gws.OpcodeBinary, answer)
+func (s *session) finish(why outcome.Outcome, answer []byte, reason string, code uint16) {
+	s.Finish(why, reason, code, gws.OpcodeBinary, answer)
 }
 
 // OnClose runs on the read goroutine once the WebSocket has closed and
 // releases everything the session holds.
 func (s *session) OnClose(err error) {
-	clientOutcome := "client_closed"
+	clientOutcome := outcome.ClientClosed
 	if s.disconnecting.Load() {
-		clientOutcome = "disconnected"
+		clientOutcome = outcome.Disconnected
 	}
-	outcome, reason, lasted := s.Ended(err, clientOutcome)
+	why, reason, lasted := s.Ended(err, clientOutcome)
 	if s.up != nil {
 		s.up.Close()
 	}
 	o := &s.relay.opts
-	level := slog.LevelInfo
-	if outcome != "client_closed" && outcome != "disconnected" && outcome != "shutdown" {
-		level = slog.LevelWarn
-	}
-	o.Log.Log(context.Background(), level, "mqtt connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", outcome,
+	o.Log.Log(context.Background(), why.Level(), "mqtt connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", why,
 		"reason", reason, "duration", lasted.String(), "packets_in", s.packetsIn, "packets_out", s.packetsOut.Load())
 	s.Release()
 }

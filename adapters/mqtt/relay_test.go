@@ -522,7 +522,7 @@ func TestRelayToRabbitMQMQTT(t *testing.T) {
 
 // A client's clean goodbye, DISCONNECT, is the end it asked for: Mosquitto
 // closes the connection on it, and the gateway closes the WebSocket with
-// 1000 and logs INFO outcome=disconnected, not WARN broker_closed with
+// 1000 and logs INFO outcome=disconnected, not WARN broker_lost with
 // 1011. Whether the client then waits for the close (raw) or closes first
 // (paho).
 func TestRelayCleanDisconnect(t *testing.T) {

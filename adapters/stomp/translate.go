@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -159,7 +161,7 @@ func (t *translator) frame(f *validate.STOMPFrame) bool {
 		if r, has := f.Header("receipt"); has {
 			s.writeText(fmt.Appendf(nil, "RECEIPT\nreceipt-id:%s\n\n\x00", r))
 		}
-		s.finish("disconnected", "", "", bridge.CloseNormal)
+		s.finish(outcome.Disconnected, "", "", bridge.CloseNormal)
 		return false
 	}
 	if !ok {
@@ -174,7 +176,7 @@ func (t *translator) frame(f *validate.STOMPFrame) bool {
 // refuse ends the session with an ERROR for a frame the translation
 // cannot honour.
 func (t *translator) refuse(msg string) bool {
-	t.s.finish("rejected", msg, msg, bridge.ClosePolicy)
+	t.s.finish(outcome.Rejected, msg, msg, bridge.ClosePolicy)
 	return false
 }
 
@@ -231,7 +233,7 @@ func (t *translator) startHeartBeats() {
 			t.hbSeen, lastIn = seen, now
 		}
 		if t.hbIn > 0 && now.Sub(lastIn) > heartBeatGraceMul*t.hbIn {
-			s.finish("heartbeat_timeout", "no heart-beat from the client", "", bridge.CloseGoingAway)
+			s.finish(outcome.HeartbeatTimeout, "no heart-beat from the client", "", bridge.CloseGoingAway)
 			return
 		}
 		if t.hbOut > 0 && now.Sub(lastOut) >= t.hbOut-tick/2 {
@@ -306,12 +308,12 @@ func (t *translator) publish(m bridge.Message) bool {
 	err := t.broker.Publish(ctx, m)
 	if errors.Is(err, bridge.ErrTooLarge) {
 		msg := strings.TrimPrefix(err.Error(), "nats: ")
-		t.s.finish(bridge.OutcomeTooLarge, "message too large for the broker", msg, bridge.CloseTooLarge)
+		t.s.finish(outcome.TooLarge, "message too large for the broker", msg, bridge.CloseTooLarge)
 		return false
 	}
 	if err != nil {
 		t.s.relay.opts.Log.Warn("stomp publish failed", "route", t.s.relay.opts.Route, "error", err.Error())
-		t.s.finish("broker_unavailable", "broker unavailable", "the message was not published", bridge.CloseInternal)
+		t.s.finish(outcome.BrokerUnavailable, "broker unavailable", "the message was not published", bridge.CloseInternal)
 		return false
 	}
 	return true
@@ -402,7 +404,7 @@ func (t *translator) subscribe(f *validate.STOMPFrame) bool {
 		sub, err = t.broker.Subscribe(ctx, topic, deliver)
 	}
 	if err != nil {
-		t.s.finish("broker_unavailable", "broker unavailable", "subscribing failed", bridge.CloseInternal)
+		t.s.finish(outcome.BrokerUnavailable, "broker unavailable", "subscribing failed", bridge.CloseInternal)
 		return false
 	}
 	ts.sub = sub
@@ -412,7 +414,7 @@ func (t *translator) subscribe(f *validate.STOMPFrame) bool {
 	go func() { // a lost broker connection ends the session, as in relay mode
 		select {
 		case <-sub.Done():
-			t.s.finish("broker_lost", "broker connection lost", "the subscription to "+dest+" ended", bridge.CloseInternal)
+			t.s.finish(outcome.BrokerLost, "broker connection lost", "the subscription to "+dest+" ended", bridge.CloseInternal)
 		case <-t.s.done:
 		}
 	}()
