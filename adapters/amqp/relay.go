@@ -93,7 +93,7 @@ type session struct {
 }
 
 // closeOkFrame is connection.close-ok on channel 0.
-var closeOkFrame = []byte{validate.AMQPFrameMethod, 0, 0, 0, 0, 0, 4, 0, 10, 0, 51, 0xCE}
+var closeOkFrame = validate.AppendAMQPConnectionCloseOK(nil)
 
 // closeWaitTime bounds how long a client may take to answer our
 // connection.close with close-ok before the socket goes anyway.
@@ -106,7 +106,7 @@ const closeWaitTime = time.Second
 func (s *session) closeConnection(why outcome.Outcome, reason string, code uint16, reply int, text string) {
 	s.closeOnce.Do(func() {
 		s.awaitingOk.Store(true)
-		if !s.Write(gws.OpcodeBinary, connectionClose(reply, text)) {
+		if !s.Write(gws.OpcodeBinary, validate.AppendAMQPConnectionClose(nil, reply, text, 0, 0)) {
 			s.Finish(why, reason, code, 0, nil)
 			return
 		}
@@ -132,7 +132,7 @@ func (s *session) Refuse(r bridge.Refusal) {
 	}
 	s.closeOnce.Do(func() {
 		s.awaitingOk.Store(true)
-		s.Write(gws.OpcodeBinary, connectionClose(reply, text+r.Reason))
+		s.Write(gws.OpcodeBinary, validate.AppendAMQPConnectionClose(nil, reply, text+r.Reason, 0, 0))
 		s.Finish(r.Outcome, r.Reason, r.Code, 0, nil)
 	})
 }
@@ -279,25 +279,6 @@ func (s *session) reject(err error) {
 	s.closeConnection(why, err.Error(), code, reply, err.Error())
 }
 
-// connectionClose encodes connection.close on channel 0.
-func connectionClose(code int, text string) []byte {
-	if len(text) > 255 {
-		text = text[:255]
-	}
-	p := []byte{0, 10, 0, 50, byte(code >> 8), byte(code), byte(len(text))}
-	p = append(p, text...)
-	p = append(p, 0, 0, 0, 0)
-	return frame(validate.AMQPFrameMethod, 0, p)
-}
-
-func frame(typ byte, ch uint16, payload []byte) []byte {
-	b := make([]byte, 7, 8+len(payload))
-	b[0] = typ
-	binary.BigEndian.PutUint16(b[1:], ch)
-	binary.BigEndian.PutUint32(b[3:], uint32(len(payload)))
-	return append(append(b, payload...), 0xCE)
-}
-
 func (s *session) dial() bool {
 	o := &s.relay.opts
 	up, err := o.Dial(&s.relay.dialer)
@@ -334,7 +315,7 @@ func (s *session) startOk(f *validate.AMQPFrame) []byte {
 	out = binary.BigEndian.AppendUint32(out, uint32(len(response)))
 	out = append(out, response...)
 	out = append(out, locale...)
-	return frame(validate.AMQPFrameMethod, 0, out)
+	return validate.AppendAMQPFrame(nil, validate.AMQPFrameMethod, 0, out)
 }
 
 // tuneOk forwards connection.tune-ok with channel-max and frame-max as the
@@ -343,7 +324,7 @@ func (s *session) tuneOk(f *validate.AMQPFrame) []byte {
 	p := append([]byte(nil), f.Payload...)
 	binary.BigEndian.PutUint16(p[4:], uint16(s.in.ChannelMax))
 	binary.BigEndian.PutUint32(p[6:], uint32(s.in.FrameMax))
-	return frame(validate.AMQPFrameMethod, 0, p)
+	return validate.AppendAMQPFrame(nil, validate.AMQPFrameMethod, 0, p)
 }
 
 func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
@@ -467,7 +448,7 @@ func (s *session) closeForClient(fr []byte, opened bool) []byte {
 	}
 	np := append(append(append([]byte(nil), p[:6]...), byte(len(repl))), repl...)
 	np = append(np, p[7+int(p[6]):]...) // the failing method's class and method ids
-	return frame(fr[0], binary.BigEndian.Uint16(fr[1:]), np)
+	return validate.AppendAMQPFrame(nil, fr[0], binary.BigEndian.Uint16(fr[1:]), np)
 }
 
 // OnClose releases everything the session holds.

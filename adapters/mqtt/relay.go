@@ -106,11 +106,11 @@ func (s *session) disconnectAllowed() bool {
 // packet within the client's Maximum Packet Size (MQTT-3.14.2-3), text as
 // its reason string.
 func (s *session) disconnect(reason byte, text string) []byte {
-	text = reasonString(text)
-	if max := s.clientMax.Load(); text == "" || max != 0 && uint32(len(disconnectWithReason(reason, text))) > max {
-		return []byte{0xE0, 0x02, reason, 0x00}
+	b := validate.AppendMQTTDisconnect(nil, reason, reasonString(text))
+	if max := s.clientMax.Load(); max != 0 && uint32(len(b)) > max {
+		return validate.AppendMQTTDisconnect(b[:0], reason, "")
 	}
-	return disconnectWithReason(reason, text)
+	return b
 }
 
 // reasonString bounds text for a reason string: short, and cut at a
@@ -146,7 +146,7 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 func (s *session) GoAway(reason string) {
 	var answer []byte
 	if s.disconnectAllowed() {
-		answer = []byte{0xE0, 0x02, 0x8B, 0x00} // DISCONNECT: server shutting down
+		answer = validate.AppendMQTTDisconnect(nil, 0x8B, "") // server shutting down
 	}
 	s.finish(outcome.Shutdown, answer, reason, bridge.CloseGoingAway)
 }
@@ -226,7 +226,7 @@ func (s *session) OnMessage(data []byte) {
 			if off > start && !s.forward(data[start:off]) {
 				return
 			}
-			s.finish(outcome.Forbidden, disconnectWithReason(reasonNotAuthorized, "re-authentication not allowed"), errAuthMethod.Error(), bridge.ClosePolicy)
+			s.finish(outcome.Forbidden, validate.AppendMQTTDisconnect(nil, reasonNotAuthorized, "re-authentication not allowed"), errAuthMethod.Error(), bridge.ClosePolicy)
 			return
 		}
 		off += n
@@ -261,9 +261,9 @@ func (s *session) reject(err error, bad []byte) {
 		case v == 5:
 			answer = s.connackRefusal(reason, text)
 		case reason == validate.MQTTReasonBadVersion:
-			answer = []byte{0x20, 0x02, 0x00, validate.MQTTReturnBadVersionV311}
+			answer = validate.AppendMQTTConnack(nil, 4, validate.MQTTReturnBadVersionV311, "")
 		case reason == validate.MQTTReasonBadClientID:
-			answer = []byte{0x20, 0x02, 0x00, validate.MQTTReturnBadClientIDV311}
+			answer = validate.AppendMQTTConnack(nil, 4, validate.MQTTReturnBadClientIDV311, "")
 		}
 	case s.disconnectAllowed():
 		if reason == validate.MQTTReasonPacketTooLarge && me != nil {
@@ -290,14 +290,12 @@ func (s *session) reject(err error, bad []byte) {
 // where the client's Maximum Packet Size allows (MQTT-3.2.2-19, as far as
 // the refused CONNECT tells it), text as reason string.
 func (s *session) connackRefusal(reason byte, text string) []byte {
-	bare := []byte{0x20, 0x03, 0x00, reason, 0x00}
+	bare := validate.AppendMQTTConnack(nil, 5, reason, "")
 	max, known := s.in.ClientMaxPacket()
 	if !known || text == "" {
 		return bare
 	}
-	text = reasonString(text)
-	props := 3 + len(text)
-	b := append([]byte{0x20, byte(3 + props), 0x00, reason, byte(props), 0x1F, byte(len(text) >> 8), byte(len(text))}, text...)
+	b := validate.AppendMQTTConnack(nil, 5, reason, reasonString(text))
 	if max != 0 && uint32(len(b)) > max {
 		return bare
 	}
@@ -364,9 +362,9 @@ func (s *session) connect() bool {
 // "server unavailable" return code.
 func connackFor(v, reason byte) []byte {
 	if v == 5 {
-		return []byte{0x20, 0x03, 0x00, reason, 0x00}
+		return validate.AppendMQTTConnack(nil, 5, reason, "")
 	}
-	return []byte{0x20, 0x02, 0x00, 0x03}
+	return validate.AppendMQTTConnack(nil, v, returnUnavailableV311, "")
 }
 
 func (s *session) forward(b []byte) bool {
@@ -468,15 +466,8 @@ func clientConnack(b []byte, v5 bool) (out []byte, code byte, reason string) {
 	if b[0] != validate.MQTTConnack<<4 {
 		return b, 0, "" // not a CONNACK: the client's library will say so
 	}
-	rl, hl := 0, 1 // remaining length and fixed header length; whole, as completePackets checked
-	for shift := 0; ; shift += 7 {
-		c := b[hl]
-		hl++
-		rl |= int(c&0x7f) << shift
-		if c&0x80 == 0 {
-			break
-		}
-	}
+	rl, used, _ := validate.MQTTVarInt(b[1:]) // whole, as completePackets checked
+	hl := 1 + used                            // the fixed header's length
 	size := hl + rl
 	if rl < 2 {
 		return b, 0, ""
@@ -492,7 +483,7 @@ func clientConnack(b []byte, v5 bool) (out []byte, code byte, reason string) {
 	if pk.ConnackDecode(b[hl:size]) == nil {
 		reason = pk.Properties.ReasonString
 	}
-	return append([]byte{validate.MQTTConnack << 4, 3, 0, code, 0}, b[size:]...), code, reason
+	return append(validate.AppendMQTTConnack(nil, 5, code, ""), b[size:]...), code, reason
 }
 
 // completePackets returns how many leading bytes of b are whole packets.

@@ -328,7 +328,7 @@ func (a *acl) refuseHeader(name []byte, why string) error {
 // with the reason (and the frame's receipt, if it asked for one), 1008.
 func (s *session) refuse(f *validate.STOMPFrame, err error) {
 	receipt, _ := f.Header("receipt")
-	answer := errorFrame(validate.STOMPVersion(s.version.Load()), "access refused", err.Error(), receipt)
+	answer := validate.AppendSTOMPError(nil, validate.STOMPVersion(s.version.Load()), "access refused", err.Error(), receipt)
 	s.Finish(outcome.Forbidden, err.Error(), bridge.ClosePolicy, gws.OpcodeText, answer)
 }
 

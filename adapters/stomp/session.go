@@ -306,7 +306,7 @@ func (s *session) redactError(f *validate.STOMPFrame, raw []byte) []byte {
 	s.BrokerWarn("stomp broker error names the gateway's broker user; the client gets it redacted",
 		strings.TrimSpace(said+": "+string(f.Body())))
 	receipt, _ := f.Header("receipt-id")
-	return errorFrame(v, msg, body, receipt)
+	return validate.AppendSTOMPError(nil, v, msg, body, receipt)
 }
 
 func (s *session) brokerInvalid(err error) {
@@ -341,7 +341,7 @@ func (s *session) finish(why outcome.Outcome, errMsg, detail string, code uint16
 	}
 	var answer []byte
 	if errMsg != "" && !s.Closing() {
-		answer = errorFrame(validate.STOMPVersion(s.version.Load()), errMsg, detail, nil)
+		answer = validate.AppendSTOMPError(nil, validate.STOMPVersion(s.version.Load()), errMsg, detail, nil)
 	}
 	s.Finish(why, reason, code, gws.OpcodeText, answer)
 }
@@ -351,7 +351,7 @@ func (s *session) finish(why outcome.Outcome, errMsg, detail string, code uint16
 // socket has room.
 func (s *session) dropSlow(detail string) {
 	s.Drop(outcome.SlowConsumer, detail, bridge.ClosePolicy, gws.OpcodeText,
-		errorFrame(validate.STOMPVersion(s.version.Load()), "slow consumer", detail, nil))
+		validate.AppendSTOMPError(nil, validate.STOMPVersion(s.version.Load()), "slow consumer", detail, nil))
 }
 
 // OnClose runs on the read goroutine once the WebSocket has closed, however

@@ -451,22 +451,19 @@ func (t *translator) deliver(ts *tsub, m bridge.Message) {
 		return
 	}
 	v := validate.STOMPVersion(s.version.Load())
-	esc := func(x string) string {
-		if v >= validate.STOMP11 {
-			return headerEscaper.Replace(x)
-		}
-		return x
-	}
 	id := t.msgID.Add(1)
 	b := make([]byte, 0, len(m.Data)+160)
-	b = fmt.Appendf(b, "MESSAGE\ndestination:%s\nmessage-id:%d\nsubscription:%s\n", esc(ts.dest), id, esc(ts.id))
+	b = append(b, "MESSAGE\n"...)
+	b = validate.AppendSTOMPHeader(b, v, "destination", ts.dest)
+	b = strconv.AppendUint(append(b, "message-id:"...), id, 10)
+	b = validate.AppendSTOMPHeader(append(b, '\n'), v, "subscription", ts.id)
 	if ts.ackMode != "auto" && v >= validate.STOMP12 {
-		b = fmt.Appendf(b, "ack:%d\n", id)
+		b = append(strconv.AppendUint(append(b, "ack:"...), id, 10), '\n')
 	}
 	if m.ContentType != "" {
-		b = fmt.Appendf(b, "content-type:%s\n", esc(m.ContentType))
+		b = validate.AppendSTOMPHeader(b, v, "content-type", m.ContentType)
 	}
-	b = fmt.Appendf(b, "content-length:%d\n\n", len(m.Data))
+	b = append(strconv.AppendInt(append(b, "content-length:"...), int64(len(m.Data)), 10), "\n\n"...)
 	b = append(b, m.Data...)
 	b = append(b, 0)
 	t.enqueue(b)
