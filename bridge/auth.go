@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
@@ -73,11 +75,11 @@ func (s *Session) Login(user, password string) (*auth.Identity, error) {
 // LoginOutcome names a failed login for logs: busy when it was refused
 // unchecked (auth.ErrBusy: the client should retry), unauthenticated
 // otherwise.
-func LoginOutcome(err error) string {
+func LoginOutcome(err error) outcome.Outcome {
 	if errors.Is(err, auth.ErrBusy) {
-		return "busy"
+		return outcome.Busy
 	}
-	return "unauthenticated"
+	return outcome.Unauthenticated
 }
 
 // LoginCloseCode is the WebSocket close code for a failed login: 1013 (try
@@ -138,10 +140,6 @@ func (l *brokerLogin) redactPassword(text string) string {
 // the gateway's login: the broker's own words name the gateway's broker
 // user, which is the operator's business (BrokerRefused logs them).
 const BrokerRefusedCredential = "the broker refused the gateway's credential"
-
-// OutcomeBrokerRefused is the close log line's outcome of a session whose
-// broker refused the gateway's credential for it.
-const OutcomeBrokerRefused = "broker_refused"
 
 // BrokerRefused logs at WARN that the broker refused the session's broker
 // login, with the backend and keyring entry to fix and the broker's own

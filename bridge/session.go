@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/memory"
@@ -45,11 +47,12 @@ type Session struct {
 	// reader, which may already be running (AMQP dials first).
 	brokerLogin atomic.Pointer[brokerLogin]
 
-	mu              sync.Mutex
-	outcome, reason string
-	expiry          *time.Timer
-	loginTimer      *time.Timer // the login deadline, armed by Start
-	login           loginState
+	mu         sync.Mutex
+	outcome    outcome.Outcome
+	reason     string
+	expiry     *time.Timer
+	loginTimer *time.Timer // the login deadline, armed by Start
+	login      loginState
 
 	// A partial client frame carried to the next message (read loop only),
 	// what it holds of the budget, and its deadline.
@@ -112,7 +115,7 @@ func (Handler) OnMessage(c *gws.Conn, m *gws.Message) {
 			s := ev.Core()
 			s.log().Error("panic while handling a client message; closing that connection",
 				"remote", s.Remote, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-			s.Finish("internal_error", fmt.Sprint("internal error: ", r), CloseInternal, gws.OpcodeText, nil)
+			s.Finish(outcome.InternalError, fmt.Sprint("internal error: ", r), CloseInternal, gws.OpcodeText, nil)
 		}
 	}()
 	ev.OnMessage(data)
@@ -157,7 +160,7 @@ func (s *Session) Start(ws *gws.Conn, remote string, release func(), o WSOptions
 		d = DefaultWSOptions().LoginTimeout
 	}
 	if loginExpired == nil {
-		loginExpired = func(reason string) { s.Finish(OutcomeLoginTimeout, reason, ClosePolicy, 0, nil) }
+		loginExpired = func(reason string) { s.Finish(outcome.LoginTimeout, reason, ClosePolicy, 0, nil) }
 	}
 	// Only Login stops the timer: traffic does not, so a client trickling a
 	// login a byte at a time gets no more time than a silent one.
@@ -170,7 +173,7 @@ func (s *Session) Start(ws *gws.Conn, remote string, release func(), o WSOptions
 			// Recorded before the answer, so that a login racing the timer,
 			// refused below, leaves this outcome in the close log line.
 			if s.outcome == "" {
-				s.outcome, s.reason = OutcomeLoginTimeout, reason
+				s.outcome, s.reason = outcome.LoginTimeout, reason
 			}
 		}
 		s.mu.Unlock()
@@ -179,10 +182,6 @@ func (s *Session) Start(ws *gws.Conn, remote string, release func(), o WSOptions
 		}
 	})
 }
-
-// OutcomeLoginTimeout is the close log line's outcome of a session whose
-// login did not come in time.
-const OutcomeLoginTimeout = "login_timeout"
 
 // loginTimeoutReason is what a client whose login did not come within d
 // is told: the limit and the config key that sets it.
@@ -218,11 +217,11 @@ func (s *Session) loginBegun() bool {
 // client stopped reading for longer than the write timeout (a slow
 // consumer, dropped so it holds nothing more), client_write_failed when
 // its connection broke.
-func writeOutcome(err error) string {
+func writeOutcome(err error) outcome.Outcome {
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		return "write_timeout"
+		return outcome.WriteTimeout
 	}
-	return "client_write_failed"
+	return outcome.ClientWriteFailed
 }
 
 // Refuse implements SessionEvents for a protocol with no error of its own
@@ -253,8 +252,8 @@ func (s *Session) Write(op gws.Opcode, b []byte) bool {
 // Finish ends the session once: answer (the protocol's own error, if any)
 // goes out as one message with opcode op, then the WebSocket close with
 // code and reason. Later calls do nothing.
-func (s *Session) Finish(outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
-	s.finish(s.writeTimeout, outcome, reason, code, op, answer)
+func (s *Session) Finish(why outcome.Outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
+	s.finish(s.writeTimeout, why, reason, code, op, answer)
 }
 
 // dropWait is how long Drop's goodbye may wait for room in the client's
@@ -267,18 +266,18 @@ const dropWait = time.Millisecond
 // once, and a write to the client blocked on its socket fails at once, so
 // the session ends now, not a write timeout later, and what it held is
 // freed with it.
-func (s *Session) Drop(outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
-	s.finish(dropWait, outcome, reason, code, op, answer)
+func (s *Session) Drop(why outcome.Outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
+	s.finish(dropWait, why, reason, code, op, answer)
 }
 
-func (s *Session) finish(wait time.Duration, outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
+func (s *Session) finish(wait time.Duration, why outcome.Outcome, reason string, code uint16, op gws.Opcode, answer []byte) {
 	s.sendMu.Lock()
 	first := s.closing.CompareAndSwap(false, true)
 	s.sendMu.Unlock()
 	if !first {
 		return
 	}
-	s.SetOutcome(outcome, reason)
+	s.SetOutcome(why, reason)
 	s.WS.SetWriteDeadline(time.Now().Add(wait))
 	if answer != nil {
 		_ = s.WS.WriteMessage(op, answer)
@@ -290,10 +289,10 @@ func (s *Session) finish(wait time.Duration, outcome, reason string, code uint16
 }
 
 // SetOutcome records why the session ended; the first call wins.
-func (s *Session) SetOutcome(outcome, reason string) {
+func (s *Session) SetOutcome(why outcome.Outcome, reason string) {
 	s.mu.Lock()
 	if s.outcome == "" {
-		s.outcome, s.reason = outcome, reason
+		s.outcome, s.reason = why, reason
 	}
 	s.mu.Unlock()
 }
@@ -301,7 +300,7 @@ func (s *Session) SetOutcome(outcome, reason string) {
 // Ended is called from OnClose: when nothing else ended the session, the
 // client did (outcome clientOutcome, reason err). It stops the keepalive
 // and returns what the close log line reports.
-func (s *Session) Ended(err error, clientOutcome string) (outcome, reason string, lasted time.Duration) {
+func (s *Session) Ended(err error, clientOutcome outcome.Outcome) (why outcome.Outcome, reason string, lasted time.Duration) {
 	if s.closing.CompareAndSwap(false, true) {
 		r := ""
 		if err != nil {
@@ -313,12 +312,12 @@ func (s *Session) Ended(err error, clientOutcome string) (outcome, reason string
 	s.stopTimers()
 	s.releasePending()
 	s.mu.Lock()
-	outcome, reason = s.outcome, s.reason
+	why, reason = s.outcome, s.reason
 	s.mu.Unlock()
-	if s.penalize != nil && (outcome == OutcomeTooLarge || outcome == OutcomeMessageTimeout) {
+	if s.penalize != nil && (why == outcome.TooLarge || why == outcome.MessageTimeout) {
 		s.penalize(s.client)
 	}
-	return outcome, reason, time.Since(s.opened).Round(time.Millisecond)
+	return why, reason, time.Since(s.opened).Round(time.Millisecond)
 }
 
 // Release gives the connection's slot back to the registry; call it last.
@@ -436,7 +435,7 @@ func (s *Session) holdPending() {
 }
 
 func (s *Session) pendingTimedOut() {
-	s.refuse(Refusal{Outcome: OutcomeMessageTimeout, Code: ClosePolicy,
+	s.refuse(Refusal{Outcome: outcome.MessageTimeout, Code: ClosePolicy,
 		Reason: fmt.Sprintf("frame not completed within %s (websocket.message_timeout)", s.msgTimeout)})
 }
 
@@ -463,7 +462,7 @@ func (s *Session) refuse(r Refusal) {
 
 // OverBudget is the refusal of work the memory budget cannot hold.
 func OverBudget() Refusal {
-	return Refusal{Outcome: OutcomeOverBudget, Code: CloseTryAgainLater,
+	return Refusal{Outcome: outcome.OverBudget, Code: CloseTryAgainLater,
 		Reason: "the gateway holds as much for its clients as it may (limits.memory_bytes); retry later"}
 }
 

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/front"
@@ -338,12 +340,12 @@ type Admission struct {
 // protocol's login is to prove it), or false when the request was refused
 // and answered.
 func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *auth.Identity, bool) {
-	refused := func(level slog.Level, outcome string, args ...any) {
+	refused := func(level slog.Level, why outcome.Outcome, args ...any) {
 		a.Log.Log(r.Context(), level, a.Protocol+" connection refused",
-			append([]any{"route", a.Route, "remote", r.RemoteAddr, "outcome", outcome}, args...)...)
+			append([]any{"route", a.Route, "remote", r.RemoteAddr, "outcome", why}, args...)...)
 	}
 	if !a.Origins.Check(w, r) {
-		refused(slog.LevelInfo, "origin_denied", "origin", r.Header.Get("Origin"))
+		refused(slog.LevelInfo, outcome.OriginDenied, "origin", r.Header.Get("Origin"))
 		return nil, nil, false
 	}
 	if err := a.Conns.Check(front.ClientIP(r)); err != nil {
@@ -365,7 +367,7 @@ func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 	}
 	ws, err := a.Upgraders.Upgrade(w, r)
 	if err != nil {
-		refused(slog.LevelInfo, "handshake_failed", "reason", err.Error())
+		refused(slog.LevelInfo, outcome.HandshakeFailed, "reason", err.Error())
 		return nil, nil, false
 	}
 	return ws, id, true

@@ -10,24 +10,17 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/memory"
+	"github.com/wsbridge/wsbridge/outcome"
 )
 
 // Refusal is why the gateway refuses a client's WebSocket message before
 // the protocol sees it. The adapter answers with its protocol's own error
 // carrying Reason, then closes with Code.
 type Refusal struct {
-	Outcome string // for the close log line
-	Reason  string // for the client: names the limit and its config key
+	Outcome outcome.Outcome // for the close log line
+	Reason  string          // for the client: names the limit and its config key
 	Code    uint16
 }
-
-// Outcomes of the refusals wsConn makes.
-const (
-	OutcomeTooLarge       = "too_large"
-	OutcomeMessageTimeout = "message_timeout"
-	OutcomeOverBudget     = "over_budget"
-	OutcomeTextMessage    = "text_message"
-)
 
 // Lingering close: after the gateway's close frame, what the client still
 // sends is read and dropped for up to lingerTime or lingerBytes, so that
@@ -205,12 +198,12 @@ func (c *wsConn) scan(b []byte) (int, *Refusal) {
 				}
 				if c.cur.op == 1 && c.binaryOnly {
 					c.peerClosed = c.sawClose(b[i:])
-					return whole, &Refusal{Outcome: OutcomeTextMessage, Code: CloseUnsupportedData,
+					return whole, &Refusal{Outcome: outcome.TextMessage, Code: CloseUnsupportedData,
 						Reason: "text message on a route that takes binary messages only"}
 				}
 				if c.cur.left > uint64(c.maxMessage-c.msgBytes) {
 					c.peerClosed = c.sawClose(b[i:]) // keep following the frames, to drain
-					return whole, &Refusal{Outcome: OutcomeTooLarge, Code: CloseTooLarge,
+					return whole, &Refusal{Outcome: outcome.TooLarge, Code: CloseTooLarge,
 						Reason: fmt.Sprintf("message larger than %d bytes (websocket.max_message_bytes)", c.maxMessage)}
 				}
 				c.msgBytes += int64(c.cur.left)
@@ -295,7 +288,7 @@ func (c *wsConn) release() {
 }
 
 func (c *wsConn) timedOut() {
-	c.fire(Refusal{Outcome: OutcomeMessageTimeout, Code: ClosePolicy,
+	c.fire(Refusal{Outcome: outcome.MessageTimeout, Code: ClosePolicy,
 		Reason: fmt.Sprintf("message not completed within %s (websocket.message_timeout)", c.timeout)})
 	// The read loop may be waiting for the rest of that message: wake it.
 	c.Conn.SetReadDeadline(time.Now())

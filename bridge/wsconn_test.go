@@ -20,6 +20,7 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/memory"
+	"github.com/wsbridge/wsbridge/outcome"
 )
 
 // counter is an adapter session that answers each message with its
@@ -557,7 +558,7 @@ func BenchmarkWSConnScan(b *testing.B) {
 // write fails, and reports the outcome its session ended with.
 type flooder struct {
 	Session
-	ended chan string
+	ended chan outcome.Outcome
 }
 
 func (f *flooder) GoAway(string) { f.Finish("shutdown", "", CloseGoingAway, 0, nil) }
@@ -582,7 +583,7 @@ func (f *flooder) Begin(ws *gws.Conn, remote string, release func()) {
 // A client that stops reading is dropped at the write timeout, and the
 // close log line says write_timeout, not that the client closed.
 func TestStalledReaderEndsAsWriteTimeout(t *testing.T) {
-	f := &flooder{ended: make(chan string, 1)}
+	f := &flooder{ended: make(chan outcome.Outcome, 1)}
 	origins, _ := front.NewOrigins(nil)
 	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(10, 0),
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/wsbridge/wsbridge/auth"
 )
 
@@ -40,9 +42,9 @@ func (s *Server) Penalize(client string) { s.rate.charge(client, BreachCost) }
 // Busy is a refusal for load: nothing is wrong with the request, and the
 // client is to come back after Retry.
 type Busy struct {
-	Outcome string        // for the log line: rate_limited, over_capacity, busy
-	Reason  string        // for the client: names the limit
-	Retry   time.Duration // when to come back (RetryHint)
+	Outcome outcome.Outcome // for the log line: rate_limited, over_capacity, busy
+	Reason  string          // for the client: names the limit
+	Retry   time.Duration   // when to come back (RetryHint)
 	// PerAddress: the client's own address is over a limit (HTTP 429),
 	// not the gateway as a whole (503); for answers that carry a status.
 	PerAddress bool
@@ -72,11 +74,11 @@ func BusyFor(err error) (b Busy, ok bool) {
 	var ae *auth.Error
 	switch {
 	case errors.Is(err, ErrIPFull):
-		return Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: RetryHint(0), PerAddress: true}, true
+		return Busy{Outcome: outcome.OverCapacity, Reason: err.Error(), Retry: RetryHint(0), PerAddress: true}, true
 	case errors.Is(err, ErrFull):
-		return Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: RetryHint(0)}, true
+		return Busy{Outcome: outcome.OverCapacity, Reason: err.Error(), Retry: RetryHint(0)}, true
 	case errors.As(err, &ae) && errors.Is(err, auth.ErrBusy):
-		return Busy{Outcome: "busy", Reason: err.Error(), Retry: RetryHint(ae.RetryAfter), PerAddress: true}, true
+		return Busy{Outcome: outcome.Busy, Reason: err.Error(), Retry: RetryHint(ae.RetryAfter), PerAddress: true}, true
 	}
 	return Busy{}, false
 }

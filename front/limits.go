@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"golang.org/x/time/rate"
 )
 
@@ -223,7 +225,7 @@ func (s *Server) front(next http.Handler) http.Handler {
 		}
 		if r.Method == http.MethodGet && r.URL.Path != "/healthz" && r.URL.Path != "/readyz" {
 			if ok, wait := s.rate.allow(ClientIP(r)); !ok {
-				b := Busy{Outcome: "rate_limited", Retry: RetryHint(wait), PerAddress: true,
+				b := Busy{Outcome: outcome.RateLimited, Retry: RetryHint(wait), PerAddress: true,
 					Reason: "too many connection attempts from this address (limits.handshakes_per_second)"}
 				route, _ := s.mux.Handler(r)
 				if br, ok := route.(BusyRefuser); ok {

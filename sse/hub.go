@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/memory"
@@ -568,7 +570,7 @@ func (t *topic) expire() {
 
 // end retires the topic once: no new clients, streams told to finish for
 // why, the upstream subscription dropped.
-func (t *topic) end(why string) {
+func (t *topic) end(why outcome.Outcome) {
 	t.once.Do(func() {
 		h := t.hub
 		h.mu.Lock()
@@ -598,12 +600,12 @@ func (t *topic) end(why string) {
 
 // Why a stream ends, besides its client leaving (the outcomes logged).
 const (
-	endClientGone   = "client_closed"
-	endSlow         = "slow_client"
-	endShutdown     = "shutdown"
-	endUpstream     = "upstream_ended"
-	endTokenExpired = "token_expired"
-	endOverBudget   = bridge.OutcomeOverBudget
+	endClientGone   = outcome.ClientClosed
+	endSlow         = outcome.SlowConsumer
+	endShutdown     = outcome.Shutdown
+	endUpstream     = outcome.BrokerLost
+	endTokenExpired = outcome.TokenExpired
+	endOverBudget   = outcome.OverBudget
 )
 
 // client is one stream's queue. Several topics may feed it.
@@ -619,7 +621,7 @@ type client struct {
 	// stop is closed once the stream must end, for the reason in why:
 	// one channel for every reason keeps the stream's select small.
 	stop   chan struct{}
-	why    string // set before stop closes
+	why    outcome.Outcome // set before stop closes
 	stopOn sync.Once
 }
 
@@ -629,7 +631,7 @@ func newClient(queue int) *client {
 
 // end tells the stream to finish; it reports whether this call did, the
 // first reason being the one that counts.
-func (c *client) end(why string) (first bool) {
+func (c *client) end(why outcome.Outcome) (first bool) {
 	c.stopOn.Do(func() {
 		c.why, first = why, true
 		close(c.stop)

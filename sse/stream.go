@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/front"
@@ -78,7 +80,7 @@ func (h *Hub) refuseUnavailable(w http.ResponseWriter, err error) {
 			err = down // a cause known from an earlier attempt says more
 		}
 	}
-	refuse(w, "unavailable", front.Busy{Outcome: "backend_unavailable", Reason: why(err, h.o.SubscribeWait), Retry: front.RetryHint(0)})
+	refuse(w, "unavailable", front.Busy{Outcome: outcome.BrokerUnavailable, Reason: why(err, h.o.SubscribeWait), Retry: front.RetryHint(0)})
 }
 
 // refusalEvent is the event that ends a refused stream: it sets
@@ -189,7 +191,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	if h.shortOfBudget() {
 		// Logged once for the episode, as it began (see topic.deliver).
 		h.budgetRefused.Add(1)
-		refuseBusy(w, front.Busy{Outcome: bridge.OutcomeOverBudget, Reason: bridge.OverBudget().Reason, Retry: front.RetryHint(0)})
+		refuseBusy(w, front.Busy{Outcome: outcome.OverBudget, Reason: bridge.OverBudget().Reason, Retry: front.RetryHint(0)})
 		return
 	}
 	c := newClient(h.o.ClientQueue)
@@ -228,7 +230,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 				if !h.topicsFull.Swap(true) {
 					log.Warn("sse streams refused: as many topics are followed as sse.max_live_topics allows, none without a stream", "max_live_topics", h.o.MaxLiveTopics)
 				}
-				refuseBusy(w, front.Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: front.RetryHint(0)})
+				refuseBusy(w, front.Busy{Outcome: outcome.OverCapacity, Reason: err.Error(), Retry: front.RetryHint(0)})
 				return
 			}
 			if outage(err) || errors.Is(err, errNoAnswer) || errors.Is(err, errHubClosed) {
@@ -260,8 +262,8 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	h.clients.Add(1)
 	defer h.clients.Add(-1)
 	log.Debug("sse stream opened", "resume", lastID != "", "replay", len(replay), "reset", reset)
-	outcome := endClientGone
-	defer func() { log.Debug("sse stream closed", "outcome", outcome) }()
+	ended := endClientGone
+	defer func() { log.Debug("sse stream closed", "outcome", ended) }()
 
 	write := func(b []byte) bool {
 		_, err := w.Write(b)
@@ -280,7 +282,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	}
 	replay = nil
 	if !ok || rc.Flush() != nil {
-		outcome = "write_failed"
+		ended = outcome.ClientWriteFailed
 		return
 	}
 
@@ -373,8 +375,8 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 				ok = write([]byte(": heartbeat\n\n")) && flush()
 			}
 		case <-c.stop:
-			outcome = c.why
-			switch outcome {
+			ended = c.why
+			switch ended {
 			case endSlow:
 				log.Warn("sse client fell behind and was disconnected; it can resume with Last-Event-ID",
 					"queue_events", h.o.ClientQueue, "queue_bytes", h.o.ClientQueueBytes)
@@ -393,7 +395,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 			return
 		}
 		if !ok {
-			outcome = "write_failed"
+			ended = outcome.ClientWriteFailed
 			return
 		}
 	}

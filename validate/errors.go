@@ -1,6 +1,9 @@
 // Package validate parses and checks client wire formats before anything is
-// forwarded to a broker. It does no I/O, starts no goroutines and keeps no
-// globals: every limit is a parameter.
+// forwarded to a broker, and encodes the gateway's own answers in them
+// (STOMP ERROR, MQTT CONNACK/DISCONNECT/SUBACK, AMQP connection.close...),
+// beside each protocol's scanner (the *answers.go files): what a legal
+// frame looks like is known in one place. It does no I/O, starts no
+// goroutines and keeps no globals: every limit is a parameter.
 package validate
 
 import "errors"

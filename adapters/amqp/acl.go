@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/lxzan/gws"
 
 	"github.com/wsbridge/wsbridge/auth"
@@ -57,7 +59,7 @@ func (s *session) login(mechanism, response []byte) bool {
 			user, pass, ok = plainCredentials(response)
 		}
 		if !ok {
-			s.closeConnection("unauthenticated", "login needs SASL PLAIN", bridge.ClosePolicy, replyAccessRefused,
+			s.closeConnection(outcome.Unauthenticated, "login needs SASL PLAIN", bridge.ClosePolicy, replyAccessRefused,
 				"ACCESS_REFUSED - log in with SASL PLAIN (username and password, or a token as the password)")
 			return false
 		}
@@ -69,7 +71,7 @@ func (s *session) login(mechanism, response []byte) bool {
 	}
 	cred, err := s.BrokerCredential(s.relay.opts.Credential)
 	if err != nil {
-		s.closeConnection("forbidden", err.Error(), bridge.ClosePolicy, replyAccessRefused, "ACCESS_REFUSED - "+err.Error())
+		s.closeConnection(outcome.Forbidden, err.Error(), bridge.ClosePolicy, replyAccessRefused, "ACCESS_REFUSED - "+err.Error())
 		return false
 	}
 	s.cred = cred
@@ -84,7 +86,7 @@ func (s *session) login(mechanism, response []byte) bool {
 		}
 	}
 	s.WatchExpiry(func() {
-		s.closeConnection("token_expired", "the client's token expired", bridge.ClosePolicy, replyConnectionForced,
+		s.closeConnection(outcome.TokenExpired, "the client's token expired", bridge.ClosePolicy, replyConnectionForced,
 			"CONNECTION_FORCED - token expired; reconnect with a fresh one")
 	})
 	return true
@@ -107,10 +109,10 @@ func (s *session) refuse(ch, class, method uint16, err error) bool {
 	s.acl.brokerClosing[ch] = true
 	s.acl.brokerN.Store(int32(len(s.acl.brokerClosing)))
 	s.acl.mu.Unlock()
-	if !s.forward(channelClose(ch, 200, "closed by the gateway", 0, 0)) {
+	if !s.forward(validate.AppendAMQPChannelClose(nil, ch, 200, "closed by the gateway", 0, 0)) {
 		return false
 	}
-	return s.Write(gws.OpcodeBinary, channelClose(ch, replyAccessRefused, fmt.Sprintf("ACCESS_REFUSED - %s", err), class, method))
+	return s.Write(gws.OpcodeBinary, validate.AppendAMQPChannelClose(nil, ch, replyAccessRefused, fmt.Sprintf("ACCESS_REFUSED - %s", err), class, method))
 }
 
 // dropClient reports whether a client frame belongs to a channel the
@@ -156,16 +158,4 @@ func (s *session) dropBroker(b []byte) []byte {
 		return b
 	}
 	return append(out, b[kept:]...)
-}
-
-// channelClose encodes channel.close.
-func channelClose(ch uint16, code int, text string, class, method uint16) []byte {
-	if len(text) > 255 {
-		text = text[:255]
-	}
-	p := []byte{0, 20, 0, 40, byte(code >> 8), byte(code), byte(len(text))}
-	p = append(p, text...)
-	p = binary.BigEndian.AppendUint16(p, class)
-	p = binary.BigEndian.AppendUint16(p, method)
-	return frame(validate.AMQPFrameMethod, ch, p)
 }

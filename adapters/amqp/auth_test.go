@@ -123,7 +123,7 @@ func startOkWith(props []byte, password string) []byte {
 	p = append(p, byte(len(resp)>>24), byte(len(resp)>>16), byte(len(resp)>>8), byte(len(resp)))
 	p = append(p, resp...)
 	p = append(p, 5, 'e', 'n', '_', 'U', 'S')
-	return frame(validate.AMQPFrameMethod, 0, p)
+	return validate.AppendAMQPFrame(nil, validate.AMQPFrameMethod, 0, p)
 }
 
 // TestAuthACL: the worked example's rules on AMQP against RabbitMQ. Each

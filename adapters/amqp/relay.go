@@ -13,13 +13,14 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsbridge/wsbridge/outcome"
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
@@ -92,7 +93,7 @@ type session struct {
 }
 
 // closeOkFrame is connection.close-ok on channel 0.
-var closeOkFrame = []byte{validate.AMQPFrameMethod, 0, 0, 0, 0, 0, 4, 0, 10, 0, 51, 0xCE}
+var closeOkFrame = validate.AppendAMQPConnectionCloseOK(nil)
 
 // closeWaitTime bounds how long a client may take to answer our
 // connection.close with close-ok before the socket goes anyway.
@@ -102,11 +103,11 @@ const closeWaitTime = time.Second
 // the reply code, then (after the client's close-ok, or closeWaitTime)
 // the WebSocket close. Clients report the server's reason only when they
 // can answer it; dropping the socket at once turns it into a write error.
-func (s *session) closeConnection(outcome, reason string, code uint16, reply int, text string) {
+func (s *session) closeConnection(why outcome.Outcome, reason string, code uint16, reply int, text string) {
 	s.closeOnce.Do(func() {
 		s.awaitingOk.Store(true)
-		if !s.Write(gws.OpcodeBinary, connectionClose(reply, text)) {
-			s.Finish(outcome, reason, code, 0, nil)
+		if !s.Write(gws.OpcodeBinary, validate.AppendAMQPConnectionClose(nil, reply, text, 0, 0)) {
+			s.Finish(why, reason, code, 0, nil)
 			return
 		}
 		go func() {
@@ -114,7 +115,7 @@ func (s *session) closeConnection(outcome, reason string, code uint16, reply int
 			case <-s.closeOk:
 			case <-time.After(closeWaitTime):
 			}
-			s.Finish(outcome, reason, code, 0, nil)
+			s.Finish(why, reason, code, 0, nil)
 		}()
 	})
 }
@@ -126,12 +127,12 @@ func (s *session) closeConnection(outcome, reason string, code uint16, reply int
 // message, which is no longer read.
 func (s *session) Refuse(r bridge.Refusal) {
 	reply, text := 501, "FRAME_ERROR - "
-	if r.Outcome == bridge.OutcomeOverBudget {
+	if r.Outcome == outcome.OverBudget {
 		reply, text = 506, "RESOURCE_ERROR - "
 	}
 	s.closeOnce.Do(func() {
 		s.awaitingOk.Store(true)
-		s.Write(gws.OpcodeBinary, connectionClose(reply, text+r.Reason))
+		s.Write(gws.OpcodeBinary, validate.AppendAMQPConnectionClose(nil, reply, text+r.Reason, 0, 0))
 		s.Finish(r.Outcome, r.Reason, r.Code, 0, nil)
 	})
 }
@@ -140,9 +141,9 @@ func (s *session) Refuse(r bridge.Refusal) {
 func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
-		s.Finish("keepalive_timeout", "no traffic from the client for two ping intervals", bridge.CloseGoingAway, 0, nil)
+		s.Finish(outcome.KeepaliveTimeout, "no traffic from the client for two ping intervals", bridge.CloseGoingAway, 0, nil)
 	}, func(reason string) {
-		s.closeConnection(bridge.OutcomeLoginTimeout, reason, bridge.ClosePolicy, replyAccessRefused, "ACCESS_REFUSED - "+reason)
+		s.closeConnection(outcome.LoginTimeout, reason, bridge.ClosePolicy, replyAccessRefused, "ACCESS_REFUSED - "+reason)
 	})
 	s.in = validate.NewAMQPScanner(o.Limits)
 	s.closeOk = make(chan struct{})
@@ -152,7 +153,7 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 // GoAway implements front.Closer: connection.close 320 (connection
 // forced), then 1001.
 func (s *session) GoAway(reason string) {
-	s.closeConnection("shutdown", reason, bridge.CloseGoingAway, 320, "CONNECTION_FORCED - "+reason)
+	s.closeConnection(outcome.Shutdown, reason, bridge.CloseGoingAway, 320, "CONNECTION_FORCED - "+reason)
 }
 
 // OnMessage handles one client WebSocket message.
@@ -233,7 +234,7 @@ func (s *session) OnMessage(data []byte) {
 			if off > start && !s.forward(data[start:off]) {
 				return
 			}
-			s.closeConnection("forbidden", "connection.update-secret from a client", bridge.ClosePolicy, replyNotAllowed,
+			s.closeConnection(outcome.Forbidden, "connection.update-secret from a client", bridge.ClosePolicy, replyNotAllowed,
 				"NOT_ALLOWED - connection.update-secret: the broker credential belongs to the gateway; reconnect with a fresh token")
 			return
 		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && (f.Method == 50 || f.Method == 51):
@@ -257,17 +258,17 @@ func (s *session) OnMessage(data []byte) {
 // back, as a broker does; anything else gets connection.close with the
 // reply code, then the WebSocket close.
 func (s *session) reject(err error) {
-	outcome, code := "rejected", bridge.CloseProtocolError
+	why, code := outcome.Rejected, bridge.CloseProtocolError
 	switch {
 	case errors.Is(err, validate.ErrTooLarge):
 		// The same outcome as a message the WebSocket layer refuses for
 		// its size: an operator counts one kind of refusal, not two.
-		outcome, code = bridge.OutcomeTooLarge, bridge.CloseTooLarge
+		why, code = outcome.TooLarge, bridge.CloseTooLarge
 	case errors.Is(err, validate.ErrPolicy):
 		code = bridge.ClosePolicy
 	}
 	if err == validate.ErrAMQPHeader {
-		s.Finish(outcome, err.Error(), code, gws.OpcodeBinary, []byte(validate.AMQPProtocolHeader))
+		s.Finish(why, err.Error(), code, gws.OpcodeBinary, []byte(validate.AMQPProtocolHeader))
 		return
 	}
 	reply := validate.AMQPSyntaxError
@@ -275,26 +276,7 @@ func (s *session) reject(err error) {
 	if errors.As(err, &ae) {
 		reply = ae.Code
 	}
-	s.closeConnection(outcome, err.Error(), code, reply, err.Error())
-}
-
-// connectionClose encodes connection.close on channel 0.
-func connectionClose(code int, text string) []byte {
-	if len(text) > 255 {
-		text = text[:255]
-	}
-	p := []byte{0, 10, 0, 50, byte(code >> 8), byte(code), byte(len(text))}
-	p = append(p, text...)
-	p = append(p, 0, 0, 0, 0)
-	return frame(validate.AMQPFrameMethod, 0, p)
-}
-
-func frame(typ byte, ch uint16, payload []byte) []byte {
-	b := make([]byte, 7, 8+len(payload))
-	b[0] = typ
-	binary.BigEndian.PutUint16(b[1:], ch)
-	binary.BigEndian.PutUint32(b[3:], uint32(len(payload)))
-	return append(append(b, payload...), 0xCE)
+	s.closeConnection(why, err.Error(), code, reply, err.Error())
 }
 
 func (s *session) dial() bool {
@@ -302,7 +284,7 @@ func (s *session) dial() bool {
 	up, err := o.Dial(&s.relay.dialer)
 	if err != nil {
 		o.Log.Warn("amqp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
-		s.closeConnection("broker_unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal,
+		s.closeConnection(outcome.BrokerUnavailable, "the gateway could not reach backend "+o.Backend, bridge.CloseInternal,
 			320, "CONNECTION_FORCED - broker unavailable")
 		return false
 	}
@@ -333,7 +315,7 @@ func (s *session) startOk(f *validate.AMQPFrame) []byte {
 	out = binary.BigEndian.AppendUint32(out, uint32(len(response)))
 	out = append(out, response...)
 	out = append(out, locale...)
-	return frame(validate.AMQPFrameMethod, 0, out)
+	return validate.AppendAMQPFrame(nil, validate.AMQPFrameMethod, 0, out)
 }
 
 // tuneOk forwards connection.tune-ok with channel-max and frame-max as the
@@ -342,7 +324,7 @@ func (s *session) tuneOk(f *validate.AMQPFrame) []byte {
 	p := append([]byte(nil), f.Payload...)
 	binary.BigEndian.PutUint16(p[4:], uint16(s.in.ChannelMax))
 	binary.BigEndian.PutUint32(p[6:], uint32(s.in.FrameMax))
-	return frame(validate.AMQPFrameMethod, 0, p)
+	return validate.AppendAMQPFrame(nil, validate.AMQPFrameMethod, 0, p)
 }
 
 func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
@@ -351,14 +333,14 @@ func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
 	if slices.Contains(s.relay.opts.VHosts, vhost) {
 		return true
 	}
-	s.closeConnection("rejected", fmt.Sprintf("virtual host %q not allowed", vhost), bridge.ClosePolicy,
+	s.closeConnection(outcome.Rejected, fmt.Sprintf("virtual host %q not allowed", vhost), bridge.ClosePolicy,
 		530, fmt.Sprintf("NOT_ALLOWED - virtual host %q is not open to this route", vhost))
 	return false
 }
 
 func (s *session) forward(b []byte) bool {
 	if err := s.up.Write(b); err != nil {
-		s.Finish("broker_lost", "writing to the broker failed", bridge.CloseInternal, 0, nil)
+		s.Finish(outcome.BrokerLost, "writing to the broker failed", bridge.CloseInternal, 0, nil)
 		return false
 	}
 	return true
@@ -382,7 +364,7 @@ func (s *session) readUpstream() {
 		for end+7 <= len(b) {
 			size := int(binary.BigEndian.Uint32(b[end+3:]))
 			if size+8 > max {
-				s.Finish("broker_protocol_error", "broker frame over the gateway's frame-max", bridge.CloseInternal, 0, nil)
+				s.Finish(outcome.BrokerProtocolError, "broker frame over the gateway's frame-max", bridge.CloseInternal, 0, nil)
 				return 0, false
 			}
 			next := end + size + 8
@@ -421,11 +403,11 @@ func (s *session) readUpstream() {
 	switch {
 	case err == nil:
 	case s.clientClosing.Load():
-		s.Finish("client_closed", "connection.close completed", bridge.CloseNormal, 0, nil)
+		s.Finish(outcome.ClientClosed, "connection.close completed", bridge.CloseNormal, 0, nil)
 	case errors.Is(err, bridge.ErrOverBudget):
 		s.Refuse(bridge.OverBudget())
 	default:
-		s.Finish("broker_closed", "the broker closed the connection", bridge.CloseInternal, 0, nil)
+		s.Finish(outcome.BrokerLost, "the broker closed the connection", bridge.CloseInternal, 0, nil)
 	}
 }
 
@@ -448,7 +430,7 @@ func (s *session) closeForClient(fr []byte, opened bool) []byte {
 		s.BrokerRefused(text, "reply_code", code)
 		// The client's close-ok, and the close that follows, end the
 		// session, but the broker refusing the gateway is why: a WARN.
-		s.SetOutcome(bridge.OutcomeBrokerRefused, "the gateway's log has the broker's reason")
+		s.SetOutcome(outcome.BrokerRefused, "the gateway's log has the broker's reason")
 		name, _, _ := strings.Cut(text, " - ")
 		if name == "" || strings.Trim(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZ_") != "" {
 			name = "ACCESS_REFUSED"
@@ -466,21 +448,17 @@ func (s *session) closeForClient(fr []byte, opened bool) []byte {
 	}
 	np := append(append(append([]byte(nil), p[:6]...), byte(len(repl))), repl...)
 	np = append(np, p[7+int(p[6]):]...) // the failing method's class and method ids
-	return frame(fr[0], binary.BigEndian.Uint16(fr[1:]), np)
+	return validate.AppendAMQPFrame(nil, fr[0], binary.BigEndian.Uint16(fr[1:]), np)
 }
 
 // OnClose releases everything the session holds.
 func (s *session) OnClose(err error) {
-	outcome, reason, lasted := s.Ended(err, "client_closed")
+	why, reason, lasted := s.Ended(err, outcome.ClientClosed)
 	if s.up != nil {
 		s.up.Close()
 	}
 	o := &s.relay.opts
-	level := slog.LevelInfo
-	if outcome != "client_closed" && outcome != "shutdown" {
-		level = slog.LevelWarn
-	}
-	o.Log.Log(context.Background(), level, "amqp connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", outcome,
+	o.Log.Log(context.Background(), why.Level(), "amqp connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", why,
 		"reason", reason, "duration", lasted.String(), "frames_in", s.framesIn, "frames_out", s.framesOut.Load())
 	s.Release()
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/lxzan/gws"
 
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -72,7 +74,7 @@ func (s *session) login() bool {
 	}
 	cred, err := s.BrokerCredential(s.relay.opts.Credential)
 	if err != nil {
-		s.refuseConnect(v, reasonNotAuthorized, returnNotAuthV311, "forbidden", err.Error(), bridge.ClosePolicy)
+		s.refuseConnect(v, reasonNotAuthorized, returnNotAuthV311, outcome.Forbidden, err.Error(), bridge.ClosePolicy)
 		return false
 	}
 	s.cred = cred
@@ -80,33 +82,26 @@ func (s *session) login() bool {
 	if !s.acl.open {
 		s.acl.allow = s.Allow
 		if reason, code, err := s.acl.connect(pk); err != nil {
-			s.refuseConnect(v, reason, code, "forbidden", err.Error(), bridge.ClosePolicy)
+			s.refuseConnect(v, reason, code, outcome.Forbidden, err.Error(), bridge.ClosePolicy)
 			return false
 		}
 	}
 	s.WatchExpiry(func() {
 		var answer []byte
 		if v == 5 {
-			answer = disconnectWithReason(reasonNotAuthorized, "token expired")
+			answer = validate.AppendMQTTDisconnect(nil, reasonNotAuthorized, "token expired")
 		}
-		s.finish("token_expired", answer, "the client's token expired", bridge.ClosePolicy)
+		s.finish(outcome.TokenExpired, answer, "the client's token expired", bridge.ClosePolicy)
 	})
 	return true
 }
 
-func (s *session) refuseConnect(v, reason, returnCode byte, outcome, msg string, code uint16) {
-	answer := []byte{0x20, 0x02, 0x00, returnCode}
+func (s *session) refuseConnect(v, reason, returnCode byte, why outcome.Outcome, msg string, code uint16) {
+	rc := returnCode
 	if v == 5 {
-		answer = []byte{0x20, 0x03, 0x00, reason, 0x00}
+		rc = reason
 	}
-	s.finish(outcome, answer, msg, code)
-}
-
-// disconnectWithReason is an MQTT 5 DISCONNECT with a reason string.
-func disconnectWithReason(reason byte, text string) []byte {
-	props := 3 + len(text)
-	b := []byte{0xE0, byte(2 + props), reason, byte(props), 0x1F, byte(len(text) >> 8), byte(len(text))}
-	return append(b, text...)
+	s.finish(why, validate.AppendMQTTConnack(nil, v, rc, ""), msg, code)
 }
 
 // connect applies the ACL to a restricted identity's CONNECT and makes it
@@ -201,17 +196,17 @@ func (s *session) refusePublish(p *validate.MQTTPacket, err error) bool {
 	qos := p.Flags >> 1 & 3
 	switch {
 	case err == errTooManyAliases:
-		s.finish("rejected", disconnectWithReason(0x94, "topic alias invalid"), err.Error(), bridge.ClosePolicy)
+		s.finish(outcome.Rejected, validate.AppendMQTTDisconnect(nil, 0x94, "topic alias invalid"), err.Error(), bridge.ClosePolicy)
 	case v == 5 && qos > 0:
-		ack := byte(0x40) // PUBACK
+		ack := validate.MQTTPuback
 		if qos == 2 {
-			ack = 0x50 // PUBREC
+			ack = validate.MQTTPubrec
 		}
-		return s.Write(gws.OpcodeBinary, []byte{ack, 0x03, byte(p.PacketID >> 8), byte(p.PacketID), reasonNotAuthorized})
+		return s.Write(gws.OpcodeBinary, validate.AppendMQTTAck(nil, ack, p.PacketID, reasonNotAuthorized))
 	case v == 5:
-		s.finish("forbidden", disconnectWithReason(reasonNotAuthorized, "publish not authorized"), err.Error(), bridge.ClosePolicy)
+		s.finish(outcome.Forbidden, validate.AppendMQTTDisconnect(nil, reasonNotAuthorized, "publish not authorized"), err.Error(), bridge.ClosePolicy)
 	default:
-		s.finish("forbidden", nil, err.Error(), bridge.ClosePolicy)
+		s.finish(outcome.Forbidden, nil, err.Error(), bridge.ClosePolicy)
 	}
 	return false
 }
@@ -237,7 +232,7 @@ func (s *session) subscribeFiltered() (forward, answer []byte, err error) {
 		}
 	}
 	if n == len(pk.Filters) {
-		return nil, suback(pk.ProtocolVersion, pk.PacketID, refused, nil), nil
+		return nil, suback(nil, pk.ProtocolVersion, pk.PacketID, refused, nil), nil
 	}
 	if n > 0 {
 		kept := make(packets.Subscriptions, 0, len(pk.Filters)-n)
@@ -320,44 +315,26 @@ func filterName(f string) (string, error) {
 	return prefix + strings.Join(levels, "/"), nil
 }
 
-// suback encodes a SUBACK for len(refused) filters: refused ones get
+// suback appends to b a SUBACK for len(refused) filters: refused ones get
 // 0x87 (3.1.1: 0x80), the others take the broker's codes in order.
-func suback(v byte, id uint16, refused []bool, granted []byte) []byte {
+func suback(b []byte, v byte, id uint16, refused []bool, granted []byte) []byte {
 	fail := byte(subackFailureV311)
 	if v == 5 {
 		fail = reasonNotAuthorized
 	}
-	body := binary.BigEndian.AppendUint16(nil, id)
-	if v == 5 {
-		body = append(body, 0) // no properties
-	}
-	for _, r := range refused {
+	codes := make([]byte, len(refused))
+	for i, r := range refused {
 		switch {
 		case r:
-			body = append(body, fail)
+			codes[i] = fail
 		case len(granted) > 0:
-			body = append(body, granted[0])
+			codes[i] = granted[0]
 			granted = granted[1:]
 		default:
-			body = append(body, fail) // the broker answered for fewer filters than it was sent
+			codes[i] = fail // the broker answered for fewer filters than it was sent
 		}
 	}
-	return append(appendFixedHeader(nil, 0x90, len(body)), body...)
-}
-
-func appendFixedHeader(b []byte, first byte, remaining int) []byte {
-	b = append(b, first)
-	for {
-		c := byte(remaining & 0x7f)
-		remaining >>= 7
-		if remaining > 0 {
-			c |= 0x80
-		}
-		b = append(b, c)
-		if remaining == 0 {
-			return b
-		}
-	}
+	return validate.AppendMQTTSuback(b, v, id, codes)
 }
 
 // mergeSubacks rewrites the broker's SUBACKs for SUBSCRIBEs the gateway
@@ -378,7 +355,7 @@ func (s *session) mergeSubacks(b []byte) []byte {
 	for off := 0; off < len(b); {
 		rl, used, _ := validate.MQTTVarInt(b[off+1:])
 		end := off + 1 + used + rl
-		if b[off] == 0x90 && rl >= 2 {
+		if b[off] == validate.MQTTSuback<<4 && rl >= 2 {
 			body := b[off+1+used : end]
 			id := binary.BigEndian.Uint16(body)
 			if refused, ok := s.acl.pending[id]; ok {
@@ -392,7 +369,7 @@ func (s *session) mergeSubacks(b []byte) []byte {
 					}
 				}
 				out = append(out, b[copied:off]...)
-				out = append(out, suback(v, id, refused, codes)...)
+				out = suback(out, v, id, refused, codes)
 				copied = end
 			}
 		}

@@ -10,11 +10,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/wsbridge/wsbridge/outcome"
 
 	"github.com/lxzan/gws"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -105,11 +106,11 @@ func (s *session) disconnectAllowed() bool {
 // packet within the client's Maximum Packet Size (MQTT-3.14.2-3), text as
 // its reason string.
 func (s *session) disconnect(reason byte, text string) []byte {
-	text = reasonString(text)
-	if max := s.clientMax.Load(); text == "" || max != 0 && uint32(len(disconnectWithReason(reason, text))) > max {
-		return []byte{0xE0, 0x02, reason, 0x00}
+	b := validate.AppendMQTTDisconnect(nil, reason, reasonString(text))
+	if max := s.clientMax.Load(); max != 0 && uint32(len(b)) > max {
+		return validate.AppendMQTTDisconnect(b[:0], reason, "")
 	}
-	return disconnectWithReason(reason, text)
+	return b
 }
 
 // reasonString bounds text for a reason string: short, and cut at a
@@ -130,12 +131,12 @@ func reasonString(text string) string {
 func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
-		s.finish("keepalive_timeout", nil, "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
+		s.finish(outcome.KeepaliveTimeout, nil, "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
 	}, func(reason string) {
 		// Before CONNACK MQTT has no packet for this: a CONNACK answers a
 		// CONNECT that has not come, and MQTT 5 allows a server DISCONNECT
 		// only after CONNACK. The WebSocket close carries the reason.
-		s.finish(bridge.OutcomeLoginTimeout, nil, reason, bridge.ClosePolicy)
+		s.finish(outcome.LoginTimeout, nil, reason, bridge.ClosePolicy)
 	})
 	s.in = validate.NewMQTTScanner(o.Limits)
 	o.Log.Info("mqtt connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
@@ -145,9 +146,9 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 func (s *session) GoAway(reason string) {
 	var answer []byte
 	if s.disconnectAllowed() {
-		answer = []byte{0xE0, 0x02, 0x8B, 0x00} // DISCONNECT: server shutting down
+		answer = validate.AppendMQTTDisconnect(nil, 0x8B, "") // server shutting down
 	}
-	s.finish("shutdown", answer, reason, bridge.CloseGoingAway)
+	s.finish(outcome.Shutdown, answer, reason, bridge.CloseGoingAway)
 }
 
 // Refuse implements bridge.SessionEvents: MQTT 5 clients past CONNACK get
@@ -157,16 +158,16 @@ func (s *session) GoAway(reason string) {
 // carries the reason. It may run on a timer's goroutine: it reads no
 // read-loop state.
 func (s *session) Refuse(r bridge.Refusal) {
-	if r.Outcome == bridge.OutcomeTextMessage {
+	if r.Outcome == outcome.TextMessage {
 		r.Reason = "MQTT-6.0.0-1: MQTT packets come in binary WebSocket messages, not text"
 	}
 	var answer []byte
 	if s.disconnectAllowed() {
 		reason := byte(0x81)
 		switch r.Outcome {
-		case bridge.OutcomeTooLarge:
+		case outcome.TooLarge:
 			reason = 0x95
-		case bridge.OutcomeOverBudget:
+		case outcome.OverBudget:
 			reason = 0x97
 		}
 		answer = s.disconnect(reason, r.Reason)
@@ -211,7 +212,7 @@ func (s *session) OnMessage(data []byte) {
 		case p.Type == validate.MQTTSubscribe:
 			rewritten, answer, err := s.subscribeFiltered()
 			if err != nil {
-				s.finish("rejected", nil, "re-encoding SUBSCRIBE: "+err.Error(), bridge.CloseProtocolError)
+				s.finish(outcome.Rejected, nil, "re-encoding SUBSCRIBE: "+err.Error(), bridge.CloseProtocolError)
 				return
 			}
 			if off > start && !s.forward(data[start:off]) ||
@@ -225,7 +226,7 @@ func (s *session) OnMessage(data []byte) {
 			if off > start && !s.forward(data[start:off]) {
 				return
 			}
-			s.finish("forbidden", disconnectWithReason(reasonNotAuthorized, "re-authentication not allowed"), errAuthMethod.Error(), bridge.ClosePolicy)
+			s.finish(outcome.Forbidden, validate.AppendMQTTDisconnect(nil, reasonNotAuthorized, "re-authentication not allowed"), errAuthMethod.Error(), bridge.ClosePolicy)
 			return
 		}
 		off += n
@@ -260,9 +261,9 @@ func (s *session) reject(err error, bad []byte) {
 		case v == 5:
 			answer = s.connackRefusal(reason, text)
 		case reason == validate.MQTTReasonBadVersion:
-			answer = []byte{0x20, 0x02, 0x00, validate.MQTTReturnBadVersionV311}
+			answer = validate.AppendMQTTConnack(nil, 4, validate.MQTTReturnBadVersionV311, "")
 		case reason == validate.MQTTReasonBadClientID:
-			answer = []byte{0x20, 0x02, 0x00, validate.MQTTReturnBadClientIDV311}
+			answer = validate.AppendMQTTConnack(nil, 4, validate.MQTTReturnBadClientIDV311, "")
 		}
 	case s.disconnectAllowed():
 		if reason == validate.MQTTReasonPacketTooLarge && me != nil {
@@ -272,31 +273,29 @@ func (s *session) reject(err error, bad []byte) {
 		}
 		answer = s.disconnect(reason, text)
 	}
-	outcome, code := "rejected", bridge.CloseProtocolError
+	why, code := outcome.Rejected, bridge.CloseProtocolError
 	switch {
 	case errors.Is(err, validate.ErrTooLarge):
 		// mqtt.js writes a PUBLISH's fixed header as a WebSocket message of
 		// its own, so its size is refused here rather than by the
 		// WebSocket layer: the same outcome either way.
-		outcome, code = bridge.OutcomeTooLarge, bridge.CloseTooLarge
+		why, code = outcome.TooLarge, bridge.CloseTooLarge
 	case errors.Is(err, validate.ErrPolicy):
 		code = bridge.ClosePolicy
 	}
-	s.finish(outcome, answer, err.Error(), code)
+	s.finish(why, answer, err.Error(), code)
 }
 
 // connackRefusal is the MQTT 5 CONNACK refusing a CONNECT with reason and,
 // where the client's Maximum Packet Size allows (MQTT-3.2.2-19, as far as
 // the refused CONNECT tells it), text as reason string.
 func (s *session) connackRefusal(reason byte, text string) []byte {
-	bare := []byte{0x20, 0x03, 0x00, reason, 0x00}
+	bare := validate.AppendMQTTConnack(nil, 5, reason, "")
 	max, known := s.in.ClientMaxPacket()
 	if !known || text == "" {
 		return bare
 	}
-	text = reasonString(text)
-	props := 3 + len(text)
-	b := append([]byte{0x20, byte(3 + props), 0x00, reason, byte(props), 0x1F, byte(len(text) >> 8), byte(len(text))}, text...)
+	b := validate.AppendMQTTConnack(nil, 5, reason, reasonString(text))
 	if max != 0 && uint32(len(b)) > max {
 		return bare
 	}
@@ -345,13 +344,13 @@ func (s *session) connect() bool {
 	pk.Mods.AllowResponseInfo = true // or mochi drops will properties when encoding v5
 	var buf bytes.Buffer
 	if err := pk.ConnectEncode(&buf); err != nil {
-		s.finish("rejected", connackFor(pk.ProtocolVersion, validate.MQTTReasonMalformed), "re-encoding CONNECT: "+err.Error(), bridge.CloseProtocolError)
+		s.finish(outcome.Rejected, connackFor(pk.ProtocolVersion, validate.MQTTReasonMalformed), "re-encoding CONNECT: "+err.Error(), bridge.CloseProtocolError)
 		return false
 	}
 	up, err := o.Dial(&s.relay.dialer)
 	if err != nil {
 		o.Log.Warn("mqtt broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
-		s.finish("broker_unavailable", connackFor(pk.ProtocolVersion, 0x88), "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
+		s.finish(outcome.BrokerUnavailable, connackFor(pk.ProtocolVersion, 0x88), "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
 		return false
 	}
 	s.up = up
@@ -363,14 +362,14 @@ func (s *session) connect() bool {
 // "server unavailable" return code.
 func connackFor(v, reason byte) []byte {
 	if v == 5 {
-		return []byte{0x20, 0x03, 0x00, reason, 0x00}
+		return validate.AppendMQTTConnack(nil, 5, reason, "")
 	}
-	return []byte{0x20, 0x02, 0x00, 0x03}
+	return validate.AppendMQTTConnack(nil, v, returnUnavailableV311, "")
 }
 
 func (s *session) forward(b []byte) bool {
 	if err := s.up.Write(b); err != nil {
-		s.finish("broker_lost", nil, "writing to the broker failed", bridge.CloseInternal)
+		s.finish(outcome.BrokerLost, nil, "writing to the broker failed", bridge.CloseInternal)
 		return false
 	}
 	return true
@@ -386,7 +385,7 @@ func (s *session) readUpstream() {
 		end, count, err := completePackets(b, o.MaxBrokerPacketBytes)
 		if err != nil {
 			o.Log.Warn("mqtt broker sent an invalid packet", "route", o.Route, "backend", o.Backend, "error", err.Error())
-			s.finish("broker_protocol_error", nil, "broker sent an invalid packet", bridge.CloseInternal)
+			s.finish(outcome.BrokerProtocolError, nil, "broker sent an invalid packet", bridge.CloseInternal)
 			return 0, false
 		}
 		if end == 0 {
@@ -408,9 +407,9 @@ func (s *session) readUpstream() {
 	case errors.Is(err, bridge.ErrOverBudget):
 		s.Refuse(bridge.OverBudget())
 	case s.disconnecting.Load():
-		s.finish("disconnected", nil, "", bridge.CloseNormal)
+		s.finish(outcome.Disconnected, nil, "", bridge.CloseNormal)
 	default:
-		s.finish("broker_closed", nil, "the broker closed the connection", bridge.CloseInternal)
+		s.finish(outcome.BrokerLost, nil, "the broker closed the connection", bridge.CloseInternal)
 	}
 }
 
@@ -450,7 +449,7 @@ func (s *session) connack(b []byte) ([]byte, bool) {
 		s.BrokerRefused(said+" ("+what+")", "connack_code", code)
 		// The broker's close that follows ends the session, but its
 		// refusal of the gateway is why.
-		s.SetOutcome(bridge.OutcomeBrokerRefused, "the gateway's log has the broker's reason")
+		s.SetOutcome(outcome.BrokerRefused, "the gateway's log has the broker's reason")
 	} else {
 		s.BrokerWarn("mqtt broker refused the gateway's connection", said, "connack_code", code)
 	}
@@ -467,15 +466,8 @@ func clientConnack(b []byte, v5 bool) (out []byte, code byte, reason string) {
 	if b[0] != validate.MQTTConnack<<4 {
 		return b, 0, "" // not a CONNACK: the client's library will say so
 	}
-	rl, hl := 0, 1 // remaining length and fixed header length; whole, as completePackets checked
-	for shift := 0; ; shift += 7 {
-		c := b[hl]
-		hl++
-		rl |= int(c&0x7f) << shift
-		if c&0x80 == 0 {
-			break
-		}
-	}
+	rl, used, _ := validate.MQTTVarInt(b[1:]) // whole, as completePackets checked
+	hl := 1 + used                            // the fixed header's length
 	size := hl + rl
 	if rl < 2 {
 		return b, 0, ""
@@ -491,7 +483,7 @@ func clientConnack(b []byte, v5 bool) (out []byte, code byte, reason string) {
 	if pk.ConnackDecode(b[hl:size]) == nil {
 		reason = pk.Properties.ReasonString
 	}
-	return append([]byte{validate.MQTTConnack << 4, 3, 0, code, 0}, b[size:]...), code, reason
+	return append(validate.AppendMQTTConnack(nil, 5, code, ""), b[size:]...), code, reason
 }
 
 // completePackets returns how many leading bytes of b are whole packets.
@@ -526,27 +518,23 @@ func completePackets(b []byte, max int) (end, count int, err error) {
 
 // finish ends the session once: answer (an MQTT packet) first if any, then
 // the WebSocket close.
-func (s *session) finish(outcome string, answer []byte, reason string, code uint16) {
-	s.Finish(outcome, reason, code, gws.OpcodeBinary, answer)
+func (s *session) finish(why outcome.Outcome, answer []byte, reason string, code uint16) {
+	s.Finish(why, reason, code, gws.OpcodeBinary, answer)
 }
 
 // OnClose runs on the read goroutine once the WebSocket has closed and
 // releases everything the session holds.
 func (s *session) OnClose(err error) {
-	clientOutcome := "client_closed"
+	clientOutcome := outcome.ClientClosed
 	if s.disconnecting.Load() {
-		clientOutcome = "disconnected"
+		clientOutcome = outcome.Disconnected
 	}
-	outcome, reason, lasted := s.Ended(err, clientOutcome)
+	why, reason, lasted := s.Ended(err, clientOutcome)
 	if s.up != nil {
 		s.up.Close()
 	}
 	o := &s.relay.opts
-	level := slog.LevelInfo
-	if outcome != "client_closed" && outcome != "disconnected" && outcome != "shutdown" {
-		level = slog.LevelWarn
-	}
-	o.Log.Log(context.Background(), level, "mqtt connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", outcome,
+	o.Log.Log(context.Background(), why.Level(), "mqtt connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", why,
 		"reason", reason, "duration", lasted.String(), "packets_in", s.packetsIn, "packets_out", s.packetsOut.Load())
 	s.Release()
 }

@@ -353,7 +353,7 @@ func TestRelayRejectsMalformedPackets(t *testing.T) {
 		{"v5 wildcard topic name", 5, [][]byte{pub(5, "a/+")}, []byte{0xE0, 0x02, 0x90, 0x00}, bridge.CloseProtocolError},
 		{"v311 wildcard topic name", 4, [][]byte{pub(4, "a/#")}, nil, bridge.CloseProtocolError},
 		{"v5 packet too large", 5, [][]byte{enc(t, packets.Packet{FixedHeader: packets.FixedHeader{Type: packets.Publish}, ProtocolVersion: 5, TopicName: "a", Payload: bytes.Repeat([]byte("x"), 2000)})},
-			disconnectWithReason(0x95, "packet of 2007 bytes exceeds the 1024-byte limit (limits.mqtt.max_packet_bytes)"), bridge.CloseTooLarge},
+			validate.AppendMQTTDisconnect(nil, 0x95, "packet of 2007 bytes exceeds the 1024-byte limit (limits.mqtt.max_packet_bytes)"), bridge.CloseTooLarge},
 		{"v5 qos 3", 5, [][]byte{{0x36, 0x04, 0, 1, 'a', 0}}, []byte{0xE0, 0x02, 0x81, 0x00}, bridge.CloseProtocolError},
 		// Crashed mochi-mqtt's SubscribeDecode (found by FuzzMQTTScanner).
 		{"v5 subscribe that panicked the decoder", 5, [][]byte{{0x82, 0x05, '0', '0', 0, 0, 0}}, []byte{0xE0, 0x02, 0x81, 0x00}, bridge.CloseProtocolError},
@@ -523,7 +523,7 @@ func TestRelayToRabbitMQMQTT(t *testing.T) {
 
 // A client's clean goodbye, DISCONNECT, is the end it asked for: Mosquitto
 // closes the connection on it, and the gateway closes the WebSocket with
-// 1000 and logs INFO outcome=disconnected, not WARN broker_closed with
+// 1000 and logs INFO outcome=disconnected, not WARN broker_lost with
 // 1011. Whether the client then waits for the close (raw) or closes first
 // (paho).
 func TestRelayCleanDisconnect(t *testing.T) {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
@@ -28,7 +30,7 @@ func (s *session) login(f *validate.STOMPFrame) bool {
 	}
 	cred, err := s.BrokerCredential(s.relay.opts.Credential)
 	if err != nil {
-		s.finish("forbidden", "access refused", err.Error(), bridge.ClosePolicy)
+		s.finish(outcome.Forbidden, "access refused", err.Error(), bridge.ClosePolicy)
 		return false
 	}
 	s.cred = cred
@@ -44,7 +46,7 @@ func (s *session) login(f *validate.STOMPFrame) bool {
 		}
 	}
 	s.WatchExpiry(func() {
-		s.finish("token_expired", "token expired", "the client's token expired; reconnect with a fresh one", bridge.ClosePolicy)
+		s.finish(outcome.TokenExpired, "token expired", "the client's token expired; reconnect with a fresh one", bridge.ClosePolicy)
 	})
 	return true
 }
@@ -326,8 +328,8 @@ func (a *acl) refuseHeader(name []byte, why string) error {
 // with the reason (and the frame's receipt, if it asked for one), 1008.
 func (s *session) refuse(f *validate.STOMPFrame, err error) {
 	receipt, _ := f.Header("receipt")
-	answer := errorFrame(validate.STOMPVersion(s.version.Load()), "access refused", err.Error(), receipt)
-	s.Finish("forbidden", err.Error(), bridge.ClosePolicy, gws.OpcodeText, answer)
+	answer := validate.AppendSTOMPError(nil, validate.STOMPVersion(s.version.Load()), "access refused", err.Error(), receipt)
+	s.Finish(outcome.Forbidden, err.Error(), bridge.ClosePolicy, gws.OpcodeText, answer)
 }
 
 // What the ACL does with a header of a restricted identity's SEND or

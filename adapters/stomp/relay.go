@@ -9,7 +9,6 @@ package stomp
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -85,25 +84,6 @@ func (r *Relay) Ready(ctx context.Context) error {
 	}
 	return r.login.Ready(ctx)
 }
-
-// errorFrame renders a STOMP ERROR frame whose message header carries msg,
-// escaped for the session's version, with a receipt-id when the frame that
-// caused it asked for a receipt (receipt is as the client sent it, already
-// escaped).
-func errorFrame(v validate.STOMPVersion, msg, detail string, receipt []byte) []byte {
-	if v >= validate.STOMP11 {
-		msg = headerEscaper.Replace(msg)
-	} else {
-		msg = strings.NewReplacer("\n", " ", "\r", " ").Replace(msg)
-	}
-	b := fmt.Appendf(nil, "ERROR\nmessage:%s\n", msg)
-	if receipt != nil {
-		b = fmt.Appendf(b, "receipt-id:%s\n", receipt)
-	}
-	return fmt.Appendf(b, "content-type:text/plain\ncontent-length:%d\n\n%s\x00", len(detail), detail)
-}
-
-var headerEscaper = strings.NewReplacer("\\", "\\\\", "\n", "\\n", "\r", "\\r", ":", "\\c")
 
 // clientMessage turns a validation error into an ERROR message header:
 // what was wrong, without the package prefix and class suffix.

@@ -3,10 +3,11 @@ package stomp
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
+
+	"github.com/wsbridge/wsbridge/outcome"
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
@@ -42,9 +43,9 @@ type session struct {
 func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o := &s.relay.opts
 	s.Start(ws, remote, release, o.WS, func() {
-		s.finish("keepalive_timeout", "", "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
+		s.finish(outcome.KeepaliveTimeout, "", "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
 	}, func(reason string) {
-		s.finish(bridge.OutcomeLoginTimeout, reason, reason+"; send CONNECT as soon as the WebSocket opens", bridge.ClosePolicy)
+		s.finish(outcome.LoginTimeout, reason, reason+"; send CONNECT as soon as the WebSocket opens", bridge.ClosePolicy)
 	})
 	s.in = validate.NewSTOMPScanner(o.Limits, false)
 	s.done = make(chan struct{})
@@ -56,7 +57,7 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 
 // GoAway implements front.Closer.
 func (s *session) GoAway(reason string) {
-	s.finish("shutdown", reason, reason, bridge.CloseGoingAway)
+	s.finish(outcome.Shutdown, reason, reason, bridge.CloseGoingAway)
 }
 
 // Refuse implements bridge.SessionEvents: an ERROR naming the limit,
@@ -78,11 +79,11 @@ func (s *session) OnMessage(data []byte) {
 			if s.up != nil && off > start && !s.forward(data[start:off]) {
 				return
 			}
-			outcome := "rejected"
+			why := outcome.Rejected
 			if errors.Is(err, validate.ErrTooLarge) { // as when the WebSocket layer refuses a message's size
-				outcome = bridge.OutcomeTooLarge
+				why = outcome.TooLarge
 			}
-			s.finish(outcome, clientMessage(err), err.Error(), closeCode(err))
+			s.finish(why, clientMessage(err), err.Error(), closeCode(err))
 			return
 		}
 		if n == 0 {
@@ -179,7 +180,7 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 	up, err := o.Dial(&s.relay.dialer)
 	if err != nil {
 		o.Log.Warn("stomp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
-		s.finish("broker_unavailable", "broker unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
+		s.finish(outcome.BrokerUnavailable, "broker unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
 		return false
 	}
 	s.up = up
@@ -190,7 +191,7 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 // forward writes checked client bytes to the broker.
 func (s *session) forward(b []byte) bool {
 	if err := s.up.Write(b); err != nil {
-		s.finish("broker_lost", "broker connection lost", "writing to the broker failed", bridge.CloseInternal)
+		s.finish(outcome.BrokerLost, "broker connection lost", "writing to the broker failed", bridge.CloseInternal)
 		return false
 	}
 	return true
@@ -268,13 +269,13 @@ func (s *session) readUpstream() {
 	switch {
 	case err == nil, s.Closing():
 	case s.disconnecting.Load():
-		s.finish("disconnected", "", "", bridge.CloseNormal)
+		s.finish(outcome.Disconnected, "", "", bridge.CloseNormal)
 	case errors.Is(err, bridge.ErrOverBudget):
 		s.Refuse(bridge.OverBudget())
 	case brokerError:
-		s.finish("broker_error", "", "broker ended the session with ERROR", bridge.CloseInternal)
+		s.finish(outcome.BrokerError, "", "broker ended the session with ERROR", bridge.CloseInternal)
 	default:
-		s.finish("broker_lost", "broker connection lost", "the broker closed the connection", bridge.CloseInternal)
+		s.finish(outcome.BrokerLost, "broker connection lost", "the broker closed the connection", bridge.CloseInternal)
 	}
 }
 
@@ -286,7 +287,7 @@ func (s *session) readUpstream() {
 func (s *session) brokerRefused(f *validate.STOMPFrame) {
 	m, _ := f.Header("message")
 	s.BrokerRefused(strings.TrimSpace(unescape(m, validate.STOMPVersion(s.version.Load())) + ": " + string(f.Body())))
-	s.finish(bridge.OutcomeBrokerRefused, bridge.BrokerRefusedCredential, "the gateway's log has the broker's reason", bridge.CloseInternal)
+	s.finish(outcome.BrokerRefused, bridge.BrokerRefusedCredential, "the gateway's log has the broker's reason", bridge.CloseInternal)
 }
 
 // redactError is what the client gets of a broker ERROR frame after
@@ -305,13 +306,13 @@ func (s *session) redactError(f *validate.STOMPFrame, raw []byte) []byte {
 	s.BrokerWarn("stomp broker error names the gateway's broker user; the client gets it redacted",
 		strings.TrimSpace(said+": "+string(f.Body())))
 	receipt, _ := f.Header("receipt-id")
-	return errorFrame(v, msg, body, receipt)
+	return validate.AppendSTOMPError(nil, v, msg, body, receipt)
 }
 
 func (s *session) brokerInvalid(err error) {
 	o := &s.relay.opts
 	o.Log.Warn("stomp broker sent an invalid frame", "route", o.Route, "backend", o.Backend, "error", err.Error())
-	s.finish("broker_protocol_error", "broker sent an invalid frame", "", bridge.CloseInternal)
+	s.finish(outcome.BrokerProtocolError, "broker sent an invalid frame", "", bridge.CloseInternal)
 }
 
 // writeText writes a frame the gateway made itself.
@@ -333,34 +334,34 @@ func textOrBinary(frame []byte) gws.Opcode {
 // finish ends the session once. When errMsg is set the client first gets a
 // STOMP ERROR frame with it as the message header and detail as the body;
 // then the WebSocket close with code.
-func (s *session) finish(outcome, errMsg, detail string, code uint16) {
+func (s *session) finish(why outcome.Outcome, errMsg, detail string, code uint16) {
 	reason := detail
 	if reason == "" {
 		reason = errMsg
 	}
 	var answer []byte
 	if errMsg != "" && !s.Closing() {
-		answer = errorFrame(validate.STOMPVersion(s.version.Load()), errMsg, detail, nil)
+		answer = validate.AppendSTOMPError(nil, validate.STOMPVersion(s.version.Load()), errMsg, detail, nil)
 	}
-	s.Finish(outcome, reason, code, gws.OpcodeText, answer)
+	s.Finish(why, reason, code, gws.OpcodeText, answer)
 }
 
 // dropSlow ends the session of a client that does not read what it is
 // sent (bridge.Session.Drop): its ERROR and close 1008 go only where its
 // socket has room.
 func (s *session) dropSlow(detail string) {
-	s.Drop("slow_consumer", detail, bridge.ClosePolicy, gws.OpcodeText,
-		errorFrame(validate.STOMPVersion(s.version.Load()), "slow consumer", detail, nil))
+	s.Drop(outcome.SlowConsumer, detail, bridge.ClosePolicy, gws.OpcodeText,
+		validate.AppendSTOMPError(nil, validate.STOMPVersion(s.version.Load()), "slow consumer", detail, nil))
 }
 
 // OnClose runs on the read goroutine once the WebSocket has closed, however
 // that came about, and releases everything the session holds.
 func (s *session) OnClose(err error) {
-	clientOutcome := "client_closed"
+	clientOutcome := outcome.ClientClosed
 	if s.disconnecting.Load() {
-		clientOutcome = "disconnected"
+		clientOutcome = outcome.Disconnected
 	}
-	outcome, reason, lasted := s.Ended(err, clientOutcome)
+	why, reason, lasted := s.Ended(err, clientOutcome)
 	close(s.done)
 	if s.up != nil {
 		s.up.Close()
@@ -369,13 +370,7 @@ func (s *session) OnClose(err error) {
 		s.tr.close()
 	}
 	o := &s.relay.opts
-	level := slog.LevelInfo
-	switch outcome {
-	case "client_closed", "disconnected", "shutdown":
-	default:
-		level = slog.LevelWarn
-	}
-	o.Log.Log(context.Background(), level, "stomp connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", outcome,
+	o.Log.Log(context.Background(), why.Level(), "stomp connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", why,
 		"reason", reason, "duration", lasted.String(), "frames_in", s.framesIn, "frames_out", s.framesOut.Load())
 	s.Release() // last: shutdown waits for it, and so sees the line logged
 }

@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wsbridge/wsbridge/outcome"
+
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
@@ -160,7 +162,7 @@ func (t *translator) frame(f *validate.STOMPFrame) bool {
 		if r, has := f.Header("receipt"); has {
 			s.writeText(fmt.Appendf(nil, "RECEIPT\nreceipt-id:%s\n\n\x00", r))
 		}
-		s.finish("disconnected", "", "", bridge.CloseNormal)
+		s.finish(outcome.Disconnected, "", "", bridge.CloseNormal)
 		return false
 	}
 	if !ok {
@@ -175,7 +177,7 @@ func (t *translator) frame(f *validate.STOMPFrame) bool {
 // refuse ends the session with an ERROR for a frame the translation
 // cannot honour.
 func (t *translator) refuse(msg string) bool {
-	t.s.finish("rejected", msg, msg, bridge.ClosePolicy)
+	t.s.finish(outcome.Rejected, msg, msg, bridge.ClosePolicy)
 	return false
 }
 
@@ -232,7 +234,7 @@ func (t *translator) startHeartBeats() {
 			t.hbSeen, lastIn = seen, now
 		}
 		if t.hbIn > 0 && now.Sub(lastIn) > heartBeatGraceMul*t.hbIn {
-			s.finish("heartbeat_timeout", "no heart-beat from the client", "", bridge.CloseGoingAway)
+			s.finish(outcome.HeartbeatTimeout, "no heart-beat from the client", "", bridge.CloseGoingAway)
 			return
 		}
 		if t.hbOut > 0 && now.Sub(lastOut) >= t.hbOut-tick/2 {
@@ -307,12 +309,12 @@ func (t *translator) publish(m bridge.Message) bool {
 	err := t.broker.Publish(ctx, m)
 	if errors.Is(err, bridge.ErrTooLarge) {
 		msg := strings.TrimPrefix(err.Error(), "nats: ")
-		t.s.finish(bridge.OutcomeTooLarge, "message too large for the broker", msg, bridge.CloseTooLarge)
+		t.s.finish(outcome.TooLarge, "message too large for the broker", msg, bridge.CloseTooLarge)
 		return false
 	}
 	if err != nil {
 		t.s.relay.opts.Log.Warn("stomp publish failed", "route", t.s.relay.opts.Route, "error", err.Error())
-		t.s.finish("broker_unavailable", "broker unavailable", "the message was not published", bridge.CloseInternal)
+		t.s.finish(outcome.BrokerUnavailable, "broker unavailable", "the message was not published", bridge.CloseInternal)
 		return false
 	}
 	return true
@@ -403,7 +405,7 @@ func (t *translator) subscribe(f *validate.STOMPFrame) bool {
 		sub, err = t.broker.Subscribe(ctx, topic, deliver)
 	}
 	if err != nil {
-		t.s.finish("broker_unavailable", "broker unavailable", "subscribing failed", bridge.CloseInternal)
+		t.s.finish(outcome.BrokerUnavailable, "broker unavailable", "subscribing failed", bridge.CloseInternal)
 		return false
 	}
 	ts.sub = sub
@@ -413,7 +415,7 @@ func (t *translator) subscribe(f *validate.STOMPFrame) bool {
 	go func() { // a lost broker connection ends the session, as in relay mode
 		select {
 		case <-sub.Done():
-			t.s.finish("broker_lost", "broker connection lost", "the subscription to "+dest+" ended", bridge.CloseInternal)
+			t.s.finish(outcome.BrokerLost, "broker connection lost", "the subscription to "+dest+" ended", bridge.CloseInternal)
 		case <-t.s.done:
 		}
 	}()
@@ -450,22 +452,19 @@ func (t *translator) deliver(ts *tsub, m bridge.Message) {
 		return
 	}
 	v := validate.STOMPVersion(s.version.Load())
-	esc := func(x string) string {
-		if v >= validate.STOMP11 {
-			return headerEscaper.Replace(x)
-		}
-		return x
-	}
 	id := t.msgID.Add(1)
 	b := make([]byte, 0, len(m.Data)+160)
-	b = fmt.Appendf(b, "MESSAGE\ndestination:%s\nmessage-id:%d\nsubscription:%s\n", esc(ts.dest), id, esc(ts.id))
+	b = append(b, "MESSAGE\n"...)
+	b = validate.AppendSTOMPHeader(b, v, "destination", ts.dest)
+	b = strconv.AppendUint(append(b, "message-id:"...), id, 10)
+	b = validate.AppendSTOMPHeader(append(b, '\n'), v, "subscription", ts.id)
 	if ts.ackMode != "auto" && v >= validate.STOMP12 {
-		b = fmt.Appendf(b, "ack:%d\n", id)
+		b = append(strconv.AppendUint(append(b, "ack:"...), id, 10), '\n')
 	}
 	if m.ContentType != "" {
-		b = fmt.Appendf(b, "content-type:%s\n", esc(m.ContentType))
+		b = validate.AppendSTOMPHeader(b, v, "content-type", m.ContentType)
 	}
-	b = fmt.Appendf(b, "content-length:%d\n\n", len(m.Data))
+	b = append(strconv.AppendInt(append(b, "content-length:"...), int64(len(m.Data)), 10), "\n\n"...)
 	b = append(b, m.Data...)
 	b = append(b, 0)
 	t.enqueue(b)

@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"time"
+
+	"github.com/wsbridge/wsbridge/validate"
 )
 
 // amqpConn is one AMQP 0-9-1 connection with one channel, as lean as a
@@ -32,20 +34,16 @@ type amqpMethod struct {
 }
 
 const (
-	amqpStart       = 10<<16 | 10
-	amqpTune        = 10<<16 | 30
-	amqpOpenOK      = 10<<16 | 41
-	amqpClose       = 10<<16 | 50
-	amqpChanOpenOK  = 20<<16 | 11
-	amqpChanClose   = 20<<16 | 40
-	amqpDeclareOK   = 50<<16 | 11
-	amqpBindOK      = 50<<16 | 21
-	amqpConsumeOK   = 60<<16 | 21
-	amqpDeliver     = 60<<16 | 60
-	amqpFrameMethod = 1
-	amqpFrameHeader = 2
-	amqpFrameBody   = 3
-	amqpFrameEnd    = 0xCE
+	amqpStart      = 10<<16 | 10
+	amqpTune       = 10<<16 | 30
+	amqpOpenOK     = 10<<16 | 41
+	amqpClose      = 10<<16 | 50
+	amqpChanOpenOK = 20<<16 | 11
+	amqpChanClose  = 20<<16 | 40
+	amqpDeclareOK  = 50<<16 | 11
+	amqpBindOK     = 50<<16 | 21
+	amqpConsumeOK  = 60<<16 | 21
+	amqpDeliver    = 60<<16 | 60
 )
 
 // dialAMQP connects, logs in and opens channel 1.
@@ -72,16 +70,16 @@ func (c *amqpConn) handshake(login, passcode, vhost string) error {
 	}
 	// client-properties: capabilities, so that a refused login is a
 	// connection.close with the reason rather than a dropped socket.
-	capability := appendShortStr(nil, "authentication_failure_close")
+	capability := validate.AppendAMQPShortString(nil, "authentication_failure_close")
 	capability = append(capability, 't', 1)
-	props := appendShortStr(nil, "capabilities")
+	props := validate.AppendAMQPShortString(nil, "capabilities")
 	props = binary.BigEndian.AppendUint32(append(props, 'F'), uint32(len(capability)))
 	props = append(props, capability...)
 	args := binary.BigEndian.AppendUint32(nil, uint32(len(props)))
 	args = append(args, props...)
-	args = appendShortStr(args, "PLAIN")
-	args = appendLongStr(args, "\x00"+login+"\x00"+passcode)
-	args = appendShortStr(args, "en_US")
+	args = validate.AppendAMQPShortString(args, "PLAIN")
+	args = validate.AppendAMQPLongString(args, "\x00"+login+"\x00"+passcode)
+	args = validate.AppendAMQPShortString(args, "en_US")
 	if err := c.send(0, 10, 11, args); err != nil {
 		return err
 	}
@@ -97,42 +95,22 @@ func (c *amqpConn) handshake(login, passcode, vhost string) error {
 	if err := c.send(0, 10, 31, tuneOK); err != nil {
 		return err
 	}
-	if err := c.send(0, 10, 40, append(appendShortStr(appendShortStr(nil, vhost), ""), 0)); err != nil {
+	if err := c.send(0, 10, 40, append(validate.AppendAMQPShortString(validate.AppendAMQPShortString(nil, vhost), ""), 0)); err != nil {
 		return err
 	}
 	if _, err := c.await(amqpOpenOK); err != nil {
 		return err
 	}
-	if err := c.send(1, 20, 10, appendShortStr(nil, "")); err != nil {
+	if err := c.send(1, 20, 10, validate.AppendAMQPShortString(nil, "")); err != nil {
 		return err
 	}
 	_, err = c.await(amqpChanOpenOK)
 	return err
 }
 
-func appendShortStr(b []byte, s string) []byte { return append(append(b, byte(len(s))), s...) }
-
-func appendLongStr(b []byte, s string) []byte {
-	return append(binary.BigEndian.AppendUint32(b, uint32(len(s))), s...)
-}
-
-// beginFrame starts a frame of the given type on channel ch; endFrame
-// fills in its size once the payload is appended.
-func beginFrame(b []byte, typ byte, ch uint16) ([]byte, int) {
-	b = binary.BigEndian.AppendUint16(append(b, typ), ch)
-	return append(b, 0, 0, 0, 0), len(b) + 4
-}
-
-func endFrame(b []byte, payloadAt int) []byte {
-	binary.BigEndian.PutUint32(b[payloadAt-4:], uint32(len(b)-payloadAt))
-	return append(b, amqpFrameEnd)
-}
-
 // send writes one method frame.
 func (c *amqpConn) send(ch uint16, class, method uint16, args []byte) error {
-	b, at := beginFrame(nil, amqpFrameMethod, ch)
-	b = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(b, class), method)
-	return c.write(endFrame(append(b, args...), at))
+	return c.write(validate.AppendAMQPMethod(nil, ch, class, method, args))
 }
 
 // await waits for the method want; connection.close or channel.close
@@ -178,20 +156,20 @@ func (c *amqpConn) frames(data []byte) int {
 // dialogue waits for.
 func (c *amqpConn) frame(typ byte, p []byte) {
 	switch {
-	case typ == amqpFrameMethod && len(p) >= 4:
+	case typ == validate.AMQPFrameMethod && len(p) >= 4:
 		cm := binary.BigEndian.Uint32(p)
 		if cm == amqpDeliver {
 			c.inDelivery, c.body = true, c.body[:0]
 			return
 		}
 		c.ctrl <- amqpMethod{classMethod: cm, args: append([]byte(nil), p[4:]...)}
-	case typ == amqpFrameHeader && c.inDelivery && len(p) >= 12:
+	case typ == validate.AMQPFrameHeader && c.inDelivery && len(p) >= 12:
 		c.bodySize = int(binary.BigEndian.Uint64(p[4:]))
 		if c.bodySize == 0 {
 			c.inDelivery = false
 			c.onMessage(nil)
 		}
-	case typ == amqpFrameBody && c.inDelivery:
+	case typ == validate.AMQPFrameBody && c.inDelivery:
 		if len(c.body) == 0 && len(p) == c.bodySize {
 			c.inDelivery = false
 			c.onMessage(p) // the usual case: the body in one frame, no copy
@@ -221,7 +199,7 @@ func (c *amqpConn) subscribe(_ int, key string) error {
 		return fmt.Errorf("queue.declare-ok of %d bytes", len(ok))
 	}
 	queue := string(ok[1 : 1+ok[0]])
-	bind := appendShortStr(appendShortStr(appendShortStr(binary.BigEndian.AppendUint16(nil, 0), queue), c.exchange), key)
+	bind := validate.AppendAMQPShortString(validate.AppendAMQPShortString(validate.AppendAMQPShortString(binary.BigEndian.AppendUint16(nil, 0), queue), c.exchange), key)
 	bind = binary.BigEndian.AppendUint32(append(bind, 0), 0)
 	if err := c.send(1, 50, 20, bind); err != nil {
 		return err
@@ -229,7 +207,7 @@ func (c *amqpConn) subscribe(_ int, key string) error {
 	if _, err := c.await(amqpBindOK); err != nil {
 		return err
 	}
-	consume := appendShortStr(appendShortStr(binary.BigEndian.AppendUint16(nil, 0), queue), "")
+	consume := validate.AppendAMQPShortString(validate.AppendAMQPShortString(binary.BigEndian.AppendUint16(nil, 0), queue), "")
 	consume = binary.BigEndian.AppendUint32(append(consume, 0x02), 0) // no-ack
 	if err := c.send(1, 60, 20, consume); err != nil {
 		return err
@@ -241,15 +219,15 @@ func (c *amqpConn) subscribe(_ int, key string) error {
 // publish sends basic.publish with its header and body frames in one
 // write.
 func (c *amqpConn) publish(buf []byte, key string, body []byte) ([]byte, error) {
-	buf, at := beginFrame(buf[:0], amqpFrameMethod, 1)
+	buf, at := validate.BeginAMQPFrame(buf[:0], validate.AMQPFrameMethod, 1)
 	buf = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint32(buf, 60<<16|40), 0)
-	buf = endFrame(append(appendShortStr(appendShortStr(buf, c.exchange), key), 0), at)
-	buf, at = beginFrame(buf, amqpFrameHeader, 1)
+	buf = validate.EndAMQPFrame(append(validate.AppendAMQPShortString(validate.AppendAMQPShortString(buf, c.exchange), key), 0), at)
+	buf, at = validate.BeginAMQPFrame(buf, validate.AMQPFrameHeader, 1)
 	buf = binary.BigEndian.AppendUint32(buf, 60<<16) // class basic, weight 0
 	buf = binary.BigEndian.AppendUint64(buf, uint64(len(body)))
-	buf = endFrame(append(buf, 0, 0), at) // no properties
-	buf, at = beginFrame(buf, amqpFrameBody, 1)
-	buf = endFrame(append(buf, body...), at)
+	buf = validate.EndAMQPFrame(append(buf, 0, 0), at) // no properties
+	buf, at = validate.BeginAMQPFrame(buf, validate.AMQPFrameBody, 1)
+	buf = validate.EndAMQPFrame(append(buf, body...), at)
 	return buf, c.write(buf)
 }
 

@@ -46,22 +46,7 @@ func mqttConnect(clientID string, keepalive uint16) []byte {
 	body = binary.BigEndian.AppendUint16(body, keepalive)
 	body = binary.BigEndian.AppendUint16(body, uint16(len(clientID)))
 	body = append(body, clientID...)
-	return append(appendHeader(nil, 0x10, len(body)), body...)
-}
-
-func appendHeader(b []byte, first byte, remaining int) []byte {
-	b = append(b, first)
-	for {
-		d := byte(remaining & 0x7f)
-		remaining >>= 7
-		if remaining > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if remaining == 0 {
-			return b
-		}
-	}
+	return append(validate.AppendMQTTFixedHeader(nil, 0x10, len(body)), body...)
 }
 
 // feed frames what arrived into packets, carrying a partial one over.
@@ -92,7 +77,7 @@ func (c *mqttConn) packets(data []byte) int {
 			}
 			n := 2 + int(binary.BigEndian.Uint16(body))
 			if first>>1&3 > 0 && n+2 <= len(body) {
-				c.write([]byte{0x40, 2, body[n], body[n+1]}) // PUBACK
+				c.write(validate.AppendMQTTAck(nil, validate.MQTTPuback, binary.BigEndian.Uint16(body[n:]), 0))
 				n += 2
 			}
 			if n <= len(body) {
@@ -119,7 +104,7 @@ func (c *mqttConn) subscribe(id int, topic string) error {
 	body := binary.BigEndian.AppendUint16(nil, uint16(id+1))
 	body = binary.BigEndian.AppendUint16(body, uint16(len(topic)))
 	body = append(append(body, topic...), c.qos)
-	if err := c.write(append(appendHeader(nil, 0x82, len(body)), body...)); err != nil {
+	if err := c.write(append(validate.AppendMQTTFixedHeader(nil, 0x82, len(body)), body...)); err != nil {
 		return err
 	}
 	return c.await(fmt.Sprint("SUBACK ", c.qos))
@@ -130,7 +115,7 @@ func (c *mqttConn) publish(buf []byte, topic string, body []byte) ([]byte, error
 	if c.qos > 0 {
 		n += 2
 	}
-	buf = appendHeader(buf[:0], 0x30|c.qos<<1, n)
+	buf = validate.AppendMQTTFixedHeader(buf[:0], 0x30|c.qos<<1, n)
 	buf = binary.BigEndian.AppendUint16(buf, uint16(len(topic)))
 	buf = append(buf, topic...)
 	if c.qos > 0 {
