@@ -1,6 +1,12 @@
 // Package bridge is wsbridge's protocol-neutral core: the HTTP server and
 // its routes, the registry of live client connections, readiness checks and
-// the process lifecycle. It knows no client protocol's wire format.
+// the process lifecycle, and the WebSocket session framework the adapters
+// share (admission, sessions, the raw upstream to a broker). It knows no
+// client protocol's wire format and links no broker client library: the
+// broker-neutral API and its clients are package broker and the packages
+// beside it. bridge uses broker's CredentialHolder (one per backend,
+// shared by its broker and its relay routes), LoginCheck (a relay route's
+// readiness) and ErrLoginRefused (what startup does not log twice).
 package bridge
 
 import (
@@ -16,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsbridge/wsbridge/broker"
 )
 
 // ReadyCheck reports whether one dependency (a backend) is usable.
@@ -196,7 +204,7 @@ func (s *Server) checkAtStart(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for _, f := range s.notReady(ctx) {
-		if !errors.Is(f.err, ErrLoginRefused) {
+		if !errors.Is(f.err, broker.ErrLoginRefused) {
 			s.log.Warn("backend not ready at startup", "backend", f.name, "error", f.err.Error())
 		}
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/broker"
 )
 
 // WebSocket close codes the adapters send (RFC 6455 section 7.4.1).
@@ -320,7 +321,7 @@ type Admission struct {
 	// CredentialHolder, when set, holds the route's credential in place
 	// of the one the adapter passes to BrokerCredential (a keyring reload
 	// reaches the next session).
-	CredentialHolder *CredentialHolder
+	CredentialHolder *broker.CredentialHolder
 	Origins          *Origins
 	Conns            *Conns
 	Log              *slog.Logger

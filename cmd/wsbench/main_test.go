@@ -22,7 +22,8 @@ import (
 	"github.com/wsbridge/wsbridge/adapters/mqtt"
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/sse"
 )
 
@@ -258,7 +259,7 @@ func TestMQTTPubSub(t *testing.T) {
 // SSE fan-out through wsbridge's hub on NATS: every stream gets every
 // message published over HTTP.
 func TestSSEFanout(t *testing.T) {
-	b, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + brokertest.NATS(t)})
+	b, err := natsbroker.New(natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
