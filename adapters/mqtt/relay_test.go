@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os/exec"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -28,7 +29,7 @@ func startRelay(t *testing.T, o Options) string {
 	t.Helper()
 	return brokertest.ServeRoute(t, "/mqtt", nil, func(e brokertest.RouteEnv) http.Handler {
 		o.Origins, o.Conns, o.Log, o.Route, o.Backend = e.Origins, e.Conns, e.Log, "/mqtt", "mosquitto"
-		if o.WS == (bridge.WSOptions{}) {
+		if reflect.DeepEqual(o.WS, bridge.WSOptions{}) {
 			o.WS = e.WS
 		}
 		return NewRelay(o)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os/exec"
+	"reflect"
 	"runtime"
 	"strings"
 	"sync"
@@ -55,7 +56,7 @@ func startGateway(t testing.TB, o Options) *gateway {
 			o.Origins = e.Origins
 		}
 		o.Conns, conns = e.Conns, e.Conns
-		if o.WS == (bridge.WSOptions{}) {
+		if reflect.DeepEqual(o.WS, bridge.WSOptions{}) {
 			o.WS = e.WS
 		}
 		return NewRelay(o)
