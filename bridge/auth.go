@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
@@ -15,12 +16,12 @@ import (
 // login says whether the protocol's own login may still prove the identity
 // later; then a request that carries nothing passes with a nil identity.
 // A password check refused because too many are in progress fails with
-// auth.ErrBusy (see BusyFor): nothing was checked.
+// auth.ErrBusy (see front.BusyFor): nothing was checked.
 func Authenticate(r *http.Request, p *auth.Policy, login bool) (*auth.Identity, error) {
 	if p == nil {
 		return auth.Anonymous, nil
 	}
-	id, err := p.FromRequest(r, ClientIP(r))
+	id, err := p.FromRequest(r, front.ClientIP(r))
 	if err == nil && id == nil && !(login && p.LoginAccepted()) {
 		err = p.Missing()
 	}
@@ -30,8 +31,8 @@ func Authenticate(r *http.Request, p *auth.Policy, login bool) (*auth.Identity, 
 // RefuseLogin answers a request Authenticate failed: 401 with the reason
 // and the scheme to use, or, for auth.ErrBusy, 429 with Retry-After.
 func RefuseLogin(w http.ResponseWriter, p *auth.Policy, err error) {
-	if b, busy := BusyFor(err); busy {
-		RefuseHTTP(w, b)
+	if b, busy := front.BusyFor(err); busy {
+		front.RefuseHTTP(w, b)
 		return
 	}
 	if p.Mode() == auth.ModeUsers {
@@ -39,7 +40,7 @@ func RefuseLogin(w http.ResponseWriter, p *auth.Policy, err error) {
 	} else {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="wsbridge", error="invalid_token"`)
 	}
-	Error(w, http.StatusUnauthorized, "authentication failed: "+err.Error())
+	front.Error(w, http.StatusUnauthorized, "authentication failed: "+err.Error())
 }
 
 // Login settles the session's identity at the protocol's login (STOMP

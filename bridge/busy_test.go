@@ -17,37 +17,17 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/internal/authtest"
 )
-
-func TestRetryHint(t *testing.T) {
-	for _, least := range []time.Duration{0, 10 * time.Millisecond, 3 * time.Second} {
-		t.Run(least.String(), func(t *testing.T) {
-			lo := max(least, RetryMin)
-			hi := lo + RetrySpread
-			seenLow, seenHigh := false, false
-			for range 1000 {
-				d := RetryHint(least)
-				if d < lo || d > hi {
-					t.Fatalf("hint %s outside [%s, %s]", d, lo, hi)
-				}
-				seenLow = seenLow || d < lo+RetrySpread/4
-				seenHigh = seenHigh || d > hi-RetrySpread/4
-			}
-			if !seenLow || !seenHigh {
-				t.Fatal("hints not spread over the range")
-			}
-		})
-	}
-}
 
 // serveAdmission serves an Admission of quiet sessions at /ws on a Server
 // with o, with the subprotocols given; it returns the server and its
 // address.
-func serveAdmission(t *testing.T, o ServerOptions, p *auth.Policy, subprotocols []string) (*Server, string) {
+func serveAdmission(t *testing.T, o front.ServerOptions, p *auth.Policy, subprotocols []string) (*front.Server, string) {
 	t.Helper()
-	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), o)
-	origins, _ := NewOrigins(nil)
+	s := front.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), o)
+	origins, _ := front.NewOrigins(nil)
 	s.Handle("/ws", &Admission{Protocol: "test", Route: "/ws", Origins: origins, Conns: s.Conns, Auth: p,
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), subprotocols, func() gws.SessionStorage { return &quiet{} })})
@@ -56,14 +36,14 @@ func serveAdmission(t *testing.T, o ServerOptions, p *auth.Policy, subprotocols 
 		t.Fatal(err)
 	}
 	go s.Serve(ln)
-	t.Cleanup(func() { s.http.Close() })
+	t.Cleanup(func() { s.Close() })
 	return s, ln.Addr().String()
 }
 
 var retryIn = regexp.MustCompile(`; retry in ([0-9.]+s)$`)
 
 // checkBusyClose checks that err is close 1013 whose reason names limit
-// and ends with a retry hint from RetryHint of a wait of at most least.
+// and ends with a retry hint from front.RetryHint of a wait of at most least.
 func checkBusyClose(t *testing.T, err error, limit string, least time.Duration) {
 	t.Helper()
 	var ce *gws.CloseError
@@ -75,9 +55,9 @@ func checkBusyClose(t *testing.T, err error, limit string, least time.Duration) 
 	if m == nil || !strings.Contains(reason, limit) {
 		t.Fatalf("close reason %q: want %s and a retry hint", reason, limit)
 	}
-	hi := max(least, RetryMin) + RetrySpread
-	if d, _ := time.ParseDuration(m[1]); d < RetryMin || d > hi {
-		t.Fatalf("retry hint %s outside [%s, %s]", d, RetryMin, hi)
+	hi := max(least, front.RetryMin) + front.RetrySpread
+	if d, _ := time.ParseDuration(m[1]); d < front.RetryMin || d > hi {
+		t.Fatalf("retry hint %s outside [%s, %s]", d, front.RetryMin, hi)
 	}
 }
 
@@ -90,24 +70,26 @@ func checkBusyClose(t *testing.T, err error, limit string, least time.Duration) 
 func TestWebSocketRefusedForLoad(t *testing.T) {
 	cases := []struct {
 		name      string
-		opts      ServerOptions
+		opts      front.ServerOptions
 		limit     string        // named in the reason
 		least     time.Duration // the limit's own wait, at most
 		noLinger  bool          // no place left for a lingering refusal
 		protocols string        // offered by the refused client
 		wantHTTP  int
 	}{
-		{name: "handshake rate", opts: ServerOptions{HandshakeRate: 0.2, HandshakeBurst: 1}, limit: "limits.handshakes_per_second", least: 5 * time.Second, protocols: "v11.stomp"},
-		{name: "gateway full", opts: ServerOptions{MaxConns: 1}, limit: "limits.max_connections"},
-		{name: "address full", opts: ServerOptions{MaxConnsPerIP: 1}, limit: "limits.max_connections_per_ip", protocols: "v10.stomp, v12.stomp"},
-		{name: "past the bound on lingering refusals", opts: ServerOptions{MaxConns: 1}, limit: "limits.max_connections", noLinger: true},
-		{name: "offering only other subprotocols", opts: ServerOptions{MaxConns: 1}, protocols: "mqtt", wantHTTP: http.StatusServiceUnavailable},
+		{name: "handshake rate", opts: front.ServerOptions{HandshakeRate: 0.2, HandshakeBurst: 1}, limit: "limits.handshakes_per_second", least: 5 * time.Second, protocols: "v11.stomp"},
+		{name: "gateway full", opts: front.ServerOptions{MaxConns: 1}, limit: "limits.max_connections"},
+		{name: "address full", opts: front.ServerOptions{MaxConnsPerIP: 1}, limit: "limits.max_connections_per_ip", protocols: "v10.stomp, v12.stomp"},
+		{name: "past the bound on lingering refusals", opts: front.ServerOptions{MaxConns: 1}, limit: "limits.max_connections", noLinger: true},
+		{name: "offering only other subprotocols", opts: front.ServerOptions{MaxConns: 1}, protocols: "mqtt", wantHTTP: http.StatusServiceUnavailable},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s, addr := serveAdmission(t, c.opts, nil, []string{"v12.stomp", "v11.stomp", "v10.stomp"})
-			if c.noLinger {
-				s.Conns.maxRefusing = 0
+			if c.noLinger { // every place taken
+				for s.Conns.TakeRefusal() {
+					t.Cleanup(s.Conns.GiveRefusal)
+				}
 			}
 			first := &probe{closed: make(chan error, 1)}
 			c1, _, err := gws.NewClient(first, &gws.ClientOption{Addr: "ws://" + addr + "/ws"})
@@ -153,7 +135,7 @@ func TestWebSocketRefusedForLoad(t *testing.T) {
 // share of password checks in progress gets 1013 too, not 429.
 func TestWebSocketPasswordChecksBusy(t *testing.T) {
 	p := authtest.UsersPolicy(t, map[string][2]string{"will": {"pw-of-will", "writer"}})
-	_, addr := serveAdmission(t, ServerOptions{}, p, nil)
+	_, addr := serveAdmission(t, front.ServerOptions{}, p, nil)
 	// Beyond the address's share (2) of checks at once, some of these are
 	// refused unchecked; the rest fail their check. A bcrypt check takes
 	// tens of milliseconds, so requests sent together overlap.
@@ -207,7 +189,7 @@ func TestWebSocketRefusalLingersBounded(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			s, addr := serveAdmission(t, ServerOptions{}, nil, nil)
+			s, addr := serveAdmission(t, front.ServerOptions{}, nil, nil)
 			s.Conns.CloseAll(context.Background()) // as in a shutdown: every connection is refused
 			nc, err := net.Dial("tcp", addr)
 			if err != nil {
@@ -227,15 +209,15 @@ func TestWebSocketRefusalLingersBounded(t *testing.T) {
 				t.Fatalf("frame header % x (%v), want a close with 1013", hdr, err)
 			}
 			start := time.Now()
-			if s.Conns.refusing.Load() != 1 {
-				t.Fatalf("%d refusals lingering, want 1", s.Conns.refusing.Load())
+			if s.Conns.Refusing() != 1 {
+				t.Fatalf("%d refusals lingering, want 1", s.Conns.Refusing())
 			}
 			if c.answer {
 				nc.Write([]byte{0x88, 0x82, 0, 0, 0, 0, 0x03, 0xf5}) // 1013, masked with a zero key
 			}
 			// The place is given back on the server's goroutine, with no
 			// event a client can see (it read EOF at the close frame).
-			for s.Conns.refusing.Load() != 0 {
+			for s.Conns.Refusing() != 0 {
 				if time.Since(start) > c.most {
 					t.Fatalf("refusal still lingering after %s", time.Since(start))
 				}
@@ -248,82 +230,12 @@ func TestWebSocketRefusalLingersBounded(t *testing.T) {
 	}
 }
 
-// syncBuffer collects log output written from the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
-// Forwarding headers from a peer that is not a trusted proxy are logged
-// once, naming the peer and trusted_proxies; a trusted proxy's, and
-// requests without them, are not.
-func TestUntrustedForwardedLoggedOnce(t *testing.T) {
-	cases := []struct {
-		name    string
-		proxies []string
-		header  http.Header
-		want    int
-	}{
-		{"X-Forwarded-For from an untrusted peer", nil, http.Header{"X-Forwarded-For": {"198.51.100.9"}}, 1},
-		{"Forwarded from an untrusted peer", []string{"10.0.0.0/8"}, http.Header{"Forwarded": {"for=198.51.100.9"}}, 1},
-		{"from a trusted proxy", []string{"127.0.0.1"}, http.Header{"X-Forwarded-For": {"198.51.100.9"}}, 0},
-		{"no forwarding headers", nil, nil, 0},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			proxies, err := ParseProxies(c.proxies)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var logs syncBuffer
-			s := NewServer(slog.New(slog.NewTextHandler(&logs, nil)), ServerOptions{TrustedProxies: proxies})
-			s.Handle("/x", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go s.Serve(ln)
-			t.Cleanup(func() { s.http.Close() })
-			for range 3 {
-				req, _ := http.NewRequest("GET", "http://"+ln.Addr().String()+"/x", nil)
-				for k, v := range c.header {
-					req.Header[k] = v
-				}
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp.Body.Close() // answered after front ran: the line, if any, is written
-			}
-			got := strings.Count(logs.String(), "not in trusted_proxies")
-			if got != c.want {
-				t.Fatalf("%d log lines naming trusted_proxies, want %d:\n%s", got, c.want, logs.String())
-			}
-			if c.want > 0 && !strings.Contains(logs.String(), "peer=127.0.0.1") {
-				t.Fatalf("the line does not name the peer:\n%s", logs.String())
-			}
-		})
-	}
-}
-
 // BenchmarkWebSocketRefusal is what refusing a WebSocket for load costs,
 // client and server together on loopback: the request, the 101 and close
 // in one write, the client's close answered and the lingering close.
 func BenchmarkWebSocketRefusal(b *testing.B) {
-	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), ServerOptions{})
-	origins, _ := NewOrigins(nil)
+	s := front.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), front.ServerOptions{})
+	origins, _ := front.NewOrigins(nil)
 	s.Handle("/ws", &Admission{Protocol: "test", Route: "/ws", Origins: origins, Conns: s.Conns,
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return &quiet{} })})
@@ -333,7 +245,7 @@ func BenchmarkWebSocketRefusal(b *testing.B) {
 		b.Fatal(err)
 	}
 	go s.Serve(ln)
-	b.Cleanup(func() { s.http.Close() })
+	b.Cleanup(func() { s.Close() })
 	req := []byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 	b.ReportAllocs()
@@ -378,7 +290,7 @@ func (b *breacher) Begin(ws *gws.Conn, remote string, release func()) {
 func TestBreachesSpendTheAddressHandshakeRate(t *testing.T) {
 	// One handshake a second, four at once: a breach costs two (the
 	// handshake and BreachCost's one token), a clean session one.
-	s := NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), ServerOptions{HandshakeRate: 1, HandshakeBurst: 4})
+	s := front.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), front.ServerOptions{HandshakeRate: 1, HandshakeBurst: 4})
 	penalized := make(chan string, 16)
 	o := DefaultWSOptions()
 	o.MaxMessageBytes = 1 << 10
@@ -387,7 +299,7 @@ func TestBreachesSpendTheAddressHandshakeRate(t *testing.T) {
 		s.Penalize(client)
 		penalized <- client
 	}
-	origins, _ := NewOrigins(nil)
+	origins, _ := front.NewOrigins(nil)
 	s.Handle("/", &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: s.Conns,
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, o, nil, func() gws.SessionStorage { return &breacher{o: o} })})
@@ -396,7 +308,7 @@ func TestBreachesSpendTheAddressHandshakeRate(t *testing.T) {
 		t.Fatal(err)
 	}
 	go s.Serve(ln)
-	t.Cleanup(func() { s.http.Close() })
+	t.Cleanup(func() { s.Close() })
 	addr := ln.Addr().String()
 
 	cases := []struct {

@@ -12,14 +12,16 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // serveGreeters serves greeter sessions (which keep every message they do
 // not know as a partial frame) with o.
 func serveGreeters(t *testing.T, o WSOptions) string {
 	t.Helper()
-	origins, _ := NewOrigins(nil)
-	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: NewConns(10, 0), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	origins, _ := front.NewOrigins(nil)
+	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(10, 0), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, o, nil, func() gws.SessionStorage { return &greeter{ws: o} })}
 	srv := &http.Server{Handler: a}
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -51,7 +53,7 @@ func TestPartialFramesAreHeldLikeMessages(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			o := DefaultWSOptions()
 			o.LoginTimeout = time.Minute
-			o.MessageTimeout, o.Budget = c.timeout, NewBudget(c.budget)
+			o.MessageTimeout, o.Budget = c.timeout, memory.NewBudget(c.budget)
 			url := serveGreeters(t, o)
 			col := &collector{msgs: make(chan string, 16), closed: make(chan error, 1)}
 			conn, _, err := gws.NewClient(col, &gws.ClientOption{Addr: url})
@@ -83,7 +85,7 @@ func TestUpstreamGrowthTakesFromTheBudget(t *testing.T) {
 	addr, accepted := listenPeer(t)
 	u, peer := dialPeer(t, addr, accepted)
 	defer u.Close()
-	u.Budget = NewBudget(6 * upstreamReadBytes)
+	u.Budget = memory.NewBudget(6 * upstreamReadBytes)
 	done := make(chan error, 1)
 	go func() {
 		done <- u.ReadLoop(64*upstreamReadBytes, func(b []byte) (int, bool) {

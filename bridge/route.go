@@ -9,6 +9,7 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
@@ -40,8 +41,8 @@ type RouteOptions struct {
 	TLS         *tls.Config
 	DialTimeout time.Duration // default 5s
 	WS          WSOptions
-	Origins     *Origins
-	Conns       *Conns
+	Origins     *front.Origins
+	Conns       *front.Conns
 	Log         *slog.Logger
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // Session is the protocol-neutral part of one client WebSocket session,
@@ -56,7 +57,7 @@ type Session struct {
 	pendingHeld  int64
 	pendingDue   *time.Timer
 	pendingArmed bool // pendingDue is armed
-	budget       *Budget
+	budget       *memory.Budget
 	msgTimeout   time.Duration
 	penalize     func(client string)
 }
@@ -387,7 +388,7 @@ func (s *Session) KeepFor(rest []byte, want int) {
 // refused).
 func (s *Session) reserve(n int) bool {
 	held := int64(n)
-	if held <= OwnBytes {
+	if held <= memory.OwnBytes {
 		held = 0
 	}
 	if more := held - s.pendingHeld; more > 0 {
@@ -404,7 +405,7 @@ func (s *Session) reserve(n int) bool {
 // its deadline.
 func (s *Session) holdPending() {
 	held := int64(cap(s.pending))
-	if len(s.pending) == 0 || held <= OwnBytes {
+	if len(s.pending) == 0 || held <= memory.OwnBytes {
 		held = 0
 	}
 	was := s.pendingHeld

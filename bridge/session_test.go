@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/front"
 )
 
 // panicky is an adapter session whose message handling panics.
@@ -95,8 +96,8 @@ func (q *quiet) Begin(ws *gws.Conn, remote string, release func()) {
 // Admission refuses the connection over the limit with close 1013 and a
 // reason, and a closed connection gives its slot back.
 func TestAdmissionConnectionLimit(t *testing.T) {
-	conns := NewConns(1, 0)
-	origins, _ := NewOrigins(nil)
+	conns := front.NewConns(1, 0)
+	origins, _ := front.NewOrigins(nil)
 	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: conns, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return &quiet{} })}
 	srv := &http.Server{Handler: a}
@@ -265,8 +266,8 @@ func TestLoginDeadline(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	ws := DefaultWSOptions()
 	ws.LoginTimeout = timeout
-	conns := NewConns(10, 0)
-	origins, _ := NewOrigins(nil)
+	conns := front.NewConns(10, 0)
+	origins, _ := front.NewOrigins(nil)
 	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: conns, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, ws, nil, func() gws.SessionStorage { return &greeter{ws: ws} })}
 	srv := &http.Server{Handler: a}

@@ -1,14 +1,19 @@
 package bridge
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // upstreamReadBytes is an upstream's read buffer; it grows for a large
@@ -28,7 +33,7 @@ type Upstream struct {
 	done         chan struct{}
 	// Budget bounds, with everything else held for clients, a read buffer
 	// grown for a large broker frame; set before ReadLoop.
-	Budget *Budget
+	Budget *memory.Budget
 }
 
 // ErrOverBudget is ReadLoop's error when a broker frame needs more memory
@@ -178,4 +183,16 @@ func (r *rawReader) attempt(fd uintptr) bool {
 func (u *Upstream) Close() {
 	u.conn.Close()
 	<-u.done
+}
+
+// DialCheck is a ReadyCheck that opens and closes a TCP connection to addr.
+func DialCheck(addr string) front.ReadyCheck {
+	return func(ctx context.Context) error {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s unreachable", addr)
+		}
+		return c.Close()
+	}
 }

@@ -16,6 +16,8 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // WebSocket close codes the adapters send (RFC 6455 section 7.4.1).
@@ -69,7 +71,7 @@ type WSOptions struct {
 	MessageTimeout time.Duration
 	// Budget, shared by every route, bounds the bytes held in messages
 	// being assembled, with everything else held for clients; nil: none.
-	Budget *Budget
+	Budget *memory.Budget
 	// Linger, shared by every route, bounds the bytes a second drained
 	// in lingering closes; nil: none.
 	Linger *Linger
@@ -79,7 +81,7 @@ type WSOptions struct {
 	// ended for a breach that cost the gateway dearly: a message too large
 	// (read up to the limit first, when it came in fragments) or one not
 	// completed in time (memory held for message_timeout). The server's
-	// front charges the address's handshake rate for it (Server.Penalize),
+	// front charges the address's handshake rate for it (front.Server.Penalize),
 	// so that a client reconnecting to breach again and again costs a
 	// handshake refused, not a session.
 	Penalize func(client string)
@@ -165,18 +167,18 @@ func NewUpgraders(h gws.Event, o WSOptions, subprotocols []string, newSession fu
 func (u *Upgraders) Upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, error) {
 	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
 		w.Header().Set("Upgrade", "websocket")
-		Error(w, http.StatusUpgradeRequired, "this endpoint speaks WebSocket; connect with a WebSocket client")
+		front.Error(w, http.StatusUpgradeRequired, "this endpoint speaks WebSocket; connect with a WebSocket client")
 		return nil, errors.New("not a WebSocket upgrade request")
 	}
 	up := u.pick(r.Header.Values("Sec-Websocket-Protocol"))
 	if up == nil {
 		msg := fmt.Sprintf("no supported subprotocol offered; this endpoint speaks %s", strings.Join(u.subprotocols, ", "))
-		Error(w, http.StatusBadRequest, msg)
+		front.Error(w, http.StatusBadRequest, msg)
 		return nil, fmt.Errorf("%s", msg)
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		Error(w, http.StatusInternalServerError, "this connection cannot be upgraded")
+		front.Error(w, http.StatusInternalServerError, "this connection cannot be upgraded")
 		return nil, errors.New("the response writer cannot hijack")
 	}
 	nc, brw, err := hj.Hijack()
@@ -193,7 +195,7 @@ func (u *Upgraders) Upgrade(w http.ResponseWriter, r *http.Request) (*gws.Conn, 
 		}
 	}
 	wc := newWSConn(nc, u.opts)
-	wc.binaryOnly, wc.client = u.BinaryOnly, ClientIP(r)
+	wc.binaryOnly, wc.client = u.BinaryOnly, front.ClientIP(r)
 	if n := brw.Reader.Buffered(); n > 0 { // frames sent before the 101
 		wc.early, _ = brw.Reader.Peek(n)
 		wc.early = bytes.Clone(wc.early)
@@ -322,8 +324,8 @@ type Admission struct {
 	// of the one the adapter passes to BrokerCredential (a keyring reload
 	// reaches the next session).
 	CredentialHolder *broker.CredentialHolder
-	Origins          *Origins
-	Conns            *Conns
+	Origins          *front.Origins
+	Conns            *front.Conns
 	Log              *slog.Logger
 	Upgraders        *Upgraders
 	// Auth is the route's policy; nil admits everyone anonymously.
@@ -345,14 +347,14 @@ func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 		refused(slog.LevelInfo, "origin_denied", "origin", r.Header.Get("Origin"))
 		return nil, nil, false
 	}
-	if err := a.Conns.Check(ClientIP(r)); err != nil {
-		b, _ := BusyFor(err)
+	if err := a.Conns.Check(front.ClientIP(r)); err != nil {
+		b, _ := front.BusyFor(err)
 		a.Upgraders.refuse(w, r, b, a.Conns)
 		refused(slog.LevelWarn, b.Outcome, "reason", b.Reason, "retry", b.Retry)
 		return nil, nil, false
 	}
 	id, err := Authenticate(r, a.Auth, true)
-	if b, busy := BusyFor(err); busy {
+	if b, busy := front.BusyFor(err); busy {
 		a.Upgraders.refuse(w, r, b, a.Conns)
 		refused(slog.LevelInfo, b.Outcome, "reason", b.Reason, "retry", b.Retry)
 		return nil, nil, false
@@ -370,10 +372,10 @@ func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 	return ws, id, true
 }
 
-// RefuseBusy implements BusyRefuser: a WebSocket client from an allowed
+// RefuseBusy implements front.BusyRefuser: a WebSocket client from an allowed
 // origin is upgraded and closed with 1013 and b's hint (see
 // Upgraders.refuse); anything else gets HTTP 429 or 503.
-func (a *Admission) RefuseBusy(w http.ResponseWriter, r *http.Request, b Busy) {
+func (a *Admission) RefuseBusy(w http.ResponseWriter, r *http.Request, b front.Busy) {
 	if a.Origins.Check(w, r) {
 		a.Upgraders.refuse(w, r, b, a.Conns)
 	}
@@ -388,7 +390,7 @@ func (a *Admission) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := ws.Session().(SessionEvents)
 	core := ev.Core()
-	core.adm, core.Identity, core.client = a, id, ClientIP(r)
+	core.adm, core.Identity, core.client = a, id, front.ClientIP(r)
 	if wc, ok := ws.NetConn().(*wsConn); ok {
 		wc.refuse = ev.Refuse
 	}
@@ -402,10 +404,10 @@ func (a *Admission) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	})
 	var err error
-	if release, err = a.Conns.Add(ws.Session().(Closer), ClientIP(r)); err != nil {
+	if release, err = a.Conns.Add(ws.Session().(front.Closer), front.ClientIP(r)); err != nil {
 		// Lost a race for the last slot, or shutdown began: the session
 		// ends the usual way, so its socket and timers are released too.
-		b, _ := BusyFor(err)
+		b, _ := front.BusyFor(err)
 		core.Finish(b.Outcome, b.CloseReason(), CloseTryAgainLater, 0, nil)
 	}
 	go ws.ReadLoop()

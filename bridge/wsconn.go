@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // Refusal is why the gateway refuses a client's WebSocket message before
@@ -107,7 +109,7 @@ type wsConn struct {
 	net.Conn
 	maxMessage int64
 	timeout    time.Duration
-	budget     *Budget
+	budget     *memory.Budget
 	linger     *Linger
 	client     string // the client's address, for Linger
 	binaryOnly bool   // a text message is refused (Upgraders.BinaryOnly)
@@ -274,7 +276,7 @@ func (c *wsConn) hold() *Refusal {
 // for 1,000 MiB charged).
 func (c *wsConn) charge() int64 {
 	switch {
-	case c.msgBytes <= OwnBytes:
+	case c.msgBytes <= memory.OwnBytes:
 		return 0
 	case c.fragmented:
 		return 2 * c.msgBytes

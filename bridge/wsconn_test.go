@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // counter is an adapter session that answers each message with its
@@ -46,8 +48,8 @@ func serveCounter(t *testing.T, o WSOptions) string {
 
 func serveCounterRoute(t *testing.T, o WSOptions, binaryOnly bool) string {
 	t.Helper()
-	origins, _ := NewOrigins(nil)
-	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: NewConns(100, 0),
+	origins, _ := front.NewOrigins(nil)
+	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(100, 0),
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, o, nil, func() gws.SessionStorage { return &counter{} })}
 	a.Upgraders.BinaryOnly = binaryOnly
@@ -319,7 +321,7 @@ func TestMessageTimeout(t *testing.T) {
 // held is given back.
 func TestMessagesBeingAssembledTakeFromTheBudget(t *testing.T) {
 	o := DefaultWSOptions()
-	o.Budget = NewBudget(100 << 10)
+	o.Budget = memory.NewBudget(100 << 10)
 	addr := serveCounter(t, o)
 
 	first := dialRawWS(t, addr)
@@ -347,7 +349,7 @@ func TestMessagesBeingAssembledTakeFromTheBudget(t *testing.T) {
 // here 600 KiB in two fragments is refused where one frame fits.
 func TestFragmentedMessagesTakeWhatGWSAllocates(t *testing.T) {
 	o := DefaultWSOptions()
-	o.Budget = NewBudget(1 << 20)
+	o.Budget = memory.NewBudget(1 << 20)
 	addr := serveCounter(t, o)
 	half := make([]byte, 300<<10)
 
@@ -367,21 +369,21 @@ func TestFragmentedMessagesTakeWhatGWSAllocates(t *testing.T) {
 	waitFor(t, func() bool { return o.Budget.Used() == 0 })
 }
 
-// A message of at most OwnBytes is the connection's own: when others have
+// A message of at most memory.OwnBytes is the connection's own: when others have
 // spent the budget it still passes, though it arrives in two reads; a
 // larger one in two reads is refused.
 func TestSmallMessagesDoNotWaitForTheBudget(t *testing.T) {
 	o := DefaultWSOptions()
-	o.Budget = NewBudget(0) // spent
+	o.Budget = memory.NewBudget(0) // spent
 	addr := serveCounter(t, o)
-	for _, n := range []int{1000, OwnBytes, OwnBytes + 1} {
+	for _, n := range []int{1000, memory.OwnBytes, memory.OwnBytes + 1} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			r := dialRawWS(t, addr)
 			msg := frame(true, 2, make([]byte, n))
 			r.conn.Write(msg[:len(msg)/2])
 			time.Sleep(50 * time.Millisecond) // pacing: the halves arrive in two reads
 			r.conn.Write(msg[len(msg)/2:])
-			if n > OwnBytes {
+			if n > memory.OwnBytes {
 				if _, code, reason := r.untilClose(t); code != CloseTryAgainLater || !strings.Contains(reason, "limits.memory_bytes") {
 					t.Fatalf("closed with %d %q, want 1013 naming limits.memory_bytes", code, reason)
 				}
@@ -581,8 +583,8 @@ func (f *flooder) Begin(ws *gws.Conn, remote string, release func()) {
 // close log line says write_timeout, not that the client closed.
 func TestStalledReaderEndsAsWriteTimeout(t *testing.T) {
 	f := &flooder{ended: make(chan string, 1)}
-	origins, _ := NewOrigins(nil)
-	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: NewConns(10, 0),
+	origins, _ := front.NewOrigins(nil)
+	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(10, 0),
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, DefaultWSOptions(), nil, func() gws.SessionStorage { return f })}
 	srv := &http.Server{Handler: a}

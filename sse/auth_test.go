@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/internal/authtest"
 	"golang.org/x/crypto/bcrypt"
 )
@@ -229,11 +229,11 @@ func TestAuthUsersBasicLoginFlood(t *testing.T) {
 	}
 	cases := []struct {
 		name    string
-		proxies bridge.Proxies
+		proxies front.Proxies
 		floodAt func(i int) string // the flood's X-Forwarded-For
 		validAt string
 	}{
-		{"behind a trusted proxy", bridge.Proxies{local}, func(int) string { return "198.51.100.1" }, "198.51.100.2"},
+		{"behind a trusted proxy", front.Proxies{local}, func(int) string { return "198.51.100.1" }, "198.51.100.2"},
 		{"untrusted peer varying X-Forwarded-For", nil, func(i int) string { return fmt.Sprintf("203.0.113.%d", i+1) }, ""},
 	}
 	for _, c := range cases {
@@ -257,7 +257,7 @@ func TestAuthUsersBasicLoginFlood(t *testing.T) {
 					next.ServeHTTP(w, r)
 				})
 			}
-			s := startHubOn(t, natsBroker(t), Options{}, p, io.Discard, bridge.ServerOptions{TrustedProxies: c.proxies}, flooding)
+			s := startHubOn(t, natsBroker(t), Options{}, p, io.Discard, front.ServerOptions{TrustedProxies: c.proxies}, flooding)
 			type answer struct {
 				status int
 				retry  string

@@ -9,8 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/front"
 )
 
 // subscribeTimeout bounds an attempt at an upstream subscription, which
@@ -151,7 +151,7 @@ func (b *backendState) end(err error, counted bool) {
 		b.mu.Unlock()
 		if first || changed {
 			b.log.Warn("sse backend unavailable: streams are told to come back later (EventSource does by itself), publishes get 503",
-				"backend", b.name, "cause", cause(err), "error", err.Error(), "retry", fmt.Sprintf("%s-%s", bridge.RetryMin, bridge.RetryMin+bridge.RetrySpread))
+				"backend", b.name, "cause", cause(err), "error", err.Error(), "retry", fmt.Sprintf("%s-%s", front.RetryMin, front.RetryMin+front.RetrySpread))
 		}
 		return
 	}

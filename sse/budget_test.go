@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 const mib = 1 << 20
@@ -109,7 +109,7 @@ func busyAnswer(t *testing.T, url string) string {
 // resume gets what it missed, or a reset when the ring no longer has it.
 // Once the streams and the topic are gone the budget is back to zero.
 func TestStreamBehindByBytesIsDropped(t *testing.T) {
-	budget := bridge.NewBudget(1 << 30)
+	budget := memory.NewBudget(1 << 30)
 	o := Options{Budget: budget, Linger: 50 * time.Millisecond}
 	s := startHub(t, natsBroker(t), o)
 	o = s.hub.o // with the defaults filled in
@@ -163,7 +163,7 @@ func TestStreamBehindByBytesIsDropped(t *testing.T) {
 // a kept event replays the rest, one from before them gets a reset, and
 // an event larger than the ring is not kept at all.
 func TestRingStaysWithinItsBytes(t *testing.T) {
-	budget := bridge.NewBudget(1 << 30)
+	budget := memory.NewBudget(1 << 30)
 	s := startHub(t, natsBroker(t), Options{Budget: budget, ReplayBytes: 3*mib + 4096, Linger: time.Minute})
 	topic := uniqueTopic(t)
 	st := openStream(t, s.url+"/sse/"+topic, nil)
@@ -193,7 +193,7 @@ func TestRingStaysWithinItsBytes(t *testing.T) {
 	}
 
 	t.Run("event larger than the ring", func(t *testing.T) {
-		budget := bridge.NewBudget(1 << 30)
+		budget := memory.NewBudget(1 << 30)
 		s := startHub(t, natsBroker(t), Options{Budget: budget, ReplayBytes: 512 << 10, Linger: time.Minute})
 		topic := uniqueTopic(t)
 		st := openStream(t, s.url+"/sse/"+topic, nil)
@@ -220,7 +220,7 @@ func TestRingStaysWithinItsBytes(t *testing.T) {
 // episode once as it begins and once as it ends. Once the budget covers
 // events again, streams are admitted again.
 func TestEventsOverBudget(t *testing.T) {
-	budget := bridge.NewBudget(64 * mib)
+	budget := memory.NewBudget(64 * mib)
 	logs := &brokertest.Logs{}
 	// Events are never kept (larger than the ring): what the budget holds is
 	// the queues alone.
@@ -362,7 +362,7 @@ func TestLiveTopicsAreBounded(t *testing.T) {
 // ending by themselves or by shutdown), each event's bytes are taken from
 // the budget once and all of them given back once nothing holds them.
 func TestBudgetReturnsToZero(t *testing.T) {
-	budget := bridge.NewBudget(1 << 30)
+	budget := memory.NewBudget(1 << 30)
 	s := startHub(t, natsBroker(t), Options{Budget: budget, Linger: 50 * time.Millisecond, ClientQueue: 1024,
 		ClientQueueBytes: 64 * mib,     // the stalled stream is never dropped as slow
 		WriteTimeout:     time.Second}) // its blocked write ends soon after shutdown

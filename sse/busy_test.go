@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
 )
 
 // A stream refused for load, by the handshake rate or a connection limit,
@@ -20,13 +20,13 @@ import (
 func TestStreamRefusedForLoad(t *testing.T) {
 	cases := []struct {
 		name  string
-		opts  bridge.ServerOptions
+		opts  front.ServerOptions
 		limit string        // named in the reason
 		least time.Duration // the limit's own wait, at most
 	}{
-		{"handshake rate", bridge.ServerOptions{HandshakeRate: 0.2, HandshakeBurst: 1}, "limits.handshakes_per_second", 5 * time.Second},
-		{"gateway full", bridge.ServerOptions{MaxConns: 1}, "limits.max_connections", 0},
-		{"address full", bridge.ServerOptions{MaxConnsPerIP: 1}, "limits.max_connections_per_ip", 0},
+		{"handshake rate", front.ServerOptions{HandshakeRate: 0.2, HandshakeBurst: 1}, "limits.handshakes_per_second", 5 * time.Second},
+		{"gateway full", front.ServerOptions{MaxConns: 1}, "limits.max_connections", 0},
+		{"address full", front.ServerOptions{MaxConnsPerIP: 1}, "limits.max_connections_per_ip", 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -57,8 +57,8 @@ func TestStreamRefusedForLoad(t *testing.T) {
 			}
 			ms, _ := strconv.Atoi(strings.TrimPrefix(lines[0], "retry: "))
 			retry := time.Duration(ms) * time.Millisecond
-			if hi := max(c.least, bridge.RetryMin) + bridge.RetrySpread; retry < bridge.RetryMin || retry > hi {
-				t.Fatalf("retry %s outside [%s, %s]", retry, bridge.RetryMin, hi)
+			if hi := max(c.least, front.RetryMin) + front.RetrySpread; retry < front.RetryMin || retry > hi {
+				t.Fatalf("retry %s outside [%s, %s]", retry, front.RetryMin, hi)
 			}
 			var data struct {
 				Reason  string `json:"reason"`

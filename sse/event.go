@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"unicode/utf8"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // event is one broker message, encoded once for every stream it goes to.
@@ -58,10 +58,10 @@ func (e *event) writeTo(write func([]byte) bool, multi bool) bool {
 func (e *event) hold(n int32) { e.refs.Add(n) }
 
 // release drops one reference; the last gives the event's bytes back to b.
-func (e *event) release(b *bridge.Budget) { e.drop(1, b) }
+func (e *event) release(b *memory.Budget) { e.drop(1, b) }
 
 // drop drops n references, as release does.
-func (e *event) drop(n int32, b *bridge.Budget) {
+func (e *event) drop(n int32, b *memory.Budget) {
 	if e.refs.Add(-n) == 0 {
 		b.Give(e.cost)
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // e2eDir holds the real JavaScript clients (npm ci --prefix testdata/e2e).
@@ -35,7 +35,7 @@ func requireEventSource(t *testing.T) {
 // budget can hold them again.
 func TestEventSourceComesBackAfterTheBudget(t *testing.T) {
 	requireEventSource(t)
-	budget := bridge.NewBudget(4 * mib)
+	budget := memory.NewBudget(4 * mib)
 	s := startHub(t, natsBroker(t), Options{Budget: budget})
 	topic := uniqueTopic(t)
 	held := openStream(t, s.url+"/sse/"+topic, nil) // keeps the topic live

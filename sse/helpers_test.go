@@ -12,13 +12,13 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/amqpbroker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/mqttbroker"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/broker/stompbroker"
+	"github.com/wsbridge/wsbridge/front"
 )
 
 func natsBroker(t testing.TB) broker.Broker {
@@ -61,7 +61,7 @@ func backends(t *testing.T) map[string]func(testing.TB) broker.Broker {
 type hubServer struct {
 	url string
 	hub *Hub
-	srv *bridge.Server
+	srv *front.Server
 }
 
 func startHub(t testing.TB, b broker.Broker, o Options) *hubServer {
@@ -72,21 +72,21 @@ func startHub(t testing.TB, b broker.Broker, o Options) *hubServer {
 // startHubWith serves the hub's routes with an auth policy, logging to logs.
 func startHubWith(t testing.TB, b broker.Broker, o Options, p *auth.Policy, logs io.Writer) *hubServer {
 	t.Helper()
-	return startHubOn(t, b, o, p, logs, bridge.ServerOptions{}, nil)
+	return startHubOn(t, b, o, p, logs, front.ServerOptions{}, nil)
 }
 
 // startHubOn is startHubWith on a server with options so, each route's
 // handler wrapped by wrap (nil: none).
-func startHubOn(t testing.TB, b broker.Broker, o Options, p *auth.Policy, logs io.Writer, so bridge.ServerOptions,
+func startHubOn(t testing.TB, b broker.Broker, o Options, p *auth.Policy, logs io.Writer, so front.ServerOptions,
 	wrap func(http.Handler) http.Handler) *hubServer {
 	t.Helper()
 	if wrap == nil {
 		wrap = func(h http.Handler) http.Handler { return h }
 	}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	srv := bridge.NewServer(log, so)
+	srv := front.NewServer(log, so)
 	if o.Origins == nil {
-		o.Origins, _ = bridge.NewOrigins([]string{"http://app.example"})
+		o.Origins, _ = front.NewOrigins([]string{"http://app.example"})
 	}
 	o.Conns, o.Log = srv.Conns, log
 	h := NewHub(b, o)

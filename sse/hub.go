@@ -19,6 +19,8 @@ import (
 
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // Options configure a Hub and its HTTP handlers.
@@ -79,9 +81,9 @@ type Options struct {
 	// Budget, shared with every route, bounds publish bodies being read
 	// and sent, and the events held in rings and queues, with everything
 	// else held for clients; nil: none.
-	Budget  *bridge.Budget
-	Origins *bridge.Origins
-	Conns   *bridge.Conns
+	Budget  *memory.Budget
+	Origins *front.Origins
+	Conns   *front.Conns
 	Log     *slog.Logger
 }
 
@@ -196,7 +198,7 @@ func NewHub(broker broker.Broker, o Options) *Hub {
 		o.Log = slog.Default()
 	}
 	if o.Conns == nil {
-		o.Conns = bridge.NewConns(0, 0)
+		o.Conns = front.NewConns(0, 0)
 	}
 	var b [4]byte
 	rand.Read(b[:])
@@ -668,7 +670,7 @@ func (c *client) offer(ev *event, maxBytes int64) bool {
 
 // sent lets go of ev, received from q and written (or not, the stream
 // ending).
-func (c *client) sent(ev *event, b *bridge.Budget) {
+func (c *client) sent(ev *event, b *memory.Budget) {
 	c.queued.Add(-ev.size)
 	ev.release(b)
 }
@@ -678,7 +680,7 @@ func (c *client) sent(ev *event, b *bridge.Budget) {
 // emptied for it at once, by the topic that ends it, so what it held is
 // free when the budget needs it. Every receiver from q takes an event only
 // when one is there, so the stream does not wait on what drain took.
-func (c *client) drain(b *bridge.Budget) {
+func (c *client) drain(b *memory.Budget) {
 	for {
 		select {
 		case ev := <-c.q:
@@ -689,5 +691,5 @@ func (c *client) drain(b *bridge.Budget) {
 	}
 }
 
-// GoAway implements bridge.Closer.
+// GoAway implements front.Closer.
 func (c *client) GoAway(string) { c.end(endShutdown) }

@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/amqpbroker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/mqttbroker"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/broker/stompbroker"
+	"github.com/wsbridge/wsbridge/front"
 )
 
 func TestStreamDeliversPublishes(t *testing.T) {
@@ -377,7 +377,7 @@ func TestStreamsEndWhenBrokerDrops(t *testing.T) {
 			last := st.last(t)
 			ms, _ := strconv.Atoi(last.retry)
 			if retry := time.Duration(ms) * time.Millisecond; last.typ != "unavailable" || !strings.Contains(last.data, "connection to the broker was lost") ||
-				retry < bridge.RetryMin || retry > bridge.RetryMin+bridge.RetrySpread {
+				retry < front.RetryMin || retry > front.RetryMin+front.RetrySpread {
 				t.Fatalf("last event %+v: want unavailable with a retry of 1-5 s", last)
 			}
 			again := openStream(t, s.url+"/sse/"+topic, http.Header{"Last-Event-ID": {before.id}})

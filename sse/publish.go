@@ -15,6 +15,7 @@ import (
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -32,7 +33,7 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 			topic = r.URL.Query().Get("topic")
 		}
 		if err := validate.Topic(topic); err != nil {
-			bridge.Error(w, http.StatusBadRequest, err.Error())
+			front.Error(w, http.StatusBadRequest, err.Error())
 			return
 		}
 		if _, ok := h.authorize(w, r, p, auth.Publish, []string{topic}); !ok {
@@ -40,7 +41,7 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 		}
 		max := int64(h.o.MaxPublishBytes)
 		if r.ContentLength > max {
-			bridge.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the %d-byte limit", r.ContentLength, max))
+			front.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body of %d bytes exceeds the %d-byte limit", r.ContentLength, max))
 			return
 		}
 		// A publish holds a socket and its body while it lasts: it counts
@@ -51,8 +52,8 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 		// share of streams must still be able to publish.
 		release, err := h.o.Conns.Add(publishing{rc}, "")
 		if err != nil {
-			b, _ := bridge.BusyFor(err)
-			bridge.RefuseHTTP(w, b)
+			b, _ := front.BusyFor(err)
+			front.RefuseHTTP(w, b)
 			return
 		}
 		defer release()
@@ -62,7 +63,7 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 		}
 		if !h.o.Budget.Take(hold) {
 			w.Header().Set("Retry-After", strconv.Itoa(int(h.o.Retry.Seconds()+0.5)))
-			bridge.Error(w, http.StatusServiceUnavailable, bridge.OverBudget().Reason)
+			front.Error(w, http.StatusServiceUnavailable, bridge.OverBudget().Reason)
 			return
 		}
 		defer h.o.Budget.Give(hold)
@@ -72,11 +73,11 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 			var tooBig *http.MaxBytesError
 			switch {
 			case errors.As(err, &tooBig):
-				bridge.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the %d-byte limit", max))
+				front.Error(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body exceeds the %d-byte limit", max))
 			case errors.Is(err, os.ErrDeadlineExceeded):
-				bridge.Error(w, http.StatusRequestTimeout, fmt.Sprintf("body not received within %s (websocket.message_timeout)", h.o.BodyTimeout))
+				front.Error(w, http.StatusRequestTimeout, fmt.Sprintf("body not received within %s (websocket.message_timeout)", h.o.BodyTimeout))
 			default:
-				bridge.Error(w, http.StatusBadRequest, "reading the body: "+err.Error())
+				front.Error(w, http.StatusBadRequest, "reading the body: "+err.Error())
 			}
 			return
 		}
@@ -95,7 +96,7 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 		}
 		if errors.Is(err, broker.ErrTooLarge) {
 			h.o.Log.Info("publish refused by the broker as too large", "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
-			bridge.Error(w, http.StatusRequestEntityTooLarge, err.Error())
+			front.Error(w, http.StatusRequestEntityTooLarge, err.Error())
 			return
 		}
 		if err != nil {
@@ -105,7 +106,7 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 				h.o.Log.Warn("publish failed", "backend", h.o.Backend, "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
 			}
 			w.Header().Set("Retry-After", strconv.Itoa(int(h.o.Retry.Seconds()+0.5)))
-			bridge.Error(w, http.StatusServiceUnavailable, why(err, h.o.PublishTimeout)+"; the message was not published")
+			front.Error(w, http.StatusServiceUnavailable, why(err, h.o.PublishTimeout)+"; the message was not published")
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // trickle starts a publish whose body of n declared bytes arrives a byte
@@ -58,9 +59,9 @@ func status(t *testing.T, c net.Conn) (int, string) {
 // gateway's limit refuses others) and holds its body's size of the
 // memory budget, given back after.
 func TestPublishBodiesAreBoundedAndCounted(t *testing.T) {
-	budget := bridge.NewBudget(1 << 20)
+	budget := memory.NewBudget(1 << 20)
 	s := startHubOn(t, natsBroker(t), Options{BodyTimeout: 500 * time.Millisecond, Budget: budget}, nil, io.Discard,
-		bridge.ServerOptions{MaxConns: 1}, nil)
+		front.ServerOptions{MaxConns: 1}, nil)
 	stop := make(chan struct{})
 	defer close(stop)
 	start := time.Now()
@@ -86,7 +87,7 @@ func TestPublishBodiesAreBoundedAndCounted(t *testing.T) {
 // A publish the memory budget cannot hold is refused with 503 and
 // Retry-After, naming the limit, before its body is read.
 func TestPublishOverBudget(t *testing.T) {
-	s := startHub(t, natsBroker(t), Options{Budget: bridge.NewBudget(1 << 10)})
+	s := startHub(t, natsBroker(t), Options{Budget: memory.NewBudget(1 << 10)})
 	code, body, hdr := do(t, "POST", s.url+"/publish/demo.big", nil, strings.Repeat("x", 2<<10))
 	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || !strings.Contains(body, "limits.memory_bytes") {
 		t.Fatalf("%d %q (Retry-After %q), want 503 naming limits.memory_bytes", code, body, hdr.Get("Retry-After"))

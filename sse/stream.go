@@ -14,12 +14,13 @@ import (
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
 // StreamHandler serves GET PREFIX/<topic> and GET PREFIX?topic=a&topic=b
 // to the clients p admits (nil: everyone) for the topics it allows them.
-// It is a bridge.BusyRefuser: see RefuseBusy.
+// It is a front.BusyRefuser: see RefuseBusy.
 func (h *Hub) StreamHandler(prefix string, p *auth.Policy) http.Handler {
 	return &streamHandler{h: h, prefix: prefix, p: p}
 }
@@ -37,7 +38,7 @@ func (s *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	topics, err := streamTopics(r, s.prefix, h.o.MaxTopics)
 	if err != nil {
-		bridge.Error(w, http.StatusBadRequest, err.Error())
+		front.Error(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	id, ok := h.authorize(w, r, s.p, auth.Subscribe, topics)
@@ -55,14 +56,14 @@ func (s *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // sets its reconnection time to the hint and ends at once. Its one event,
 // busy, tells a page why, with the hint in milliseconds; it carries no
 // id, so the client keeps its Last-Event-ID for the retry.
-func (s *streamHandler) RefuseBusy(w http.ResponseWriter, r *http.Request, b bridge.Busy) {
+func (s *streamHandler) RefuseBusy(w http.ResponseWriter, r *http.Request, b front.Busy) {
 	if !allowCORS(w, r, s.h.o.Origins, http.MethodGet) {
 		return
 	}
 	refuseBusy(w, b)
 }
 
-func refuseBusy(w http.ResponseWriter, b bridge.Busy) { refuse(w, "busy", b) }
+func refuseBusy(w http.ResponseWriter, b front.Busy) { refuse(w, "busy", b) }
 
 // refuseUnavailable answers a stream whose topic could not be subscribed
 // to now (the broker down, silent, or refusing the gateway's login) as a
@@ -77,7 +78,7 @@ func (h *Hub) refuseUnavailable(w http.ResponseWriter, err error) {
 			err = down // a cause known from an earlier attempt says more
 		}
 	}
-	refuse(w, "unavailable", bridge.Busy{Outcome: "backend_unavailable", Reason: why(err, h.o.SubscribeWait), Retry: bridge.RetryHint(0)})
+	refuse(w, "unavailable", front.Busy{Outcome: "backend_unavailable", Reason: why(err, h.o.SubscribeWait), Retry: front.RetryHint(0)})
 }
 
 // refusalEvent is the event that ends a refused stream: it sets
@@ -94,7 +95,7 @@ func refusalEvent(event, reason string, retry time.Duration) []byte {
 }
 
 // refuse answers a stream with refusalEvent and ends it.
-func refuse(w http.ResponseWriter, event string, b bridge.Busy) {
+func refuse(w http.ResponseWriter, event string, b front.Busy) {
 	body := refusalEvent(event, b.Reason, b.Retry)
 	hd := w.Header()
 	hd.Set("Content-Type", "text/event-stream")
@@ -112,7 +113,7 @@ func (h *Hub) authorize(w http.ResponseWriter, r *http.Request, p *auth.Policy, 
 	id, err := bridge.Authenticate(r, p, false)
 	if err != nil {
 		h.o.Log.Info("sse request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", bridge.LoginOutcome(err), "reason", err.Error())
-		if b, busy := bridge.BusyFor(err); busy && act == auth.Subscribe {
+		if b, busy := front.BusyFor(err); busy && act == auth.Subscribe {
 			refuseBusy(w, b)
 		} else {
 			bridge.RefuseLogin(w, p, err)
@@ -125,7 +126,7 @@ func (h *Hub) authorize(w http.ResponseWriter, r *http.Request, p *auth.Policy, 
 	for _, t := range topics {
 		if err := p.Allow(id, act, auth.Dest{Kind: auth.Topic, Name: t}); err != nil {
 			h.o.Log.Info("sse access denied", "remote", r.RemoteAddr, "identity", id.String(), "action", act.String(), "destination", t)
-			bridge.Error(w, http.StatusForbidden, err.Error())
+			front.Error(w, http.StatusForbidden, err.Error())
 			return nil, false
 		}
 	}
@@ -188,13 +189,13 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	if h.shortOfBudget() {
 		// Logged once for the episode, as it began (see topic.deliver).
 		h.budgetRefused.Add(1)
-		refuseBusy(w, bridge.Busy{Outcome: bridge.OutcomeOverBudget, Reason: bridge.OverBudget().Reason, Retry: bridge.RetryHint(0)})
+		refuseBusy(w, front.Busy{Outcome: bridge.OutcomeOverBudget, Reason: bridge.OverBudget().Reason, Retry: front.RetryHint(0)})
 		return
 	}
 	c := newClient(h.o.ClientQueue)
-	release, err := h.o.Conns.Add(c, bridge.ClientIP(r))
+	release, err := h.o.Conns.Add(c, front.ClientIP(r))
 	if err != nil {
-		b, _ := bridge.BusyFor(err)
+		b, _ := front.BusyFor(err)
 		log.Warn("sse stream refused", "outcome", b.Outcome, "reason", b.Reason, "retry", b.Retry)
 		refuseBusy(w, b)
 		return
@@ -227,7 +228,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 				if !h.topicsFull.Swap(true) {
 					log.Warn("sse streams refused: as many topics are followed as sse.max_live_topics allows, none without a stream", "max_live_topics", h.o.MaxLiveTopics)
 				}
-				refuseBusy(w, bridge.Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: bridge.RetryHint(0)})
+				refuseBusy(w, front.Busy{Outcome: "over_capacity", Reason: err.Error(), Retry: front.RetryHint(0)})
 				return
 			}
 			if outage(err) || errors.Is(err, errNoAnswer) || errors.Is(err, errHubClosed) {
@@ -386,7 +387,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 				// jittered retry spreads the crowd that lost the broker
 				// together, and the event tells a page why.
 				armDeadline()
-				write(refusalEvent("unavailable", why(errLost, 0), bridge.RetryHint(0)))
+				write(refusalEvent("unavailable", why(errLost, 0), front.RetryHint(0)))
 				rc.Flush()
 			}
 			return
@@ -401,7 +402,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 // admit does what both handlers do first: the Origin check with CORS
 // headers, the answer to a CORS preflight, and 405 for other methods. It
 // returns true when the request is method and may proceed.
-func admit(w http.ResponseWriter, r *http.Request, origins *bridge.Origins, method string) bool {
+func admit(w http.ResponseWriter, r *http.Request, origins *front.Origins, method string) bool {
 	if !allowCORS(w, r, origins, method) {
 		return false
 	}
@@ -412,14 +413,14 @@ func admit(w http.ResponseWriter, r *http.Request, origins *bridge.Origins, meth
 		w.WriteHeader(http.StatusNoContent)
 	default:
 		w.Header().Set("Allow", method+", OPTIONS")
-		bridge.Error(w, http.StatusMethodNotAllowed, "use "+method)
+		front.Error(w, http.StatusMethodNotAllowed, "use "+method)
 	}
 	return false
 }
 
 // allowCORS sets CORS headers for an allowed browser origin, or answers
 // 403 and returns false.
-func allowCORS(w http.ResponseWriter, r *http.Request, origins *bridge.Origins, methods string) bool {
+func allowCORS(w http.ResponseWriter, r *http.Request, origins *front.Origins, methods string) bool {
 	origin := r.Header.Get("Origin")
 	if !origins.Check(w, r) {
 		return false

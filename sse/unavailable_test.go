@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/amqpbroker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
@@ -30,7 +30,7 @@ type refusal struct {
 
 // getRefusal opens url as a cross-origin EventSource would and expects a
 // refusal it follows by itself: 200 text/event-stream with the CORS
-// headers, a retry within bridge.RetryHint's range, one event whose data
+// headers, a retry within front.RetryHint's range, one event whose data
 // says why with the same retry, and the end.
 func getRefusal(t *testing.T, url string) refusal {
 	t.Helper()
@@ -58,8 +58,8 @@ func getRefusal(t *testing.T, url string) refusal {
 	}
 	ms, _ := strconv.Atoi(strings.TrimPrefix(lines[0], "retry: "))
 	r := refusal{event: strings.TrimPrefix(lines[1], "event: "), retry: time.Duration(ms) * time.Millisecond, took: took}
-	if r.retry < bridge.RetryMin || r.retry > bridge.RetryMin+bridge.RetrySpread {
-		t.Fatalf("retry %s outside [%s, %s]", r.retry, bridge.RetryMin, bridge.RetryMin+bridge.RetrySpread)
+	if r.retry < front.RetryMin || r.retry > front.RetryMin+front.RetrySpread {
+		t.Fatalf("retry %s outside [%s, %s]", r.retry, front.RetryMin, front.RetryMin+front.RetrySpread)
 	}
 	var data struct {
 		Reason  string `json:"reason"`

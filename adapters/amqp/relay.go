@@ -150,7 +150,7 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o.Log.Info("amqp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }
 
-// GoAway implements bridge.Closer: connection.close 320 (connection
+// GoAway implements front.Closer: connection.close 320 (connection
 // forced), then 1001.
 func (s *session) GoAway(reason string) {
 	s.closeConnection("shutdown", reason, bridge.CloseGoingAway, 320, "CONNECTION_FORCED - "+reason)

@@ -142,7 +142,7 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o.Log.Info("mqtt connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }
 
-// GoAway implements bridge.Closer.
+// GoAway implements front.Closer.
 func (s *session) GoAway(reason string) {
 	var answer []byte
 	if s.disconnectAllowed() {

@@ -22,6 +22,7 @@ import (
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -29,7 +30,7 @@ func startRelay(t *testing.T, o Options) string {
 	t.Helper()
 	return brokertest.ServeRoute(t, "/mqtt", nil, func(e brokertest.RouteEnv) http.Handler {
 		o.Origins, o.Conns, o.Log, o.Route, o.Backend = e.Origins, e.Conns, e.Log, "/mqtt", "mosquitto"
-		if reflect.DeepEqual(o.WS, bridge.WSOptions{}) {
+		if reflect.ValueOf(o.WS).IsZero() { // WSOptions holds a func: no ==
 			o.WS = e.WS
 		}
 		return NewRelay(o)
@@ -584,7 +585,7 @@ func TestRelayCleanDisconnect(t *testing.T) {
 func TestRelayPartialPacketTakesItsDeclaredLength(t *testing.T) {
 	addr := brokertest.Mosquitto(t)
 	ws := bridge.DefaultWSOptions()
-	ws.Budget = bridge.NewBudget(256 << 10)
+	ws.Budget = memory.NewBudget(256 << 10)
 	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: addr, WS: ws}})
 	c := dialRaw(t, url)
 	c.send(t, connect(t, 4, fmt.Sprintf("partial-%d", time.Now().UnixNano())))

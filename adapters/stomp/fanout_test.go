@@ -18,6 +18,7 @@ import (
 	"github.com/wsbridge/wsbridge/broker/mqttbroker"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/broker/stompbroker"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // backends are the brokers translate mode maps onto, each behind the
@@ -178,7 +179,7 @@ func TestTranslateSlowClientIsDroppedAlone(t *testing.T) {
 func TestTranslateSlowConsumerIsDroppedAtOnce(t *testing.T) {
 	ws := bridge.DefaultWSOptions()
 	ws.WriteTimeout = time.Minute
-	budget := bridge.NewBudget(bridge.DefaultMemoryBytes)
+	budget := memory.NewBudget(memory.DefaultBudgetBytes)
 	ws.Budget = budget
 	gw, _ := startTranslator(t, Options{RouteOptions: bridge.RouteOptions{WS: ws}})
 	topic := fmt.Sprintf("/topic/wsbridge.stalled.%d", time.Now().UnixNano())

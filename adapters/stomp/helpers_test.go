@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -29,7 +29,7 @@ func testCredential(t testing.TB) keyring.Credential { return brokertest.RabbitC
 // gateway is a relay route served on a loopback port.
 type gateway struct {
 	url   string
-	conns *bridge.Conns
+	conns *front.Conns
 	logs  *syncBuffer
 }
 
@@ -50,13 +50,13 @@ func startGateway(t testing.TB, o Options) *gateway {
 	if o.Backend == "" {
 		o.Backend = "rabbitmq"
 	}
-	var conns *bridge.Conns
+	var conns *front.Conns
 	url := brokertest.ServeRoute(t, o.Route, o.Log, func(e brokertest.RouteEnv) http.Handler {
 		if o.Origins == nil {
 			o.Origins = e.Origins
 		}
 		o.Conns, conns = e.Conns, e.Conns
-		if reflect.DeepEqual(o.WS, bridge.WSOptions{}) {
+		if reflect.ValueOf(o.WS).IsZero() { // WSOptions holds a func: no ==
 			o.WS = e.WS
 		}
 		return NewRelay(o)

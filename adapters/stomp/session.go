@@ -55,7 +55,7 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	o.Log.Info("stomp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }
 
-// GoAway implements bridge.Closer.
+// GoAway implements front.Closer.
 func (s *session) GoAway(reason string) {
 	s.finish("shutdown", reason, reason, bridge.CloseGoingAway)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -50,9 +51,9 @@ type translator struct {
 	// the broker client's goroutine, shared by every subscriber of the
 	// topic, and must never wait for one client's socket.
 	out    chan []byte
-	budget *bridge.Budget
+	budget *memory.Budget
 	// queued is what waits in out, held what of it is taken from the
-	// budget: all past the first bridge.OwnBytes, which are the
+	// budget: all past the first memory.OwnBytes, which are the
 	// connection's own, so that clients spending the budget (slow readers,
 	// partial frames) cannot get a well-behaved client's next small
 	// delivery refused.
@@ -117,7 +118,7 @@ func (t *translator) account(delta int64) bool {
 	t.qmu.Lock()
 	defer t.qmu.Unlock()
 	q := t.queued + delta
-	held := max(0, q-bridge.OwnBytes)
+	held := max(0, q-memory.OwnBytes)
 	switch more := held - t.queHld; {
 	case more > 0:
 		if !t.budget.Take(more) {

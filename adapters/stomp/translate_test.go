@@ -14,6 +14,7 @@ import (
 	"github.com/wsbridge/wsbridge/broker/amqpbroker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -325,7 +326,7 @@ func TestTranslateOnExternalBrokers(t *testing.T) {
 // the largest size (16 GiB at the 1 MiB default) on one connection.
 func TestTranslateTransactionsTakeFromTheBudget(t *testing.T) {
 	ws := bridge.DefaultWSOptions()
-	budget := bridge.NewBudget(256 << 10)
+	budget := memory.NewBudget(256 << 10)
 	ws.Budget = budget
 	gw, _ := startTranslator(t, Options{RouteOptions: bridge.RouteOptions{WS: ws}})
 	body := strings.Repeat("x", 100<<10)

@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
@@ -425,7 +425,7 @@ func tooLarge(t *testing.T, h Harness) {
 func RunTLS(t *testing.T, mk func(t *testing.T, ca *CA, conf *tls.Config) broker.Broker) {
 	ca := NewCA(t)
 	t.Run("over tls", func(t *testing.T) {
-		conf, err := bridge.ClientTLS{CAFile: ca.File}.Config("127.0.0.1")
+		conf, err := front.ClientTLS{CAFile: ca.File}.Config("127.0.0.1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -451,7 +451,7 @@ func RunTLS(t *testing.T, mk func(t *testing.T, ca *CA, conf *tls.Config) broker
 		}
 	})
 	t.Run("untrusted certificate", func(t *testing.T) {
-		other, err := bridge.ClientTLS{CAFile: NewCA(t).File}.Config("127.0.0.1")
+		other, err := front.ClientTLS{CAFile: NewCA(t).File}.Config("127.0.0.1")
 		if err != nil {
 			t.Fatal(err)
 		}

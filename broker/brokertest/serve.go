@@ -12,11 +12,12 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
 )
 
 // Serve runs srv on a loopback port until the test ends, then shuts it
 // down (sessions first) and waits. It returns host:port.
-func Serve(t testing.TB, srv *bridge.Server) string {
+func Serve(t testing.TB, srv *front.Server) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,8 +37,8 @@ func Serve(t testing.TB, srv *bridge.Server) string {
 // RouteEnv is what a WebSocket route under test is wired with.
 type RouteEnv struct {
 	Log     *slog.Logger
-	Origins *bridge.Origins // allows http://allowed.example
-	Conns   *bridge.Conns
+	Origins *front.Origins // allows http://allowed.example
+	Conns   *front.Conns
 	WS      bridge.WSOptions // the defaults
 }
 
@@ -48,8 +49,8 @@ func ServeRoute(t testing.TB, path string, log *slog.Logger, mk func(RouteEnv) h
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	srv := bridge.NewServer(log, bridge.ServerOptions{MaxConns: 100})
-	origins, _ := bridge.NewOrigins([]string{"http://allowed.example"})
+	srv := front.NewServer(log, front.ServerOptions{MaxConns: 100})
+	origins, _ := front.NewOrigins([]string{"http://allowed.example"})
 	srv.Handle(path, mk(RouteEnv{Log: log, Origins: origins, Conns: srv.Conns, WS: bridge.DefaultWSOptions()}))
 	return "ws://" + Serve(t, srv) + path
 }

@@ -19,7 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 // connsOptions configure the conns scenario: N idle connections opened at
@@ -119,13 +119,15 @@ func serverRSS(statsURL string, pid int, gc bool) (int64, error) {
 			return 0, fmt.Errorf("stats: %w", err)
 		}
 		defer resp.Body.Close()
-		var s bridge.Stats
+		var s struct { // the one field of admin.Stats read here; wsbench links no pprof
+			RSSBytes int64 `json:"rss_bytes"`
+		}
 		if err := json.NewDecoder(resp.Body).Decode(&s); err != nil || resp.StatusCode != http.StatusOK {
 			return 0, fmt.Errorf("stats %s: %s %v", statsURL, resp.Status, err)
 		}
 		return s.RSSBytes, nil
 	case pid > 0:
-		rss := bridge.ProcessRSS(pid)
+		rss := memory.ProcessRSS(pid)
 		if rss == 0 {
 			return 0, fmt.Errorf("no RSS for process %d in /proc", pid)
 		}

@@ -16,10 +16,13 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/adapters/stomp"
+	"github.com/wsbridge/wsbridge/admin"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
+	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/sse"
 )
 
@@ -28,7 +31,7 @@ import (
 // and a small budget, so that a hundred hostile clients of each kind meet
 // every limit within seconds. It returns the STOMP URL, an admin stats URL
 // and the budget.
-func hostileGateway(t *testing.T, budget int64) (string, string, *bridge.Budget) {
+func hostileGateway(t *testing.T, budget int64) (string, string, *memory.Budget) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	e, err := natsbroker.StartEmbedded(natsbroker.EmbeddedOptions{Port: -1, MaxPayload: 2 << 20, Log: log})
@@ -42,18 +45,18 @@ func hostileGateway(t *testing.T, budget int64) (string, string, *bridge.Budget)
 	}
 	t.Cleanup(func() { nb.Close() })
 	broker := broker.NewShared(nb)
-	srv := bridge.NewServer(log, bridge.ServerOptions{MaxConns: 1000})
-	origins, _ := bridge.NewOrigins(nil)
+	srv := front.NewServer(log, front.ServerOptions{MaxConns: 1000})
+	origins, _ := front.NewOrigins(nil)
 	ws := bridge.DefaultWSOptions()
 	// Short enough for a hundred clients of each kind to meet them within
 	// seconds, long enough for the probe under the race detector.
 	ws.LoginTimeout, ws.MessageTimeout, ws.WriteTimeout = 2*time.Second, 3*time.Second, time.Second
-	ws.Budget = bridge.NewBudget(budget)
+	ws.Budget = memory.NewBudget(budget)
 	// A slow reader's writes then block within a second at the test's
 	// rates, rather than once the kernel's autotuned 4 MiB are full.
 	ws.SendBufferBytes = 64 << 10
 	// As cmd/wsbridge does: the collector's soft limit follows the bound.
-	t.Cleanup(bridge.FollowMemoryLimit(ws.Budget, srv.Conns, 100*time.Millisecond))
+	t.Cleanup(memory.FollowLimit(ws.Budget, srv.Conns.Len, 100*time.Millisecond))
 	ro := bridge.RouteOptions{Route: "/stomp", Backend: "nats", WS: ws, Origins: origins, Conns: srv.Conns, Log: log}
 	srv.Handle("/stomp", stomp.NewRelay(stomp.Options{RouteOptions: ro, Broker: broker}))
 	so := sse.DefaultOptions()
@@ -62,11 +65,11 @@ func hostileGateway(t *testing.T, budget int64) (string, string, *bridge.Budget)
 	t.Cleanup(hub.Close)
 	srv.Handle("/publish/", hub.PublishHandler("/publish", nil))
 	url := "ws://" + brokertest.Serve(t, srv) + "/stomp"
-	admin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		json.NewEncoder(w).Encode(bridge.Stats{RSSBytes: testRSS()})
+	adminSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		json.NewEncoder(w).Encode(admin.Stats{RSSBytes: testRSS()})
 	}))
-	t.Cleanup(admin.Close)
-	return url, admin.URL, ws.Budget
+	t.Cleanup(adminSrv.Close)
+	return url, adminSrv.URL, ws.Budget
 }
 
 // testRSS is this process's RSS, where the gateway under test runs. Under
@@ -75,7 +78,7 @@ func hostileGateway(t *testing.T, budget int64) (string, string, *bridge.Budget)
 // which is the RSS without it.
 func testRSS() int64 {
 	if !raceEnabled {
-		return bridge.ProcessRSS(os.Getpid())
+		return memory.ProcessRSS(os.Getpid())
 	}
 	s := []metrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}
 	metrics.Read(s)

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
 func main() {
@@ -324,7 +325,7 @@ max_connections_per_ip, handshakes_per_second and handshake_burst.
 	fs.BoolVar(&o.Split, "split", false, "run the hostile clients in a child process, so that the probe is not scheduled behind them")
 	fs.DurationVar(&o.Sample, "sample", 100*time.Millisecond, "how often the RSS is read")
 	fs.Int64Var(&o.Bound, "bound", 0, "RSS bound in bytes; 0: RSS at rest + -memory-bytes + 128 KiB per connection, as the README documents")
-	fs.Int64Var(&o.MemoryBytes, "memory-bytes", bridge.DefaultMemoryBytes, "the gateway's limits.memory_bytes, for the bound")
+	fs.Int64Var(&o.MemoryBytes, "memory-bytes", memory.DefaultBudgetBytes, "the gateway's limits.memory_bytes, for the bound")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

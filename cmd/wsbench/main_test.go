@@ -21,9 +21,11 @@ import (
 	"github.com/wsbridge/wsbridge/adapters/amqp"
 	"github.com/wsbridge/wsbridge/adapters/mqtt"
 	"github.com/wsbridge/wsbridge/adapters/stomp"
+	"github.com/wsbridge/wsbridge/admin"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/sse"
 )
 
@@ -264,8 +266,8 @@ func TestSSEFanout(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	srv := bridge.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), bridge.ServerOptions{})
-	origins, _ := bridge.NewOrigins(nil)
+	srv := front.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), front.ServerOptions{})
+	origins, _ := front.NewOrigins(nil)
 	h := sse.NewHub(b, sse.Options{Conns: srv.Conns, Origins: origins})
 	srv.Handle("/sse/", h.StreamHandler("/sse", nil))
 	srv.Handle("/publish/", h.PublishHandler("/publish", nil))
@@ -310,7 +312,7 @@ func TestConns(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	for _, tc := range []struct{ mode, path string }{{"stomp", "/stomp"}, {"mqtt", "/mqtt"}, {"upgrade", "/stomp"}} {
 		t.Run(tc.mode, func(t *testing.T) {
-			var conns *bridge.Conns
+			var conns *front.Conns
 			url := brokertest.ServeRoute(t, tc.path, nil, func(e brokertest.RouteEnv) http.Handler {
 				conns = e.Conns
 				ro := bridge.RouteOptions{Route: tc.path, Backend: "b", WS: e.WS, Origins: e.Origins, Conns: e.Conns, Log: e.Log}
@@ -321,11 +323,11 @@ func TestConns(t *testing.T) {
 				ro.Address, ro.Credential = stompAddr, &cred
 				return stomp.NewRelay(stomp.Options{RouteOptions: ro})
 			})
-			admin := httptest.NewServer(bridge.AdminHandler(conns))
-			t.Cleanup(admin.Close)
+			adminSrv := httptest.NewServer(admin.Handler(admin.Options{Conns: conns}))
+			t.Cleanup(adminSrv.Close)
 			var out, errb bytes.Buffer
 			code := run(context.Background(), []string{"conns", "-url", url, "-mode", tc.mode, "-n", "110", "-ramp", "2000", "-concurrency", "1",
-				"-hold", "200ms", "-sources", "4", "-stats", admin.URL + "/debug/stats", "-gc"}, &out, &errb, nil)
+				"-hold", "200ms", "-sources", "4", "-stats", adminSrv.URL + "/debug/stats", "-gc"}, &out, &errb, nil)
 			if code != 0 {
 				t.Fatalf("exit %d: %s", code, errb.String())
 			}

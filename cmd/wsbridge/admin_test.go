@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/admin"
 )
 
 // admin.listen opens a second, loopback-only listener with Go's profiles
@@ -22,12 +22,12 @@ func TestAdminListenerServesProfilesAndStats(t *testing.T) {
 	if m == nil {
 		t.Fatalf("no admin listener in the logs:\n%s", g.logs)
 	}
-	admin := m[1]
+	adminAddr := m[1]
 
-	stats := func() bridge.Stats {
+	stats := func() admin.Stats {
 		t.Helper()
-		code, body := get(t, "http://"+admin+"/debug/stats")
-		var s bridge.Stats
+		code, body := get(t, "http://"+adminAddr+"/debug/stats")
+		var s admin.Stats
 		if err := json.Unmarshal([]byte(body), &s); code != 200 || err != nil {
 			t.Fatalf("stats: %d %q %v", code, body, err)
 		}
@@ -46,22 +46,22 @@ func TestAdminListenerServesProfilesAndStats(t *testing.T) {
 		t.Fatalf("connections %d with a session open, %d before", s.Connections, before.Connections)
 	}
 
-	resp, err := http.Post("http://"+admin+"/debug/gc", "", nil)
+	resp, err := http.Post("http://"+adminAddr+"/debug/gc", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var afterGC bridge.Stats
+	var afterGC admin.Stats
 	if err := json.NewDecoder(resp.Body).Decode(&afterGC); err != nil || resp.StatusCode != 200 || afterGC.NumGC <= before.NumGC {
 		t.Fatalf("POST /debug/gc: %d %+v %v", resp.StatusCode, afterGC, err)
 	}
 	resp.Body.Close()
-	if code, _ := get(t, "http://"+admin+"/debug/gc"); code != http.StatusMethodNotAllowed {
+	if code, _ := get(t, "http://"+adminAddr+"/debug/gc"); code != http.StatusMethodNotAllowed {
 		t.Fatalf("GET /debug/gc: %d", code)
 	}
-	if code, body := get(t, "http://"+admin+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+	if code, body := get(t, "http://"+adminAddr+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
 		t.Fatalf("pprof index: %d", code)
 	}
-	if code, body := get(t, "http://"+admin+"/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "ReadLoop") {
+	if code, body := get(t, "http://"+adminAddr+"/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "ReadLoop") {
 		t.Fatalf("goroutine profile: %d, no session read loop in it", code)
 	}
 	for _, path := range []string{"/debug/pprof/", "/debug/stats"} {

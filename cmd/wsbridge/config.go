@@ -22,7 +22,9 @@ import (
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/sse"
 	"github.com/wsbridge/wsbridge/validate"
 	"go.yaml.in/yaml/v3"
@@ -52,8 +54,8 @@ type Config struct {
 	Auth   map[string]AuthConfig `yaml:"auth"`
 	Routes []RouteConfig         `yaml:"routes"`
 
-	origins  *bridge.Origins
-	proxies  bridge.Proxies
+	origins  *front.Origins
+	proxies  front.Proxies
 	file     string                  // the -config argument; "" for the embedded default
 	dir      string                  // the config file's directory: relative file paths start here
 	policies map[string]*auth.Policy // by auth name, built by check
@@ -621,17 +623,17 @@ func (cfg *Config) check(c *checker) {
 		c.fail("listen", "%v", err)
 	}
 	for i, o := range cfg.AllowedOrigins {
-		if _, err := bridge.NewOrigins([]string{o}); err != nil {
+		if _, err := front.NewOrigins([]string{o}); err != nil {
 			c.fail(fmt.Sprintf("allowed_origins.%d", i), "%v", err)
 		}
 	}
-	cfg.origins, _ = bridge.NewOrigins(cfg.AllowedOrigins)
+	cfg.origins, _ = front.NewOrigins(cfg.AllowedOrigins)
 	for i, p := range cfg.TrustedProxies {
-		if _, err := bridge.ParseProxies([]string{p}); err != nil {
+		if _, err := front.ParseProxies([]string{p}); err != nil {
 			c.fail(fmt.Sprintf("trusted_proxies.%d", i), "%q is not an address or CIDR (10.0.0.0/8, 192.168.1.5, fd00::/8)", p)
 		}
 	}
-	cfg.proxies, _ = bridge.ParseProxies(cfg.TrustedProxies)
+	cfg.proxies, _ = front.ParseProxies(cfg.TrustedProxies)
 	switch t := &cfg.TLS; {
 	case t.CertFile == "" && t.KeyFile != "":
 		c.fail("tls", "serving TLS needs both cert_file and key_file: cert_file is missing")
@@ -651,7 +653,7 @@ func (cfg *Config) check(c *checker) {
 		if unreadable {
 			break
 		}
-		if _, err := bridge.NewCertReloader(t.CertFile, t.KeyFile); err != nil {
+		if _, err := front.NewCertReloader(t.CertFile, t.KeyFile); err != nil {
 			c.fail("tls", "%s (cert_file %s, key_file %s)", strings.TrimPrefix(err.Error(), "tls: "), t.CertFile, t.KeyFile)
 		}
 	}
@@ -711,7 +713,7 @@ func (cfg *Config) check(c *checker) {
 	c.intIn("sse.max_topics_per_stream", &sc.MaxTopicsPerStream, sd.MaxTopics, 1, 1024)
 	c.intIn("sse.max_publish_bytes", &sc.MaxPublishBytes, sd.MaxPublishBytes, 1, 64<<20)
 
-	so := bridge.DefaultServerOptions()
+	so := front.DefaultServerOptions()
 	c.intIn("limits.max_connections", &cfg.Limits.MaxConnections, so.MaxConns, 1, 10_000_000)
 	c.intIn("limits.max_connections_per_ip", &cfg.Limits.MaxConnectionsPerIP, so.MaxConnsPerIP, 1, 10_000_000)
 	if hs := &cfg.Limits.HandshakesPerSecond; *hs == 0 {
@@ -720,7 +722,7 @@ func (cfg *Config) check(c *checker) {
 		c.fail("limits.handshakes_per_second", "%g is out of range [0.01, 1000000]", *hs)
 	}
 	c.intIn("limits.handshake_burst", &cfg.Limits.HandshakeBurst, so.HandshakeBurst, 1, 1_000_000)
-	c.intIn("limits.memory_bytes", &cfg.Limits.MemoryBytes, bridge.DefaultMemoryBytes, 1<<20, 1<<40)
+	c.intIn("limits.memory_bytes", &cfg.Limits.MemoryBytes, memory.DefaultBudgetBytes, 1<<20, 1<<40)
 	if lt := &cfg.Limits.LoginTimeout; *lt == nil {
 		v := Duration(d.LoginTimeout)
 		*lt = &v
@@ -800,7 +802,7 @@ func (cfg *Config) check(c *checker) {
 		c.durIn(p+".dial_timeout", &b.DialTimeout, 5*time.Second, 10*time.Millisecond, time.Minute)
 		if t := b.TLS; t.Enabled || t != (BackendTLSConfig{}) {
 			host, _, _ := net.SplitHostPort(b.Address)
-			ct := bridge.ClientTLS{ServerName: t.ServerName}
+			ct := front.ClientTLS{ServerName: t.ServerName}
 			for _, f := range []struct {
 				in  string
 				out *string

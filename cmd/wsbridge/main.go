@@ -30,13 +30,16 @@ import (
 	"github.com/wsbridge/wsbridge/adapters/amqp"
 	"github.com/wsbridge/wsbridge/adapters/mqtt"
 	"github.com/wsbridge/wsbridge/adapters/stomp"
+	"github.com/wsbridge/wsbridge/admin"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/amqpbroker"
 	"github.com/wsbridge/wsbridge/broker/mqttbroker"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/broker/stompbroker"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/sse"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -113,7 +116,7 @@ func runGateway(ctx context.Context, cf commonFlags, listen string, stderr io.Wr
 	}
 	defer gw.close()
 	srv := gw.srv
-	defer bridge.FollowMemoryLimit(gw.budget, srv.Conns, time.Second)()
+	defer memory.FollowLimit(gw.budget, srv.Conns.Len, time.Second)()
 	if adminLn != nil {
 		defer serveAdmin(adminLn, srv.Conns, log)()
 	}
@@ -179,8 +182,8 @@ func openListener(addr, hint string) (net.Listener, error) {
 
 // serveAdmin serves the admin listener (profiles and stats) beside the
 // public one; the returned function closes it.
-func serveAdmin(ln net.Listener, conns *bridge.Conns, log *slog.Logger) func() {
-	hs := &http.Server{Handler: bridge.AdminHandler(conns), ReadHeaderTimeout: 10 * time.Second,
+func serveAdmin(ln net.Listener, conns *front.Conns, log *slog.Logger) func() {
+	hs := &http.Server{Handler: admin.Handler(admin.Options{Conns: conns}), ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	done := make(chan struct{})
 	go func() {
@@ -204,12 +207,12 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 
 // gateway is the wired server and what must be closed after it.
 type gateway struct {
-	srv      *bridge.Server
-	certs    *bridge.CertReloader // nil without TLS
+	srv      *front.Server
+	certs    *front.CertReloader // nil without TLS
 	hubs     []*sse.Hub
 	brokers  []broker.Broker
 	embedded []*natsbroker.Embedded
-	budget   *bridge.Budget // limits.memory_bytes, shared by every route
+	budget   *memory.Budget // limits.memory_bytes, shared by every route
 	// creds hold each backend's credential by backend name; SIGHUP puts
 	// the reloaded keyring's in them.
 	creds map[string]*broker.CredentialHolder
@@ -278,20 +281,22 @@ func (g *gateway) close() {
 // -keyring, for the commands the logs suggest.
 func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog.Logger) (*gateway, error) {
 	cfg.keyring.Store(kr)
-	so := bridge.ServerOptions{
+	so := front.ServerOptions{
 		MaxConns: cfg.Limits.MaxConnections, MaxConnsPerIP: cfg.Limits.MaxConnectionsPerIP,
 		HandshakeRate: cfg.Limits.HandshakesPerSecond, HandshakeBurst: cfg.Limits.HandshakeBurst,
 		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout), TrustedProxies: cfg.proxies,
+		// A refused login is logged by its LoginCheck, with the keyring entry.
+		Reported: func(err error) bool { return errors.Is(err, broker.ErrLoginRefused) },
 	}
-	var certs *bridge.CertReloader
+	var certs *front.CertReloader
 	if cfg.TLS.CertFile != "" {
 		var err error
-		if certs, err = bridge.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
+		if certs, err = front.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
 			return nil, err
 		}
 		so.TLS = certs.ServerConfig()
 	}
-	g := &gateway{srv: bridge.NewServer(log, so), certs: certs, budget: bridge.NewBudget(int64(cfg.Limits.MemoryBytes)),
+	g := &gateway{srv: front.NewServer(log, so), certs: certs, budget: memory.NewBudget(int64(cfg.Limits.MemoryBytes)),
 		creds: map[string]*broker.CredentialHolder{}}
 	srv := g.srv
 	ws := bridge.WSOptions{

@@ -1,15 +1,10 @@
-package bridge
+package front
 
 import (
-	"crypto/sha1"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
@@ -27,7 +22,7 @@ const (
 	RetrySpread = 4 * time.Second
 )
 
-// BreachCost is what a breach (WSOptions.Penalize) costs its client
+// BreachCost is what a breach (bridge.WSOptions.Penalize) costs its client
 // address, in time of its handshake rate: at the default rate, 25
 // handshakes. An address whose clients reconnect to breach again and
 // again is held to four breaches a second, while the handshakes it tries
@@ -39,18 +34,8 @@ const (
 const BreachCost = time.Second / 4
 
 // Penalize charges client's handshake rate BreachCost for a breach; it
-// is the server's WSOptions.Penalize.
+// is the server's bridge.WSOptions.Penalize.
 func (s *Server) Penalize(client string) { s.rate.charge(client, BreachCost) }
-
-// maxRefusing bounds the WebSocket refusals lingering at once, process
-// wide. Each holds its request's goroutine and socket (some 20 KiB) until
-// the client answers the close frame, one round trip, or lingerTime
-// passes. Past the bound a refusal closes its socket at once: a client
-// reads the close frame before it sends anything (it came with the 101),
-// so what lingering guards against, a client's first frame meeting a
-// closed socket and the reset losing the close, is rare; and it takes
-// hundreds of refusals at the same moment to get there.
-const maxRefusing = 256
 
 // Busy is a refusal for load: nothing is wrong with the request, and the
 // client is to come back after Retry.
@@ -117,53 +102,4 @@ func (b Busy) CloseReason() string {
 		reason = reason[:123-len(hint)]
 	}
 	return reason + hint
-}
-
-// refuse answers a WebSocket client refused for load with an upgrade and,
-// in the same write, close 1013 (try again later) carrying the hint. A
-// browser's WebSocket API never sees an HTTP status: a 429 or 503 reaches
-// the page as 1006, which looks like a network fault, while 1013 and its
-// reason say when to come back. The refusal costs what the request has
-// already cost plus one write, and a lingering close within maxRefusing.
-// A request that is not a WebSocket upgrade this route could accept gets
-// RefuseHTTP.
-func (u *Upgraders) refuse(w http.ResponseWriter, r *http.Request, b Busy, conns *Conns) {
-	key := r.Header.Get("Sec-Websocket-Key")
-	proto, ok := u.subprotocol(r.Header.Values("Sec-Websocket-Protocol"))
-	hj, canHijack := w.(http.Hijacker)
-	if !ok || !canHijack || key == "" || r.Method != http.MethodGet || !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-		RefuseHTTP(w, b)
-		return
-	}
-	nc, _, err := hj.Hijack()
-	if err != nil {
-		return
-	}
-	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11")) // RFC 6455 section 4.2.2
-	out := fmt.Appendf(nil, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
-		base64.StdEncoding.EncodeToString(sum[:]))
-	if proto != "" { // a browser that offered subprotocols fails an answer naming none
-		out = fmt.Appendf(out, "Sec-WebSocket-Protocol: %s\r\n", proto)
-	}
-	reason := b.CloseReason()
-	out = append(out, "\r\n"...)
-	out = append(out, 0x88, byte(2+len(reason))) // FIN, close; unmasked, < 126 bytes
-	out = binary.BigEndian.AppendUint16(out, CloseTryAgainLater)
-	out = append(out, reason...)
-	if d := u.opts.HandshakeTimeout; d > 0 {
-		nc.SetWriteDeadline(time.Now().Add(d))
-	}
-	linger := conns.takeRefusal()
-	if linger {
-		defer conns.giveRefusal()
-	}
-	wc := &wsConn{Conn: nc, linger: u.opts.Linger} // drained within the process's linger budget
-	if _, err := nc.Write(out); err != nil || !linger {
-		wc.closeSocket()
-		return
-	}
-	// A client may already be sending (its login, as it opens): closing
-	// now would reset the socket and could lose the close frame.
-	wc.Close()
-	wc.drain()
 }

@@ -1,19 +1,19 @@
-package bridge_test
+package front_test
 
 import (
 	"crypto/tls"
 	"os"
 	"testing"
 
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/front"
 )
 
 // A renewal that fails to load keeps the certificate in use.
 func TestCertReloaderKeepsOldOnError(t *testing.T) {
 	ca := brokertest.NewCA(t)
 	certFile, keyFile := ca.ServerFiles(t, "gateway")
-	r, err := bridge.NewCertReloader(certFile, keyFile)
+	r, err := front.NewCertReloader(certFile, keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,7 +36,7 @@ func TestCertReloaderKeepsOldOnError(t *testing.T) {
 func TestClientTLSErrors(t *testing.T) {
 	ca := brokertest.NewCA(t)
 	certFile, _ := ca.ServerFiles(t, "client")
-	for name, c := range map[string]bridge.ClientTLS{
+	for name, c := range map[string]front.ClientTLS{
 		"missing CA file":         {CAFile: "/nonexistent/ca.pem"},
 		"CA file without PEM":     {CAFile: writeTemp(t, "garbage")},
 		"certificate without key": {CertFile: certFile},
@@ -45,7 +45,7 @@ func TestClientTLSErrors(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	cfg, err := bridge.ClientTLS{CAFile: ca.File, ServerName: "broker.internal"}.Config("127.0.0.1")
+	cfg, err := front.ClientTLS{CAFile: ca.File, ServerName: "broker.internal"}.Config("127.0.0.1")
 	if err != nil || cfg.ServerName != "broker.internal" || cfg.RootCAs == nil {
 		t.Fatalf("%+v %v", cfg, err)
 	}

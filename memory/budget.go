@@ -1,4 +1,11 @@
-package bridge
+// Package memory bounds what the gateway holds in memory: the
+// process-wide Budget that messages being assembled and queued deliveries
+// take from, the bytes each connection may hold of its own (OwnBytes,
+// ConnectionBytes), Go's GC soft limit kept at that bound (FollowLimit),
+// and the process's resident set size as the kernel reports it
+// (ProcessRSS). WebSocket sessions (bridge) and SSE streams (sse) share
+// one Budget; it imports nothing of ours.
+package memory
 
 import "sync/atomic"
 
@@ -11,10 +18,10 @@ type Budget struct {
 	used  atomic.Int64
 }
 
-// DefaultMemoryBytes is the budget where the config is silent: room for
+// DefaultBudgetBytes is the budget where the config is silent: room for
 // a thousand 1 MiB messages in flight at once, far less than a machine
 // running a gateway has, and far more than its well-behaved clients hold.
-const DefaultMemoryBytes = 1 << 30
+const DefaultBudgetBytes = 1 << 30
 
 // OwnBytes is how much of a message being assembled, or of a protocol
 // frame spread over messages, a connection holds as its own rather than

@@ -1,4 +1,4 @@
-package bridge
+package front
 
 import (
 	"context"
@@ -26,8 +26,7 @@ type Conns struct {
 	closed bool
 	wg     sync.WaitGroup
 
-	refusing    atomic.Int32 // WebSocket refusals lingering (Upgraders.refuse)
-	maxRefusing int32        // maxRefusing; lowered by tests
+	refusing atomic.Int32 // refusals holding their socket (TakeRefusal)
 }
 
 // Why Conns refuses a connection.
@@ -39,7 +38,7 @@ var (
 // NewConns returns a registry admitting at most max connections, and at
 // most maxPerIP from one client address (0: no limit).
 func NewConns(max, maxPerIP int) *Conns {
-	return &Conns{max: max, maxPerIP: maxPerIP, live: map[Closer]struct{}{}, perIP: map[string]int{}, maxRefusing: maxRefusing}
+	return &Conns{max: max, maxPerIP: maxPerIP, live: map[Closer]struct{}{}, perIP: map[string]int{}}
 }
 
 func (cs *Conns) refusal(ip string) error {
@@ -83,17 +82,33 @@ func (cs *Conns) Add(c Closer, ip string) (release func(), err error) {
 	}, nil
 }
 
-// takeRefusal takes one of the maxRefusing places for a lingering
-// WebSocket refusal, or reports that none is free.
-func (cs *Conns) takeRefusal() bool {
-	if cs.refusing.Add(1) > cs.maxRefusing {
+// maxRefusing bounds the refusals holding their socket at once, process
+// wide: WebSocket refusals lingering until the client answers their close
+// frame. Each holds its request's goroutine and socket (some 20 KiB) until
+// the client answers, one round trip, or the linger time passes. Past the
+// bound a refusal closes its socket at once: a client reads the close
+// frame before it sends anything (it came with the 101), so what
+// lingering guards against, a client's first frame meeting a closed
+// socket and the reset losing the close, is rare; and it takes hundreds
+// of refusals at the same moment to get there.
+const maxRefusing = 256
+
+// TakeRefusal takes one of the maxRefusing places for a refusal that
+// holds its socket while it closes, or reports that none is free. A
+// caller that got one gives it back with GiveRefusal.
+func (cs *Conns) TakeRefusal() bool {
+	if cs.refusing.Add(1) > maxRefusing {
 		cs.refusing.Add(-1)
 		return false
 	}
 	return true
 }
 
-func (cs *Conns) giveRefusal() { cs.refusing.Add(-1) }
+// GiveRefusal gives back a place TakeRefusal took.
+func (cs *Conns) GiveRefusal() { cs.refusing.Add(-1) }
+
+// Refusing is how many refusals hold their socket now.
+func (cs *Conns) Refusing() int { return int(cs.refusing.Load()) }
 
 // Check reports why Add would refuse a connection from ip now, or nil.
 func (cs *Conns) Check(ip string) error {

@@ -1,24 +1,37 @@
-package bridge
+// Package admin serves the gateway's admin listener: Go's profiles under
+// /debug/pprof/, a snapshot of the process's size under /debug/stats
+// (ReadStats), and POST /debug/gc. Profiles expose memory contents, so
+// the handler is served on its own listener, never next to the public
+// routes. Only cmd/wsbridge imports this package: importing
+// net/http/pprof registers its handlers on http.DefaultServeMux, which
+// no other binary or package should get.
+package admin
 
 import (
-	"bufio"
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"runtime"
 	"runtime/debug"
-	"strconv"
+
+	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 )
 
-// AdminHandler serves what operators and the load tool read from a
-// running gateway: Go's profiles under /debug/pprof/, a snapshot of its
-// size under /debug/stats, and POST /debug/gc to collect garbage and
-// return free memory to the kernel before a measurement. Profiles expose
-// memory contents, so it is served on its own listener, never next to the
-// public routes.
-func AdminHandler(conns *Conns) http.Handler {
+// Options are what the admin handler reads from the running gateway.
+type Options struct {
+	// Conns are the live client connections, counted in Stats (nil:
+	// none).
+	Conns *front.Conns
+}
+
+// Handler serves what operators and the load tool read from a running
+// gateway: Go's profiles under /debug/pprof/, a snapshot of its size under
+// /debug/stats, and POST /debug/gc to collect garbage and return free
+// memory to the kernel before a measurement.
+func Handler(o Options) http.Handler {
+	conns := o.Conns
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -61,12 +74,12 @@ type Stats struct {
 
 // ReadStats takes the snapshot. It stops the world briefly (MemStats), so
 // it is for an operator's or a benchmark's occasional look.
-func ReadStats(conns *Conns) Stats {
+func ReadStats(conns *front.Conns) Stats {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	pid := os.Getpid()
 	s := Stats{
-		Goroutines: runtime.NumGoroutine(), RSSBytes: ProcessRSS(pid),
+		Goroutines: runtime.NumGoroutine(), RSSBytes: memory.ProcessRSS(pid),
 		HeapInuse: m.HeapInuse, StackInuse: m.StackInuse, GoSys: m.Sys, NumGC: m.NumGC,
 		PauseTotalNs: m.PauseTotalNs, GoMaxProcs: runtime.GOMAXPROCS(0), ProcessID: pid,
 	}
@@ -74,24 +87,4 @@ func ReadStats(conns *Conns) Stats {
 		s.Connections = conns.Len()
 	}
 	return s
-}
-
-// ProcessRSS reads a process's resident set size from /proc, or 0 where
-// that cannot be read.
-func ProcessRSS(pid int) int64 {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0
-	}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for sc.Scan() {
-		if rest, ok := bytes.CutPrefix(sc.Bytes(), []byte("VmRSS:")); ok {
-			kb, err := strconv.ParseInt(string(bytes.TrimSuffix(bytes.TrimSpace(rest), []byte(" kB"))), 10, 64)
-			if err != nil {
-				return 0
-			}
-			return kb << 10
-		}
-	}
-	return 0
 }

@@ -1,13 +1,15 @@
-// Package bridge is wsbridge's protocol-neutral core: the HTTP server and
-// its routes, the registry of live client connections, readiness checks and
-// the process lifecycle, and the WebSocket session framework the adapters
-// share (admission, sessions, the raw upstream to a broker). It knows no
-// client protocol's wire format and links no broker client library: the
-// broker-neutral API and its clients are package broker and the packages
-// beside it. bridge uses broker's CredentialHolder (one per backend,
-// shared by its broker and its relay routes), LoginCheck (a relay route's
-// readiness) and ErrLoginRefused (what startup does not log twice).
-package bridge
+// Package front is wsbridge's HTTP front: the listener and its routes,
+// /healthz and /readyz, the process's serving lifecycle, and what every
+// route checks before it does its own work: the registry of live client
+// connections and its limits (Conns), the handshake rate per client
+// address, the client address behind trusted proxies (ClientIP), browser
+// origins (Origins), refusals for load that clients follow by themselves
+// (Busy, RetryHint, BusyRefuser), and TLS (CertReloader, ClientTLS).
+//
+// It links no WebSocket library and no broker client: the session
+// framework (bridge) and the SSE streams (sse) are routes it serves, and
+// they import it, never the other way round.
+package front
 
 import (
 	"context"
@@ -22,8 +24,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/wsbridge/wsbridge/broker"
 )
 
 // ReadyCheck reports whether one dependency (a backend) is usable.
@@ -48,6 +48,11 @@ type ServerOptions struct {
 	TrustedProxies Proxies
 	// TLS, when set, serves https:// and wss:// only.
 	TLS *tls.Config
+	// Reported tells the readiness failures that their check has logged
+	// itself (a broker refusing the gateway's credential, logged with its
+	// keyring entry), which the pass at startup does not log again; nil:
+	// none.
+	Reported func(error) bool
 }
 
 // DefaultServerOptions are the limits where the config is silent. They
@@ -196,29 +201,17 @@ func (s *Server) startChecks() {
 
 // checkAtStart runs the readiness checks once as the server starts, so a
 // broker that refuses the gateway's credential or cannot be reached is in
-// the log before the first client finds out. A refused login has been
-// logged by its LoginCheck, with the keyring entry.
+// the log before the first client finds out. A failure its check has
+// logged (ServerOptions.Reported) is not logged again.
 func (s *Server) checkAtStart(ctx context.Context) {
 	// Longer than a probe waits: nobody is waiting, and a broker may take
 	// seconds to refuse a login.
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for _, f := range s.notReady(ctx) {
-		if !errors.Is(f.err, broker.ErrLoginRefused) {
+		if s.opts.Reported == nil || !s.opts.Reported(f.err) {
 			s.log.Warn("backend not ready at startup", "backend", f.name, "error", f.err.Error())
 		}
-	}
-}
-
-// DialCheck is a ReadyCheck that opens and closes a TCP connection to addr.
-func DialCheck(addr string) ReadyCheck {
-	return func(ctx context.Context) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return fmt.Errorf("%s unreachable", addr)
-		}
-		return c.Close()
 	}
 }
 
@@ -235,6 +228,11 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	return err
 }
+
+// Close stops serving at once: it closes the listener and the connections
+// net/http still tracks, without asking the hijacked ones (WebSocket
+// sessions) to go away, as Shutdown does.
+func (s *Server) Close() error { return s.http.Close() }
 
 // Shutdown asks every live connection (WebSocket sessions, SSE streams) to
 // go away and waits for them, then stops the HTTP server, all until ctx
