@@ -8,7 +8,10 @@
 // and the raw TCP connection a relay holds to its broker (Upstream). It
 // knows no client protocol's wire format.
 //
-// It also holds, for now, the broker-neutral Broker API and its clients
-// (broker.go, shared.go, nats.go, amqp.go, mqtt.go, stomp.go, embedded.go,
-// login.go), which issue 17 moves into packages of their own.
+// It links no broker client library. It imports package broker (neutral,
+// SDK-free) for three things a route shares with its backend's Broker:
+// CredentialHolder (one per backend, which a keyring reload replaces for
+// the broker and the relay sessions alike), and LoginCheck with the
+// LoginFunc that RouteOptions.Login carries (a relay route's readiness,
+// whose login the wiring picks from the client packages).
 package bridge

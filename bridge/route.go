@@ -8,6 +8,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
 )
@@ -25,10 +26,15 @@ type RouteOptions struct {
 	// CredentialHolder, when set, supersedes Credential: each session and
 	// login check takes the credential it holds then (a keyring reload
 	// reaches the next session).
-	CredentialHolder *CredentialHolder
+	CredentialHolder *broker.CredentialHolder
 	// CredentialName is Credential's keyring entry, for the operator's log
 	// when the broker refuses it.
 	CredentialName string
+	// Login is the broker client's login for the route's protocol
+	// (stompbroker.Login, ...), which the readiness check tries with the
+	// credential. The caller picks it, so that adapters link no broker
+	// client library; without one, a route with a credential is not ready.
+	Login broker.LoginFunc
 	// Auth is the route's authentication and ACL; nil admits everyone.
 	Auth *auth.Policy
 	// TLS, when set, reaches the broker over TLS.
@@ -60,9 +66,10 @@ func (o *RouteOptions) Admission(protocol string, subprotocols []string, newSess
 // LoginCheck is the route's readiness check: the broker, speaking
 // protocol, accepts the route's credential (on vhost, where the protocol
 // has one). Without a credential it only dials.
-func (o *RouteOptions) LoginCheck(protocol, vhost string) *LoginCheck {
-	return NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: protocol, Address: o.Address, VHost: vhost,
-		Credential: o.Credential, CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)
+func (o *RouteOptions) LoginCheck(protocol, vhost string) *broker.LoginCheck {
+	return broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: protocol, Address: o.Address, VHost: vhost,
+		Credential: o.Credential, CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout,
+		Attempt: o.Login}, o.Log)
 }
 
 // Dial connects one session to the broker.

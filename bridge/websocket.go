@@ -17,6 +17,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/memory"
 )
@@ -324,7 +325,7 @@ type Admission struct {
 	// CredentialHolder, when set, holds the route's credential in place
 	// of the one the adapter passes to BrokerCredential (a keyring reload
 	// reaches the next session).
-	CredentialHolder *CredentialHolder
+	CredentialHolder *broker.CredentialHolder
 	Origins          *front.Origins
 	Conns            *front.Conns
 	Log              *slog.Logger

@@ -5,8 +5,8 @@ import (
 	"os"
 	"testing"
 
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/front"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
 
 // A renewal that fails to load keeps the certificate in use.

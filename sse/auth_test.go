@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/internal/authtest"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"golang.org/x/crypto/bcrypt"
 )
 

@@ -9,7 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/front"
 )
 
@@ -24,22 +24,22 @@ var (
 	errNoAnswer = errors.New("no answer from the broker in time")
 	// errLost is a live upstream subscription ending by itself: the
 	// broker connection was lost.
-	errLost = fmt.Errorf("the broker connection was lost: %w", bridge.ErrUnavailable)
+	errLost = fmt.Errorf("the broker connection was lost: %w", broker.ErrUnavailable)
 )
 
 // outage reports whether err says the backend cannot serve anyone now,
 // rather than that it refused one request.
 func outage(err error) bool {
-	return errors.Is(err, bridge.ErrUnavailable) || errors.Is(err, bridge.ErrLoginRefused) ||
+	return errors.Is(err, broker.ErrUnavailable) || errors.Is(err, broker.ErrLoginRefused) ||
 		errors.Is(err, context.DeadlineExceeded)
 }
 
 // cause names the class of an outage's error for the operator's log.
 func cause(err error) string {
 	switch {
-	case errors.Is(err, bridge.ErrLoginRefused):
+	case errors.Is(err, broker.ErrLoginRefused):
 		return "login refused"
-	case errors.Is(err, bridge.ErrUnreachable):
+	case errors.Is(err, broker.ErrUnreachable):
 		return "unreachable"
 	case errors.Is(err, context.DeadlineExceeded):
 		return "no answer"
@@ -60,17 +60,17 @@ func why(err error, wait time.Duration) string {
 	switch {
 	case errors.Is(err, errHubClosed):
 		return "the gateway is shutting down"
-	case errors.Is(err, bridge.ErrLoginRefused):
+	case errors.Is(err, broker.ErrLoginRefused):
 		return "backend unavailable: the broker refused the gateway's login"
 	case errors.Is(err, errNoAnswer):
 		return fmt.Sprintf("backend unavailable: the broker did not answer within %s", wait)
 	case errors.Is(err, context.DeadlineExceeded):
 		return "backend unavailable: the broker did not answer"
-	case errors.Is(err, bridge.ErrUnreachable):
+	case errors.Is(err, broker.ErrUnreachable):
 		return "backend unavailable: the broker cannot be reached"
 	case errors.Is(err, errLost):
 		return "backend unavailable: the connection to the broker was lost"
-	case errors.Is(err, bridge.ErrUnavailable):
+	case errors.Is(err, broker.ErrUnavailable):
 		return "backend unavailable: the broker connection failed"
 	}
 	return "the broker refused the request"

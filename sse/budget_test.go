@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/memory"
 )
 

@@ -12,14 +12,18 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/broker/amqpbroker"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/mqttbroker"
+	"github.com/wsbridge/wsbridge/broker/natsbroker"
+	"github.com/wsbridge/wsbridge/broker/stompbroker"
 	"github.com/wsbridge/wsbridge/front"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
 
-func natsBroker(t testing.TB) bridge.Broker {
+func natsBroker(t testing.TB) broker.Broker {
 	t.Helper()
-	b, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + brokertest.NATS(t)})
+	b, err := natsbroker.New(natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,27 +31,27 @@ func natsBroker(t testing.TB) bridge.Broker {
 	return b
 }
 
-func amqpBroker(t testing.TB, addr string) bridge.Broker {
+func amqpBroker(t testing.TB, addr string) broker.Broker {
 	t.Helper()
 	cred := brokertest.RabbitCredential(t)
-	b := bridge.NewAMQP(bridge.AMQPOptions{Address: addr, Credential: &cred, DialTimeout: time.Second})
+	b := amqpbroker.New(amqpbroker.Options{Address: addr, Credential: &cred, DialTimeout: time.Second})
 	t.Cleanup(func() { b.Close() })
 	return b
 }
 
 // backends are the brokers every behaviour test runs against.
-func backends(t *testing.T) map[string]func(testing.TB) bridge.Broker {
-	return map[string]func(testing.TB) bridge.Broker{
+func backends(t *testing.T) map[string]func(testing.TB) broker.Broker {
+	return map[string]func(testing.TB) broker.Broker{
 		"nats": natsBroker,
-		"amqp": func(t testing.TB) bridge.Broker { return amqpBroker(t, brokertest.RabbitAMQP(t)) },
-		"mqtt": func(t testing.TB) bridge.Broker {
-			b := bridge.NewMQTT(bridge.MQTTOptions{Address: brokertest.Mosquitto(t)})
+		"amqp": func(t testing.TB) broker.Broker { return amqpBroker(t, brokertest.RabbitAMQP(t)) },
+		"mqtt": func(t testing.TB) broker.Broker {
+			b := mqttbroker.New(mqttbroker.Options{Address: brokertest.Mosquitto(t)})
 			t.Cleanup(func() { b.Close() })
 			return b
 		},
-		"stomp": func(t testing.TB) bridge.Broker {
+		"stomp": func(t testing.TB) broker.Broker {
 			cred := brokertest.RabbitCredential(t)
-			b := bridge.NewSTOMP(bridge.STOMPOptions{Address: brokertest.RabbitSTOMP(t), Credential: &cred})
+			b := stompbroker.New(stompbroker.Options{Address: brokertest.RabbitSTOMP(t), Credential: &cred})
 			t.Cleanup(func() { b.Close() })
 			return b
 		},
@@ -60,20 +64,20 @@ type hubServer struct {
 	srv *front.Server
 }
 
-func startHub(t testing.TB, b bridge.Broker, o Options) *hubServer {
+func startHub(t testing.TB, b broker.Broker, o Options) *hubServer {
 	t.Helper()
 	return startHubWith(t, b, o, nil, io.Discard)
 }
 
 // startHubWith serves the hub's routes with an auth policy, logging to logs.
-func startHubWith(t testing.TB, b bridge.Broker, o Options, p *auth.Policy, logs io.Writer) *hubServer {
+func startHubWith(t testing.TB, b broker.Broker, o Options, p *auth.Policy, logs io.Writer) *hubServer {
 	t.Helper()
 	return startHubOn(t, b, o, p, logs, front.ServerOptions{}, nil)
 }
 
 // startHubOn is startHubWith on a server with options so, each route's
 // handler wrapped by wrap (nil: none).
-func startHubOn(t testing.TB, b bridge.Broker, o Options, p *auth.Policy, logs io.Writer, so front.ServerOptions,
+func startHubOn(t testing.TB, b broker.Broker, o Options, p *auth.Policy, logs io.Writer, so front.ServerOptions,
 	wrap func(http.Handler) http.Handler) *hubServer {
 	t.Helper()
 	if wrap == nil {
@@ -285,8 +289,8 @@ func uniqueTopic(t testing.TB) string {
 	return fmt.Sprintf("wsbridge.test.%s.%d", strings.NewReplacer("/", "-", " ", "_").Replace(t.Name()), time.Now().UnixNano())
 }
 
-func brokerMessage(topic, body string) bridge.Message {
-	return bridge.Message{Topic: topic, Data: []byte(body)}
+func brokerMessage(topic, body string) broker.Message {
+	return broker.Message{Topic: topic, Data: []byte(body)}
 }
 
 // waitStats polls the hub's counters until ok holds: they change on other

@@ -19,7 +19,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/outcome"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/memory"
 )
@@ -140,7 +140,7 @@ type Stats struct {
 
 // Hub fans broker topics out to SSE streams.
 type Hub struct {
-	broker bridge.Broker
+	broker broker.Broker
 	o      Options
 	// ctx ends with Close, and with it the subscription attempts, which
 	// attempts waits for.
@@ -179,7 +179,7 @@ type Hub struct {
 
 // NewHub returns a hub over broker. Zero options take the defaults, but
 // for FlushInterval, where zero means no coalescing.
-func NewHub(broker bridge.Broker, o Options) *Hub {
+func NewHub(broker broker.Broker, o Options) *Hub {
 	d := DefaultOptions()
 	setDefault(&o.Heartbeat, d.Heartbeat)
 	setDefault(&o.Retry, d.Retry)
@@ -276,7 +276,7 @@ type topic struct {
 	names *names
 
 	mu      sync.Mutex
-	sub     bridge.Subscription // nil until subscribed
+	sub     broker.Subscription // nil until subscribed
 	ring    ring
 	floor   uint64 // a resume from any id >= floor is gapless
 	clients map[*client]struct{}
@@ -450,7 +450,7 @@ func (t *topic) subscribe() {
 // that have nothing waiting, which write it at once, and never queued
 // behind others: a stream that is behind is ended instead, which frees
 // what it held. New streams are refused meanwhile (see shortOfBudget).
-func (t *topic) deliver(m bridge.Message) {
+func (t *topic) deliver(m broker.Message) {
 	h := t.hub
 	budget := h.o.Budget
 	ev := newEvent(h.epoch, h.seq.Add(1), t.names, m.Data)

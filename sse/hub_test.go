@@ -13,9 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/broker/amqpbroker"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/mqttbroker"
+	"github.com/wsbridge/wsbridge/broker/natsbroker"
+	"github.com/wsbridge/wsbridge/broker/stompbroker"
 	"github.com/wsbridge/wsbridge/front"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
 
 func TestStreamDeliversPublishes(t *testing.T) {
@@ -327,17 +331,17 @@ func TestStreamsEndWhenBrokerDrops(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	brokers := map[string]struct {
 		addr func(testing.TB) string
-		make func(addr string) bridge.Broker
+		make func(addr string) broker.Broker
 	}{
-		"amqp": {brokertest.RabbitAMQP, func(a string) bridge.Broker {
-			return bridge.NewAMQP(bridge.AMQPOptions{Address: a, Credential: &cred})
+		"amqp": {brokertest.RabbitAMQP, func(a string) broker.Broker {
+			return amqpbroker.New(amqpbroker.Options{Address: a, Credential: &cred})
 		}},
-		"mqtt": {brokertest.Mosquitto, func(a string) bridge.Broker { return bridge.NewMQTT(bridge.MQTTOptions{Address: a}) }},
-		"stomp": {brokertest.RabbitSTOMP, func(a string) bridge.Broker {
-			return bridge.NewSTOMP(bridge.STOMPOptions{Address: a, Credential: &cred})
+		"mqtt": {brokertest.Mosquitto, func(a string) broker.Broker { return mqttbroker.New(mqttbroker.Options{Address: a}) }},
+		"stomp": {brokertest.RabbitSTOMP, func(a string) broker.Broker {
+			return stompbroker.New(stompbroker.Options{Address: a, Credential: &cred})
 		}},
-		"nats": {brokertest.NATS, func(a string) bridge.Broker {
-			b, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + a, Log: slog.New(slog.DiscardHandler)})
+		"nats": {brokertest.NATS, func(a string) broker.Broker {
+			b, err := natsbroker.New(natsbroker.Options{URL: "nats://" + a, Log: slog.New(slog.DiscardHandler)})
 			if err != nil {
 				panic(err)
 			}
@@ -347,7 +351,7 @@ func TestStreamsEndWhenBrokerDrops(t *testing.T) {
 	for name, b := range brokers {
 		t.Run(name, func(t *testing.T) {
 			tap := brokertest.NewTapProxy(t, b.addr(t))
-			broker := bridge.NewShared(b.make(tap.Addr()))
+			broker := broker.NewShared(b.make(tap.Addr()))
 			t.Cleanup(func() { broker.Close() })
 			logs := &brokertest.Logs{}
 			s := startHubWith(t, broker, Options{Backend: name}, nil, logs)
@@ -398,7 +402,7 @@ func TestHeartbeatComments(t *testing.T) {
 	st.heartbeats(t, 2)
 }
 
-var _ bridge.Broker = (*bridge.NATS)(nil)
+var _ broker.Broker = (*natsbroker.Broker)(nil)
 
 // A stream that was busy and went quiet gets heartbeats again: the timer
 // that ended its last flush interval goes back to timing the heartbeat.

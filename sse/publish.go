@@ -14,6 +14,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -86,14 +87,14 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 		counted, down := h.backend.begin()
 		if down == nil {
 			ctx, cancel := context.WithTimeout(r.Context(), h.o.PublishTimeout)
-			err = h.broker.Publish(ctx, bridge.Message{Topic: topic, Data: body, ContentType: r.Header.Get("Content-Type")})
+			err = h.broker.Publish(ctx, broker.Message{Topic: topic, Data: body, ContentType: r.Header.Get("Content-Type")})
 			cancel()
 			h.backend.end(err, counted)
 		} else {
 			h.backend.refused.Add(1)
 			err = down
 		}
-		if errors.Is(err, bridge.ErrTooLarge) {
+		if errors.Is(err, broker.ErrTooLarge) {
 			h.o.Log.Info("publish refused by the broker as too large", "topic", topic, "remote", r.RemoteAddr, "error", err.Error())
 			front.Error(w, http.StatusRequestEntityTooLarge, err.Error())
 			return

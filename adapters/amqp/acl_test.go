@@ -13,8 +13,8 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/internal/authtest"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
 
 // aclEnv is a gateway route with the worked example's rules (and a test's

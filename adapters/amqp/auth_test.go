@@ -13,8 +13,8 @@ import (
 	"github.com/lxzan/gws"
 	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/internal/authtest"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/validate"
 )
 

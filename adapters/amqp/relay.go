@@ -24,6 +24,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -49,7 +50,7 @@ type Relay struct {
 	opts             Options
 	bridge.Admission // serves HTTP: admits clients and starts their sessions
 	dialer           net.Dialer
-	login            *bridge.LoginCheck // readiness: the broker accepts the route's credential
+	login            *broker.LoginCheck // readiness: the broker accepts the route's credential
 }
 
 // NewRelay makes a relay handler.
@@ -68,7 +69,7 @@ func NewRelay(o Options) *Relay {
 }
 
 // Ready reports whether the broker accepts the route's credential
-// (bridge.LoginCheck: a real login at most every 30 s, a dial every time).
+// (broker.LoginCheck: a real login at most every 30 s, a dial every time).
 func (r *Relay) Ready(ctx context.Context) error { return r.login.Ready(ctx) }
 
 type session struct {

@@ -11,8 +11,8 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/internal/authtest"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 

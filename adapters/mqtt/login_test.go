@@ -11,8 +11,8 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/internal/authtest"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 )
 
 // loginTimeout is the tests' limits.login_timeout: short, but long enough

@@ -18,7 +18,9 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
@@ -448,20 +450,20 @@ func TestRelayBrokerUnreachable(t *testing.T) {
 // The embedded NATS server's MQTT listener is another backend a route can
 // name: paho through the gateway to it, and the message is on NATS too.
 func TestRelayToEmbeddedNATSMQTT(t *testing.T) {
-	e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Port: -1, StoreDir: t.TempDir(), MQTTPort: -1, Log: slog.New(slog.DiscardHandler)})
+	e, err := natsbroker.StartEmbedded(natsbroker.EmbeddedOptions{Port: -1, StoreDir: t.TempDir(), MQTTPort: -1, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Shutdown)
-	n, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + e.Addr(), InProcess: e.Server()})
+	n, err := natsbroker.New(natsbroker.Options{URL: "nats://" + e.Addr(), InProcess: e.Server()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { n.Close() })
-	onNATS := make(chan bridge.Message, 1)
+	onNATS := make(chan broker.Message, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := n.Subscribe(ctx, "sensors.room1", func(m bridge.Message) { onNATS <- m }); err != nil {
+	if _, err := n.Subscribe(ctx, "sensors.room1", func(m broker.Message) { onNATS <- m }); err != nil {
 		t.Fatal(err)
 	}
 	url := startRelay(t, Options{RouteOptions: bridge.RouteOptions{Address: e.MQTTAddr()}})

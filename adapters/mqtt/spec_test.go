@@ -12,7 +12,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 )
 
 // rawConnect is a CONNECT as a client may really send it, whatever an

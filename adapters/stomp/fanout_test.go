@@ -12,30 +12,35 @@ import (
 
 	"github.com/go-stomp/stomp/v3"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/broker/amqpbroker"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/mqttbroker"
+	"github.com/wsbridge/wsbridge/broker/natsbroker"
+	"github.com/wsbridge/wsbridge/broker/stompbroker"
 	"github.com/wsbridge/wsbridge/memory"
 )
 
 // backends are the brokers translate mode maps onto, each behind the
 // Shared layer as cmd/wsbridge wires them.
-func backends(t *testing.T) map[string]func(t *testing.T) bridge.Broker {
+func backends(t *testing.T) map[string]func(t *testing.T) broker.Broker {
 	cred := testCredential(t)
-	return map[string]func(t *testing.T) bridge.Broker{
-		"nats": func(t *testing.T) bridge.Broker {
-			n, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + brokertest.NATS(t)})
+	return map[string]func(t *testing.T) broker.Broker{
+		"nats": func(t *testing.T) broker.Broker {
+			n, err := natsbroker.New(natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return n
 		},
-		"amqp": func(t *testing.T) bridge.Broker {
-			return bridge.NewAMQP(bridge.AMQPOptions{Address: brokertest.RabbitAMQP(t), Credential: &cred})
+		"amqp": func(t *testing.T) broker.Broker {
+			return amqpbroker.New(amqpbroker.Options{Address: brokertest.RabbitAMQP(t), Credential: &cred})
 		},
-		"mqtt": func(t *testing.T) bridge.Broker {
-			return bridge.NewMQTT(bridge.MQTTOptions{Address: brokertest.Mosquitto(t)})
+		"mqtt": func(t *testing.T) broker.Broker {
+			return mqttbroker.New(mqttbroker.Options{Address: brokertest.Mosquitto(t)})
 		},
-		"stomp": func(t *testing.T) bridge.Broker {
-			return bridge.NewSTOMP(bridge.STOMPOptions{Address: brokerAddr(t), Credential: &cred})
+		"stomp": func(t *testing.T) broker.Broker {
+			return stompbroker.New(stompbroker.Options{Address: brokerAddr(t), Credential: &cred})
 		},
 	}
 }
@@ -50,7 +55,7 @@ func TestTranslateSubscribersShareATopic(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b := mk(t)
 			t.Cleanup(func() { b.Close() })
-			shared := bridge.NewShared(b)
+			shared := broker.NewShared(b)
 			gw := startGateway(t, Options{Broker: shared})
 			topic := fmt.Sprintf("/topic/wsbridge.fanout.%s.%d", name, time.Now().UnixNano())
 			var clients []*stomp.Conn

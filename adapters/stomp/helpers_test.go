@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/front"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )

@@ -3,7 +3,7 @@
 // keyring credential instead of anything the client sent, and the checked
 // bytes go to a STOMP broker over TCP; broker frames come back one per
 // WebSocket message. In translation mode the gateway terminates STOMP and
-// maps it onto a bridge.Broker (NATS, AMQP, MQTT).
+// maps it onto a broker.Broker (NATS, AMQP, MQTT).
 package stomp
 
 import (
@@ -15,6 +15,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -27,7 +28,7 @@ type Options struct {
 	bridge.RouteOptions
 	// Broker, when set, selects translation mode: STOMP is terminated here
 	// and mapped onto it; Address and Credential are then unused.
-	Broker bridge.Broker
+	Broker broker.Broker
 	// HeartBeat is the gateway's own heart-beat offer in translation mode
 	// (default 10s); in relay mode the broker negotiates.
 	HeartBeat time.Duration
@@ -48,7 +49,7 @@ type Relay struct {
 	opts             Options
 	bridge.Admission // serves HTTP: admits clients and starts their sessions
 	dialer           net.Dialer
-	login            *bridge.LoginCheck // readiness: the broker accepts the route's credential
+	login            *broker.LoginCheck // readiness: the broker accepts the route's credential
 }
 
 // NewRelay makes a relay handler.
@@ -65,8 +66,8 @@ func NewRelay(o Options) *Relay {
 	if o.TopicExchange == "" {
 		o.TopicExchange = "amq.topic"
 	}
-	if _, shared := o.Broker.(*bridge.Shared); o.Broker != nil && !shared {
-		o.Broker = bridge.NewShared(o.Broker) // subscribers of one topic share its subscription
+	if _, shared := o.Broker.(*broker.Shared); o.Broker != nil && !shared {
+		o.Broker = broker.NewShared(o.Broker) // subscribers of one topic share its subscription
 	}
 	r := &Relay{dialer: o.Dialer()}
 	r.opts = o
@@ -76,7 +77,7 @@ func NewRelay(o Options) *Relay {
 }
 
 // Ready reports whether the broker accepts the route's credential
-// (bridge.LoginCheck: a real login at most every 30 s, a dial every time),
+// (broker.LoginCheck: a real login at most every 30 s, a dial every time),
 // or in translation mode whether its Broker is ready.
 func (r *Relay) Ready(ctx context.Context) error {
 	if r.opts.Broker != nil {

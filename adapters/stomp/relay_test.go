@@ -17,8 +17,8 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/internal/authtest"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )

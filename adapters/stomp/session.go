@@ -11,6 +11,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -50,7 +51,7 @@ func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
 	s.in = validate.NewSTOMPScanner(o.Limits, false)
 	s.done = make(chan struct{})
 	if o.Broker != nil {
-		s.tr = newTranslator(s, o.Broker.(*bridge.Shared))
+		s.tr = newTranslator(s, o.Broker.(*broker.Shared))
 	}
 	o.Log.Info("stomp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }

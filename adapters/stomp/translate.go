@@ -13,6 +13,7 @@ import (
 	"github.com/wsbridge/wsbridge/outcome"
 
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -35,16 +36,16 @@ const (
 )
 
 // translator terminates STOMP for one session and maps it onto a
-// bridge.Broker: /topic/x is topic x, /queue/x is topic x in queue group
+// broker.Broker: /topic/x is topic x, /queue/x is topic x in queue group
 // "queue.x" (one consumer gets each message).
 type translator struct {
 	s      *session
-	broker *bridge.Shared // NewRelay wraps every translate broker in one
+	broker *broker.Shared // NewRelay wraps every translate broker in one
 
 	mu   sync.Mutex // guards subs and hbTimer
 	subs map[string]*tsub
 
-	txs     map[string][]bridge.Message // read loop only
+	txs     map[string][]broker.Message // read loop only
 	txBytes int64                       // their bodies' bytes, taken from the budget
 	msgID   atomic.Uint64
 
@@ -69,11 +70,11 @@ type translator struct {
 type tsub struct {
 	id, dest string
 	ackMode  string
-	sub      bridge.Subscription
+	sub      broker.Subscription
 }
 
-func newTranslator(s *session, b *bridge.Shared) *translator {
-	t := &translator{s: s, broker: b, subs: map[string]*tsub{}, txs: map[string][]bridge.Message{},
+func newTranslator(s *session, b *broker.Shared) *translator {
+	t := &translator{s: s, broker: b, subs: map[string]*tsub{}, txs: map[string][]broker.Message{},
 		out: make(chan []byte, maxQueueMessages), budget: s.relay.opts.WS.Budget}
 	go t.writer()
 	return t
@@ -279,7 +280,7 @@ func (t *translator) send(f *validate.STOMPFrame) bool {
 		return t.refuse(err.Error())
 	}
 	ct, _ := f.Header("content-type")
-	m := bridge.Message{Topic: topic, Data: append([]byte(nil), f.Body()...), ContentType: string(ct)}
+	m := broker.Message{Topic: topic, Data: append([]byte(nil), f.Body()...), ContentType: string(ct)}
 	if tx, ok := f.Header("transaction"); ok {
 		msgs, open := t.txs[string(tx)]
 		if !open {
@@ -303,11 +304,11 @@ func (t *translator) send(f *validate.STOMPFrame) bool {
 	return t.publish(m)
 }
 
-func (t *translator) publish(m bridge.Message) bool {
+func (t *translator) publish(m broker.Message) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
 	err := t.broker.Publish(ctx, m)
-	if errors.Is(err, bridge.ErrTooLarge) {
+	if errors.Is(err, broker.ErrTooLarge) {
 		msg := strings.TrimPrefix(err.Error(), "nats: ")
 		t.s.finish(outcome.TooLarge, "message too large for the broker", msg, bridge.CloseTooLarge)
 		return false
@@ -392,13 +393,13 @@ func (t *translator) subscribe(f *validate.STOMPFrame) bool {
 		return t.refuse(fmt.Sprintf("more than %d subscriptions on one connection", maxSubscriptions))
 	}
 	ts := &tsub{id: id, dest: dest, ackMode: ack}
-	deliver := func(m bridge.Message) { t.deliver(ts, m) }
+	deliver := func(m broker.Message) { t.deliver(ts, m) }
 	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
 	defer cancel()
-	var sub bridge.Subscription
+	var sub broker.Subscription
 	if group != "" {
 		sub, err = t.broker.QueueSubscribe(ctx, topic, group, deliver)
-		if errors.Is(err, bridge.ErrNoQueueGroups) {
+		if errors.Is(err, broker.ErrNoQueueGroups) {
 			return t.refuse("/queue/ destinations need a NATS backend")
 		}
 	} else {
@@ -446,7 +447,7 @@ func (t *translator) unsubscribe(f *validate.STOMPFrame) bool {
 // deliver writes one broker message to the client as a MESSAGE frame. It
 // runs on the broker client's goroutine; the write is bounded by the write
 // timeout, after which the session ends.
-func (t *translator) deliver(ts *tsub, m bridge.Message) {
+func (t *translator) deliver(ts *tsub, m broker.Message) {
 	s := t.s
 	if s.Closing() {
 		return

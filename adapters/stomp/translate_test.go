@@ -10,19 +10,22 @@ import (
 	"github.com/go-stomp/stomp/v3"
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/broker/amqpbroker"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
 // embeddedNATS is a real NATS server in the test process.
-func embeddedNATS(t testing.TB) *bridge.NATS {
+func embeddedNATS(t testing.TB) *natsbroker.Broker {
 	t.Helper()
-	e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Port: -1, Log: slog.New(slog.DiscardHandler)})
+	e, err := natsbroker.StartEmbedded(natsbroker.EmbeddedOptions{Port: -1, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + e.Addr(), InProcess: e.Server()})
+	n, err := natsbroker.New(natsbroker.Options{URL: "nats://" + e.Addr(), InProcess: e.Server()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +33,7 @@ func embeddedNATS(t testing.TB) *bridge.NATS {
 	return n
 }
 
-func startTranslator(t *testing.T, o Options) (*gateway, *bridge.NATS) {
+func startTranslator(t *testing.T, o Options) (*gateway, *natsbroker.Broker) {
 	t.Helper()
 	n := embeddedNATS(t)
 	o.Broker = n
@@ -279,20 +282,20 @@ func TestTranslateBinaryAndEscapes(t *testing.T) {
 	}
 }
 
-// Translation works on any bridge.Broker for /topic/: an external NATS
+// Translation works on any broker.Broker for /topic/: an external NATS
 // server and RabbitMQ over AMQP here.
 func TestTranslateOnExternalBrokers(t *testing.T) {
 	cred := testCredential(t)
-	brokers := map[string]func(t *testing.T) bridge.Broker{
-		"external nats": func(t *testing.T) bridge.Broker {
-			n, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + brokertest.NATS(t)})
+	brokers := map[string]func(t *testing.T) broker.Broker{
+		"external nats": func(t *testing.T) broker.Broker {
+			n, err := natsbroker.New(natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return n
 		},
-		"amqp": func(t *testing.T) bridge.Broker {
-			return bridge.NewAMQP(bridge.AMQPOptions{Address: brokertest.RabbitAMQP(t), Credential: &cred})
+		"amqp": func(t *testing.T) broker.Broker {
+			return amqpbroker.New(amqpbroker.Options{Address: brokertest.RabbitAMQP(t), Credential: &cred})
 		},
 	}
 	for name, mk := range brokers {

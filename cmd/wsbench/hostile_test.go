@@ -18,8 +18,10 @@ import (
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/admin"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/front"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/sse"
 )
@@ -32,17 +34,17 @@ import (
 func hostileGateway(t *testing.T, budget int64) (string, string, *memory.Budget) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e, err := bridge.StartEmbeddedNATS(bridge.EmbeddedNATSOptions{Port: -1, MaxPayload: 2 << 20, Log: log})
+	e, err := natsbroker.StartEmbedded(natsbroker.EmbeddedOptions{Port: -1, MaxPayload: 2 << 20, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Shutdown)
-	nb, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + e.Addr(), InProcess: e.Server(), Log: log})
+	nb, err := natsbroker.New(natsbroker.Options{URL: "nats://" + e.Addr(), InProcess: e.Server(), Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nb.Close() })
-	broker := bridge.NewShared(nb)
+	broker := broker.NewShared(nb)
 	srv := front.NewServer(log, front.ServerOptions{MaxConns: 1000})
 	origins, _ := front.NewOrigins(nil)
 	ws := bridge.DefaultWSOptions()

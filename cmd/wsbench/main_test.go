@@ -23,8 +23,9 @@ import (
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/admin"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/front"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
 	"github.com/wsbridge/wsbridge/sse"
 )
 
@@ -260,7 +261,7 @@ func TestMQTTPubSub(t *testing.T) {
 // SSE fan-out through wsbridge's hub on NATS: every stream gets every
 // message published over HTTP.
 func TestSSEFanout(t *testing.T) {
-	b, err := bridge.NewNATS(bridge.NATSOptions{URL: "nats://" + brokertest.NATS(t)})
+	b, err := natsbroker.New(natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

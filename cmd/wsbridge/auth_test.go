@@ -20,7 +20,7 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"go.yaml.in/yaml/v3"
 )
 

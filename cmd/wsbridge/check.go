@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
@@ -139,8 +139,8 @@ func checkLogins(ctx context.Context, cfg *Config, kr *keyring.Keyring, e *env) 
 			fmt.Fprintf(e.stdout, "backend %s: embedded, nothing to log in to\n", name)
 			continue
 		}
-		l := bridge.BackendLogin{Backend: name, Protocol: b.Protocol, Address: b.Address, VHost: b.VHost,
-			CredentialName: b.Credential, TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout)}
+		l := broker.Login{Backend: name, Protocol: b.Protocol, Address: b.Address, VHost: b.VHost,
+			CredentialName: b.Credential, TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout), Attempt: logins[b.Protocol]}
 		if b.Credential != "" && kr != nil {
 			c, err := kr.Get(b.Credential)
 			if err != nil {
@@ -149,7 +149,7 @@ func checkLogins(ctx context.Context, cfg *Config, kr *keyring.Keyring, e *env) 
 			l.Credential = &c
 		}
 		err := l.Try(ctx)
-		var refused *bridge.LoginError
+		var refused *broker.LoginError
 		switch {
 		case err == nil && l.Credential == nil:
 			fmt.Fprintf(e.stdout, "backend %s (%s %s): reachable, no credential to try\n", name, b.Protocol, b.Address)

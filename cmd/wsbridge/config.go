@@ -605,7 +605,7 @@ var backendProtocols = map[string]bool{"stomp": true, "amqp": true, "nats": true
 
 // routeBackends says, for each route protocol, which backend protocols can
 // serve it: STOMP relays to a STOMP broker; SSE and HTTP publish go
-// through a bridge.Broker.
+// through a broker.Broker.
 var routeBackends = map[string]map[string]bool{
 	"stomp":           {"stomp": true},
 	"mqtt":            {"mqtt": true},

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 )
 
 // e2eDir holds the real JavaScript clients (npm ci --prefix testdata/e2e).

@@ -32,6 +32,11 @@ import (
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/admin"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/broker/amqpbroker"
+	"github.com/wsbridge/wsbridge/broker/mqttbroker"
+	"github.com/wsbridge/wsbridge/broker/natsbroker"
+	"github.com/wsbridge/wsbridge/broker/stompbroker"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/memory"
@@ -205,12 +210,12 @@ type gateway struct {
 	srv      *front.Server
 	certs    *front.CertReloader // nil without TLS
 	hubs     []*sse.Hub
-	brokers  []bridge.Broker
-	embedded []*bridge.EmbeddedNATS
+	brokers  []broker.Broker
+	embedded []*natsbroker.Embedded
 	budget   *memory.Budget // limits.memory_bytes, shared by every route
 	// creds hold each backend's credential by backend name; SIGHUP puts
 	// the reloaded keyring's in them.
-	creds map[string]*bridge.CredentialHolder
+	creds map[string]*broker.CredentialHolder
 }
 
 // reload is SIGHUP: the TLS certificate and the keyring are read again:
@@ -281,7 +286,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 		HandshakeRate: cfg.Limits.HandshakesPerSecond, HandshakeBurst: cfg.Limits.HandshakeBurst,
 		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout), TrustedProxies: cfg.proxies,
 		// A refused login is logged by its LoginCheck, with the keyring entry.
-		Reported: func(err error) bool { return errors.Is(err, bridge.ErrLoginRefused) },
+		Reported: func(err error) bool { return errors.Is(err, broker.ErrLoginRefused) },
 	}
 	var certs *front.CertReloader
 	if cfg.TLS.CertFile != "" {
@@ -292,7 +297,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 		so.TLS = certs.ServerConfig()
 	}
 	g := &gateway{srv: front.NewServer(log, so), certs: certs, budget: memory.NewBudget(int64(cfg.Limits.MemoryBytes)),
-		creds: map[string]*bridge.CredentialHolder{}}
+		creds: map[string]*broker.CredentialHolder{}}
 	srv := g.srv
 	ws := bridge.WSOptions{
 		MaxMessageBytes:  cfg.WebSocket.MaxMessageBytes,
@@ -318,11 +323,11 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 			g.close()
 			return nil, fmt.Errorf("backend %q: %w in %s", name, err, kr.Path())
 		}
-		creds[name] = bridge.NewCredentialHolder(&c, credentialFix(cfg, keyringFlag, b.Credential))
+		creds[name] = broker.NewCredentialHolder(&c, credentialFix(cfg, keyringFlag, b.Credential))
 	}
 	// Embedded servers start first: an MQTT route may name one's MQTT
 	// listener through a separate mqtt backend.
-	embedded := map[string]*bridge.EmbeddedNATS{}
+	embedded := map[string]*natsbroker.Embedded{}
 	for _, name := range sortedKeys(cfg.Backends) {
 		b := cfg.Backends[name]
 		if !b.Embedded {
@@ -330,12 +335,12 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 		}
 		host, port, _ := net.SplitHostPort(b.Address)
 		p, _ := strconv.Atoi(port)
-		eo := bridge.EmbeddedNATSOptions{Host: host, Port: p, StoreDir: b.StoreDir, MaxPayload: cfg.embeddedMaxPayload(), Log: log}
+		eo := natsbroker.EmbeddedOptions{Host: host, Port: p, StoreDir: b.StoreDir, MaxPayload: cfg.embeddedMaxPayload(), Log: log}
 		if b.MQTTAddress != "" {
 			_, mport, _ := net.SplitHostPort(b.MQTTAddress)
 			eo.MQTTPort, _ = strconv.Atoi(mport)
 		}
-		e, err := bridge.StartEmbeddedNATS(eo)
+		e, err := natsbroker.StartEmbedded(eo)
 		if err != nil {
 			g.close()
 			return nil, fmt.Errorf("backend %q: %w", name, err)
@@ -343,39 +348,39 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 		embedded[name] = e
 		g.embedded = append(g.embedded, e)
 	}
-	brokers := map[string]bridge.Broker{}
-	brokerFor := func(name string) (bridge.Broker, error) {
+	brokers := map[string]broker.Broker{}
+	brokerFor := func(name string) (broker.Broker, error) {
 		if b, ok := brokers[name]; ok {
 			return b, nil
 		}
 		b := cfg.Backends[name]
-		var broker bridge.Broker
+		var bk broker.Broker
 		switch b.Protocol {
 		case "amqp":
-			broker = bridge.NewAMQP(bridge.AMQPOptions{Address: b.Address, VHost: b.VHost, CredentialHolder: creds[name], TLS: b.tls,
+			bk = amqpbroker.New(amqpbroker.Options{Address: b.Address, VHost: b.VHost, CredentialHolder: creds[name], TLS: b.tls,
 				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		case "nats":
-			o := bridge.NATSOptions{URL: "nats://" + b.Address, CredentialHolder: creds[name], TLS: b.tls,
+			o := natsbroker.Options{URL: "nats://" + b.Address, CredentialHolder: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential}
 			if e := embedded[name]; e != nil {
 				o.URL, o.InProcess = "nats://"+e.Addr(), e.Server()
 			}
-			n, err := bridge.NewNATS(o)
+			n, err := natsbroker.New(o)
 			if err != nil {
 				return nil, fmt.Errorf("backend %q: %w", name, err)
 			}
-			broker = n
+			bk = n
 		case "mqtt":
-			broker = bridge.NewMQTT(bridge.MQTTOptions{Address: b.Address, CredentialHolder: creds[name], TLS: b.tls,
+			bk = mqttbroker.New(mqttbroker.Options{Address: b.Address, CredentialHolder: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		case "stomp":
-			broker = bridge.NewSTOMP(bridge.STOMPOptions{Address: b.Address, VHost: b.VHost, CredentialHolder: creds[name], TLS: b.tls,
+			bk = stompbroker.New(stompbroker.Options{Address: b.Address, VHost: b.VHost, CredentialHolder: creds[name], TLS: b.tls,
 				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
 		}
-		g.brokers = append(g.brokers, broker)
-		srv.AddReadyCheck(name, broker.Ready) // replaces a relay's check of the same backend
+		g.brokers = append(g.brokers, bk)
+		srv.AddReadyCheck(name, bk.Ready) // replaces a relay's check of the same backend
 		// Every terminating route of the backend shares its subscriptions.
-		shared := bridge.NewShared(broker)
+		shared := broker.NewShared(bk)
 		brokers[name] = shared
 		return shared, nil
 	}
@@ -401,23 +406,23 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 		b := cfg.Backends[r.Backend]
 		path := strings.TrimSuffix(r.Path, "/")
 		ro := bridge.RouteOptions{Route: r.Path, Backend: r.Backend, Address: b.Address, CredentialHolder: creds[r.Backend],
-			CredentialName: b.Credential, Auth: cfg.policies[r.Auth], TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout),
+			CredentialName: b.Credential, Login: logins[r.Protocol], Auth: cfg.policies[r.Auth], TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout),
 			WS: ws, Origins: cfg.origins, Conns: srv.Conns, Log: log}
 		switch r.Protocol {
 		case "stomp":
-			var broker bridge.Broker
+			var bk broker.Broker
 			if r.Mode == "translate" {
 				var err error
-				if broker, err = brokerFor(r.Backend); err != nil {
+				if bk, err = brokerFor(r.Backend); err != nil {
 					g.close()
 					return nil, err
 				}
 			}
-			relay := stomp.NewRelay(stomp.Options{RouteOptions: ro, Broker: broker, VHost: b.VHost,
+			relay := stomp.NewRelay(stomp.Options{RouteOptions: ro, Broker: bk, VHost: b.VHost,
 				Limits:              validate.STOMPLimits{MaxFrameBytes: sl.MaxFrameBytes, MaxHeaders: sl.MaxHeaders, MaxHeaderLineBytes: sl.MaxHeaderLineBytes},
 				MaxBrokerFrameBytes: sl.MaxBrokerFrameBytes})
 			srv.Handle(r.Path, relay)
-			if broker == nil {
+			if bk == nil {
 				srv.AddReadyCheck(r.Backend, relay.Ready)
 			}
 		case "mqtt":

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 

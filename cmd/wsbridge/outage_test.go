@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 )
 
 // outageProxy is the path from the gateway to a broker, which the test can

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 

@@ -18,7 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 )
 
 // defaultsConfig serves every WebSocket protocol and SSE on every broker

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
 )
 
 // TestServeTLS: wss:// and https:// with a throwaway CA, TLS 1.2 at

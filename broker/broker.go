@@ -1,4 +1,17 @@
-package bridge
+// Package broker is the gateway's broker-neutral publish/subscribe API:
+// the Broker and Subscription interfaces its terminating routes (sse, the
+// STOMP translate mode) consume, Message, the error classes callers
+// branch on (ErrUnavailable, ErrUnreachable, ErrTooLarge, ErrLoginRefused),
+// Shared (one upstream subscription per topic), and the login check that
+// readiness and the clients share (Login, LoginCheck, CredentialHolder).
+//
+// It imports no broker client library. Each client lives in a package of
+// its own beside it (natsbroker with the embedded NATS server, amqpbroker,
+// mqttbroker, stompbroker) and only cmd/wsbridge, which wires them,
+// imports those; brokertest holds the contract every implementation's
+// tests run. A new broker (Kafka, Redis Streams) is one new package that
+// implements Broker, offers a LoginFunc and passes brokertest.Run.
+package broker
 
 import (
 	"context"

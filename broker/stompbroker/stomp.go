@@ -1,27 +1,36 @@
-package bridge
+// Package stompbroker is the STOMP client behind broker.Broker (go-stomp,
+// for RabbitMQ's STOMP plugin) and its login check (Login). Only
+// cmd/wsbridge, which wires backends, imports it; it is what links
+// go-stomp's client. (The STOMP relay and translate routes parse client
+// frames with validate, never with go-stomp.)
+package stompbroker
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-stomp/stomp/v3"
+	stompframe "github.com/go-stomp/stomp/v3/frame"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
-// STOMPOptions configure a STOMP broker used through bridge.Broker.
-type STOMPOptions struct {
+// Options configure a STOMP broker used through broker.Broker.
+type Options struct {
 	Address    string // host:port
 	VHost      string // CONNECT host; RabbitMQ reads it as the vhost
 	Credential *keyring.Credential
 	// CredentialHolder, when set, supersedes Credential: each new
 	// connection logs in with the credential it holds then (a keyring
 	// reload reaches the next connection).
-	CredentialHolder *CredentialHolder
+	CredentialHolder *broker.CredentialHolder
 	DialTimeout      time.Duration
 	// TLS, when set, reaches the broker over TLS (stomp+ssl).
 	TLS *tls.Config
@@ -31,35 +40,35 @@ type STOMPOptions struct {
 	Backend, CredentialName string
 }
 
-// STOMP is a Broker on go-stomp. Topic "x" is destination /topic/x;
+// Broker is a broker.Broker on go-stomp. Topic "x" is destination /topic/x;
 // publishes wait for a RECEIPT. A lost connection ends its subscriptions;
 // the next use dials again.
-type STOMP struct {
-	o     STOMPOptions
-	login *LoginCheck // readiness, fed by every dial
+type Broker struct {
+	o     Options
+	login *broker.LoginCheck // readiness, fed by every dial
 
 	mu   sync.Mutex
 	conn *stomp.Conn
 	lost chan struct{} // closed when conn fails
 }
 
-// NewSTOMP returns a STOMP broker; it connects on first use.
-func NewSTOMP(o STOMPOptions) *STOMP {
+// New returns a STOMP broker; it connects on first use.
+func New(o Options) *Broker {
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 5 * time.Second
 	}
 	if o.VHost == "" {
 		o.VHost = "/"
 	}
-	o.CredentialHolder = holderFor(o.CredentialHolder, o.Credential)
+	o.CredentialHolder = broker.HolderFor(o.CredentialHolder, o.Credential)
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &STOMP{o: o, login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "stomp", Address: o.Address, VHost: o.VHost,
-		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)}
+	return &Broker{o: o, login: broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: "stomp", Address: o.Address, VHost: o.VHost,
+		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout, Attempt: Login}, o.Log)}
 }
 
-func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, error) {
+func (s *Broker) connection(ctx context.Context) (*stomp.Conn, chan struct{}, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn != nil {
@@ -74,7 +83,7 @@ func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, err
 		nc, err = d.DialContext(ctx, "tcp", s.o.Address)
 	}
 	if err != nil {
-		return nil, nil, dialFailure("stomp "+s.o.Address, err, "")
+		return nil, nil, broker.DialFailure("stomp "+s.o.Address, err, "")
 	}
 	opts := []func(*stomp.Conn) error{stomp.ConnOpt.Host(s.o.VHost), stomp.ConnOpt.HeartBeat(10*time.Second, 10*time.Second),
 		// go-stomp v3.1.5's Unsubscribe at times waits out this timeout
@@ -89,18 +98,18 @@ func (s *STOMP) connection(ctx context.Context) (*stomp.Conn, chan struct{}, err
 	conn, err := stomp.Connect(nc, opts...)
 	if err != nil {
 		nc.Close()
-		said := stompRefusal(err)
-		s.login.observeLogin(cred, err, said)
-		return nil, nil, dialFailure("stomp "+s.o.Address, err, said)
+		said := refusal(err)
+		s.login.Observe(cred, err, said)
+		return nil, nil, broker.DialFailure("stomp "+s.o.Address, err, said)
 	}
-	s.login.observe(cred, nil)
+	s.login.Observe(cred, nil, "")
 	s.conn, s.lost = conn, make(chan struct{})
 	return conn, s.lost, nil
 }
 
 // drop forgets a failed connection so the next use dials again, and ends
 // its subscriptions.
-func (s *STOMP) drop(conn *stomp.Conn) {
+func (s *Broker) drop(conn *stomp.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.conn == conn {
@@ -110,21 +119,21 @@ func (s *STOMP) drop(conn *stomp.Conn) {
 	}
 }
 
-// Publish implements Broker.
-func (s *STOMP) Publish(ctx context.Context, m Message) error {
+// Publish implements broker.Broker.
+func (s *Broker) Publish(ctx context.Context, m broker.Message) error {
 	conn, _, err := s.connection(ctx)
 	if err != nil {
 		return err
 	}
 	if err := conn.Send("/topic/"+m.Topic, m.ContentType, m.Data, stomp.SendOpt.Receipt); err != nil {
 		s.drop(conn)
-		return fmt.Errorf("stomp: send: %v: %w", err, ErrUnavailable)
+		return fmt.Errorf("stomp: send: %v: %w", err, broker.ErrUnavailable)
 	}
 	return nil
 }
 
-// Subscribe implements Broker.
-func (s *STOMP) Subscribe(ctx context.Context, topic string, fn func(Message)) (Subscription, error) {
+// Subscribe implements broker.Broker.
+func (s *Broker) Subscribe(ctx context.Context, topic string, fn func(broker.Message)) (broker.Subscription, error) {
 	conn, lost, err := s.connection(ctx)
 	if err != nil {
 		return nil, err
@@ -132,7 +141,7 @@ func (s *STOMP) Subscribe(ctx context.Context, topic string, fn func(Message)) (
 	sub, err := conn.Subscribe("/topic/"+topic, stomp.AckAuto)
 	if err != nil {
 		s.drop(conn)
-		return nil, fmt.Errorf("stomp: subscribe: %v: %w", err, ErrUnavailable)
+		return nil, fmt.Errorf("stomp: subscribe: %v: %w", err, broker.ErrUnavailable)
 	}
 	ss := &stompSub{sub: sub, done: make(chan struct{}), ended: make(chan struct{})}
 	go func() {
@@ -144,7 +153,7 @@ func (s *STOMP) Subscribe(ctx context.Context, topic string, fn func(Message)) (
 				}
 				break
 			}
-			fn(Message{Topic: topic, Data: m.Body, ContentType: m.ContentType})
+			fn(broker.Message{Topic: topic, Data: m.Body, ContentType: m.ContentType})
 		}
 		ss.once.Do(func() { close(ss.done) })
 	}()
@@ -189,11 +198,11 @@ func (s *stompSub) Unsubscribe() error {
 	return err
 }
 
-// Ready implements Broker: the broker accepts the credential (LoginCheck).
-func (s *STOMP) Ready(ctx context.Context) error { return s.login.Ready(ctx) }
+// Ready implements broker.Broker: the broker accepts the credential (LoginCheck).
+func (s *Broker) Ready(ctx context.Context) error { return s.login.Ready(ctx) }
 
-// Close implements Broker.
-func (s *STOMP) Close() error {
+// Close implements broker.Broker.
+func (s *Broker) Close() error {
 	s.mu.Lock()
 	conn := s.conn
 	s.conn = nil
@@ -231,3 +240,40 @@ func (s stompLog) Debug(msg string)                 { s.log(slog.LevelDebug, msg
 func (s stompLog) Info(msg string)                  { s.log(slog.LevelDebug, msg) }
 func (s stompLog) Warning(msg string)               { s.log(slog.LevelWarn, msg) }
 func (s stompLog) Error(msg string)                 { s.log(slog.LevelWarn, msg) }
+
+// Login is broker.LoginFunc for STOMP: it sends CONNECT with the
+// credential; a broker ERROR instead of CONNECTED is a refusal (RabbitMQ:
+// "Access refused for user 'gw'").
+func Login(ctx context.Context, l broker.Login, timeout time.Duration) (said string, err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	nc, err := l.Dial(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer nc.Close()
+	// go-stomp waits for CONNECTED without a deadline of its own.
+	nc.SetDeadline(time.Now().Add(timeout))
+	vhost := l.VHost
+	if vhost == "" {
+		vhost = "/"
+	}
+	// What the probe found is its return value; go-stomp's own lines about
+	// this throwaway connection would only reach stderr unstructured.
+	conn, err := stomp.Connect(nc, stomp.ConnOpt.Host(vhost), stomp.ConnOpt.Login(l.Credential.Username, l.Credential.Password.Reveal()),
+		stomp.ConnOpt.Logger(stompLog{slog.New(slog.DiscardHandler)}))
+	if err != nil {
+		return refusal(err), err
+	}
+	return "", conn.MustDisconnect()
+}
+
+// refusal is what the broker said when err is an ERROR frame in answer to
+// CONNECT (RabbitMQ: "Access refused for user 'gw'"), "" otherwise.
+func refusal(err error) string {
+	var se stomp.Error
+	if errors.As(err, &se) && se.Frame != nil && se.Frame.Command == stompframe.ERROR {
+		return strings.TrimSpace(se.Message + ": " + string(se.Frame.Body))
+	}
+	return ""
+}

@@ -1,10 +1,8 @@
-package bridge
+package broker
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,12 +11,6 @@ import (
 	"sync"
 	"time"
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
-	"github.com/eclipse/paho.mqtt.golang/packets"
-	"github.com/go-stomp/stomp/v3"
-	stompframe "github.com/go-stomp/stomp/v3/frame"
-	"github.com/nats-io/nats.go"
-	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
@@ -43,11 +35,19 @@ func (e *LoginError) Error() string { return ErrLoginRefused.Error() }
 // Unwrap makes errors.Is(err, ErrLoginRefused) hold.
 func (e *LoginError) Unwrap() error { return ErrLoginRefused }
 
-// BackendLogin is how the gateway logs in to one backend with its own
+// LoginFunc is one client library's login: it logs in to l.Address once
+// with l.Credential (never nil here), within timeout, as the gateway's own
+// connections do, and logs out again. said is what the broker said when it
+// refused the credential or the virtual host ("" when it did not refuse);
+// err is the library's error. Each client package offers one
+// (natsbroker.Login, amqpbroker.Login, ...).
+type LoginFunc func(ctx context.Context, l Login, timeout time.Duration) (said string, err error)
+
+// Login is how the gateway logs in to one backend with its own
 // credential: what a readiness check and `wsbridge check -login` try.
-type BackendLogin struct {
+type Login struct {
 	Backend  string // the backend's name, for messages
-	Protocol string // amqp, stomp, mqtt or nats
+	Protocol string // amqp, stomp, mqtt or nats, for messages
 	Address  string // host:port
 	// VHost is the AMQP virtual host or the STOMP host header (default /).
 	VHost string
@@ -62,6 +62,9 @@ type BackendLogin struct {
 	CredentialName string
 	TLS            *tls.Config   // reach the broker over TLS
 	DialTimeout    time.Duration // default 5s; ctx may shorten it
+	// Attempt is the client library's login for Protocol. Without one a
+	// login with a credential cannot be tried, and Try says so.
+	Attempt LoginFunc
 }
 
 // Try logs in to the broker once, as the gateway's relays and brokers do,
@@ -69,7 +72,7 @@ type BackendLogin struct {
 // credential, a *LoginError (errors.Is ErrLoginRefused) when it refused it,
 // and an error wrapping ErrUnavailable when it could not be asked (not
 // reachable, no answer in time). Without a Credential it only dials.
-func (l BackendLogin) Try(ctx context.Context) error {
+func (l Login) Try(ctx context.Context) error {
 	l = l.current()
 	timeout := l.DialTimeout
 	if timeout <= 0 {
@@ -82,27 +85,17 @@ func (l BackendLogin) Try(ctx context.Context) error {
 		return fmt.Errorf("%s: no time left to log in: %w", l.Address, ErrUnavailable)
 	}
 	if l.Credential == nil {
-		if err := DialCheck(l.Address)(ctx); err != nil {
+		if err := dialCheck(ctx, l.Address); err != nil {
 			return fmt.Errorf("%w: %w", err, ErrUnavailable)
 		}
 		return nil
 	}
-	var said string
-	var err error
-	switch l.Protocol {
-	case "amqp":
-		said, err = l.tryAMQP(timeout)
-	case "stomp":
-		said, err = l.trySTOMP(ctx, timeout)
-	case "mqtt":
-		said, err = l.tryMQTT(timeout)
-	case "nats":
-		said, err = l.tryNATS(timeout)
-	default:
+	if l.Attempt == nil {
 		return fmt.Errorf("no login to try for protocol %q", l.Protocol)
 	}
+	said, err := l.Attempt(ctx, l, timeout)
 	if said != "" {
-		return &LoginError{Backend: l.Backend, Entry: l.CredentialName, Said: l.scrub(said)}
+		return l.refusal(said)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: logging in: %v: %w", l.Address, err, ErrUnavailable)
@@ -111,15 +104,21 @@ func (l BackendLogin) Try(ctx context.Context) error {
 }
 
 // current is l with the credential its holder holds now.
-func (l BackendLogin) current() BackendLogin {
+func (l Login) current() Login {
 	if l.CredentialHolder != nil {
 		l.Credential = l.CredentialHolder.Load()
 	}
 	return l
 }
 
+// refusal is the LoginError for what the broker said refusing l's
+// credential.
+func (l Login) refusal(said string) *LoginError {
+	return &LoginError{Backend: l.Backend, Entry: l.CredentialName, Said: l.scrub(said)}
+}
+
 // fix is the WARN's hint for a refused login.
-func (l BackendLogin) fix() string {
+func (l Login) fix() string {
 	if h := l.CredentialHolder; h != nil && h.fix != "" {
 		return h.fix
 	}
@@ -128,7 +127,7 @@ func (l BackendLogin) fix() string {
 
 // scrub removes the password from what a broker said, should one ever
 // echo it.
-func (l BackendLogin) scrub(said string) string {
+func (l Login) scrub(said string) string {
 	if l.Credential == nil {
 		return said
 	}
@@ -138,159 +137,37 @@ func (l BackendLogin) scrub(said string) string {
 	return said
 }
 
-// tryAMQP logs in with SASL PLAIN (never the URL, so no error can echo
-// the password) and opens the virtual host. said is set when the broker
-// refused; amqp091-go reports a refused login as ErrCredentials, having
-// lost the broker's text, and a refused virtual host as ErrVhost.
-func (l BackendLogin) tryAMQP(timeout time.Duration) (said string, err error) {
-	vhost := l.VHost
-	if vhost == "" {
-		vhost = "/"
-	}
-	cfg := amqp.Config{Vhost: vhost, Dial: amqp.DefaultDial(timeout), Properties: amqp.Table{"connection_name": "wsbridge login check"},
-		SASL: []amqp.Authentication{&amqp.PlainAuth{Username: l.Credential.Username, Password: l.Credential.Password.Reveal()}}}
-	scheme := "amqp://"
-	if l.TLS != nil {
-		scheme, cfg.TLSClientConfig = "amqps://", l.TLS
-	}
-	conn, err := amqp.DialConfig(scheme+l.Address+"/", cfg)
-	if err != nil {
-		return amqpRefusal(err, vhost), err
-	}
-	return "", conn.Close()
-}
-
-// dialFailure is what Publish and Subscribe return when the broker
-// connection they need could not be made: ErrUnreachable, or, when said
-// (what a refusal classifier made of err) says the broker refused the
-// gateway's credential, ErrLoginRefused and ErrUnavailable; so that a
-// caller can tell the operator which it is rather than only that the
-// broker is unavailable.
-func dialFailure(what string, err error, said string) error {
-	if said != "" {
-		return fmt.Errorf("%s: %w: %v: %w", what, ErrLoginRefused, err, ErrUnavailable)
-	}
-	return fmt.Errorf("%s: %v: %w", what, err, ErrUnreachable)
-}
-
-// amqpRefusal is what the broker said when err is its refusal of the
-// gateway's login or of the virtual host, "" otherwise. amqp091-go
-// reports a refused login as ErrCredentials, the broker's text lost.
-func amqpRefusal(err error, vhost string) string {
-	var ae *amqp.Error
-	switch {
-	case errors.Is(err, amqp.ErrCredentials):
-		return "ACCESS_REFUSED: " + amqp.ErrCredentials.Reason
-	case errors.Is(err, amqp.ErrVhost):
-		return fmt.Sprintf("NOT_ALLOWED: no access to virtual host %q", vhost)
-	case errors.As(err, &ae) && (ae.Code == amqp.AccessRefused || ae.Code == amqp.NotAllowed):
-		return ae.Reason
-	}
-	return ""
-}
-
-// trySTOMP sends CONNECT with the credential; a broker ERROR instead of
-// CONNECTED is a refusal (RabbitMQ: "Access refused for user 'gw'").
-func (l BackendLogin) trySTOMP(ctx context.Context, timeout time.Duration) (said string, err error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	nc, err := l.dial(ctx)
-	if err != nil {
-		return "", err
-	}
-	defer nc.Close()
-	// go-stomp waits for CONNECTED without a deadline of its own.
-	nc.SetDeadline(time.Now().Add(timeout))
-	vhost := l.VHost
-	if vhost == "" {
-		vhost = "/"
-	}
-	// What the probe found is its return value; go-stomp's own lines about
-	// this throwaway connection would only reach stderr unstructured.
-	conn, err := stomp.Connect(nc, stomp.ConnOpt.Host(vhost), stomp.ConnOpt.Login(l.Credential.Username, l.Credential.Password.Reveal()),
-		stomp.ConnOpt.Logger(stompLog{slog.New(slog.DiscardHandler)}))
-	if err != nil {
-		return stompRefusal(err), err
-	}
-	return "", conn.MustDisconnect()
-}
-
-// stompRefusal is what the broker said when err is an ERROR frame in
-// answer to CONNECT (RabbitMQ: "Access refused for user 'gw'"), ""
-// otherwise.
-func stompRefusal(err error) string {
-	var se stomp.Error
-	if errors.As(err, &se) && se.Frame != nil && se.Frame.Command == stompframe.ERROR {
-		return strings.TrimSpace(se.Message + ": " + string(se.Frame.Body))
-	}
-	return ""
-}
-
-// tryMQTT connects with a clean session under a client identifier of its
-// own, so that no one's session is taken over.
-func (l BackendLogin) tryMQTT(timeout time.Duration) (said string, err error) {
-	var id [6]byte
-	rand.Read(id[:])
-	scheme := "tcp://"
-	if l.TLS != nil {
-		scheme = "ssl://"
-	}
-	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(scheme + l.Address).SetTLSConfig(l.TLS).
-		SetClientID("wsbridge-check-" + hex.EncodeToString(id[:])).SetCleanSession(true).
-		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(timeout).
-		SetUsername(l.Credential.Username).SetPassword(l.Credential.Password.Reveal()))
-	t := c.Connect()
-	if !t.WaitTimeout(timeout + time.Second) {
-		return "", errors.New("connect timed out")
-	}
-	if err := t.Error(); err != nil {
-		return mqttRefusal(err), err
-	}
-	c.Disconnect(0)
-	return "", nil
-}
-
-// mqttRefusal is what the broker said when err is a CONNACK refusing the
-// credential, "" otherwise.
-func mqttRefusal(err error) string {
-	if errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised) {
-		return "CONNACK: " + err.Error()
-	}
-	return ""
-}
-
-// tryNATS connects once, without the reconnecting the gateway's own
-// connection does.
-func (l BackendLogin) tryNATS(timeout time.Duration) (said string, err error) {
-	opts := []nats.Option{nats.Name("wsbridge login check"), nats.Timeout(timeout), nats.NoReconnect(),
-		nats.UserInfo(l.Credential.Username, l.Credential.Password.Reveal())}
-	if l.TLS != nil {
-		opts = append(opts, nats.Secure(l.TLS))
-	}
-	nc, err := nats.Connect("nats://"+l.Address, opts...)
-	if err != nil {
-		return natsRefusal(err), err
-	}
-	nc.Close()
-	return "", nil
-}
-
-// natsRefusal is what the server said when err is its refusal of the
-// client's credential, "" otherwise.
-func natsRefusal(err error) string {
-	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
-		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
-		return err.Error()
-	}
-	return ""
-}
-
-func (l BackendLogin) dial(ctx context.Context) (net.Conn, error) {
+// Dial opens a TCP connection to l.Address, over TLS when l.TLS is set:
+// for a LoginFunc whose library takes a connection rather than an address.
+func (l Login) Dial(ctx context.Context) (net.Conn, error) {
 	d := &net.Dialer{}
 	if l.TLS != nil {
 		return (&tls.Dialer{NetDialer: d, Config: l.TLS}).DialContext(ctx, "tcp", l.Address)
 	}
 	return d.DialContext(ctx, "tcp", l.Address)
+}
+
+// dialCheck opens and closes a TCP connection to addr.
+func dialCheck(ctx context.Context, addr string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s unreachable", addr)
+	}
+	return c.Close()
+}
+
+// DialFailure is what a client's Publish and Subscribe return when the
+// broker connection they need could not be made: ErrUnreachable, or, when
+// said (what the client's refusal classifier made of err) says the broker
+// refused the gateway's credential, ErrLoginRefused and ErrUnavailable; so
+// that a caller can tell the operator which it is rather than only that
+// the broker is unavailable.
+func DialFailure(what string, err error, said string) error {
+	if said != "" {
+		return fmt.Errorf("%s: %w: %v: %w", what, ErrLoginRefused, err, ErrUnavailable)
+	}
+	return fmt.Errorf("%s: %v: %w", what, err, ErrUnreachable)
 }
 
 // LoginCheckInterval is how long a login check's result stands: /readyz
@@ -303,7 +180,7 @@ const LoginCheckInterval = 30 * time.Second
 // interval.
 const loginRetryInterval = time.Second
 
-// LoginCheck is a ReadyCheck that the broker accepts the gateway's
+// LoginCheck is a readiness check (bridge.ReadyCheck) that the broker accepts the gateway's
 // credential, with a real login at most once per LoginCheckInterval and
 // the result kept in between; every call still dials, so a broker gone
 // down shows at once. A refusal is logged at WARN with the backend and
@@ -316,7 +193,7 @@ const loginRetryInterval = time.Second
 // about 3 s), longer than a readiness probe waits. Meanwhile they get the
 // previous result, or that the check is still running.
 type LoginCheck struct {
-	login BackendLogin
+	login Login
 	log   *slog.Logger
 
 	mu      sync.Mutex
@@ -329,7 +206,7 @@ type LoginCheck struct {
 }
 
 // NewLoginCheck checks l, logging refusals to log.
-func NewLoginCheck(l BackendLogin, log *slog.Logger) *LoginCheck {
+func NewLoginCheck(l Login, log *slog.Logger) *LoginCheck {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -343,9 +220,9 @@ func NewLoginCheck(l BackendLogin, log *slog.Logger) *LoginCheck {
 // finished within the caller's context.
 var ErrLoginCheckRunning = errors.New("login check still running")
 
-// Ready implements ReadyCheck.
+// Ready reports whether the broker accepts the credential.
 func (c *LoginCheck) Ready(ctx context.Context) error {
-	if err := DialCheck(c.login.Address)(ctx); err != nil || c.login.current().Credential == nil {
+	if err := dialCheck(ctx, c.login.Address); err != nil || c.login.current().Credential == nil {
 		return err
 	}
 	c.mu.Lock()
@@ -396,15 +273,16 @@ func (c *LoginCheck) fresh() (error, bool) {
 	return c.err, !c.at.IsZero() && time.Since(c.at) < keep && c.cred == c.login.current().Credential
 }
 
-// failed is the last result when it was a failure, else nil.
-func (c *LoginCheck) failed() error {
+// Failed is the last result when it was a failure, else nil: a client
+// that is not connected reports it as the cause.
+func (c *LoginCheck) Failed() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
 }
 
-// refused is the last result when it was a refusal, else nil.
-func (c *LoginCheck) refused() error {
+// Refused is the last result when it was a refusal, else nil.
+func (c *LoginCheck) Refused() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if errors.Is(c.err, ErrLoginRefused) {
@@ -413,23 +291,19 @@ func (c *LoginCheck) refused() error {
 	return nil
 }
 
-// observeLogin records the outcome of a login the gateway made anyway
-// with cred: err is the client library's, said what refusal classified it
-// as ("": none).
-func (c *LoginCheck) observeLogin(cred *keyring.Credential, err error, said string) {
+// Observe records the outcome of a login the gateway made anyway with
+// cred, which then counts as a fresh check: err is the client library's
+// (nil: accepted), said what its refusal classifier made of err ("": not
+// a refusal). A refusal is logged at WARN, at most once per
+// LoginCheckInterval while it lasts.
+func (c *LoginCheck) Observe(cred *keyring.Credential, err error, said string) {
 	if said != "" {
 		l := c.login
 		l.Credential = cred
-		err = &LoginError{Backend: l.Backend, Entry: l.CredentialName, Said: l.scrub(said)}
+		err = l.refusal(said)
 	}
 	c.observe(cred, err)
 }
-
-// Observe records the outcome of a login to the broker with the checked
-// credential: nil for accepted, an error wrapping ErrLoginRefused for
-// refused (logged at WARN, at most once per LoginCheckInterval while it
-// lasts), anything else for not reachable.
-func (c *LoginCheck) Observe(err error) { c.observe(c.login.current().Credential, err) }
 
 // observe records the outcome of a login with cred. A refusal of a
 // credential a reload brought is logged at once, whenever the last one

@@ -1,7 +1,8 @@
-package bridge_test
+package stompbroker_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log"
 	"log/slog"
@@ -9,9 +10,46 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/internal/brokertest"
+	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/stompbroker"
+	"github.com/wsbridge/wsbridge/keyring"
 )
+
+func TestContract(t *testing.T) {
+	cred := brokertest.RabbitCredential(t)
+	brokertest.Run(t, brokertest.Harness{
+		New: func(t *testing.T) broker.Broker {
+			return stompbroker.New(stompbroker.Options{Address: brokertest.RabbitSTOMP(t), Credential: &cred})
+		},
+		At: func(t *testing.T, addr string) broker.Broker {
+			return stompbroker.New(stompbroker.Options{Address: addr, DialTimeout: time.Second})
+		},
+		// RabbitMQ has no such user: it refuses as it does a wrong password.
+		Refusing: func(t *testing.T) (broker.Broker, string) {
+			user, password := brokertest.Stranger()
+			wrong := &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}
+			// The refusals' WARN lines are LoginCheck's, tested there.
+			return stompbroker.New(stompbroker.Options{Address: brokertest.RabbitSTOMP(t), Credential: wrong, Log: slog.New(slog.DiscardHandler)}), password
+		},
+		ContentType: true,
+	})
+}
+
+// RabbitMQ behind a TLS terminator.
+func TestOverTLS(t *testing.T) {
+	cred := brokertest.RabbitCredential(t)
+	brokertest.RunTLS(t, func(t *testing.T, ca *brokertest.CA, conf *tls.Config) broker.Broker {
+		return stompbroker.New(stompbroker.Options{Address: brokertest.TLSProxy(t, ca, brokertest.RabbitSTOMP(t)), Credential: &cred, TLS: conf, DialTimeout: 2 * time.Second})
+	})
+}
+
+// Against a RabbitMQ user made for the test.
+func TestLogin(t *testing.T) {
+	user, password := brokertest.RabbitUser(t)
+	brokertest.RunLogin(t, broker.Login{Backend: "rabbit", Protocol: "stomp", Address: brokertest.RabbitSTOMP(t), CredentialName: "gw",
+		Attempt: stompbroker.Login}, user, password, true)
+}
 
 // What go-stomp itself reports about the gateway's connection (here a
 // subscription ended by the connection's loss) goes to the gateway's
@@ -29,21 +67,21 @@ func TestSTOMPClientLogsThroughTheGatewayLogger(t *testing.T) {
 	t.Cleanup(func() { log.SetOutput(prev); log.SetFlags(flags) })
 
 	var logs brokertest.Logs
-	b := bridge.NewSTOMP(bridge.STOMPOptions{Address: tap.Addr(), Credential: &cred, Backend: "rabbit-stomp",
+	b := stompbroker.New(stompbroker.Options{Address: tap.Addr(), Credential: &cred, Backend: "rabbit-stomp",
 		Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	t.Cleanup(func() { b.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	topic := fmt.Sprintf("wsbridge.stomplog.%d", time.Now().UnixNano())
-	got := make(chan bridge.Message, 1)
-	sub, err := b.Subscribe(ctx, topic, func(m bridge.Message) { got <- m })
+	got := make(chan broker.Message, 1)
+	sub, err := b.Subscribe(ctx, topic, func(m broker.Message) { got <- m })
 	if err != nil {
 		t.Fatal(err)
 	}
 	// go-stomp's Subscribe returns before its connection has taken the
 	// subscription in, and a loss before that would never end it: a
 	// message through it says it is in place.
-	if err := b.Publish(ctx, bridge.Message{Topic: topic, Data: []byte("in place")}); err != nil {
+	if err := b.Publish(ctx, broker.Message{Topic: topic, Data: []byte("in place")}); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -1,10 +1,15 @@
-package bridge
+// Package mqttbroker is the MQTT 3.1.1 client behind broker.Broker
+// (paho.mqtt.golang, for Mosquitto or RabbitMQ's MQTT plugin) and its
+// login check (Login). Only cmd/wsbridge, which wires backends, imports
+// it; it is what links paho.
+package mqttbroker
 
 import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -13,17 +18,19 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
-// MQTTOptions configure an MQTT broker (Mosquitto, RabbitMQ's MQTT plugin).
-type MQTTOptions struct {
+// Options configure an MQTT broker (Mosquitto, RabbitMQ's MQTT plugin).
+type Options struct {
 	Address    string // host:port
 	Credential *keyring.Credential
 	// CredentialHolder, when set, supersedes Credential: each new
 	// connection logs in with the credential it holds then (a keyring
 	// reload reaches the next connection).
-	CredentialHolder *CredentialHolder
+	CredentialHolder *broker.CredentialHolder
 	DialTimeout      time.Duration
 	// TLS, when set, reaches the broker over TLS (mqtts).
 	TLS *tls.Config
@@ -33,7 +40,7 @@ type MQTTOptions struct {
 	Backend, CredentialName string
 }
 
-// MQTT is a Broker on paho.mqtt.golang. Topic "a.b" is MQTT topic "a/b".
+// Broker is a broker.Broker on paho.mqtt.golang. Topic "a.b" is MQTT topic "a/b".
 // Messages are published and subscribed at QoS 1, so a publish returns
 // after the broker's PUBACK. MQTT 3.1.1 has no content type: it is not
 // carried. The session is clean: after a lost connection, subscriptions end
@@ -43,10 +50,10 @@ type MQTTOptions struct {
 // replaces the first's callback, and the first Unsubscribe removes both.
 // So the broker is subscribed once per filter, whose callback calls every
 // subscription's handler, and unsubscribed when the last one goes.
-type MQTT struct {
-	o     MQTTOptions
+type Broker struct {
+	o     Options
 	c     mqtt.Client
-	login *LoginCheck // readiness, fed by every connect
+	login *broker.LoginCheck // readiness, fed by every connect
 	// cred is what the connect under way logs in with: taken from the
 	// holder as it starts, for paho to ask for and the outcome to name.
 	cred atomic.Pointer[keyring.Credential]
@@ -65,20 +72,20 @@ type mqttFilter struct {
 	err   error         // set before ready closes
 	// fns is replaced, never changed, so the callback reads it unlocked.
 	fns     atomic.Pointer[[]*mqttSub]
-	closing bool          // its last subscription left; guarded by MQTT.fmu
+	closing bool          // its last subscription left; guarded by Broker.fmu
 	gone    chan struct{} // closed once the broker unsubscription is done
 }
 
-// NewMQTT returns an MQTT broker; it connects on first use.
-func NewMQTT(o MQTTOptions) *MQTT {
+// New returns an MQTT broker; it connects on first use.
+func New(o Options) *Broker {
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 5 * time.Second
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	o.CredentialHolder = holderFor(o.CredentialHolder, o.Credential)
-	m := &MQTT{o: o, lost: make(chan struct{}), filters: map[string]*mqttFilter{}}
+	o.CredentialHolder = broker.HolderFor(o.CredentialHolder, o.Credential)
+	m := &Broker{o: o, lost: make(chan struct{}), filters: map[string]*mqttFilter{}}
 	var id [6]byte
 	rand.Read(id[:])
 	scheme := "tcp://"
@@ -108,8 +115,8 @@ func NewMQTT(o MQTTOptions) *MQTT {
 		return "", ""
 	})
 	m.c = mqtt.NewClient(opts)
-	m.login = NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "mqtt", Address: o.Address,
-		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)
+	m.login = broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: "mqtt", Address: o.Address,
+		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout, Attempt: Login}, o.Log)
 	return m
 }
 
@@ -117,7 +124,7 @@ func NewMQTT(o MQTTOptions) *MQTT {
 func mqttTopic(topic string) string { return strings.ReplaceAll(topic, ".", "/") }
 
 // connect returns the channel closed when this connection is lost.
-func (m *MQTT) connect() (chan struct{}, error) {
+func (m *Broker) connect() (chan struct{}, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.c.IsConnectionOpen() {
@@ -125,14 +132,14 @@ func (m *MQTT) connect() (chan struct{}, error) {
 		m.cred.Store(cred)
 		t := m.c.Connect()
 		if !t.WaitTimeout(m.o.DialTimeout) {
-			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, ErrUnreachable)
+			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, broker.ErrUnreachable)
 		}
 		if err := t.Error(); err != nil {
-			said := mqttRefusal(err)
-			m.login.observeLogin(cred, err, said)
-			return nil, dialFailure("mqtt "+m.o.Address, err, said)
+			said := refusal(err)
+			m.login.Observe(cred, err, said)
+			return nil, broker.DialFailure("mqtt "+m.o.Address, err, said)
 		}
-		m.login.observe(cred, nil)
+		m.login.Observe(cred, nil, "")
 	}
 	return m.lost, nil
 }
@@ -146,25 +153,25 @@ func wait(ctx context.Context, t mqtt.Token) error {
 	}
 }
 
-// Publish implements Broker.
-func (m *MQTT) Publish(ctx context.Context, msg Message) error {
+// Publish implements broker.Broker.
+func (m *Broker) Publish(ctx context.Context, msg broker.Message) error {
 	if _, err := m.connect(); err != nil {
 		return err
 	}
 	if err := wait(ctx, m.c.Publish(mqttTopic(msg.Topic), 1, false, msg.Data)); err != nil {
-		return fmt.Errorf("mqtt: publish: %v: %w", err, ErrUnavailable)
+		return fmt.Errorf("mqtt: publish: %v: %w", err, broker.ErrUnavailable)
 	}
 	return nil
 }
 
-// Subscribe implements Broker.
-func (m *MQTT) Subscribe(ctx context.Context, topic string, fn func(Message)) (Subscription, error) {
+// Subscribe implements broker.Broker.
+func (m *Broker) Subscribe(ctx context.Context, topic string, fn func(broker.Message)) (broker.Subscription, error) {
 	lost, err := m.connect()
 	if err != nil {
 		return nil, err
 	}
 	mt := mqttTopic(topic)
-	s := &mqttSub{m: m, topic: mt, lost: lost, fn: func(pm mqtt.Message) { fn(Message{Topic: topic, Data: pm.Payload()}) }}
+	s := &mqttSub{m: m, topic: mt, lost: lost, fn: func(pm mqtt.Message) { fn(broker.Message{Topic: topic, Data: pm.Payload()}) }}
 	for {
 		m.fmu.Lock()
 		f := m.filters[mt]
@@ -176,7 +183,7 @@ func (m *MQTT) Subscribe(ctx context.Context, topic string, fn func(Message)) (S
 			case <-f.gone:
 				continue
 			case <-ctx.Done():
-				return nil, fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, ctx.Err(), ErrUnavailable)
+				return nil, fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, ctx.Err(), broker.ErrUnavailable)
 			}
 		}
 		if f == nil || f.lost != lost { // none, or one the lost connection took
@@ -205,7 +212,7 @@ func (m *MQTT) Subscribe(ctx context.Context, topic string, fn func(Message)) (S
 			m.fmu.Lock()
 			f.remove(s)
 			m.fmu.Unlock()
-			return nil, fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, ctx.Err(), ErrUnavailable)
+			return nil, fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, ctx.Err(), broker.ErrUnavailable)
 		}
 		if f.err != nil {
 			return nil, f.err
@@ -216,14 +223,14 @@ func (m *MQTT) Subscribe(ctx context.Context, topic string, fn func(Message)) (S
 }
 
 // subscribe makes f's broker subscription to filter mt.
-func (m *MQTT) subscribe(ctx context.Context, mt string, f *mqttFilter) error {
+func (m *Broker) subscribe(ctx context.Context, mt string, f *mqttFilter) error {
 	t := m.c.Subscribe(mt, 1, func(_ mqtt.Client, pm mqtt.Message) {
 		for _, s := range *f.fns.Load() {
 			s.fn(pm)
 		}
 	})
 	if err := wait(ctx, t); err != nil {
-		return fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, err, ErrUnavailable)
+		return fmt.Errorf("mqtt: subscribe %q: %v: %w", mt, err, broker.ErrUnavailable)
 	}
 	if code := t.(*mqtt.SubscribeToken).Result()[mt]; code == 0x80 {
 		return fmt.Errorf("mqtt: the broker refused the subscription to %q", mt)
@@ -231,7 +238,7 @@ func (m *MQTT) subscribe(ctx context.Context, mt string, f *mqttFilter) error {
 	return nil
 }
 
-// add and remove change f's handlers; call with MQTT.fmu held.
+// add and remove change f's handlers; call with Broker.fmu held.
 func (f *mqttFilter) add(s *mqttSub) {
 	var fns []*mqttSub
 	if p := f.fns.Load(); p != nil {
@@ -253,7 +260,7 @@ func (f *mqttFilter) remove(s *mqttSub) (left int) {
 }
 
 type mqttSub struct {
-	m     *MQTT
+	m     *Broker
 	topic string
 	lost  chan struct{}
 	fn    func(mqtt.Message)
@@ -299,11 +306,50 @@ func (s *mqttSub) Unsubscribe() error {
 	return err
 }
 
-// Ready implements Broker.
-func (m *MQTT) Ready(ctx context.Context) error { return m.login.Ready(ctx) }
+// Ready implements broker.Broker.
+func (m *Broker) Ready(ctx context.Context) error { return m.login.Ready(ctx) }
 
-// Close implements Broker.
-func (m *MQTT) Close() error {
+// Close implements broker.Broker. paho reports no loss for a disconnect
+// it was asked for, so Close ends the connection's subscriptions itself.
+func (m *Broker) Close() error {
 	m.c.Disconnect(250)
+	m.mu.Lock()
+	close(m.lost)
+	m.lost = make(chan struct{})
+	m.mu.Unlock()
 	return nil
+}
+
+// Login is broker.LoginFunc for MQTT: it connects with a clean session
+// under a client identifier of its own, so that no one's session is taken
+// over.
+func Login(_ context.Context, l broker.Login, timeout time.Duration) (said string, err error) {
+	var id [6]byte
+	rand.Read(id[:])
+	scheme := "tcp://"
+	if l.TLS != nil {
+		scheme = "ssl://"
+	}
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(scheme + l.Address).SetTLSConfig(l.TLS).
+		SetClientID("wsbridge-check-" + hex.EncodeToString(id[:])).SetCleanSession(true).
+		SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(timeout).
+		SetUsername(l.Credential.Username).SetPassword(l.Credential.Password.Reveal()))
+	t := c.Connect()
+	if !t.WaitTimeout(timeout + time.Second) {
+		return "", errors.New("connect timed out")
+	}
+	if err := t.Error(); err != nil {
+		return refusal(err), err
+	}
+	c.Disconnect(0)
+	return "", nil
+}
+
+// refusal is what the broker said when err is a CONNACK refusing the
+// credential, "" otherwise.
+func refusal(err error) string {
+	if errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword) || errors.Is(err, packets.ErrorRefusedNotAuthorised) {
+		return "CONNACK: " + err.Error()
+	}
+	return ""
 }

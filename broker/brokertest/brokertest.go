@@ -1,7 +1,13 @@
-// Package brokertest finds the real brokers integration tests talk to and
-// the credentials the gateway is to inject. A broker that cannot be reached
-// skips the test locally, naming the variable to set, and fails it under
-// CI=true.
+// Package brokertest is what tests need of real brokers. Run, RunTLS and
+// RunLogin are the contract every broker.Broker implementation's tests
+// hold it to (contract.go). The rest finds the real brokers integration
+// tests talk to and the credentials the gateway is to inject (a broker
+// that cannot be reached skips the test locally, naming the variable to
+// set, and fails it under CI=true), makes throwaway brokers, users,
+// queues and CAs, cuts connections (TapProxy), and serves a gateway route
+// under test (serve.go; it and RunTLS import bridge, for its server and client TLS).
+// Tests of broker, its clients, bridge, adapters, sse and the commands
+// import it.
 package brokertest
 
 import (

@@ -1,4 +1,8 @@
-package bridge
+// Package natsbroker is the NATS client behind broker.Broker (nats.go),
+// its login check (Login) and the embedded NATS server that is the
+// gateway's zero-setup default (StartEmbedded). Only cmd/wsbridge, which
+// wires backends, imports it; it is what links nats.go and nats-server.
+package natsbroker
 
 import (
 	"context"
@@ -12,18 +16,19 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
-// NATSOptions configure a NATS broker.
-type NATSOptions struct {
+// Options configure a NATS broker.
+type Options struct {
 	// URL is a nats:// URL or host:port.
 	URL        string
 	Credential *keyring.Credential
 	// CredentialHolder, when set, supersedes Credential: each new
 	// connection logs in with the credential it holds then (a keyring
 	// reload reaches the next connection).
-	CredentialHolder *CredentialHolder
+	CredentialHolder *broker.CredentialHolder
 	DialTimeout      time.Duration
 	// TLS, when set, requires TLS to the server.
 	TLS *tls.Config
@@ -38,23 +43,25 @@ type NATSOptions struct {
 	Backend, CredentialName string
 }
 
-// NATS is a Broker on nats.go. Topics are subjects as they are. The client
-// reconnects by itself; subscriptions survive reconnects.
-type NATS struct {
-	o      NATSOptions
+// Broker is a broker.Broker on nats.go. Topics are subjects as they are.
+// The client reconnects by itself; subscriptions survive reconnects.
+type Broker struct {
+	o      Options
 	nc     *nats.Conn
 	closed chan struct{}
 	// login logs a refused credential; the connection itself (nats.go
 	// keeps trying) is the readiness check.
-	login *LoginCheck
+	login *broker.LoginCheck
+	addr  string // host:port, for errors
 	// cred is what the last (re)connect logged in with, taken from the
 	// holder when nats.go asked for it.
 	cred atomic.Pointer[keyring.Credential]
 }
 
-// NewNATS connects to NATS. A server that is down at startup is retried in
-// the background; until then Publish and Subscribe return ErrUnavailable.
-func NewNATS(o NATSOptions) (*NATS, error) {
+// New connects to NATS. A server that is down at startup is retried in
+// the background; until then Publish and Subscribe return
+// broker.ErrUnavailable.
+func New(o Options) (*Broker, error) {
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = 5 * time.Second
 	}
@@ -64,9 +71,10 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	o.CredentialHolder = holderFor(o.CredentialHolder, o.Credential)
-	n := &NATS{o: o, closed: make(chan struct{}), login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "nats",
-		Address: strings.TrimPrefix(o.URL, "nats://"), CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS}, o.Log)}
+	o.CredentialHolder = broker.HolderFor(o.CredentialHolder, o.Credential)
+	addr := strings.TrimPrefix(o.URL, "nats://")
+	n := &Broker{o: o, addr: addr, closed: make(chan struct{}), login: broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: "nats",
+		Address: addr, CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, Attempt: Login}, o.Log)}
 	var once sync.Once
 	opts := []nats.Option{
 		nats.Name("wsbridge"),
@@ -79,8 +87,8 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 		// refusal), so fixing the user on the server is enough; each
 		// refusal goes to the login check, which logs it.
 		nats.IgnoreAuthErrorAbort(),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { n.login.observeLogin(n.cred.Load(), err, natsRefusal(err)) }),
-		nats.ReconnectHandler(func(*nats.Conn) { n.login.observe(n.cred.Load(), nil) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { n.login.Observe(n.cred.Load(), err, refusal(err)) }),
+		nats.ReconnectHandler(func(*nats.Conn) { n.login.Observe(n.cred.Load(), nil, "") }),
 		nats.ErrorHandler(func(_ *nats.Conn, s *nats.Subscription, err error) {
 			subject := ""
 			if s != nil {
@@ -116,16 +124,16 @@ func NewNATS(o NATSOptions) (*NATS, error) {
 }
 
 // bounded gives ctx a deadline if it has none: nats.go's flush needs one.
-func (n *NATS) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+func (n *Broker) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
 		return ctx, func() {}
 	}
 	return context.WithTimeout(ctx, n.o.DialTimeout)
 }
 
-// Publish implements Broker. It returns after a round trip to the server,
+// Publish implements broker.Broker. It returns after a round trip to the server,
 // so the server has the message.
-func (n *NATS) Publish(ctx context.Context, m Message) error {
+func (n *Broker) Publish(ctx context.Context, m broker.Message) error {
 	ctx, cancel := n.bounded(ctx)
 	defer cancel()
 	if !n.nc.IsConnected() {
@@ -139,38 +147,38 @@ func (n *NATS) Publish(ctx context.Context, m Message) error {
 		// max_payload counts headers too: a 1 MiB body with a Content-Type
 		// does not fit NATS's default of exactly 1 MiB.
 		return fmt.Errorf("nats: %d-byte message with its headers exceeds the server's max_payload of %d bytes: %w",
-			len(m.Data), n.nc.MaxPayload(), ErrTooLarge)
+			len(m.Data), n.nc.MaxPayload(), broker.ErrTooLarge)
 	} else if err != nil {
-		return fmt.Errorf("nats: publish: %v: %w", err, ErrUnavailable)
+		return fmt.Errorf("nats: publish: %v: %w", err, broker.ErrUnavailable)
 	}
 	if err := n.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("nats: flush: %v: %w", err, ErrUnavailable)
+		return fmt.Errorf("nats: flush: %v: %w", err, broker.ErrUnavailable)
 	}
 	return nil
 }
 
-// Subscribe implements Broker.
-func (n *NATS) Subscribe(ctx context.Context, topic string, fn func(Message)) (Subscription, error) {
+// Subscribe implements broker.Broker.
+func (n *Broker) Subscribe(ctx context.Context, topic string, fn func(broker.Message)) (broker.Subscription, error) {
 	return n.subscribe(ctx, topic, "", fn)
 }
 
 // QueueSubscribe is Subscribe within a queue group: each message goes to
 // one member of the group.
-func (n *NATS) QueueSubscribe(ctx context.Context, topic, group string, fn func(Message)) (Subscription, error) {
+func (n *Broker) QueueSubscribe(ctx context.Context, topic, group string, fn func(broker.Message)) (broker.Subscription, error) {
 	return n.subscribe(ctx, topic, group, fn)
 }
 
-func (n *NATS) subscribe(ctx context.Context, topic, group string, fn func(Message)) (Subscription, error) {
+func (n *Broker) subscribe(ctx context.Context, topic, group string, fn func(broker.Message)) (broker.Subscription, error) {
 	ctx, cancel := n.bounded(ctx)
 	defer cancel()
 	if !n.nc.IsConnected() {
 		return nil, n.notConnected()
 	}
 	sub, err := n.nc.QueueSubscribe(topic, group, func(m *nats.Msg) {
-		fn(Message{Topic: topic, Data: m.Data, ContentType: m.Header.Get("Content-Type")})
+		fn(broker.Message{Topic: topic, Data: m.Data, ContentType: m.Header.Get("Content-Type")})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("nats: subscribe %q: %v: %w", topic, err, ErrUnavailable)
+		return nil, fmt.Errorf("nats: subscribe %q: %v: %w", topic, err, broker.ErrUnavailable)
 	}
 	if err := sub.SetPendingLimits(n.o.PendingMessages, 64<<20); err != nil {
 		sub.Unsubscribe()
@@ -180,7 +188,7 @@ func (n *NATS) subscribe(ctx context.Context, topic, group string, fn func(Messa
 	// or a message published right after could be missed.
 	if err := n.nc.FlushWithContext(ctx); err != nil {
 		sub.Unsubscribe()
-		return nil, fmt.Errorf("nats: subscribe %q: %v: %w", topic, err, ErrUnavailable)
+		return nil, fmt.Errorf("nats: subscribe %q: %v: %w", topic, err, broker.ErrUnavailable)
 	}
 	return natsSub{sub, n.closed}, nil
 }
@@ -190,16 +198,16 @@ func (n *NATS) subscribe(ctx context.Context, topic, group string, fn func(Messa
 // ErrLoginRefused (and ErrUnavailable) when the server refused the
 // credential then, which is the cause to report rather than the missing
 // connection.
-func (n *NATS) notConnected() error {
-	addr := n.login.login.Address
-	err := n.login.failed()
+func (n *Broker) notConnected() error {
+	addr := n.addr
+	err := n.login.Failed()
 	switch {
-	case errors.Is(err, ErrLoginRefused):
-		return fmt.Errorf("nats %s: not connected: %w: %w", addr, err, ErrUnavailable)
+	case errors.Is(err, broker.ErrLoginRefused):
+		return fmt.Errorf("nats %s: not connected: %w: %w", addr, err, broker.ErrUnavailable)
 	case err != nil:
-		return fmt.Errorf("nats %s: not connected: %v: %w", addr, err, ErrUnreachable)
+		return fmt.Errorf("nats %s: not connected: %v: %w", addr, err, broker.ErrUnreachable)
 	}
-	return fmt.Errorf("nats %s: not connected: %w", addr, ErrUnreachable)
+	return fmt.Errorf("nats %s: not connected: %w", addr, broker.ErrUnreachable)
 }
 
 type natsSub struct {
@@ -210,20 +218,46 @@ type natsSub struct {
 func (s natsSub) Done() <-chan struct{} { return s.closed }
 func (s natsSub) Unsubscribe() error    { return s.s.Unsubscribe() }
 
-// Ready implements Broker: the connection nats.go keeps is up, or, when
+// Ready implements broker.Broker: the connection nats.go keeps is up, or, when
 // it is not because the server refused the credential, ErrLoginRefused.
-func (n *NATS) Ready(context.Context) error {
+func (n *Broker) Ready(context.Context) error {
 	if n.nc.IsConnected() {
 		return nil
 	}
-	if err := n.login.refused(); err != nil {
+	if err := n.login.Refused(); err != nil {
 		return err
 	}
 	return fmt.Errorf("nats %s: not connected", n.o.URL)
 }
 
-// Close implements Broker.
-func (n *NATS) Close() error {
+// Close implements broker.Broker.
+func (n *Broker) Close() error {
 	n.nc.Close()
 	return nil
+}
+
+// Login is broker.LoginFunc for NATS: it connects once, without the
+// reconnecting the gateway's own connection does.
+func Login(_ context.Context, l broker.Login, timeout time.Duration) (said string, err error) {
+	opts := []nats.Option{nats.Name("wsbridge login check"), nats.Timeout(timeout), nats.NoReconnect(),
+		nats.UserInfo(l.Credential.Username, l.Credential.Password.Reveal())}
+	if l.TLS != nil {
+		opts = append(opts, nats.Secure(l.TLS))
+	}
+	nc, err := nats.Connect("nats://"+l.Address, opts...)
+	if err != nil {
+		return refusal(err), err
+	}
+	nc.Close()
+	return "", nil
+}
+
+// refusal is what the server said when err is its refusal of the
+// client's credential, "" otherwise.
+func refusal(err error) string {
+	if errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) {
+		return err.Error()
+	}
+	return ""
 }

@@ -1,26 +1,32 @@
-package bridge
+// Package amqpbroker is the AMQP 0-9-1 client behind broker.Broker
+// (amqp091-go, for RabbitMQ) and its login check (Login). Only
+// cmd/wsbridge, which wires backends, imports it; it is what links
+// amqp091-go.
+package amqpbroker
 
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
-// AMQPOptions configure an AMQP 0-9-1 broker (RabbitMQ).
-type AMQPOptions struct {
+// Options configure an AMQP 0-9-1 broker (RabbitMQ).
+type Options struct {
 	Address    string // host:port
 	VHost      string
 	Credential *keyring.Credential
 	// CredentialHolder, when set, supersedes Credential: each new
 	// connection logs in with the credential it holds then (a keyring
 	// reload reaches the next connection).
-	CredentialHolder *CredentialHolder
+	CredentialHolder *broker.CredentialHolder
 	// Exchange is the topic exchange topics are routing keys on.
 	Exchange    string
 	DialTimeout time.Duration
@@ -35,23 +41,23 @@ type AMQPOptions struct {
 	Backend, CredentialName string
 }
 
-// AMQP is a Broker on amqp091-go. Topics are routing keys on a topic
+// Broker is a broker.Broker on amqp091-go. Topics are routing keys on a topic
 // exchange (default amq.topic); each subscription is an exclusive,
 // auto-delete queue bound with the topic as its key. Publishes wait for
 // the broker's confirm. The connection is dialled on first use and again
 // after it is lost.
-type AMQP struct {
-	o AMQPOptions
+type Broker struct {
+	o Options
 
-	login *LoginCheck // readiness, fed by every dial
+	login *broker.LoginCheck // readiness, fed by every dial
 
 	mu    sync.Mutex
 	conn  *amqp.Connection
 	pubCh *amqp.Channel
 }
 
-// NewAMQP returns an AMQP broker; it connects lazily.
-func NewAMQP(o AMQPOptions) *AMQP {
+// New returns an AMQP broker; it connects lazily.
+func New(o Options) *Broker {
 	if o.Exchange == "" {
 		o.Exchange = "amq.topic"
 	}
@@ -64,14 +70,14 @@ func NewAMQP(o AMQPOptions) *AMQP {
 	if o.Prefetch <= 0 {
 		o.Prefetch = 256
 	}
-	o.CredentialHolder = holderFor(o.CredentialHolder, o.Credential)
-	return &AMQP{o: o, login: NewLoginCheck(BackendLogin{Backend: o.Backend, Protocol: "amqp", Address: o.Address, VHost: o.VHost,
-		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout}, o.Log)}
+	o.CredentialHolder = broker.HolderFor(o.CredentialHolder, o.Credential)
+	return &Broker{o: o, login: broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: "amqp", Address: o.Address, VHost: o.VHost,
+		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout, Attempt: Login}, o.Log)}
 }
 
 // connection returns the live connection, dialling if needed. Call with
 // a.mu held.
-func (a *AMQP) connection() (*amqp.Connection, error) {
+func (a *Broker) connection() (*amqp.Connection, error) {
 	if a.conn != nil && !a.conn.IsClosed() {
 		return a.conn, nil
 	}
@@ -94,17 +100,17 @@ func (a *AMQP) connection() (*amqp.Connection, error) {
 	// Credentials go through SASL, never the URL, so no error can echo them.
 	conn, err := amqp.DialConfig(scheme+a.o.Address+"/", cfg)
 	if err != nil {
-		said := amqpRefusal(err, a.o.VHost)
-		a.login.observeLogin(cred, err, said)
-		return nil, dialFailure("amqp "+a.o.Address, err, said)
+		said := refusal(err, a.o.VHost)
+		a.login.Observe(cred, err, said)
+		return nil, broker.DialFailure("amqp "+a.o.Address, err, said)
 	}
-	a.login.observe(cred, nil)
+	a.login.Observe(cred, nil, "")
 	a.conn, a.pubCh = conn, nil
 	return conn, nil
 }
 
-// Publish implements Broker.
-func (a *AMQP) Publish(ctx context.Context, m Message) error {
+// Publish implements broker.Broker.
+func (a *Broker) Publish(ctx context.Context, m broker.Message) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	conn, err := a.connection()
@@ -114,34 +120,34 @@ func (a *AMQP) Publish(ctx context.Context, m Message) error {
 	if a.pubCh == nil || a.pubCh.IsClosed() {
 		ch, err := conn.Channel()
 		if err != nil {
-			return fmt.Errorf("amqp: opening a channel: %v: %w", err, ErrUnavailable)
+			return fmt.Errorf("amqp: opening a channel: %v: %w", err, broker.ErrUnavailable)
 		}
 		if err := ch.Confirm(false); err != nil {
 			ch.Close()
-			return fmt.Errorf("amqp: enabling confirms: %v: %w", err, ErrUnavailable)
+			return fmt.Errorf("amqp: enabling confirms: %v: %w", err, broker.ErrUnavailable)
 		}
 		a.pubCh = ch
 	}
 	dc, err := a.pubCh.PublishWithDeferredConfirmWithContext(ctx, a.o.Exchange, m.Topic, false, false,
 		amqp.Publishing{ContentType: m.ContentType, Body: m.Data})
 	if err != nil {
-		return fmt.Errorf("amqp: publish: %v: %w", err, ErrUnavailable)
+		return fmt.Errorf("amqp: publish: %v: %w", err, broker.ErrUnavailable)
 	}
 	ok, err := dc.WaitContext(ctx)
 	if err != nil {
-		return fmt.Errorf("amqp: waiting for the broker's confirm: %v: %w", err, ErrUnavailable)
+		return fmt.Errorf("amqp: waiting for the broker's confirm: %v: %w", err, broker.ErrUnavailable)
 	}
 	if !ok {
 		if a.pubCh.IsClosed() { // amqp091-go answers a confirm its channel's close cut short as a nack
-			return fmt.Errorf("amqp: the channel closed before the broker confirmed the message: %w", ErrUnavailable)
+			return fmt.Errorf("amqp: the channel closed before the broker confirmed the message: %w", broker.ErrUnavailable)
 		}
-		return fmt.Errorf("amqp: the broker refused the message (nack): %w", ErrUnavailable)
+		return fmt.Errorf("amqp: the broker refused the message (nack): %w", broker.ErrUnavailable)
 	}
 	return nil
 }
 
-// Subscribe implements Broker.
-func (a *AMQP) Subscribe(_ context.Context, topic string, fn func(Message)) (Subscription, error) {
+// Subscribe implements broker.Broker.
+func (a *Broker) Subscribe(_ context.Context, topic string, fn func(broker.Message)) (broker.Subscription, error) {
 	a.mu.Lock()
 	conn, err := a.connection()
 	a.mu.Unlock()
@@ -150,11 +156,11 @@ func (a *AMQP) Subscribe(_ context.Context, topic string, fn func(Message)) (Sub
 	}
 	ch, err := conn.Channel()
 	if err != nil {
-		return nil, fmt.Errorf("amqp: opening a channel: %v: %w", err, ErrUnavailable)
+		return nil, fmt.Errorf("amqp: opening a channel: %v: %w", err, broker.ErrUnavailable)
 	}
-	fail := func(what string, err error) (Subscription, error) {
+	fail := func(what string, err error) (broker.Subscription, error) {
 		ch.Close()
-		return nil, fmt.Errorf("amqp: %s for topic %q: %v: %w", what, topic, err, ErrUnavailable)
+		return nil, fmt.Errorf("amqp: %s for topic %q: %v: %w", what, topic, err, broker.ErrUnavailable)
 	}
 	if err := ch.Qos(a.o.Prefetch, 0, false); err != nil {
 		return fail("setting prefetch", err)
@@ -177,7 +183,7 @@ func (a *AMQP) Subscribe(_ context.Context, topic string, fn func(Message)) (Sub
 	go func() {
 		defer close(s.ended)
 		for d := range deliveries {
-			fn(Message{Topic: topic, Data: d.Body, ContentType: d.ContentType})
+			fn(broker.Message{Topic: topic, Data: d.Body, ContentType: d.ContentType})
 			if err := d.Ack(false); err != nil {
 				break
 			}
@@ -214,11 +220,11 @@ func (s *amqpSub) Unsubscribe() error {
 	return err
 }
 
-// Ready implements Broker: the broker accepts the credential (LoginCheck).
-func (a *AMQP) Ready(ctx context.Context) error { return a.login.Ready(ctx) }
+// Ready implements broker.Broker: the broker accepts the credential (LoginCheck).
+func (a *Broker) Ready(ctx context.Context) error { return a.login.Ready(ctx) }
 
-// Close implements Broker.
-func (a *AMQP) Close() error {
+// Close implements broker.Broker.
+func (a *Broker) Close() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.conn == nil {
@@ -227,4 +233,42 @@ func (a *AMQP) Close() error {
 	err := a.conn.Close()
 	a.conn, a.pubCh = nil, nil
 	return err
+}
+
+// Login is broker.LoginFunc for AMQP 0-9-1: it logs in with SASL PLAIN
+// (never the URL, so no error can echo the password) and opens the
+// virtual host. amqp091-go reports a refused login as ErrCredentials,
+// having lost the broker's text, and a refused virtual host as ErrVhost.
+func Login(_ context.Context, l broker.Login, timeout time.Duration) (said string, err error) {
+	vhost := l.VHost
+	if vhost == "" {
+		vhost = "/"
+	}
+	cfg := amqp.Config{Vhost: vhost, Dial: amqp.DefaultDial(timeout), Properties: amqp.Table{"connection_name": "wsbridge login check"},
+		SASL: []amqp.Authentication{&amqp.PlainAuth{Username: l.Credential.Username, Password: l.Credential.Password.Reveal()}}}
+	scheme := "amqp://"
+	if l.TLS != nil {
+		scheme, cfg.TLSClientConfig = "amqps://", l.TLS
+	}
+	conn, err := amqp.DialConfig(scheme+l.Address+"/", cfg)
+	if err != nil {
+		return refusal(err, vhost), err
+	}
+	return "", conn.Close()
+}
+
+// refusal is what the broker said when err is its refusal of the
+// gateway's login or of the virtual host, "" otherwise. amqp091-go
+// reports a refused login as ErrCredentials, the broker's text lost.
+func refusal(err error, vhost string) string {
+	var ae *amqp.Error
+	switch {
+	case errors.Is(err, amqp.ErrCredentials):
+		return "ACCESS_REFUSED: " + amqp.ErrCredentials.Reason
+	case errors.Is(err, amqp.ErrVhost):
+		return fmt.Sprintf("NOT_ALLOWED: no access to virtual host %q", vhost)
+	case errors.As(err, &ae) && (ae.Code == amqp.AccessRefused || ae.Code == amqp.NotAllowed):
+		return ae.Reason
+	}
+	return ""
 }

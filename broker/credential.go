@@ -1,4 +1,4 @@
-package bridge
+package broker
 
 import (
 	"sync/atomic"
@@ -7,7 +7,10 @@ import (
 )
 
 // CredentialHolder holds a backend's broker credential where a reload of
-// the keyring (SIGHUP) can replace it. Every new broker connection and
+// the keyring (SIGHUP) can replace it. It is here, not in bridge, because
+// a backend's Broker and the relay routes' sessions and login checks of
+// the same backend share one holder, and broker clients import no part
+// of the session framework. Every new broker connection and
 // login check reads the one held at that moment; connections already made
 // keep the one they logged in with.
 type CredentialHolder struct {
@@ -38,9 +41,9 @@ func (h *CredentialHolder) Load() *keyring.Credential {
 // Store replaces the credential for the logins to come.
 func (h *CredentialHolder) Store(c *keyring.Credential) { h.p.Store(c) }
 
-// holderFor is h, or one that holds the fixed c for options that give no
+// HolderFor is h, or one that holds the fixed c for options that give no
 // holder.
-func holderFor(h *CredentialHolder, c *keyring.Credential) *CredentialHolder {
+func HolderFor(h *CredentialHolder, c *keyring.Credential) *CredentialHolder {
 	if h != nil {
 		return h
 	}

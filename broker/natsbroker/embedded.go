@@ -1,4 +1,4 @@
-package bridge
+package natsbroker
 
 import (
 	"errors"
@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// EmbeddedNATSOptions configure the in-process NATS server, wsbridge's
+// EmbeddedOptions configure the in-process NATS server, wsbridge's
 // zero-setup default broker.
-type EmbeddedNATSOptions struct {
+type EmbeddedOptions struct {
 	// Host must be a loopback address; the default is 127.0.0.1.
 	Host string
 	// Port is tried first (default 4222); when it is taken a free port is
@@ -32,14 +32,14 @@ type EmbeddedNATSOptions struct {
 	Log        *slog.Logger
 }
 
-// EmbeddedNATS is a NATS server running inside the gateway process.
-type EmbeddedNATS struct {
+// Embedded is a NATS server running inside the gateway process.
+type Embedded struct {
 	s        *server.Server
 	mqttAddr string
 }
 
-// StartEmbeddedNATS starts the server and waits until it accepts clients.
-func StartEmbeddedNATS(o EmbeddedNATSOptions) (*EmbeddedNATS, error) {
+// StartEmbedded starts the server and waits until it accepts clients.
+func StartEmbedded(o EmbeddedOptions) (*Embedded, error) {
 	if o.Host == "" {
 		o.Host = "127.0.0.1"
 	}
@@ -91,7 +91,7 @@ func StartEmbeddedNATS(o EmbeddedNATSOptions) (*EmbeddedNATS, error) {
 		s.Shutdown()
 		return nil, errors.New("embedded nats: not ready within 10s")
 	}
-	e := &EmbeddedNATS{s: s}
+	e := &Embedded{s: s}
 	if o.MQTTPort != 0 {
 		e.mqttAddr = net.JoinHostPort(o.Host, strconv.Itoa(o.MQTTPort))
 	}
@@ -104,16 +104,16 @@ func StartEmbeddedNATS(o EmbeddedNATSOptions) (*EmbeddedNATS, error) {
 }
 
 // Addr is where the server listens.
-func (e *EmbeddedNATS) Addr() string { return e.s.Addr().String() }
+func (e *Embedded) Addr() string { return e.s.Addr().String() }
 
 // MQTTAddr is where the MQTT listener is, or "" without one.
-func (e *EmbeddedNATS) MQTTAddr() string { return e.mqttAddr }
+func (e *Embedded) MQTTAddr() string { return e.mqttAddr }
 
-// Server is the in-process connection provider for bridge.NATSOptions.
-func (e *EmbeddedNATS) Server() *server.Server { return e.s }
+// Server is the in-process connection provider for Options.InProcess.
+func (e *Embedded) Server() *server.Server { return e.s }
 
 // Shutdown stops the server and waits for it.
-func (e *EmbeddedNATS) Shutdown() {
+func (e *Embedded) Shutdown() {
 	e.s.Shutdown()
 	e.s.WaitForShutdown()
 }

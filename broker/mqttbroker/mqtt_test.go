@@ -1,0 +1,46 @@
+package mqttbroker_test
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/broker/brokertest"
+	"github.com/wsbridge/wsbridge/broker/mqttbroker"
+	"github.com/wsbridge/wsbridge/keyring"
+)
+
+func TestContract(t *testing.T) {
+	brokertest.Run(t, brokertest.Harness{
+		New: func(t *testing.T) broker.Broker {
+			return mqttbroker.New(mqttbroker.Options{Address: brokertest.Mosquitto(t)})
+		},
+		At: func(t *testing.T, addr string) broker.Broker {
+			return mqttbroker.New(mqttbroker.Options{Address: addr, DialTimeout: time.Second})
+		},
+		// A Mosquitto of the test's own: the shared one admits anyone.
+		Refusing: func(t *testing.T) (broker.Broker, string) {
+			user, password := brokertest.Stranger()
+			addr := brokertest.MosquittoWithPasswords(t, map[string]string{user: password})
+			wrong := &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}
+			// The refusals' WARN lines are LoginCheck's, tested there.
+			return mqttbroker.New(mqttbroker.Options{Address: addr, Credential: wrong, Log: slog.New(slog.DiscardHandler)}), password
+		},
+	})
+}
+
+// Mosquitto behind a TLS terminator.
+func TestOverTLS(t *testing.T) {
+	brokertest.RunTLS(t, func(t *testing.T, ca *brokertest.CA, conf *tls.Config) broker.Broker {
+		return mqttbroker.New(mqttbroker.Options{Address: brokertest.TLSProxy(t, ca, brokertest.Mosquitto(t)), TLS: conf, DialTimeout: 2 * time.Second})
+	})
+}
+
+// Against RabbitMQ's MQTT plugin and a RabbitMQ user made for the test.
+func TestLogin(t *testing.T) {
+	user, password := brokertest.RabbitUser(t)
+	brokertest.RunLogin(t, broker.Login{Backend: "rabbit-mqtt", Protocol: "mqtt", Address: brokertest.RabbitMQTT(t), CredentialName: "gw",
+		Attempt: mqttbroker.Login}, user, password, false)
+}
