@@ -123,8 +123,33 @@ func New(o Options) *Broker {
 // mqttTopic maps a broker-neutral topic onto MQTT's separator.
 func mqttTopic(topic string) string { return strings.ReplaceAll(topic, ".", "/") }
 
-// connect returns the channel closed when this connection is lost.
+// pahoStillClosing is paho's (unexported) answer to a Connect while the
+// last connection is still being wound down: for a moment after it is
+// lost the client is neither open nor disconnected.
+const pahoStillClosing = "status can only transition to connecting from disconnected"
+
+// connect returns the channel closed when this connection is lost. Asked
+// while paho still winds the lost connection down, it tries again for up
+// to closingWait (paho has no event for the end of that), so that the
+// error it returns is the broker's, such as a refused dial, not paho's
+// state.
 func (m *Broker) connect() (chan struct{}, error) {
+	const closingWait, every = 500 * time.Millisecond, 10 * time.Millisecond
+	for waited := time.Duration(0); ; waited += every {
+		lost, closing, err := m.connectOnce()
+		switch {
+		case !closing:
+			return lost, err
+		case waited >= closingWait:
+			return nil, broker.DialFailure("mqtt "+m.o.Address, err, "")
+		}
+		time.Sleep(every)
+	}
+}
+
+// connectOnce is connect's one attempt; closing reports paho's
+// pahoStillClosing answer, to be tried again.
+func (m *Broker) connectOnce() (lost chan struct{}, closing bool, err error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.c.IsConnectionOpen() {
@@ -132,16 +157,19 @@ func (m *Broker) connect() (chan struct{}, error) {
 		m.cred.Store(cred)
 		t := m.c.Connect()
 		if !t.WaitTimeout(m.o.DialTimeout) {
-			return nil, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, broker.ErrUnreachable)
+			return nil, false, fmt.Errorf("mqtt %s: connect timed out: %w", m.o.Address, broker.ErrUnreachable)
 		}
 		if err := t.Error(); err != nil {
+			if err.Error() == pahoStillClosing {
+				return nil, true, err
+			}
 			said := refusal(err)
 			m.login.Observe(cred, err, said)
-			return nil, broker.DialFailure("mqtt "+m.o.Address, err, said)
+			return nil, false, broker.DialFailure("mqtt "+m.o.Address, err, said)
 		}
 		m.login.Observe(cred, nil, "")
 	}
-	return m.lost, nil
+	return m.lost, false, nil
 }
 
 func wait(ctx context.Context, t mqtt.Token) error {
