@@ -120,6 +120,9 @@ type routeKind struct {
 	needsCredential bool
 	// web routes serve plain HTTP at PATH/TOPIC, not a WebSocket at PATH.
 	web bool
+	// vhosts: the route takes routes[].vhosts, the virtual hosts its
+	// clients may open.
+	vhosts bool
 	// build makes the route's handler. What it returns is its readiness
 	// check too: a route kind cannot leave /readyz out.
 	build func(e routeEnv) (readyHandler, error)
@@ -150,6 +153,7 @@ type routeEnv struct {
 	policy *auth.Policy // nil: anonymous clients
 }
 
+// everyBackend is what the routes over a broker.Broker accept.
 var everyBackend = []string{"amqp", "nats", "mqtt", "stomp"}
 
 // routeKinds in the order error messages list their protocols.
@@ -169,7 +173,7 @@ var routeKinds = []*routeKind{
 		return mqtt.NewRelay(mqtt.Options{RouteOptions: e.opts, Limits: validate.MQTTLimits{MaxPacketBytes: ml.MaxPacketBytes},
 			MaxBrokerPacketBytes: ml.MaxBrokerPacketBytes}), nil
 	}},
-	{key: "amqp", accepts: []string{"amqp"}, relay: true, needsCredential: true, build: func(e routeEnv) (readyHandler, error) {
+	{key: "amqp", accepts: []string{"amqp"}, relay: true, needsCredential: true, vhosts: true, build: func(e routeEnv) (readyHandler, error) {
 		al := e.w.cfg.Limits.AMQP
 		return amqp.NewRelay(amqp.Options{RouteOptions: e.opts, TopicExchange: e.spec.Exchange, VHosts: e.route.VHosts,
 			Limits: validate.AMQPLimits{MaxFrameBytes: al.MaxFrameBytes, MaxChannels: al.MaxChannels, MaxTableDepth: al.MaxTableDepth}}), nil
