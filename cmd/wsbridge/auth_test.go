@@ -197,12 +197,16 @@ routes:
 	if err != nil {
 		t.Fatal(err)
 	}
+	policies, err := buildPolicies(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	good := mint(t, "-config", config, "-auth", "es", "-sub", "eve", "-role", "reader", "-key", filepath.Join(dir, "signer.pem"))
-	if id, err := cfg.policies["es"].FromLogin("198.51.100.1", "", good); err != nil || id.Subject != "eve" {
+	if id, err := policies["es"].FromLogin("198.51.100.1", "", good); err != nil || id.Subject != "eve" {
 		t.Fatalf("token from -key: %+v %v", id, err)
 	}
 	bad := mint(t, "-config", config, "-auth", "es", "-sub", "eve", "-key", filepath.Join(dir, "other.pem"))
-	if _, err := cfg.policies["es"].FromLogin("198.51.100.1", "", bad); err == nil {
+	if _, err := policies["es"].FromLogin("198.51.100.1", "", bad); err == nil {
 		t.Fatal("a token signed by another key was accepted")
 	}
 	var out, errb bytes.Buffer

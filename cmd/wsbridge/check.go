@@ -56,9 +56,7 @@ func checkConfig(ctx context.Context, cf commonFlags, listen string, login bool,
 	if err != nil {
 		return err
 	}
-	if listen != "" {
-		cfg.Listen = listen
-	}
+	cfg = cfg.withListen(listen)
 	fmt.Fprintf(e.stdout, "config %s: ok (%s, %s, %s)\n", cf.config, plural(len(cfg.Routes), "route", "routes"),
 		plural(len(cfg.Backends), "backend", "backends"), plural(len(cfg.Auth), "auth policy", "auth policies"))
 	var kr *keyring.Keyring
@@ -139,8 +137,12 @@ func checkLogins(ctx context.Context, cfg *Config, kr *keyring.Keyring, e *env) 
 			fmt.Fprintf(e.stdout, "backend %s: embedded, nothing to log in to\n", name)
 			continue
 		}
+		tls, err := cfg.backendTLS(b)
+		if err != nil {
+			return fmt.Errorf("backend %q: %w", name, err)
+		}
 		l := broker.Login{Backend: name, Protocol: b.Protocol, Address: b.Address, VHost: b.VHost,
-			CredentialName: b.Credential, TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout), Attempt: logins[b.Protocol]}
+			CredentialName: b.Credential, TLS: tls, DialTimeout: time.Duration(b.DialTimeout), Attempt: backendKindOf(b.Protocol).login}
 		if b.Credential != "" && kr != nil {
 			c, err := kr.Get(b.Credential)
 			if err != nil {
@@ -148,7 +150,7 @@ func checkLogins(ctx context.Context, cfg *Config, kr *keyring.Keyring, e *env) 
 			}
 			l.Credential = &c
 		}
-		err := l.Try(ctx)
+		err = l.Try(ctx)
 		var refused *broker.LoginError
 		switch {
 		case err == nil && l.Credential == nil:

@@ -22,26 +22,14 @@ import (
 	"os"
 	"os/signal"
 	"sort"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/wsbridge/wsbridge/adapters/amqp"
-	"github.com/wsbridge/wsbridge/adapters/mqtt"
-	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/admin"
-	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/broker"
-	"github.com/wsbridge/wsbridge/broker/amqpbroker"
-	"github.com/wsbridge/wsbridge/broker/mqttbroker"
-	"github.com/wsbridge/wsbridge/broker/natsbroker"
-	"github.com/wsbridge/wsbridge/broker/stompbroker"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/memory"
-	"github.com/wsbridge/wsbridge/sse"
-	"github.com/wsbridge/wsbridge/validate"
 )
 
 func main() {
@@ -82,9 +70,7 @@ func runGateway(ctx context.Context, cf commonFlags, listen string, stderr io.Wr
 	if err != nil {
 		return err
 	}
-	if listen != "" {
-		cfg.Listen = listen
-	}
+	cfg = cfg.withListen(listen)
 	log := newLogger(cfg.Log, stderr)
 	var kr *keyring.Keyring
 	if cfg.needsKeyring() {
@@ -203,258 +189,6 @@ func newLogger(c LogConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
-}
-
-// gateway is the wired server and what must be closed after it.
-type gateway struct {
-	srv      *front.Server
-	certs    *front.CertReloader // nil without TLS
-	hubs     []*sse.Hub
-	brokers  []broker.Broker
-	embedded []*natsbroker.Embedded
-	budget   *memory.Budget // limits.memory_bytes, shared by every route
-	// creds hold each backend's credential by backend name; SIGHUP puts
-	// the reloaded keyring's in them.
-	creds map[string]*broker.CredentialHolder
-}
-
-// reload is SIGHUP: the TLS certificate and the keyring are read again:
-// per-identity credentials and each backend's, for the broker connections
-// and login checks made from then on; live connections keep going with
-// theirs. A failure keeps what is in use and is logged.
-func (g *gateway) reload(cfg *Config, keyringFlag string, log *slog.Logger) {
-	if g.certs != nil {
-		if err := g.certs.Reload(); err != nil {
-			log.Error("SIGHUP: certificate not reloaded; the old one stays in use", "error", err.Error())
-		} else {
-			log.Info("SIGHUP: certificate reloaded", "cert_file", cfg.TLS.CertFile)
-		}
-	}
-	if cfg.keyring.Load() != nil {
-		kr, err := openKeyring(cfg, keyringFlag)
-		if err != nil {
-			log.Error("SIGHUP: keyring not reloaded; the old one stays in use", "error", err.Error())
-			return
-		}
-		cfg.keyring.Store(kr)
-		var changed []string
-		for _, name := range sortedKeys(g.creds) {
-			c, err := kr.Get(cfg.Backends[name].Credential)
-			if old := g.creds[name].Load(); err != nil || old != nil && sameCredential(*old, c) {
-				continue // openKeyring made sure each is there
-			}
-			g.creds[name].Store(&c)
-			changed = append(changed, name)
-		}
-		news, note := strings.Join(changed, ","), "new broker connections and readiness checks of these backends log in with the new credential; open ones keep theirs"
-		switch {
-		case locateKeyring(cfg, keyringFlag).serviceCopy():
-			news, note = "none", "this keyring is the copy systemd made when the service started ($CREDENTIALS_DIRECTORY): "+
-				"after changing the keyring it copies, restart the service"
-		case len(changed) == 0:
-			news, note = "none", "no backend's keyring entry changed"
-		}
-		log.Info("SIGHUP: keyring reloaded", "entries", len(kr.Names()), "keyring", kr.Path(), "backends_with_new_credential", news, "note", note)
-	}
-}
-
-// sameCredential reports whether a and b log in alike.
-func sameCredential(a, b keyring.Credential) bool {
-	return a.Username == b.Username && a.Password.Reveal() == b.Password.Reveal()
-}
-
-// close ends SSE topics, broker connections and embedded servers once the
-// server is down.
-func (g *gateway) close() {
-	for _, h := range g.hubs {
-		h.Close()
-	}
-	for _, b := range g.brokers {
-		b.Close()
-	}
-	for _, e := range g.embedded {
-		e.Shutdown()
-	}
-}
-
-// buildServer wires routes to adapters and backends; keyringFlag is
-// -keyring, for the commands the logs suggest.
-func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog.Logger) (*gateway, error) {
-	cfg.keyring.Store(kr)
-	so := front.ServerOptions{
-		MaxConns: cfg.Limits.MaxConnections, MaxConnsPerIP: cfg.Limits.MaxConnectionsPerIP,
-		HandshakeRate: cfg.Limits.HandshakesPerSecond, HandshakeBurst: cfg.Limits.HandshakeBurst,
-		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout), TrustedProxies: cfg.proxies,
-		// A refused login is logged by its LoginCheck, with the keyring entry.
-		Reported: func(err error) bool { return errors.Is(err, broker.ErrLoginRefused) },
-	}
-	var certs *front.CertReloader
-	if cfg.TLS.CertFile != "" {
-		var err error
-		if certs, err = front.NewCertReloader(cfg.TLS.CertFile, cfg.TLS.KeyFile); err != nil {
-			return nil, err
-		}
-		so.TLS = certs.ServerConfig()
-	}
-	g := &gateway{srv: front.NewServer(log, so), certs: certs, budget: memory.NewBudget(int64(cfg.Limits.MemoryBytes)),
-		creds: map[string]*broker.CredentialHolder{}}
-	srv := g.srv
-	ws := bridge.WSOptions{
-		MaxMessageBytes:  cfg.WebSocket.MaxMessageBytes,
-		ReadBufferBytes:  cfg.WebSocket.ReadBufferBytes,
-		SendBufferBytes:  *cfg.WebSocket.SendBufferBytes,
-		PingInterval:     time.Duration(cfg.WebSocket.PingInterval),
-		WriteTimeout:     time.Duration(cfg.WebSocket.WriteTimeout),
-		HandshakeTimeout: time.Duration(cfg.WebSocket.HandshakeTimeout),
-		LoginTimeout:     time.Duration(*cfg.Limits.LoginTimeout),
-		MessageTimeout:   time.Duration(cfg.WebSocket.MessageTimeout),
-		Budget:           g.budget,
-		Linger:           bridge.NewLinger(cfg.WebSocket.LingerBytesPerSecond),
-		Compression:      cfg.WebSocket.Compression,
-		Penalize:         g.srv.Penalize,
-	}
-	creds := g.creds
-	for name, b := range cfg.Backends {
-		if b.Credential == "" {
-			continue
-		}
-		c, err := kr.Get(b.Credential)
-		if err != nil {
-			g.close()
-			return nil, fmt.Errorf("backend %q: %w in %s", name, err, kr.Path())
-		}
-		creds[name] = broker.NewCredentialHolder(&c, credentialFix(cfg, keyringFlag, b.Credential))
-	}
-	// Embedded servers start first: an MQTT route may name one's MQTT
-	// listener through a separate mqtt backend.
-	embedded := map[string]*natsbroker.Embedded{}
-	for _, name := range sortedKeys(cfg.Backends) {
-		b := cfg.Backends[name]
-		if !b.Embedded {
-			continue
-		}
-		host, port, _ := net.SplitHostPort(b.Address)
-		p, _ := strconv.Atoi(port)
-		eo := natsbroker.EmbeddedOptions{Host: host, Port: p, StoreDir: b.StoreDir, MaxPayload: cfg.embeddedMaxPayload(), Log: log}
-		if b.MQTTAddress != "" {
-			_, mport, _ := net.SplitHostPort(b.MQTTAddress)
-			eo.MQTTPort, _ = strconv.Atoi(mport)
-		}
-		e, err := natsbroker.StartEmbedded(eo)
-		if err != nil {
-			g.close()
-			return nil, fmt.Errorf("backend %q: %w", name, err)
-		}
-		embedded[name] = e
-		g.embedded = append(g.embedded, e)
-	}
-	brokers := map[string]broker.Broker{}
-	brokerFor := func(name string) (broker.Broker, error) {
-		if b, ok := brokers[name]; ok {
-			return b, nil
-		}
-		b := cfg.Backends[name]
-		var bk broker.Broker
-		switch b.Protocol {
-		case "amqp":
-			bk = amqpbroker.New(amqpbroker.Options{Address: b.Address, VHost: b.VHost, CredentialHolder: creds[name], TLS: b.tls,
-				Exchange: b.Exchange, DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
-		case "nats":
-			o := natsbroker.Options{URL: "nats://" + b.Address, CredentialHolder: creds[name], TLS: b.tls,
-				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential}
-			if e := embedded[name]; e != nil {
-				o.URL, o.InProcess = "nats://"+e.Addr(), e.Server()
-			}
-			n, err := natsbroker.New(o)
-			if err != nil {
-				return nil, fmt.Errorf("backend %q: %w", name, err)
-			}
-			bk = n
-		case "mqtt":
-			bk = mqttbroker.New(mqttbroker.Options{Address: b.Address, CredentialHolder: creds[name], TLS: b.tls,
-				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
-		case "stomp":
-			bk = stompbroker.New(stompbroker.Options{Address: b.Address, VHost: b.VHost, CredentialHolder: creds[name], TLS: b.tls,
-				DialTimeout: time.Duration(b.DialTimeout), Log: log, Backend: name, CredentialName: b.Credential})
-		}
-		g.brokers = append(g.brokers, bk)
-		srv.AddReadyCheck(name, bk.Ready) // replaces a relay's check of the same backend
-		// Every terminating route of the backend shares its subscriptions.
-		shared := broker.NewShared(bk)
-		brokers[name] = shared
-		return shared, nil
-	}
-	hubs := map[string]*sse.Hub{}
-	hubFor := func(name string) (*sse.Hub, error) {
-		if h, ok := hubs[name]; ok {
-			return h, nil
-		}
-		broker, err := brokerFor(name)
-		if err != nil {
-			return nil, err
-		}
-		so := cfg.SSE.Options()
-		so.WriteTimeout, so.BodyTimeout, so.Budget = ws.WriteTimeout, ws.MessageTimeout, ws.Budget
-		so.Origins, so.Conns, so.Log, so.Backend = cfg.origins, srv.Conns, log, name
-		h := sse.NewHub(broker, so)
-		hubs[name] = h
-		g.hubs = append(g.hubs, h)
-		return h, nil
-	}
-	sl := cfg.Limits.STOMP
-	for _, r := range cfg.Routes {
-		b := cfg.Backends[r.Backend]
-		path := strings.TrimSuffix(r.Path, "/")
-		ro := bridge.RouteOptions{Route: r.Path, Backend: r.Backend, Address: b.Address, CredentialHolder: creds[r.Backend],
-			CredentialName: b.Credential, Login: logins[r.Protocol], Auth: cfg.policies[r.Auth], TLS: b.tls, DialTimeout: time.Duration(b.DialTimeout),
-			WS: ws, Origins: cfg.origins, Conns: srv.Conns, Log: log}
-		switch r.Protocol {
-		case "stomp":
-			var bk broker.Broker
-			if r.Mode == "translate" {
-				var err error
-				if bk, err = brokerFor(r.Backend); err != nil {
-					g.close()
-					return nil, err
-				}
-			}
-			relay := stomp.NewRelay(stomp.Options{RouteOptions: ro, Broker: bk, VHost: b.VHost,
-				Limits:              validate.STOMPLimits{MaxFrameBytes: sl.MaxFrameBytes, MaxHeaders: sl.MaxHeaders, MaxHeaderLineBytes: sl.MaxHeaderLineBytes},
-				MaxBrokerFrameBytes: sl.MaxBrokerFrameBytes})
-			srv.Handle(r.Path, relay)
-			if bk == nil {
-				srv.AddReadyCheck(r.Backend, relay.Ready)
-			}
-		case "mqtt":
-			relay := mqtt.NewRelay(mqtt.Options{RouteOptions: ro,
-				Limits:               validate.MQTTLimits{MaxPacketBytes: cfg.Limits.MQTT.MaxPacketBytes},
-				MaxBrokerPacketBytes: cfg.Limits.MQTT.MaxBrokerPacketBytes})
-			srv.Handle(r.Path, relay)
-			srv.AddReadyCheck(r.Backend, relay.Ready)
-		case "amqp":
-			al := cfg.Limits.AMQP
-			relay := amqp.NewRelay(amqp.Options{RouteOptions: ro, TopicExchange: b.Exchange, VHosts: r.VHosts,
-				Limits: validate.AMQPLimits{MaxFrameBytes: al.MaxFrameBytes, MaxChannels: al.MaxChannels, MaxTableDepth: al.MaxTableDepth}})
-			srv.Handle(r.Path, relay)
-			srv.AddReadyCheck(r.Backend, relay.Ready)
-		case "sse", "publish":
-			h, err := hubFor(r.Backend)
-			if err != nil {
-				g.close()
-				return nil, err
-			}
-			handler := h.StreamHandler(path, cfg.policies[r.Auth])
-			if r.Protocol == "publish" {
-				handler = h.PublishHandler(path, cfg.policies[r.Auth])
-			}
-			srv.Handle(path, handler)
-			srv.Handle(path+"/", handler)
-		}
-	}
-	if cfg.Demo {
-		srv.Handle("GET /{$}", demoHandler())
-	}
-	return g, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {
