@@ -8,14 +8,13 @@ package stomp
 
 import (
 	"context"
-	"errors"
-	"net"
 	"strings"
 	"time"
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/outcome"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -48,7 +47,7 @@ type Options struct {
 type Relay struct {
 	opts             Options
 	bridge.Admission // serves HTTP: admits clients and starts their sessions
-	dialer           net.Dialer
+	engine           bridge.Engine[*session, *validate.STOMPFrame]
 	login            *broker.LoginCheck // readiness: the broker accepts the route's credential
 }
 
@@ -69,10 +68,20 @@ func NewRelay(o Options) *Relay {
 	if _, shared := o.Broker.(*broker.Shared); o.Broker != nil && !shared {
 		o.Broker = broker.NewShared(o.Broker) // subscribers of one topic share its subscription
 	}
-	r := &Relay{dialer: o.Dialer()}
-	r.opts = o
-	r.Admission = o.Admission("stomp", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
-	r.login = o.LoginCheck("stomp", o.VHost)
+	r := &Relay{opts: o}
+	r.engine = bridge.Engine[*session, *validate.STOMPFrame]{
+		Protocol: "stomp", Units: "frames", Route: &r.opts.RouteOptions, MaxBrokerBytes: o.MaxBrokerFrameBytes,
+		Open: (*session).open, Scan: (*session).scan, Partial: (*session).partial, Counts: isFrame,
+		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end, Closed: (*session).closed,
+		Goodbye: outcome.Disconnected,
+	}
+	r.engine.Init()
+	r.Admission = r.opts.Admission("stomp", Subprotocols, func() gws.SessionStorage {
+		s := &session{relay: r}
+		s.Bind(&r.engine, s)
+		return s
+	})
+	r.login = r.opts.LoginCheck("stomp", o.VHost)
 	return r
 }
 
@@ -94,16 +103,4 @@ func clientMessage(err error) string {
 		msg = strings.TrimSuffix(msg, ": "+class.Error())
 	}
 	return msg
-}
-
-// closeCode maps a validation failure to the WebSocket close code.
-func closeCode(err error) uint16 {
-	switch {
-	case errors.Is(err, validate.ErrTooLarge):
-		return bridge.CloseTooLarge
-	case errors.Is(err, validate.ErrPolicy):
-		return bridge.ClosePolicy
-	default:
-		return bridge.CloseProtocolError
-	}
 }
