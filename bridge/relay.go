@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/outcome"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -31,6 +32,8 @@ const DefaultDialTimeout = 5 * time.Second
 // session. Unit and Reject use the session's Flush, Forward, Skip and
 // Dial to place their bytes in the stream.
 type Engine[S any, U any] struct {
+	Admission // serves HTTP: admits clients and starts their sessions
+
 	// Protocol names the relay in log lines ("stomp").
 	Protocol string
 	// Units names what its counters count in the close log line
@@ -78,21 +81,35 @@ type Engine[S any, U any] struct {
 	Goodbye       outcome.Outcome
 	GoodbyeReason string
 
+	login                       *broker.LoginCheck // readiness: the broker accepts the route's credential
 	dialer                      net.Dialer
 	opened, closed, unreachable string
 	unitsIn, unitsOut           string
 }
 
-// Init fills in the route's defaults and the engine's log words; call it
-// once the fields are set, before the first session.
-func (e *Engine[S, U]) Init() {
-	if e.Route.DialTimeout <= 0 {
-		e.Route.DialTimeout = DefaultDialTimeout
+// Init fills in the route's defaults, the Admission of clients offering
+// subprotocols, whose sessions newSession makes (the protocol's session
+// and the RelaySession it embeds), and the readiness check, which logs in
+// on vhost where the protocol has one. Call it once the fields are set.
+func (e *Engine[S, U]) Init(subprotocols []string, vhost string, newSession func() (S, *RelaySession[S, U])) {
+	o := e.Route
+	if o.DialTimeout <= 0 {
+		o.DialTimeout = DefaultDialTimeout
 	}
-	e.dialer = net.Dialer{Timeout: e.Route.DialTimeout, KeepAlive: 30 * time.Second}
+	e.dialer = net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
 	e.opened, e.closed, e.unreachable = e.Protocol+" connection opened", e.Protocol+" connection closed", e.Protocol+" broker unreachable"
 	e.unitsIn, e.unitsOut = e.Units+"_in", e.Units+"_out"
+	e.Admission = o.Admission(e.Protocol, subprotocols, func() gws.SessionStorage {
+		s, r := newSession()
+		r.engine, r.self = e, s
+		return any(s).(gws.SessionStorage)
+	})
+	e.login = o.LoginCheck(e.Protocol, vhost)
 }
+
+// Ready reports whether the broker accepts the route's credential
+// (broker.LoginCheck: a real login at most every 30 s, a dial every time).
+func (e *Engine[S, U]) Ready(ctx context.Context) error { return e.login.Ready(ctx) }
 
 // RelaySession is one session of an Engine, embedded by the protocol's
 // session. Fields below belong to the client's read goroutine unless
@@ -115,9 +132,6 @@ type RelaySession[S any, U any] struct {
 	lost       outcome.Outcome
 	lostReason string
 }
-
-// Bind makes r a session of e whose protocol session is self.
-func (r *RelaySession[S, U]) Bind(e *Engine[S, U], self S) { r.engine, r.self = e, self }
 
 // Connected reports whether the session has dialled its broker.
 func (r *RelaySession[S, U]) Connected() bool { return r.up != nil }

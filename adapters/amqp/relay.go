@@ -9,7 +9,6 @@ package amqp
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -23,7 +22,6 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -46,10 +44,8 @@ type Options struct {
 
 // Relay is the http.Handler for an AMQP relay route.
 type Relay struct {
-	opts             Options
-	bridge.Admission // serves HTTP: admits clients and starts their sessions
-	engine           bridge.Engine[*session, *validate.AMQPFrame]
-	login            *broker.LoginCheck // readiness: the broker accepts the route's credential
+	opts                                         Options
+	bridge.Engine[*session, *validate.AMQPFrame] // admits clients, relays their sessions, reports readiness
 }
 
 // NewRelay makes a relay handler.
@@ -61,26 +57,19 @@ func NewRelay(o Options) *Relay {
 		o.VHosts = []string{"/"}
 	}
 	r := &Relay{opts: o}
-	r.engine = bridge.Engine[*session, *validate.AMQPFrame]{
+	r.Engine = bridge.Engine[*session, *validate.AMQPFrame]{
 		Protocol: "amqp", Units: "frames", Route: &r.opts.RouteOptions,
 		MaxBrokerBytes: validate.NewAMQPScanner(o.Limits).Limits.MaxFrameBytes, // the client's limit, defaulted
 		Open:           (*session).open, Hold: (*session).hold, Scan: (*session).scan, Partial: (*session).partial,
 		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end,
 		Goodbye: outcome.ClientClosed, GoodbyeReason: "connection.close completed",
 	}
-	r.engine.Init()
-	r.Admission = r.opts.Admission("amqp", Subprotocols, func() gws.SessionStorage {
+	r.Init(Subprotocols, o.VHosts[0], func() (*session, *bridge.RelaySession[*session, *validate.AMQPFrame]) {
 		s := &session{relay: r}
-		s.Bind(&r.engine, s)
-		return s
+		return s, &s.RelaySession
 	})
-	r.login = r.opts.LoginCheck("amqp", o.VHosts[0])
 	return r
 }
-
-// Ready reports whether the broker accepts the route's credential
-// (broker.LoginCheck: a real login at most every 30 s, a dial every time).
-func (r *Relay) Ready(ctx context.Context) error { return r.login.Ready(ctx) }
 
 type session struct {
 	bridge.RelaySession[*session, *validate.AMQPFrame]
@@ -314,7 +303,7 @@ func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
 // fromBroker implements bridge.Engine.Broker: frames read together go
 // out as one binary WebSocket message.
 func (s *session) fromBroker(b []byte, out *bridge.Outbox) (int, bool) {
-	max := s.relay.engine.MaxBrokerBytes
+	max := s.relay.Engine.MaxBrokerBytes
 	end, count := 0, 0
 	// The broker's first bytes may be a protocol header of its own
 	// (refusing ours); pass them through whole.

@@ -7,7 +7,6 @@ package mqtt
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -19,7 +18,6 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -38,10 +36,8 @@ type Options struct {
 
 // Relay is the http.Handler for an MQTT relay route.
 type Relay struct {
-	opts             Options
-	bridge.Admission // serves HTTP: admits clients and starts their sessions
-	engine           bridge.Engine[*session, *validate.MQTTPacket]
-	login            *broker.LoginCheck // readiness: the broker accepts the route's credential
+	opts                                          Options
+	bridge.Engine[*session, *validate.MQTTPacket] // admits clients, relays their sessions, reports readiness
 }
 
 // NewRelay makes a relay handler.
@@ -50,28 +46,21 @@ func NewRelay(o Options) *Relay {
 		o.MaxBrokerPacketBytes = 16 << 20
 	}
 	r := &Relay{opts: o}
-	r.engine = bridge.Engine[*session, *validate.MQTTPacket]{
+	r.Engine = bridge.Engine[*session, *validate.MQTTPacket]{
 		Protocol: "mqtt", Units: "packets", Route: &r.opts.RouteOptions, MaxBrokerBytes: o.MaxBrokerPacketBytes,
 		Open: (*session).open, Scan: (*session).scan, Partial: (*session).partial,
 		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end,
 		Goodbye: outcome.Disconnected,
 	}
-	r.engine.Init()
-	r.Admission = r.opts.Admission("mqtt", Subprotocols, func() gws.SessionStorage {
+	r.Init(Subprotocols, "", func() (*session, *bridge.RelaySession[*session, *validate.MQTTPacket]) {
 		s := &session{relay: r}
-		s.Bind(&r.engine, s)
-		return s
+		return s, &s.RelaySession
 	})
 	// MQTT-6.0.0-1: MQTT travels in binary messages only; a text message
 	// ends the connection before any of it is read as MQTT.
 	r.Admission.Upgraders.BinaryOnly = true
-	r.login = r.opts.LoginCheck("mqtt", "")
 	return r
 }
-
-// Ready reports whether the broker accepts the route's credential
-// (broker.LoginCheck: a real login at most every 30 s, a dial every time).
-func (r *Relay) Ready(ctx context.Context) error { return r.login.Ready(ctx) }
 
 // session is one client connection; fields under "read loop" belong to the
 // gws read goroutine.

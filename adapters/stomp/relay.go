@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/outcome"
@@ -45,10 +44,8 @@ type Options struct {
 
 // Relay is the http.Handler for a STOMP relay route.
 type Relay struct {
-	opts             Options
-	bridge.Admission // serves HTTP: admits clients and starts their sessions
-	engine           bridge.Engine[*session, *validate.STOMPFrame]
-	login            *broker.LoginCheck // readiness: the broker accepts the route's credential
+	opts                                          Options
+	bridge.Engine[*session, *validate.STOMPFrame] // admits clients, relays their sessions, reports readiness
 }
 
 // NewRelay makes a relay handler.
@@ -69,19 +66,16 @@ func NewRelay(o Options) *Relay {
 		o.Broker = broker.NewShared(o.Broker) // subscribers of one topic share its subscription
 	}
 	r := &Relay{opts: o}
-	r.engine = bridge.Engine[*session, *validate.STOMPFrame]{
+	r.Engine = bridge.Engine[*session, *validate.STOMPFrame]{
 		Protocol: "stomp", Units: "frames", Route: &r.opts.RouteOptions, MaxBrokerBytes: o.MaxBrokerFrameBytes,
 		Open: (*session).open, Scan: (*session).scan, Partial: (*session).partial, Counts: isFrame,
 		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end, Closed: (*session).closed,
 		Goodbye: outcome.Disconnected,
 	}
-	r.engine.Init()
-	r.Admission = r.opts.Admission("stomp", Subprotocols, func() gws.SessionStorage {
+	r.Init(Subprotocols, o.VHost, func() (*session, *bridge.RelaySession[*session, *validate.STOMPFrame]) {
 		s := &session{relay: r}
-		s.Bind(&r.engine, s)
-		return s
+		return s, &s.RelaySession
 	})
-	r.login = r.opts.LoginCheck("stomp", o.VHost)
 	return r
 }
 
@@ -92,7 +86,7 @@ func (r *Relay) Ready(ctx context.Context) error {
 	if r.opts.Broker != nil {
 		return r.opts.Broker.Ready(ctx)
 	}
-	return r.login.Ready(ctx)
+	return r.Engine.Ready(ctx)
 }
 
 // clientMessage turns a validation error into an ERROR message header:
