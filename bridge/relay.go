@@ -17,6 +17,10 @@ import (
 // sets none.
 const DefaultDialTimeout = 5 * time.Second
 
+// DefaultMaxBrokerBytes bounds one unit from a relay's broker when the
+// route sets no bound.
+const DefaultMaxBrokerBytes = 16 << 20
+
 // Engine relays one route's sessions between client WebSocket messages
 // and a broker's TCP stream. It owns what every relay does alike: the
 // scan loop over client bytes and the partial unit carried between
@@ -41,7 +45,8 @@ type Engine[S any, U any] struct {
 	Units string
 	// Route is the route's options; Init fills in the defaults.
 	Route *RouteOptions
-	// MaxBrokerBytes bounds one unit from the broker.
+	// MaxBrokerBytes bounds one unit from the broker (default
+	// DefaultMaxBrokerBytes).
 	MaxBrokerBytes int
 
 	// Open sets up a new session's protocol state (its scanner).
@@ -95,6 +100,9 @@ func (e *Engine[S, U]) Init(subprotocols []string, vhost string, newSession func
 	o := e.Route
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = DefaultDialTimeout
+	}
+	if e.MaxBrokerBytes <= 0 {
+		e.MaxBrokerBytes = DefaultMaxBrokerBytes
 	}
 	e.dialer = net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
 	e.opened, e.closed, e.unreachable = e.Protocol+" connection opened", e.Protocol+" connection closed", e.Protocol+" broker unreachable"

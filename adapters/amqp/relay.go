@@ -303,7 +303,7 @@ func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
 // fromBroker implements bridge.Engine.Broker: frames read together go
 // out as one binary WebSocket message.
 func (s *session) fromBroker(b []byte, out *bridge.Outbox) (int, bool) {
-	max := s.relay.Engine.MaxBrokerBytes
+	max := s.relay.MaxBrokerBytes
 	end, count := 0, 0
 	// The broker's first bytes may be a protocol header of its own
 	// (refusing ours); pass them through whole.

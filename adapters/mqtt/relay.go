@@ -30,7 +30,8 @@ var Subprotocols = []string{"mqtt", "mqttv3.1"}
 type Options struct {
 	bridge.RouteOptions
 	Limits validate.MQTTLimits
-	// MaxBrokerPacketBytes bounds a packet from the broker.
+	// MaxBrokerPacketBytes bounds a packet from the broker (default
+	// bridge.DefaultMaxBrokerBytes).
 	MaxBrokerPacketBytes int
 }
 
@@ -42,9 +43,6 @@ type Relay struct {
 
 // NewRelay makes a relay handler.
 func NewRelay(o Options) *Relay {
-	if o.MaxBrokerPacketBytes <= 0 {
-		o.MaxBrokerPacketBytes = 16 << 20
-	}
 	r := &Relay{opts: o}
 	r.Engine = bridge.Engine[*session, *validate.MQTTPacket]{
 		Protocol: "mqtt", Units: "packets", Route: &r.opts.RouteOptions, MaxBrokerBytes: o.MaxBrokerPacketBytes,
@@ -327,7 +325,7 @@ func connackFor(v, reason byte) []byte {
 // allows and which saves a write per packet under load.
 func (s *session) fromBroker(b []byte, out *bridge.Outbox) (int, bool) {
 	o := &s.relay.opts
-	end, count, err := completePackets(b, o.MaxBrokerPacketBytes)
+	end, count, err := completePackets(b, s.relay.MaxBrokerBytes)
 	if err != nil {
 		o.Log.Warn("mqtt broker sent an invalid packet", "route", o.Route, "backend", o.Backend, "error", err.Error())
 		s.finish(outcome.BrokerProtocolError, nil, "broker sent an invalid packet", bridge.CloseInternal)

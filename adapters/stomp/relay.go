@@ -38,7 +38,8 @@ type Options struct {
 	VHost string
 	// Limits bound client frames.
 	Limits validate.STOMPLimits
-	// MaxBrokerFrameBytes bounds a frame from the broker.
+	// MaxBrokerFrameBytes bounds a frame from the broker (default
+	// bridge.DefaultMaxBrokerBytes).
 	MaxBrokerFrameBytes int
 }
 
@@ -50,9 +51,6 @@ type Relay struct {
 
 // NewRelay makes a relay handler.
 func NewRelay(o Options) *Relay {
-	if o.MaxBrokerFrameBytes <= 0 {
-		o.MaxBrokerFrameBytes = 16 << 20
-	}
 	if o.VHost == "" {
 		o.VHost = "/"
 	}
