@@ -13,10 +13,6 @@ import (
 	"github.com/wsbridge/wsbridge/validate"
 )
 
-// DefaultDialTimeout bounds a relay's dial to its broker when the route
-// sets none.
-const DefaultDialTimeout = 5 * time.Second
-
 // DefaultMaxBrokerBytes bounds one unit from a relay's broker when the
 // route sets no bound.
 const DefaultMaxBrokerBytes = 16 << 20
@@ -99,7 +95,7 @@ type Engine[S any, U any] struct {
 func (e *Engine[S, U]) Init(subprotocols []string, vhost string, newSession func() (S, *RelaySession[S, U])) {
 	o := e.Route
 	if o.DialTimeout <= 0 {
-		o.DialTimeout = DefaultDialTimeout
+		o.DialTimeout = broker.DefaultDialTimeout
 	}
 	if e.MaxBrokerBytes <= 0 {
 		e.MaxBrokerBytes = DefaultMaxBrokerBytes

@@ -39,7 +39,7 @@ type RouteOptions struct {
 	Auth *auth.Policy
 	// TLS, when set, reaches the broker over TLS.
 	TLS         *tls.Config
-	DialTimeout time.Duration // default DefaultDialTimeout
+	DialTimeout time.Duration // default broker.DefaultDialTimeout
 	WS          WSOptions
 	Origins     *front.Origins
 	Conns       *front.Conns
