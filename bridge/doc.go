@@ -5,8 +5,12 @@
 // close 1013, the connection's reads with their limits and the lingering
 // close (wsconn.go, Linger), the protocol-neutral session (Session,
 // Handler, Outbox), identity and broker credentials per session (auth.go),
-// and the raw TCP connection a relay holds to its broker (Upstream). It
-// knows no client protocol's wire format.
+// the raw TCP connection a relay holds to its broker (Upstream), and the
+// relay engine (relay.go: Engine, RelaySession), which owns the scan loop,
+// forwarding, the dial, the upstream loop, the client write path and the
+// close log line while a protocol supplies a scanner and named hooks. It
+// knows no client protocol's wire format: a protocol's scanner and
+// encoders live in validate, its hooks in its adapter.
 //
 // It links no broker client library. It imports package broker (neutral,
 // SDK-free) for three things a route shares with its backend's Broker:

@@ -39,19 +39,11 @@ type RouteOptions struct {
 	Auth *auth.Policy
 	// TLS, when set, reaches the broker over TLS.
 	TLS         *tls.Config
-	DialTimeout time.Duration // default 5s
+	DialTimeout time.Duration // default broker.DefaultDialTimeout
 	WS          WSOptions
 	Origins     *front.Origins
 	Conns       *front.Conns
 	Log         *slog.Logger
-}
-
-// Dialer fills in the defaults and returns the dialer for the broker.
-func (o *RouteOptions) Dialer() net.Dialer {
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = 5 * time.Second
-	}
-	return net.Dialer{Timeout: o.DialTimeout, KeepAlive: 30 * time.Second}
 }
 
 // Admission is the route's admission of clients of protocol, whose

@@ -14,6 +14,10 @@ import (
 	"github.com/wsbridge/wsbridge/keyring"
 )
 
+// DefaultDialTimeout bounds a dial to a broker (a client's, a relay
+// session's, a login check's) where none is configured.
+const DefaultDialTimeout = 5 * time.Second
+
 // ErrLoginRefused means a broker refused the gateway's credential: the
 // keyring entry holds a password (or user) the broker does not accept, or
 // that user may not use the virtual host. Retrying does not help; the
@@ -76,7 +80,7 @@ func (l Login) Try(ctx context.Context) error {
 	l = l.current()
 	timeout := l.DialTimeout
 	if timeout <= 0 {
-		timeout = 5 * time.Second
+		timeout = DefaultDialTimeout
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(dl))
@@ -211,7 +215,7 @@ func NewLoginCheck(l Login, log *slog.Logger) *LoginCheck {
 		log = slog.Default()
 	}
 	if l.DialTimeout <= 0 {
-		l.DialTimeout = 5 * time.Second
+		l.DialTimeout = DefaultDialTimeout
 	}
 	return &LoginCheck{login: l, log: log}
 }

@@ -109,7 +109,7 @@ func (s *session) refuse(ch, class, method uint16, err error) bool {
 	s.acl.brokerClosing[ch] = true
 	s.acl.brokerN.Store(int32(len(s.acl.brokerClosing)))
 	s.acl.mu.Unlock()
-	if !s.forward(validate.AppendAMQPChannelClose(nil, ch, 200, "closed by the gateway", 0, 0)) {
+	if !s.Forward(validate.AppendAMQPChannelClose(nil, ch, 200, "closed by the gateway", 0, 0)) {
 		return false
 	}
 	return s.Write(gws.OpcodeBinary, validate.AppendAMQPChannelClose(nil, ch, replyAccessRefused, fmt.Sprintf("ACCESS_REFUSED - %s", err), class, method))

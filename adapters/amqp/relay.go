@@ -9,11 +9,9 @@ package amqp
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -24,7 +22,6 @@ import (
 
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -47,10 +44,8 @@ type Options struct {
 
 // Relay is the http.Handler for an AMQP relay route.
 type Relay struct {
-	opts             Options
-	bridge.Admission // serves HTTP: admits clients and starts their sessions
-	dialer           net.Dialer
-	login            *broker.LoginCheck // readiness: the broker accepts the route's credential
+	opts                                         Options
+	bridge.Engine[*session, *validate.AMQPFrame] // admits clients, relays their sessions, reports readiness
 }
 
 // NewRelay makes a relay handler.
@@ -61,31 +56,32 @@ func NewRelay(o Options) *Relay {
 	if len(o.VHosts) == 0 {
 		o.VHosts = []string{"/"}
 	}
-	r := &Relay{dialer: o.Dialer()}
-	r.opts = o
-	r.Admission = o.Admission("amqp", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
-	r.login = o.LoginCheck("amqp", o.VHosts[0])
+	r := &Relay{opts: o}
+	r.Engine = bridge.Engine[*session, *validate.AMQPFrame]{
+		Protocol: "amqp", Units: "frames", Route: &r.opts.RouteOptions,
+		MaxBrokerBytes: validate.NewAMQPScanner(o.Limits).Limits.MaxFrameBytes, // the client's limit, defaulted
+		Open:           (*session).open, Hold: (*session).hold, Scan: (*session).scan, Partial: (*session).partial,
+		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end,
+		Goodbye: outcome.ClientClosed, GoodbyeReason: "connection.close completed",
+	}
+	r.Init(Subprotocols, o.VHosts[0], func() (*session, *bridge.RelaySession[*session, *validate.AMQPFrame]) {
+		s := &session{relay: r}
+		return s, &s.RelaySession
+	})
 	return r
 }
 
-// Ready reports whether the broker accepts the route's credential
-// (broker.LoginCheck: a real login at most every 30 s, a dial every time).
-func (r *Relay) Ready(ctx context.Context) error { return r.login.Ready(ctx) }
-
 type session struct {
-	bridge.Session
+	bridge.RelaySession[*session, *validate.AMQPFrame]
 	relay *Relay
 
 	// read loop
-	in       *validate.AMQPScanner
-	up       *bridge.Upstream
-	framesIn int
+	in *validate.AMQPScanner
 
 	cred *keyring.Credential // the broker credential for this identity
 	acl  acl
 
-	framesOut     atomic.Int64
-	clientClosing atomic.Bool // the client sent connection.close or close-ok
+	opened bool // upstream: the broker sent connection.open-ok, so the gateway's login is through
 
 	closeOnce   sync.Once
 	awaitingOk  atomic.Bool   // we sent connection.close
@@ -138,136 +134,115 @@ func (s *session) Refuse(r bridge.Refusal) {
 	})
 }
 
-// Begin implements bridge.SessionEvents.
-func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
-	o := &s.relay.opts
-	s.Start(ws, remote, release, o.WS, func() {
-		s.Finish(outcome.KeepaliveTimeout, "no traffic from the client for two ping intervals", bridge.CloseGoingAway, 0, nil)
-	}, func(reason string) {
-		s.closeConnection(outcome.LoginTimeout, reason, bridge.ClosePolicy, replyAccessRefused, "ACCESS_REFUSED - "+reason)
-	})
-	s.in = validate.NewAMQPScanner(o.Limits)
+// open implements bridge.Engine.Open.
+func (s *session) open() {
+	s.in = validate.NewAMQPScanner(s.relay.opts.Limits)
 	s.closeOk = make(chan struct{})
-	o.Log.Info("amqp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }
 
-// GoAway implements front.Closer: connection.close 320 (connection
-// forced), then 1001.
-func (s *session) GoAway(reason string) {
-	s.closeConnection(outcome.Shutdown, reason, bridge.CloseGoingAway, 320, "CONNECTION_FORCED - "+reason)
-}
-
-// OnMessage handles one client WebSocket message.
-func (s *session) OnMessage(data []byte) {
-	if s.awaitingOk.Load() { // we sent connection.close: only close-ok matters now
-		if bytes.Contains(data, closeOkFrame) {
-			s.closeOkOnce.Do(func() { close(s.closeOk) })
-		}
-		s.Keep(nil)
-		return
+// end implements bridge.Engine.End: connection.close where AMQP has a
+// reply code for why (403 for a missed login, 320 connection-forced for a
+// shutdown or an unreachable broker), then the WebSocket close.
+func (s *session) end(why outcome.Outcome, reason string, code uint16) {
+	switch why {
+	case outcome.LoginTimeout:
+		s.closeConnection(why, reason, code, replyAccessRefused, "ACCESS_REFUSED - "+reason)
+	case outcome.Shutdown:
+		s.closeConnection(why, reason, code, 320, "CONNECTION_FORCED - "+reason)
+	case outcome.BrokerUnavailable:
+		s.closeConnection(why, reason, code, 320, "CONNECTION_FORCED - broker unavailable")
+	default:
+		s.Finish(why, reason, code, 0, nil)
 	}
-	start, off := 0, 0
-	for off < len(data) {
-		n, f, err := s.in.Next(data[off:])
-		if err != nil {
-			if s.up != nil && off > start && !s.forward(data[start:off]) {
-				return
-			}
-			s.reject(err)
-			return
+}
+
+// hold implements bridge.Engine.Hold: once the gateway has sent
+// connection.close, only the client's close-ok matters.
+func (s *session) hold(data []byte) bool {
+	if !s.awaitingOk.Load() {
+		return false
+	}
+	if bytes.Contains(data, closeOkFrame) {
+		s.closeOkOnce.Do(func() { close(s.closeOk) })
+	}
+	return true
+}
+
+func (s *session) scan(b []byte) (int, *validate.AMQPFrame, error) { return s.in.Next(b) }
+
+func (s *session) partial() int { return s.in.FrameLen() }
+
+// unit implements bridge.Engine.Unit for one client frame (nil: the
+// protocol header).
+func (s *session) unit(f *validate.AMQPFrame) bool {
+	switch {
+	case f == nil: // the protocol header: time to reach the broker
+		return s.Dial([]byte(validate.AMQPProtocolHeader))
+	case f.Channel != 0 && s.acl.clientClosing != nil && s.dropClient(f):
+		if !s.Flush() {
+			return false
 		}
-		if n == 0 {
+		s.Skip()
+	case f.Channel != 0 && f.Type == validate.AMQPFrameMethod && !s.acl.open:
+		held, err := s.acl.method(f, s.Rest())
+		if err != nil || held {
+			if !s.Flush() || err != nil && !s.refuse(f.Channel, f.Class, f.Method, err) {
+				return false
+			}
+			s.Skip()
+		}
+	case f.Channel != 0 && f.Type == validate.AMQPFrameHeader && !s.acl.open:
+		// A held basic.publish goes on just before its header, or
+		// both are refused together.
+		pub, err := s.acl.content(f)
+		if pub == nil && err == nil {
 			break
 		}
-		s.framesIn++
-		var replace []byte
-		skip := false
-		switch {
-		case f == nil: // the protocol header: time to reach the broker
-			if !s.dial() {
-				return
+		if !s.Flush() || err == nil && !s.Forward(pub) {
+			return false
+		}
+		s.acl.release(f.Channel)
+		if err != nil {
+			if !s.refuse(f.Channel, 60, 40, err) {
+				return false
 			}
-			start = off + n // dial sent it
-		case f.Channel != 0 && s.acl.clientClosing != nil && s.dropClient(f):
-			skip = true
-		case f.Channel != 0 && f.Type == validate.AMQPFrameMethod && !s.acl.open:
-			held, err := s.acl.method(f, data[off+n:])
-			if err != nil || held {
-				if off > start && !s.forward(data[start:off]) || err != nil && !s.refuse(f.Channel, f.Class, f.Method, err) {
-					return
-				}
-				start = off + n
-			}
-		case f.Channel != 0 && f.Type == validate.AMQPFrameHeader && !s.acl.open:
-			// A held basic.publish goes on just before its header, or
-			// both are refused together.
-			pub, err := s.acl.content(f)
-			if pub == nil && err == nil {
-				break
-			}
-			if off > start && !s.forward(data[start:off]) {
-				return
-			}
-			start = off
-			if err == nil && !s.forward(pub) {
-				return
-			}
-			s.acl.release(f.Channel)
-			if err != nil {
-				if !s.refuse(f.Channel, 60, 40, err) {
-					return
-				}
-				start = off + n
-			}
-		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 11:
-			if replace = s.startOk(f); replace == nil {
-				return
-			}
-		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 31:
-			replace = s.tuneOk(f)
-		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 40:
-			if !s.vhostAllowed(f) {
-				return
-			}
-		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 70:
-			// connection.update-secret would hand the broker a secret for
-			// the gateway's login: the credential is the gateway's alone.
-			if off > start && !s.forward(data[start:off]) {
-				return
-			}
+			s.Skip()
+		}
+	case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 11:
+		replace := s.startOk(f)
+		return replace != nil && s.replace(replace)
+	case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 31:
+		return s.replace(s.tuneOk(f))
+	case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 40:
+		return s.vhostAllowed(f)
+	case f.Type == validate.AMQPFrameMethod && f.Class == 10 && f.Method == 70:
+		// connection.update-secret would hand the broker a secret for
+		// the gateway's login: the credential is the gateway's alone.
+		if s.Flush() {
 			s.closeConnection(outcome.Forbidden, "connection.update-secret from a client", bridge.ClosePolicy, replyNotAllowed,
 				"NOT_ALLOWED - connection.update-secret: the broker credential belongs to the gateway; reconnect with a fresh token")
-			return
-		case f.Type == validate.AMQPFrameMethod && f.Class == 10 && (f.Method == 50 || f.Method == 51):
-			s.clientClosing.Store(true)
 		}
-		if replace != nil || skip {
-			if (off > start && !s.forward(data[start:off])) || (replace != nil && !s.forward(replace)) {
-				return
-			}
-			start = off + n
-		}
-		off += n
+		return false
+	case f.Type == validate.AMQPFrameMethod && f.Class == 10 && (f.Method == 50 || f.Method == 51):
+		s.SaidGoodbye()
 	}
-	if s.up != nil && off > start && !s.forward(data[start:off]) {
-		return
+	return true
+}
+
+// replace forwards b in place of the current frame.
+func (s *session) replace(b []byte) bool {
+	if !s.Forward(b) {
+		return false
 	}
-	s.KeepFor(data[off:], s.in.FrameLen())
+	s.Skip()
+	return true
 }
 
 // reject answers a violation: a bad protocol header gets the right one
 // back, as a broker does; anything else gets connection.close with the
 // reply code, then the WebSocket close.
-func (s *session) reject(err error) {
-	why, code := outcome.Rejected, bridge.CloseProtocolError
-	switch {
-	case errors.Is(err, validate.ErrTooLarge):
-		// The same outcome as a message the WebSocket layer refuses for
-		// its size: an operator counts one kind of refusal, not two.
-		why, code = outcome.TooLarge, bridge.CloseTooLarge
-	case errors.Is(err, validate.ErrPolicy):
-		code = bridge.ClosePolicy
-	}
+func (s *session) reject(err error, _ []byte) {
+	why, code := bridge.Rejection(err)
 	if err == validate.ErrAMQPHeader {
 		s.Finish(why, err.Error(), code, gws.OpcodeBinary, []byte(validate.AMQPProtocolHeader))
 		return
@@ -278,20 +253,6 @@ func (s *session) reject(err error) {
 		reply = ae.Code
 	}
 	s.closeConnection(why, err.Error(), code, reply, err.Error())
-}
-
-func (s *session) dial() bool {
-	o := &s.relay.opts
-	up, err := o.Dial(&s.relay.dialer)
-	if err != nil {
-		o.Log.Warn("amqp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
-		s.closeConnection(outcome.BrokerUnavailable, "the gateway could not reach backend "+o.Backend, bridge.CloseInternal,
-			320, "CONNECTION_FORCED - broker unavailable")
-		return false
-	}
-	s.up = up
-	go s.readUpstream()
-	return s.forward([]byte(validate.AMQPProtocolHeader))
 }
 
 // startOk authenticates the client from connection.start-ok and rebuilds
@@ -339,77 +300,58 @@ func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
 	return false
 }
 
-func (s *session) forward(b []byte) bool {
-	if err := s.up.Write(b); err != nil {
-		s.Finish(outcome.BrokerLost, "writing to the broker failed", bridge.CloseInternal, 0, nil)
-		return false
+// fromBroker implements bridge.Engine.Broker: frames read together go
+// out as one binary WebSocket message.
+func (s *session) fromBroker(b []byte, out *bridge.Outbox) (int, bool) {
+	max := s.relay.MaxBrokerBytes
+	end, count := 0, 0
+	// The broker's first bytes may be a protocol header of its own
+	// (refusing ours); pass them through whole.
+	if len(b) >= 8 && string(b[:4]) == "AMQP" {
+		end = 8
 	}
-	return true
-}
-
-// readUpstream relays broker frames; frames read together go out as one
-// binary WebSocket message.
-func (s *session) readUpstream() {
-	max := s.in.Limits.MaxFrameBytes
-	opened := false // the broker sent connection.open-ok: the gateway's login is through
-	err := s.up.ReadLoop(max, func(b []byte) (int, bool) {
-		end, count := 0, 0
-		// The broker's first bytes may be a protocol header of its own
-		// (refusing ours); pass them through whole.
-		if len(b) >= 8 && string(b[:4]) == "AMQP" {
-			end = 8
+	var rebuilt []byte // b[:kept] with the broker's close texts replaced; nil while none was
+	kept := 0
+	declaring := s.acl.queues.waiting.Load() > 0
+	for end+7 <= len(b) {
+		size := int(binary.BigEndian.Uint32(b[end+3:]))
+		if size+8 > max {
+			s.Finish(outcome.BrokerProtocolError, "broker frame over the gateway's frame-max", bridge.CloseInternal, 0, nil)
+			return 0, false
 		}
-		var rebuilt []byte // b[:kept] with the broker's close texts replaced; nil while none was
-		kept := 0
-		declaring := s.acl.queues.waiting.Load() > 0
-		for end+7 <= len(b) {
-			size := int(binary.BigEndian.Uint32(b[end+3:]))
-			if size+8 > max {
-				s.Finish(outcome.BrokerProtocolError, "broker frame over the gateway's frame-max", bridge.CloseInternal, 0, nil)
-				return 0, false
-			}
-			next := end + size + 8
-			if next > len(b) {
-				break
-			}
-			if b[end] == validate.AMQPFrameMethod && size >= 4 {
-				switch binary.BigEndian.Uint32(b[end+7:]) {
-				case 10<<16 | 41: // connection.open-ok
-					opened = true
-				case 10<<16 | 50, 20<<16 | 40: // connection.close, channel.close
-					if repl := s.closeForClient(b[end:next], opened); repl != nil {
-						rebuilt = append(append(rebuilt, b[kept:end]...), repl...)
-						kept = next
-					}
+		next := end + size + 8
+		if next > len(b) {
+			break
+		}
+		if b[end] == validate.AMQPFrameMethod && size >= 4 {
+			switch binary.BigEndian.Uint32(b[end+7:]) {
+			case 10<<16 | 41: // connection.open-ok
+				s.opened = true
+			case 10<<16 | 50, 20<<16 | 40: // connection.close, channel.close
+				if repl := s.closeForClient(b[end:next], s.opened); repl != nil {
+					rebuilt = append(append(rebuilt, b[kept:end]...), repl...)
+					kept = next
 				}
 			}
-			if declaring { // learn the names of our server-named queues before the client does
-				s.acl.queues.brokerFrame(b[end:next])
-			}
-			end = next
-			count++
 		}
-		if end > 0 {
-			msg := b[:end]
-			if rebuilt != nil {
-				msg = append(rebuilt, b[kept:end]...)
-			}
-			if !s.Write(gws.OpcodeBinary, s.dropBroker(msg)) {
-				return 0, false
-			}
-			s.framesOut.Add(int64(count))
+		if declaring { // learn the names of our server-named queues before the client does
+			s.acl.queues.brokerFrame(b[end:next])
 		}
-		return end, true
-	})
-	switch {
-	case err == nil:
-	case s.clientClosing.Load():
-		s.Finish(outcome.ClientClosed, "connection.close completed", bridge.CloseNormal, 0, nil)
-	case errors.Is(err, bridge.ErrOverBudget):
-		s.Refuse(bridge.OverBudget())
-	default:
-		s.Finish(outcome.BrokerLost, "the broker closed the connection", bridge.CloseInternal, 0, nil)
+		end = next
+		count++
 	}
+	if end > 0 {
+		msg := b[:end]
+		if rebuilt != nil {
+			msg = append(rebuilt, b[kept:end]...)
+		}
+		out.Add(gws.OpcodeBinary, s.dropBroker(msg))
+		if !s.Send(out) {
+			return 0, false
+		}
+		s.Sent(count)
+	}
+	return end, true
 }
 
 // closeForClient is what the client gets of the broker's connection.close
@@ -450,16 +392,4 @@ func (s *session) closeForClient(fr []byte, opened bool) []byte {
 	np := append(append(append([]byte(nil), p[:6]...), byte(len(repl))), repl...)
 	np = append(np, p[7+int(p[6]):]...) // the failing method's class and method ids
 	return validate.AppendAMQPFrame(nil, fr[0], binary.BigEndian.Uint16(fr[1:]), np)
-}
-
-// OnClose releases everything the session holds.
-func (s *session) OnClose(err error) {
-	why, reason, lasted := s.Ended(err, outcome.ClientClosed)
-	if s.up != nil {
-		s.up.Close()
-	}
-	o := &s.relay.opts
-	o.Log.Log(context.Background(), why.Level(), "amqp connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", why,
-		"reason", reason, "duration", lasted.String(), "frames_in", s.framesIn, "frames_out", s.framesOut.Load())
-	s.Release()
 }

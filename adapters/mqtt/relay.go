@@ -7,10 +7,8 @@ package mqtt
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -20,7 +18,6 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/wsbridge/wsbridge/bridge"
-	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/keyring"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -33,62 +30,57 @@ var Subprotocols = []string{"mqtt", "mqttv3.1"}
 type Options struct {
 	bridge.RouteOptions
 	Limits validate.MQTTLimits
-	// MaxBrokerPacketBytes bounds a packet from the broker.
+	// MaxBrokerPacketBytes bounds a packet from the broker (default
+	// bridge.DefaultMaxBrokerBytes).
 	MaxBrokerPacketBytes int
 }
 
 // Relay is the http.Handler for an MQTT relay route.
 type Relay struct {
-	opts             Options
-	bridge.Admission // serves HTTP: admits clients and starts their sessions
-	dialer           net.Dialer
-	login            *broker.LoginCheck // readiness: the broker accepts the route's credential
+	opts                                          Options
+	bridge.Engine[*session, *validate.MQTTPacket] // admits clients, relays their sessions, reports readiness
 }
 
 // NewRelay makes a relay handler.
 func NewRelay(o Options) *Relay {
-	if o.MaxBrokerPacketBytes <= 0 {
-		o.MaxBrokerPacketBytes = 16 << 20
+	r := &Relay{opts: o}
+	r.Engine = bridge.Engine[*session, *validate.MQTTPacket]{
+		Protocol: "mqtt", Units: "packets", Route: &r.opts.RouteOptions, MaxBrokerBytes: o.MaxBrokerPacketBytes,
+		Open: (*session).open, Scan: (*session).scan, Partial: (*session).partial,
+		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end,
+		Goodbye: outcome.Disconnected,
 	}
-	r := &Relay{dialer: o.Dialer()}
-	r.opts = o
-	r.Admission = o.Admission("mqtt", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
+	r.Init(Subprotocols, "", func() (*session, *bridge.RelaySession[*session, *validate.MQTTPacket]) {
+		s := &session{relay: r}
+		return s, &s.RelaySession
+	})
 	// MQTT-6.0.0-1: MQTT travels in binary messages only; a text message
 	// ends the connection before any of it is read as MQTT.
 	r.Admission.Upgraders.BinaryOnly = true
-	r.login = o.LoginCheck("mqtt", "")
 	return r
 }
-
-// Ready reports whether the broker accepts the route's credential
-// (broker.LoginCheck: a real login at most every 30 s, a dial every time).
-func (r *Relay) Ready(ctx context.Context) error { return r.login.Ready(ctx) }
 
 // session is one client connection; fields under "read loop" belong to the
 // gws read goroutine.
 type session struct {
-	bridge.Session
+	bridge.RelaySession[*session, *validate.MQTTPacket]
 	relay *Relay
 
 	// read loop
-	in        *validate.MQTTScanner
-	up        *bridge.Upstream
-	packetsIn int
+	in *validate.MQTTScanner
 
 	cred *keyring.Credential // the broker credential for this identity
 	acl  acl
 
-	packetsOut atomic.Int64
-	version    atomic.Uint32 // protocol level once CONNECT is seen
+	connacked bool // upstream: the broker's CONNACK has been seen
+
+	version atomic.Uint32 // protocol level once CONNECT is seen
 	// connackSent: the broker's accepting CONNACK has gone to the client,
 	// so an MQTT 5 DISCONNECT may follow (MQTT-3.14.0-1). connackMu is held
 	// across that CONNACK's write and the flag's setting: a client that
 	// answers the CONNACK at once must find the flag set.
 	connackMu   sync.Mutex
 	connackSent bool
-	// disconnecting: the client sent DISCONNECT, so the broker closing
-	// next is the end the client asked for, not a lost broker.
-	disconnecting atomic.Bool
 	// clientMax is the MQTT 5 client's Maximum Packet Size (0: none),
 	// which a reason string must not make a packet exceed.
 	clientMax atomic.Uint32
@@ -128,28 +120,23 @@ func reasonString(text string) string {
 	return text[:cut]
 }
 
-// Begin implements bridge.SessionEvents.
-func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
-	o := &s.relay.opts
-	s.Start(ws, remote, release, o.WS, func() {
-		s.finish(outcome.KeepaliveTimeout, nil, "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
-	}, func(reason string) {
-		// Before CONNACK MQTT has no packet for this: a CONNACK answers a
-		// CONNECT that has not come, and MQTT 5 allows a server DISCONNECT
-		// only after CONNACK. The WebSocket close carries the reason.
-		s.finish(outcome.LoginTimeout, nil, reason, bridge.ClosePolicy)
-	})
-	s.in = validate.NewMQTTScanner(o.Limits)
-	o.Log.Info("mqtt connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
-}
+// open implements bridge.Engine.Open.
+func (s *session) open() { s.in = validate.NewMQTTScanner(s.relay.opts.Limits) }
 
-// GoAway implements front.Closer.
-func (s *session) GoAway(reason string) {
+// end implements bridge.Engine.End. Before CONNACK MQTT has no packet for
+// most ends (a CONNACK answers a CONNECT, and MQTT 5 allows a server
+// DISCONNECT only after CONNACK): the WebSocket close carries the reason.
+func (s *session) end(why outcome.Outcome, reason string, code uint16) {
 	var answer []byte
-	if s.disconnectAllowed() {
-		answer = validate.AppendMQTTDisconnect(nil, 0x8B, "") // server shutting down
+	switch why {
+	case outcome.Shutdown:
+		if s.disconnectAllowed() {
+			answer = validate.AppendMQTTDisconnect(nil, 0x8B, "") // server shutting down
+		}
+	case outcome.BrokerUnavailable:
+		answer = connackFor(byte(s.version.Load()), 0x88)
 	}
-	s.finish(outcome.Shutdown, answer, reason, bridge.CloseGoingAway)
+	s.finish(why, answer, reason, code)
 }
 
 // Refuse implements bridge.SessionEvents: MQTT 5 clients past CONNACK get
@@ -176,66 +163,46 @@ func (s *session) Refuse(r bridge.Refusal) {
 	s.finish(r.Outcome, answer, r.Reason, r.Code)
 }
 
-// OnMessage handles one client WebSocket message.
-func (s *session) OnMessage(data []byte) {
-	start, off := 0, 0
-	for off < len(data) {
-		n, p, err := s.in.Next(data[off:])
+func (s *session) scan(b []byte) (int, *validate.MQTTPacket, error) { return s.in.Next(b) }
+
+func (s *session) partial() int { return s.in.PacketLen() }
+
+// unit implements bridge.Engine.Unit for one client packet.
+func (s *session) unit(p *validate.MQTTPacket) bool {
+	if p.Type == validate.MQTTDisconnect {
+		s.SaidGoodbye()
+	}
+	switch {
+	case p.Type == validate.MQTTConnect:
+		return s.login() && s.connect()
+	case s.acl.open:
+	case p.Type == validate.MQTTPublish:
+		if err := s.acl.publish(p); err != nil {
+			// Packets before the refused one were allowed: they go.
+			if !s.Flush() || !s.refusePublish(p, err) {
+				return false
+			}
+			s.Skip()
+		}
+	case p.Type == validate.MQTTSubscribe:
+		rewritten, answer, err := s.subscribeFiltered()
 		if err != nil {
-			if s.up != nil && off > start && !s.forward(data[start:off]) {
-				return
-			}
-			s.reject(err, data[off:])
-			return
+			s.finish(outcome.Rejected, nil, "re-encoding SUBSCRIBE: "+err.Error(), bridge.CloseProtocolError)
+			return false
 		}
-		if n == 0 {
-			break
+		if !s.Flush() || rewritten != nil && !s.Forward(rewritten) || answer != nil && !s.Write(gws.OpcodeBinary, answer) {
+			return false
 		}
-		s.packetsIn++
-		if p.Type == validate.MQTTDisconnect {
-			s.disconnecting.Store(true)
-		}
-		switch {
-		case p.Type == validate.MQTTConnect:
-			if !s.login() || !s.connect() {
-				return
-			}
-			start = off + n
-		case s.acl.open:
-		case p.Type == validate.MQTTPublish:
-			if err := s.acl.publish(p); err != nil {
-				// Packets before the refused one were allowed: they go.
-				if off > start && !s.forward(data[start:off]) || !s.refusePublish(p, err) {
-					return
-				}
-				start = off + n
-			}
-		case p.Type == validate.MQTTSubscribe:
-			rewritten, answer, err := s.subscribeFiltered()
-			if err != nil {
-				s.finish(outcome.Rejected, nil, "re-encoding SUBSCRIBE: "+err.Error(), bridge.CloseProtocolError)
-				return
-			}
-			if off > start && !s.forward(data[start:off]) ||
-				rewritten != nil && !s.forward(rewritten) || answer != nil && !s.Write(gws.OpcodeBinary, answer) {
-				return
-			}
-			start = off + n
-		case p.Type == validate.MQTTAuth:
-			// Re-authentication could change the broker identity the
-			// gateway chose (see acl.connect).
-			if off > start && !s.forward(data[start:off]) {
-				return
-			}
+		s.Skip()
+	case p.Type == validate.MQTTAuth:
+		// Re-authentication could change the broker identity the
+		// gateway chose (see acl.connect).
+		if s.Flush() {
 			s.finish(outcome.Forbidden, validate.AppendMQTTDisconnect(nil, reasonNotAuthorized, "re-authentication not allowed"), errAuthMethod.Error(), bridge.ClosePolicy)
-			return
 		}
-		off += n
+		return false
 	}
-	if s.up != nil && off > start && !s.forward(data[start:off]) {
-		return
-	}
-	s.KeepFor(data[off:], s.in.PacketLen())
+	return true
 }
 
 // reject answers a violation the MQTT way, then closes. MQTT 5: a refused
@@ -274,16 +241,10 @@ func (s *session) reject(err error, bad []byte) {
 		}
 		answer = s.disconnect(reason, text)
 	}
-	why, code := outcome.Rejected, bridge.CloseProtocolError
-	switch {
-	case errors.Is(err, validate.ErrTooLarge):
-		// mqtt.js writes a PUBLISH's fixed header as a WebSocket message of
-		// its own, so its size is refused here rather than by the
-		// WebSocket layer: the same outcome either way.
-		why, code = outcome.TooLarge, bridge.CloseTooLarge
-	case errors.Is(err, validate.ErrPolicy):
-		code = bridge.ClosePolicy
-	}
+	// mqtt.js writes a PUBLISH's fixed header as a WebSocket message of
+	// its own, so its size is refused here rather than by the WebSocket
+	// layer: the same outcome either way.
+	why, code := bridge.Rejection(err)
 	s.finish(why, answer, err.Error(), code)
 }
 
@@ -326,7 +287,6 @@ func connectVersion(b []byte) byte {
 // connect rewrites the CONNECT with the route's identity, dials the broker
 // and sends it.
 func (s *session) connect() bool {
-	o := &s.relay.opts
 	pk := s.in.Connect
 	s.version.Store(uint32(pk.ProtocolVersion))
 	max, _ := s.in.ClientMaxPacket()
@@ -348,15 +308,7 @@ func (s *session) connect() bool {
 		s.finish(outcome.Rejected, connackFor(pk.ProtocolVersion, validate.MQTTReasonMalformed), "re-encoding CONNECT: "+err.Error(), bridge.CloseProtocolError)
 		return false
 	}
-	up, err := o.Dial(&s.relay.dialer)
-	if err != nil {
-		o.Log.Warn("mqtt broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
-		s.finish(outcome.BrokerUnavailable, connackFor(pk.ProtocolVersion, 0x88), "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
-		return false
-	}
-	s.up = up
-	go s.readUpstream()
-	return s.forward(buf.Bytes())
+	return s.Dial(buf.Bytes())
 }
 
 // connackFor is a refusing CONNACK: MQTT 5 reason codes, or the 3.1.1
@@ -368,62 +320,42 @@ func connackFor(v, reason byte) []byte {
 	return validate.AppendMQTTConnack(nil, v, returnUnavailableV311, "")
 }
 
-func (s *session) forward(b []byte) bool {
-	if err := s.up.Write(b); err != nil {
-		s.finish(outcome.BrokerLost, nil, "writing to the broker failed", bridge.CloseInternal)
-		return false
-	}
-	return true
-}
-
-// readUpstream relays broker packets to the client. All complete packets
-// read at once go out as one WebSocket message, which MQTT over WebSocket
+// fromBroker implements bridge.Engine.Broker: all complete packets read
+// at once go out as one WebSocket message, which MQTT over WebSocket
 // allows and which saves a write per packet under load.
-func (s *session) readUpstream() {
+func (s *session) fromBroker(b []byte, out *bridge.Outbox) (int, bool) {
 	o := &s.relay.opts
-	connacked := false
-	err := s.up.ReadLoop(o.MaxBrokerPacketBytes, func(b []byte) (int, bool) {
-		end, count, err := completePackets(b, o.MaxBrokerPacketBytes)
-		if err != nil {
-			o.Log.Warn("mqtt broker sent an invalid packet", "route", o.Route, "backend", o.Backend, "error", err.Error())
-			s.finish(outcome.BrokerProtocolError, nil, "broker sent an invalid packet", bridge.CloseInternal)
-			return 0, false
-		}
-		if end == 0 {
-			return 0, true
-		}
-		msg, accepted := b[:end], false
-		if !connacked {
-			connacked = true
-			msg, accepted = s.connack(msg)
-		}
-		if !s.relayOut(msg, accepted) {
-			return 0, false
-		}
-		s.packetsOut.Add(int64(count))
-		return end, true
-	})
-	switch {
-	case err == nil:
-	case errors.Is(err, bridge.ErrOverBudget):
-		s.Refuse(bridge.OverBudget())
-	case s.disconnecting.Load():
-		s.finish(outcome.Disconnected, nil, "", bridge.CloseNormal)
-	default:
-		s.finish(outcome.BrokerLost, nil, "the broker closed the connection", bridge.CloseInternal)
+	end, count, err := completePackets(b, s.relay.MaxBrokerBytes)
+	if err != nil {
+		o.Log.Warn("mqtt broker sent an invalid packet", "route", o.Route, "backend", o.Backend, "error", err.Error())
+		s.finish(outcome.BrokerProtocolError, nil, "broker sent an invalid packet", bridge.CloseInternal)
+		return 0, false
 	}
+	if end == 0 {
+		return 0, true
+	}
+	msg, accepted := b[:end], false
+	if !s.connacked {
+		s.connacked = true
+		msg, accepted = s.connack(msg)
+	}
+	out.Add(gws.OpcodeBinary, s.mergeSubacks(msg))
+	if !s.send(out, accepted) {
+		return 0, false
+	}
+	s.Sent(count)
+	return end, true
 }
 
-// relayOut writes whole broker packets to the client as one message. When
-// they begin with the broker's accepting CONNACK, connackSent is set in
-// the same hold of connackMu as the write.
-func (s *session) relayOut(msg []byte, acceptingConnack bool) bool {
+// send writes out; when it holds the broker's accepting CONNACK,
+// connackSent is set in the same hold of connackMu as the write.
+func (s *session) send(out *bridge.Outbox, acceptingConnack bool) bool {
 	if !acceptingConnack {
-		return s.Write(gws.OpcodeBinary, s.mergeSubacks(msg))
+		return s.Send(out)
 	}
 	s.connackMu.Lock()
 	defer s.connackMu.Unlock()
-	s.connackSent = s.Write(gws.OpcodeBinary, s.mergeSubacks(msg))
+	s.connackSent = s.Send(out)
 	return s.connackSent
 }
 
@@ -521,21 +453,4 @@ func completePackets(b []byte, max int) (end, count int, err error) {
 // the WebSocket close.
 func (s *session) finish(why outcome.Outcome, answer []byte, reason string, code uint16) {
 	s.Finish(why, reason, code, gws.OpcodeBinary, answer)
-}
-
-// OnClose runs on the read goroutine once the WebSocket has closed and
-// releases everything the session holds.
-func (s *session) OnClose(err error) {
-	clientOutcome := outcome.ClientClosed
-	if s.disconnecting.Load() {
-		clientOutcome = outcome.Disconnected
-	}
-	why, reason, lasted := s.Ended(err, clientOutcome)
-	if s.up != nil {
-		s.up.Close()
-	}
-	o := &s.relay.opts
-	o.Log.Log(context.Background(), why.Level(), "mqtt connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", why,
-		"reason", reason, "duration", lasted.String(), "packets_in", s.packetsIn, "packets_out", s.packetsOut.Load())
-	s.Release()
 }

@@ -26,7 +26,7 @@ import (
 	"github.com/wsbridge/wsbridge/validate"
 )
 
-func startRelay(t *testing.T, o Options) string {
+func startRelay(t testing.TB, o Options) string {
 	t.Helper()
 	return brokertest.ServeRoute(t, "/mqtt", nil, func(e brokertest.RouteEnv) http.Handler {
 		o.Origins, o.Conns, o.Log, o.Route, o.Backend = e.Origins, e.Conns, e.Log, "/mqtt", "mosquitto"
@@ -37,7 +37,7 @@ func startRelay(t *testing.T, o Options) string {
 	})
 }
 
-func pahoClient(t *testing.T, broker, id string) paho.Client {
+func pahoClient(t testing.TB, broker, id string) paho.Client {
 	t.Helper()
 	opts := paho.NewClientOptions().AddBroker(broker).SetClientID(id).SetCleanSession(true).
 		SetUsername("browser-user").SetPassword("browser-secret").SetConnectTimeout(5 * time.Second).SetAutoReconnect(false)
@@ -49,7 +49,7 @@ func pahoClient(t *testing.T, broker, id string) paho.Client {
 	return c
 }
 
-func wait(t *testing.T, tok paho.Token) {
+func wait(t testing.TB, tok paho.Token) {
 	t.Helper()
 	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatalf("token: %v", tok.Error())

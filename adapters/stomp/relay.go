@@ -8,14 +8,12 @@ package stomp
 
 import (
 	"context"
-	"errors"
-	"net"
 	"strings"
 	"time"
 
-	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/outcome"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -40,23 +38,19 @@ type Options struct {
 	VHost string
 	// Limits bound client frames.
 	Limits validate.STOMPLimits
-	// MaxBrokerFrameBytes bounds a frame from the broker.
+	// MaxBrokerFrameBytes bounds a frame from the broker (default
+	// bridge.DefaultMaxBrokerBytes).
 	MaxBrokerFrameBytes int
 }
 
 // Relay is the http.Handler for a STOMP relay route.
 type Relay struct {
-	opts             Options
-	bridge.Admission // serves HTTP: admits clients and starts their sessions
-	dialer           net.Dialer
-	login            *broker.LoginCheck // readiness: the broker accepts the route's credential
+	opts                                          Options
+	bridge.Engine[*session, *validate.STOMPFrame] // admits clients, relays their sessions, reports readiness
 }
 
 // NewRelay makes a relay handler.
 func NewRelay(o Options) *Relay {
-	if o.MaxBrokerFrameBytes <= 0 {
-		o.MaxBrokerFrameBytes = 16 << 20
-	}
 	if o.VHost == "" {
 		o.VHost = "/"
 	}
@@ -69,10 +63,17 @@ func NewRelay(o Options) *Relay {
 	if _, shared := o.Broker.(*broker.Shared); o.Broker != nil && !shared {
 		o.Broker = broker.NewShared(o.Broker) // subscribers of one topic share its subscription
 	}
-	r := &Relay{dialer: o.Dialer()}
-	r.opts = o
-	r.Admission = o.Admission("stomp", Subprotocols, func() gws.SessionStorage { return &session{relay: r} })
-	r.login = o.LoginCheck("stomp", o.VHost)
+	r := &Relay{opts: o}
+	r.Engine = bridge.Engine[*session, *validate.STOMPFrame]{
+		Protocol: "stomp", Units: "frames", Route: &r.opts.RouteOptions, MaxBrokerBytes: o.MaxBrokerFrameBytes,
+		Open: (*session).open, Scan: (*session).scan, Partial: (*session).partial, Counts: isFrame,
+		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end, Closed: (*session).closed,
+		Goodbye: outcome.Disconnected,
+	}
+	r.Init(Subprotocols, o.VHost, func() (*session, *bridge.RelaySession[*session, *validate.STOMPFrame]) {
+		s := &session{relay: r}
+		return s, &s.RelaySession
+	})
 	return r
 }
 
@@ -83,7 +84,7 @@ func (r *Relay) Ready(ctx context.Context) error {
 	if r.opts.Broker != nil {
 		return r.opts.Broker.Ready(ctx)
 	}
-	return r.login.Ready(ctx)
+	return r.Engine.Ready(ctx)
 }
 
 // clientMessage turns a validation error into an ERROR message header:
@@ -94,16 +95,4 @@ func clientMessage(err error) string {
 		msg = strings.TrimSuffix(msg, ": "+class.Error())
 	}
 	return msg
-}
-
-// closeCode maps a validation failure to the WebSocket close code.
-func closeCode(err error) uint16 {
-	switch {
-	case errors.Is(err, validate.ErrTooLarge):
-		return bridge.CloseTooLarge
-	case errors.Is(err, validate.ErrPolicy):
-		return bridge.ClosePolicy
-	default:
-		return bridge.CloseProtocolError
-	}
 }

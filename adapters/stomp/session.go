@@ -1,8 +1,6 @@
 package stomp
 
 import (
-	"context"
-	"errors"
 	"strings"
 	"sync/atomic"
 	"unicode/utf8"
@@ -17,130 +15,119 @@ import (
 )
 
 // session is one client connection. The fields under "read loop" belong to
-// the gws read goroutine, those under "upstream" to readUpstream; the rest
-// are shared and synchronised as marked.
+// the gws read goroutine, those under "upstream" to the broker's reader;
+// the rest are shared and synchronised as marked.
 type session struct {
-	bridge.Session
+	bridge.RelaySession[*session, *validate.STOMPFrame]
 	relay *Relay
 
 	// read loop
-	in       *validate.STOMPScanner
-	up       *bridge.Upstream
-	framesIn int
+	in *validate.STOMPScanner
 
 	tr *translator // translation mode only
 
 	cred *keyring.Credential // the broker credential for this identity
 	acl  *acl                // nil when the identity may touch every destination
 
-	framesOut atomic.Int64
-	done      chan struct{} // closed when the session has ended
+	// upstream
+	brokerIn  *validate.STOMPScanner
+	connected bool // the broker sent CONNECTED
 
-	disconnecting atomic.Bool   // the client sent DISCONNECT
-	version       atomic.Uint32 // negotiated STOMP version, for ERROR escaping
+	done chan struct{} // closed when the session has ended
+
+	version atomic.Uint32 // negotiated STOMP version, for ERROR escaping
 }
 
-// Begin implements bridge.SessionEvents.
-func (s *session) Begin(ws *gws.Conn, remote string, release func()) {
+// open implements bridge.Engine.Open.
+func (s *session) open() {
 	o := &s.relay.opts
-	s.Start(ws, remote, release, o.WS, func() {
-		s.finish(outcome.KeepaliveTimeout, "", "no traffic from the client for two ping intervals", bridge.CloseGoingAway)
-	}, func(reason string) {
-		s.finish(outcome.LoginTimeout, reason, reason+"; send CONNECT as soon as the WebSocket opens", bridge.ClosePolicy)
-	})
 	s.in = validate.NewSTOMPScanner(o.Limits, false)
 	s.done = make(chan struct{})
 	if o.Broker != nil {
 		s.tr = newTranslator(s, o.Broker.(*broker.Shared))
 	}
-	o.Log.Info("stomp connection opened", "route", o.Route, "remote", remote, "subprotocol", ws.SubProtocol(), "backend", o.Backend)
 }
 
-// GoAway implements front.Closer.
-func (s *session) GoAway(reason string) {
-	s.finish(outcome.Shutdown, reason, reason, bridge.CloseGoingAway)
+// end implements bridge.Engine.End: an ERROR where STOMP has words for
+// why, then the close.
+func (s *session) end(why outcome.Outcome, reason string, code uint16) {
+	switch why {
+	case outcome.LoginTimeout:
+		s.finish(why, reason, reason+"; send CONNECT as soon as the WebSocket opens", code)
+	case outcome.Shutdown:
+		s.finish(why, reason, reason, code)
+	case outcome.BrokerUnavailable:
+		s.finish(why, "broker unavailable", reason, code)
+	case outcome.BrokerLost:
+		s.finish(why, "broker connection lost", reason, code)
+	default:
+		s.finish(why, "", reason, code)
+	}
 }
 
 // Refuse implements bridge.SessionEvents: an ERROR naming the limit,
 // then the close.
 func (s *session) Refuse(r bridge.Refusal) { s.finish(r.Outcome, r.Reason, r.Reason, r.Code) }
 
-// OnMessage handles one client WebSocket message.
-func (s *session) OnMessage(data []byte) {
-	// Escaping follows the version the broker chose, which may be lower
-	// than the highest the client offered.
+// scan implements bridge.Engine.Scan. Escaping follows the version the
+// broker chose, which may be lower than the highest the client offered.
+func (s *session) scan(b []byte) (int, *validate.STOMPFrame, error) {
 	if v := validate.STOMPVersion(s.version.Load()); v != 0 && v < s.in.Version {
 		s.in.Version = v
 	}
-	start, off := 0, 0
-	for off < len(data) {
-		n, f, err := s.in.Next(data[off:])
-		if err != nil {
-			// Frames before the bad one were valid: they go, it does not.
-			if s.up != nil && off > start && !s.forward(data[start:off]) {
-				return
-			}
-			why := outcome.Rejected
-			if errors.Is(err, validate.ErrTooLarge) { // as when the WebSocket layer refuses a message's size
-				why = outcome.TooLarge
-			}
-			s.finish(why, clientMessage(err), err.Error(), closeCode(err))
-			return
+	return s.in.Next(b)
+}
+
+func (s *session) partial() int { return s.in.FrameLen() }
+
+// isFrame: heart-beat EOLs scan as no frame, and count as none.
+func isFrame(f *validate.STOMPFrame) bool { return f != nil }
+
+// reject implements bridge.Engine.Reject.
+func (s *session) reject(err error, _ []byte) {
+	why, code := bridge.Rejection(err)
+	s.finish(why, clientMessage(err), err.Error(), code)
+}
+
+// unit implements bridge.Engine.Unit for one client frame.
+func (s *session) unit(f *validate.STOMPFrame) bool {
+	if f == nil {
+		return true
+	}
+	switch f.Command {
+	case validate.CmdConnect, validate.CmdStomp:
+		if !s.login(f) {
+			return false
 		}
-		if n == 0 {
+	case validate.CmdSend, validate.CmdSubscribe, validate.CmdUnsubscribe:
+		if s.acl == nil {
 			break
 		}
-		if f != nil {
-			s.framesIn++
-			switch f.Command {
-			case validate.CmdConnect, validate.CmdStomp:
-				if !s.login(f) {
-					return
-				}
-			case validate.CmdSend, validate.CmdSubscribe, validate.CmdUnsubscribe:
-				if s.acl == nil {
-					break
-				}
-				rewritten, err := s.acl.authorize(f, s.in.Version)
-				if err != nil {
-					// Frames before the refused one were allowed: they go first.
-					if s.up == nil || off == start || s.forward(data[start:off]) {
-						s.refuse(f, err)
-					}
-					return
-				}
-				if rewritten != nil && s.up != nil {
-					if off > start && !s.forward(data[start:off]) || !s.forward(rewritten) {
-						return
-					}
-					start = off + n
-				}
+		rewritten, err := s.acl.authorize(f, s.in.Version)
+		if err != nil {
+			// Frames before the refused one were allowed: they go first.
+			if s.Flush() {
+				s.refuse(f, err)
 			}
+			return false
 		}
-		if f != nil && s.tr != nil {
-			if !s.tr.frame(f) {
-				return
+		if rewritten != nil && s.Connected() {
+			if !s.Forward(rewritten) {
+				return false
 			}
-		} else if f != nil {
-			switch f.Command {
-			case validate.CmdConnect, validate.CmdStomp:
-				if !s.connect(f) {
-					return
-				}
-				start = off + n
-			case validate.CmdDisconnect:
-				s.disconnecting.Store(true)
-			}
+			s.Skip()
 		}
-		off += n
 	}
-	if s.up == nil {
-		start = off // translation mode, or heart-beat EOLs before CONNECT: nothing to forward
+	if s.tr != nil {
+		return s.tr.frame(f)
 	}
-	if off > start && !s.forward(data[start:off]) {
-		return
+	switch f.Command {
+	case validate.CmdConnect, validate.CmdStomp:
+		return s.connect(f)
+	case validate.CmdDisconnect:
+		s.SaidGoodbye()
 	}
-	s.KeepFor(data[off:], s.in.FrameLen())
+	return true
 }
 
 // connect dials the broker and sends the client's CONNECT with the route's
@@ -178,106 +165,70 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 	}
 	b = append(b, '\n', 0)
 
-	up, err := o.Dial(&s.relay.dialer)
-	if err != nil {
-		o.Log.Warn("stomp broker unreachable", "route", o.Route, "backend", o.Backend, "address", o.Address, "error", err.Error())
-		s.finish(outcome.BrokerUnavailable, "broker unavailable", "the gateway could not reach backend "+o.Backend, bridge.CloseInternal)
-		return false
-	}
-	s.up = up
-	go s.readUpstream()
-	return s.forward(b)
+	return s.Dial(b)
 }
 
-// forward writes checked client bytes to the broker.
-func (s *session) forward(b []byte) bool {
-	if err := s.up.Write(b); err != nil {
-		s.finish(outcome.BrokerLost, "broker connection lost", "writing to the broker failed", bridge.CloseInternal)
-		return false
+// fromBroker implements bridge.Engine.Broker: broker frames go to the
+// client one per WebSocket message, all those of one read in one write.
+func (s *session) fromBroker(b []byte, out *bridge.Outbox) (int, bool) {
+	if s.brokerIn == nil {
+		max := s.relay.MaxBrokerBytes
+		s.brokerIn = validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: max, MaxHeaders: 4096, MaxHeaderLineBytes: max}, true)
 	}
-	return true
-}
-
-// readUpstream relays broker frames to the client, one per WebSocket
-// message, until the broker or the client goes away. The frames of one
-// read go out with one write.
-func (s *session) readUpstream() {
-	o := &s.relay.opts
-	max := o.MaxBrokerFrameBytes
-	sc := validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: max, MaxHeaders: 4096, MaxHeaderLineBytes: max}, true)
-	brokerError, connected := false, false
-	var out bridge.Outbox
-	invalid := func(err error) (int, bool) {
-		s.Send(&out) // the valid frames before it
-		s.brokerInvalid(err)
-		return 0, false
-	}
-	err := s.up.ReadLoop(max, func(b []byte) (int, bool) {
-		off := 0
-		for off < len(b) {
-			k, f, err := sc.Next(b[off:])
-			if err != nil {
-				return invalid(err)
-			}
-			if k == 0 {
-				break
-			}
-			if f != nil {
-				s.framesOut.Add(1)
-				switch f.Command {
-				case validate.CmdConnected:
-					connected = true
-					v := validate.STOMP10
-					if h, ok := f.Header("version"); ok {
-						v = validate.ParseSTOMPVersion(h)
-					}
-					s.version.Store(uint32(v))
-				case validate.CmdError:
-					brokerError = true
-					if !connected {
-						s.Send(&out)
-						s.brokerRefused(f)
-						return 0, false
-					}
-				case validate.CmdMessage:
-					if s.acl != nil {
-						s.acl.given.noteReplyTo(f, validate.STOMPVersion(s.version.Load()))
-					}
-				}
-			}
-			end := off + k
-			// RabbitMQ follows each frame with an EOL; sending it in the
-			// frame's own message saves a message per frame.
-			if f != nil && end < len(b) && (b[end] == '\n' || b[end] == '\r') {
-				e, _, err := sc.Next(b[end:])
-				if err != nil {
-					return invalid(err)
-				}
-				end += e
-			}
-			frame := b[off:end]
-			if f != nil && f.Command == validate.CmdError {
-				frame = s.redactError(f, frame)
-			}
-			out.Add(textOrBinary(frame), frame)
-			if out.Full() && !s.Send(&out) {
-				return 0, false
-			}
-			off = end
+	sc := s.brokerIn
+	off := 0
+	for off < len(b) {
+		k, f, err := sc.Next(b[off:])
+		if err != nil {
+			return s.brokerInvalid(out, err)
 		}
-		return off, s.Send(&out)
-	})
-	switch {
-	case err == nil, s.Closing():
-	case s.disconnecting.Load():
-		s.finish(outcome.Disconnected, "", "", bridge.CloseNormal)
-	case errors.Is(err, bridge.ErrOverBudget):
-		s.Refuse(bridge.OverBudget())
-	case brokerError:
-		s.finish(outcome.BrokerError, "", "broker ended the session with ERROR", bridge.CloseInternal)
-	default:
-		s.finish(outcome.BrokerLost, "broker connection lost", "the broker closed the connection", bridge.CloseInternal)
+		if k == 0 {
+			break
+		}
+		if f != nil {
+			s.Sent(1)
+			switch f.Command {
+			case validate.CmdConnected:
+				s.connected = true
+				v := validate.STOMP10
+				if h, ok := f.Header("version"); ok {
+					v = validate.ParseSTOMPVersion(h)
+				}
+				s.version.Store(uint32(v))
+			case validate.CmdError:
+				s.BrokerEnds(outcome.BrokerError, "broker ended the session with ERROR")
+				if !s.connected {
+					s.Send(out)
+					s.brokerRefused(f)
+					return 0, false
+				}
+			case validate.CmdMessage:
+				if s.acl != nil {
+					s.acl.given.noteReplyTo(f, validate.STOMPVersion(s.version.Load()))
+				}
+			}
+		}
+		end := off + k
+		// RabbitMQ follows each frame with an EOL; sending it in the
+		// frame's own message saves a message per frame.
+		if f != nil && end < len(b) && (b[end] == '\n' || b[end] == '\r') {
+			e, _, err := sc.Next(b[end:])
+			if err != nil {
+				return s.brokerInvalid(out, err)
+			}
+			end += e
+		}
+		frame := b[off:end]
+		if f != nil && f.Command == validate.CmdError {
+			frame = s.redactError(f, frame)
+		}
+		out.Add(textOrBinary(frame), frame)
+		if out.Full() && !s.Send(out) {
+			return 0, false
+		}
+		off = end
 	}
+	return off, true
 }
 
 // brokerRefused answers a broker ERROR before CONNECTED: the broker
@@ -310,10 +261,14 @@ func (s *session) redactError(f *validate.STOMPFrame, raw []byte) []byte {
 	return validate.AppendSTOMPError(nil, v, msg, body, receipt)
 }
 
-func (s *session) brokerInvalid(err error) {
+// brokerInvalid ends the session over an invalid broker frame, once the
+// valid frames before it have gone to the client.
+func (s *session) brokerInvalid(out *bridge.Outbox, err error) (int, bool) {
+	s.Send(out)
 	o := &s.relay.opts
 	o.Log.Warn("stomp broker sent an invalid frame", "route", o.Route, "backend", o.Backend, "error", err.Error())
 	s.finish(outcome.BrokerProtocolError, "broker sent an invalid frame", "", bridge.CloseInternal)
+	return 0, false
 }
 
 // writeText writes a frame the gateway made itself.
@@ -355,23 +310,10 @@ func (s *session) dropSlow(detail string) {
 		validate.AppendSTOMPError(nil, validate.STOMPVersion(s.version.Load()), "slow consumer", detail, nil))
 }
 
-// OnClose runs on the read goroutine once the WebSocket has closed, however
-// that came about, and releases everything the session holds.
-func (s *session) OnClose(err error) {
-	clientOutcome := outcome.ClientClosed
-	if s.disconnecting.Load() {
-		clientOutcome = outcome.Disconnected
-	}
-	why, reason, lasted := s.Ended(err, clientOutcome)
+// closed implements bridge.Engine.Closed.
+func (s *session) closed() {
 	close(s.done)
-	if s.up != nil {
-		s.up.Close()
-	}
 	if s.tr != nil {
 		s.tr.close()
 	}
-	o := &s.relay.opts
-	o.Log.Log(context.Background(), why.Level(), "stomp connection closed", "route", o.Route, "remote", s.Remote, s.LogIdentity(), "outcome", why,
-		"reason", reason, "duration", lasted.String(), "frames_in", s.framesIn, "frames_out", s.framesOut.Load())
-	s.Release() // last: shutdown waits for it, and so sees the line logged
 }

@@ -89,7 +89,7 @@ func (t *translator) writer() {
 		case b := <-t.out:
 			t.dequeued(b)
 			if s.toClient(b) {
-				s.framesOut.Add(1)
+				s.Sent(1)
 			}
 		case <-s.done:
 			t.drop()
@@ -159,7 +159,7 @@ func (t *translator) frame(f *validate.STOMPFrame) bool {
 	case validate.CmdBegin, validate.CmdCommit, validate.CmdAbort:
 		ok = t.transaction(f)
 	case validate.CmdDisconnect:
-		s.disconnecting.Store(true)
+		s.SaidGoodbye()
 		if r, has := f.Header("receipt"); has {
 			s.writeText(fmt.Appendf(nil, "RECEIPT\nreceipt-id:%s\n\n\x00", r))
 		}

@@ -65,7 +65,7 @@ func New(o Options) *Broker {
 		o.VHost = "/"
 	}
 	if o.DialTimeout <= 0 {
-		o.DialTimeout = 5 * time.Second
+		o.DialTimeout = broker.DefaultDialTimeout
 	}
 	if o.Prefetch <= 0 {
 		o.Prefetch = 256

@@ -79,7 +79,7 @@ type mqttFilter struct {
 // New returns an MQTT broker; it connects on first use.
 func New(o Options) *Broker {
 	if o.DialTimeout <= 0 {
-		o.DialTimeout = 5 * time.Second
+		o.DialTimeout = broker.DefaultDialTimeout
 	}
 	if o.Log == nil {
 		o.Log = slog.Default()

@@ -63,7 +63,7 @@ type Broker struct {
 // broker.ErrUnavailable.
 func New(o Options) (*Broker, error) {
 	if o.DialTimeout <= 0 {
-		o.DialTimeout = 5 * time.Second
+		o.DialTimeout = broker.DefaultDialTimeout
 	}
 	if o.PendingMessages <= 0 {
 		o.PendingMessages = 8192

@@ -55,7 +55,7 @@ type Broker struct {
 // New returns a STOMP broker; it connects on first use.
 func New(o Options) *Broker {
 	if o.DialTimeout <= 0 {
-		o.DialTimeout = 5 * time.Second
+		o.DialTimeout = broker.DefaultDialTimeout
 	}
 	if o.VHost == "" {
 		o.VHost = "/"
