@@ -154,12 +154,17 @@ func (e *Engine[S, U]) Init(subprotocols []string, vhost string, newSession func
 func (e *Engine[S, U]) Ready(ctx context.Context) error { return e.login.Ready(ctx) }
 
 // RelaySession is one session of an Engine, embedded by the protocol's
-// session. Fields below belong to the client's read goroutine unless
-// marked.
+// session. With the Session in it, it is what Admission needs of a
+// session (SessionEvents, front.Closer). The Unit and Reject hooks place
+// bytes in the stream to the broker with Flush, Forward, Skip, Rest and
+// Dial, which belong to the client's read goroutine; the Broker hook
+// reports with Sent and BrokerEnds.
 type RelaySession[S any, U any] struct {
 	Session
 	engine *Engine[S, U]
 	self   S
+
+	// Fields below belong to the client's read goroutine unless marked.
 
 	up *Upstream
 	// The message being scanned: bytes from start up to off are checked
