@@ -42,6 +42,7 @@ type Options struct {
 	TopicExchange string
 	// VHosts are the virtual hosts clients may open; empty allows "/" only.
 	VHosts []string
+	// Limits bound client frames; MaxFrameBytes bounds broker frames too.
 	Limits validate.AMQPLimits
 }
 

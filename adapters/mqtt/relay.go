@@ -32,6 +32,7 @@ var Subprotocols = []string{"mqtt", "mqttv3.1"}
 // Options configure one MQTT relay route.
 type Options struct {
 	bridge.RouteOptions
+	// Limits bound client packets.
 	Limits validate.MQTTLimits
 	// MaxBrokerPacketBytes bounds a packet from the broker (default
 	// bridge.DefaultMaxBrokerBytes).
