@@ -27,10 +27,29 @@ const DefaultMaxBrokerBytes = 16 << 20
 // below, small named functions in the manner of httputil.ReverseProxy;
 // S is the protocol's session, U its scanned unit (frame, packet).
 //
+// A relay protocol is an adapter package with:
+//   - a session type whose pointer is S: a struct embedding
+//     RelaySession[S, U], which with the Session in it provides what
+//     Admission needs of a session (SessionEvents, front.Closer). It may
+//     override Refuse to answer the WebSocket layer's refusals in its
+//     protocol.
+//   - a Relay that keeps its Engine in an unexported field, so that the
+//     hooks stay the engine's business, and serves through it: ServeHTTP
+//     and RefuseBusy (from the embedded Admission) and Ready.
+//   - a NewRelay that sets Protocol, Units, Route and the hooks, then calls
+//     Init with a function making a session and its RelaySession.
+//
+// A session has no broker until a Unit hook calls Dial, normally on the
+// protocol's login unit after Session.Login (which settles the identity
+// and stops the login deadline) and Session.BrokerCredential, with the
+// unit rewritten to carry the gateway's credential. Whatever goes on
+// before then goes nowhere.
+//
 // Hooks run on the client's read goroutine, except Broker, which runs on
 // the upstream reader's, and End, which runs on whichever ends the
 // session. Unit and Reject use the session's Flush, Forward, Skip and
-// Dial to place their bytes in the stream.
+// Dial to place their bytes in the stream. Open, Scan, Partial, Unit,
+// Reject, Broker and End must be set; Hold, Counts and Closed may be nil.
 type Engine[S any, U any] struct {
 	Admission // serves HTTP: admits clients and starts their sessions
 
@@ -39,7 +58,8 @@ type Engine[S any, U any] struct {
 	// Units names what its counters count in the close log line
 	// ("frames": frames_in, frames_out).
 	Units string
-	// Route is the route's options; Init fills in the defaults.
+	// Route is the route's options, which the hooks read too (the relay's
+	// own Options embed them); Init fills in the defaults.
 	Route *RouteOptions
 	// MaxBrokerBytes bounds one unit from the broker (default
 	// DefaultMaxBrokerBytes).
@@ -48,10 +68,13 @@ type Engine[S any, U any] struct {
 	// Open sets up a new session's protocol state (its scanner).
 	Open func(s S)
 	// Hold, when set, may take a whole client message instead of the
-	// scanner (AMQP awaiting close-ok); true when it did.
+	// scanner (AMQP awaiting close-ok); true when it did. A partial unit
+	// carried from earlier messages is then dropped.
 	Hold func(s S, data []byte) bool
 	// Scan scans one client unit at the start of b: its length (0 when
-	// incomplete), the unit, or the error that refuses it.
+	// incomplete), the unit, or the error that refuses it. The scanner
+	// bounds the unit (validate's limits), since the engine carries an
+	// incomplete one to the next message.
 	Scan func(s S, b []byte) (n int, u U, err error)
 	// Partial is the declared length of the incomplete unit the scanner
 	// stopped at (0: unknown), for Session.KeepFor.
@@ -60,25 +83,38 @@ type Engine[S any, U any] struct {
 	// log line (a STOMP heart-beat EOL does not); nil counts every unit.
 	Counts func(u U) bool
 	// Unit inspects, authorizes or rewrites one scanned unit: it goes on
-	// as it is unless the hook Skips it; false when the session is ending.
+	// as it is unless the hook Skips it. It returns false once it has
+	// ended the session or a write to the broker failed (which ends it):
+	// the engine then stops scanning the message.
 	Unit func(s S, u U) bool
 	// Reject ends the session over a unit the scanner refused, with the
-	// protocol's own error; rest is the client's bytes from that unit on.
-	// What came before it has been forwarded.
+	// protocol's own error (Rejection gives the outcome and close code);
+	// rest is the client's bytes from that unit on. What came before it
+	// has been forwarded.
 	Reject func(s S, err error, rest []byte)
 	// Broker splits broker bytes into units and adds what the client is to
-	// get of them to out, which goes in one write after it returns. It
-	// returns how many bytes it used, or false when the session is ending.
+	// get of them to out, which goes in one write after it returns (or
+	// sooner, where the hook calls Session.Send itself, as when
+	// out.Full()). It counts the units with Sent and returns how many
+	// bytes it used, or false once it has ended the session. It must end
+	// the session over a unit longer than MaxBrokerBytes: the read buffer
+	// grows no further, and the reader would spin on a unit it cannot
+	// complete. BrokerEnds names the outcome should the broker close next.
 	Broker func(s S, b []byte, out *Outbox) (used int, ok bool)
 	// End ends the session with why, answering the client in its
 	// protocol where it has an answer for why (a STOMP ERROR, an MQTT
-	// CONNACK, an AMQP connection.close), then the close with code.
+	// CONNACK, an AMQP connection.close), then the close with code, through
+	// Session.Finish, which acts once: the keepalive, the login deadline,
+	// the broker's loss and shutdown may each call End, on their own
+	// goroutines, so it reads only state safe to share.
 	End func(s S, why outcome.Outcome, reason string, code uint16)
-	// Closed releases the protocol's own state once the session is over.
+	// Closed releases the protocol's own state once the session is over
+	// (on the read goroutine, before the broker connection is closed).
 	Closed func(s S)
 	// Goodbye is the outcome, and GoodbyeReason its reason, of a session
 	// whose client said its protocol's goodbye (Session.SaidGoodbye)
-	// before the connection closed.
+	// before the connection closed; a protocol that calls SaidGoodbye
+	// sets Goodbye.
 	Goodbye       outcome.Outcome
 	GoodbyeReason string
 
@@ -90,8 +126,10 @@ type Engine[S any, U any] struct {
 
 // Init fills in the route's defaults, the Admission of clients offering
 // subprotocols, whose sessions newSession makes (the protocol's session
-// and the RelaySession it embeds), and the readiness check, which logs in
-// on vhost where the protocol has one. Call it once the fields are set.
+// and the RelaySession it embeds; the engine fills that in), and the
+// readiness check, which logs in on vhost where the protocol has one.
+// Call it once the fields are set, before the Engine serves; the Engine
+// must not move afterwards (sessions point to it).
 func (e *Engine[S, U]) Init(subprotocols []string, vhost string, newSession func() (S, *RelaySession[S, U])) {
 	o := e.Route
 	if o.DialTimeout <= 0 {
@@ -116,12 +154,17 @@ func (e *Engine[S, U]) Init(subprotocols []string, vhost string, newSession func
 func (e *Engine[S, U]) Ready(ctx context.Context) error { return e.login.Ready(ctx) }
 
 // RelaySession is one session of an Engine, embedded by the protocol's
-// session. Fields below belong to the client's read goroutine unless
-// marked.
+// session. With the Session in it, it is what Admission needs of a
+// session (SessionEvents, front.Closer). The Unit and Reject hooks place
+// bytes in the stream to the broker with Flush, Forward, Skip, Rest and
+// Dial, which belong to the client's read goroutine; the Broker hook
+// reports with Sent and BrokerEnds.
 type RelaySession[S any, U any] struct {
 	Session
 	engine *Engine[S, U]
 	self   S
+
+	// Fields below belong to the client's read goroutine unless marked.
 
 	up *Upstream
 	// The message being scanned: bytes from start up to off are checked
@@ -144,7 +187,7 @@ func (r *RelaySession[S, U]) Connected() bool { return r.up != nil }
 // the broker closing next is the end it asked for.
 func (r *RelaySession[S, U]) SaidGoodbye() { r.goodbye.Store(true) }
 
-// Sent counts n units relayed to the client.
+// Sent counts n units relayed to the client (the Broker hook calls it).
 func (r *RelaySession[S, U]) Sent(n int) { r.out.Add(int64(n)) }
 
 // BrokerEnds names the outcome should the broker close the connection
@@ -223,7 +266,8 @@ func (r *RelaySession[S, U]) Flush() bool {
 }
 
 // Forward flushes, then sends b (a rewritten unit, or one the gateway
-// makes) to the broker.
+// makes) to the broker; with no broker yet b goes nowhere. False when
+// the broker write failed and the session is ending.
 func (r *RelaySession[S, U]) Forward(b []byte) bool {
 	if !r.Flush() {
 		return false
@@ -244,7 +288,9 @@ func (r *RelaySession[S, U]) Skip() { r.start = r.off + r.n }
 
 // Dial connects the session to its broker (whatever came before the
 // current unit is dropped: there was no broker to take it), starts the
-// upstream reader and sends first in place of the current unit.
+// upstream reader and sends first in place of the current unit. False
+// when the broker is unreachable or the write failed: the session is
+// then ending (End with outcome.BrokerUnavailable or BrokerLost).
 func (r *RelaySession[S, U]) Dial(first []byte) bool {
 	e := r.engine
 	o := e.Route

@@ -9,15 +9,18 @@ package amqp
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/outcome"
 
 	"github.com/lxzan/gws"
@@ -39,13 +42,14 @@ type Options struct {
 	TopicExchange string
 	// VHosts are the virtual hosts clients may open; empty allows "/" only.
 	VHosts []string
+	// Limits bound client frames; MaxFrameBytes bounds broker frames too.
 	Limits validate.AMQPLimits
 }
 
 // Relay is the http.Handler for an AMQP relay route.
 type Relay struct {
-	opts                                         Options
-	bridge.Engine[*session, *validate.AMQPFrame] // admits clients, relays their sessions, reports readiness
+	opts   Options
+	engine bridge.Engine[*session, *validate.AMQPFrame]
 }
 
 // NewRelay makes a relay handler.
@@ -57,19 +61,37 @@ func NewRelay(o Options) *Relay {
 		o.VHosts = []string{"/"}
 	}
 	r := &Relay{opts: o}
-	r.Engine = bridge.Engine[*session, *validate.AMQPFrame]{
+	r.engine = bridge.Engine[*session, *validate.AMQPFrame]{
 		Protocol: "amqp", Units: "frames", Route: &r.opts.RouteOptions,
 		MaxBrokerBytes: validate.NewAMQPScanner(o.Limits).Limits.MaxFrameBytes, // the client's limit, defaulted
 		Open:           (*session).open, Hold: (*session).hold, Scan: (*session).scan, Partial: (*session).partial,
 		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end,
 		Goodbye: outcome.ClientClosed, GoodbyeReason: "connection.close completed",
 	}
-	r.Init(Subprotocols, o.VHosts[0], func() (*session, *bridge.RelaySession[*session, *validate.AMQPFrame]) {
+	r.engine.Init(Subprotocols, o.VHosts[0], func() (*session, *bridge.RelaySession[*session, *validate.AMQPFrame]) {
 		s := &session{relay: r}
 		return s, &s.RelaySession
 	})
 	return r
 }
+
+// ServeHTTP admits a WebSocket client to the route (origin, login,
+// connection limits) and starts its session.
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.engine.ServeHTTP(w, req) }
+
+// A relay route answers a client refused for load in WebSocket terms.
+var _ front.BusyRefuser = (*Relay)(nil)
+
+// RefuseBusy implements front.BusyRefuser: a WebSocket client refused for
+// load is upgraded and closed with 1013 and a retry hint (see
+// bridge.Admission.RefuseBusy).
+func (r *Relay) RefuseBusy(w http.ResponseWriter, req *http.Request, b front.Busy) {
+	r.engine.RefuseBusy(w, req, b)
+}
+
+// Ready reports whether the broker accepts the route's credential
+// (broker.LoginCheck: a real login at most every 30 s, a dial every time).
+func (r *Relay) Ready(ctx context.Context) error { return r.engine.Ready(ctx) }
 
 type session struct {
 	bridge.RelaySession[*session, *validate.AMQPFrame]
@@ -303,7 +325,7 @@ func (s *session) vhostAllowed(f *validate.AMQPFrame) bool {
 // fromBroker implements bridge.Engine.Broker: frames read together go
 // out as one binary WebSocket message.
 func (s *session) fromBroker(b []byte, out *bridge.Outbox) (int, bool) {
-	max := s.relay.MaxBrokerBytes
+	max := s.relay.engine.MaxBrokerBytes
 	end, count := 0, 0
 	// The broker's first bytes may be a protocol header of its own
 	// (refusing ours); pass them through whole.

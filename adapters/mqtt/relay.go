@@ -7,12 +7,15 @@ package mqtt
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/outcome"
 
 	"github.com/lxzan/gws"
@@ -29,6 +32,7 @@ var Subprotocols = []string{"mqtt", "mqttv3.1"}
 // Options configure one MQTT relay route.
 type Options struct {
 	bridge.RouteOptions
+	// Limits bound client packets.
 	Limits validate.MQTTLimits
 	// MaxBrokerPacketBytes bounds a packet from the broker (default
 	// bridge.DefaultMaxBrokerBytes).
@@ -37,28 +41,46 @@ type Options struct {
 
 // Relay is the http.Handler for an MQTT relay route.
 type Relay struct {
-	opts                                          Options
-	bridge.Engine[*session, *validate.MQTTPacket] // admits clients, relays their sessions, reports readiness
+	opts   Options
+	engine bridge.Engine[*session, *validate.MQTTPacket]
 }
 
 // NewRelay makes a relay handler.
 func NewRelay(o Options) *Relay {
 	r := &Relay{opts: o}
-	r.Engine = bridge.Engine[*session, *validate.MQTTPacket]{
+	r.engine = bridge.Engine[*session, *validate.MQTTPacket]{
 		Protocol: "mqtt", Units: "packets", Route: &r.opts.RouteOptions, MaxBrokerBytes: o.MaxBrokerPacketBytes,
 		Open: (*session).open, Scan: (*session).scan, Partial: (*session).partial,
 		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end,
 		Goodbye: outcome.Disconnected,
 	}
-	r.Init(Subprotocols, "", func() (*session, *bridge.RelaySession[*session, *validate.MQTTPacket]) {
+	r.engine.Init(Subprotocols, "", func() (*session, *bridge.RelaySession[*session, *validate.MQTTPacket]) {
 		s := &session{relay: r}
 		return s, &s.RelaySession
 	})
 	// MQTT-6.0.0-1: MQTT travels in binary messages only; a text message
 	// ends the connection before any of it is read as MQTT.
-	r.Admission.Upgraders.BinaryOnly = true
+	r.engine.Upgraders.BinaryOnly = true
 	return r
 }
+
+// ServeHTTP admits a WebSocket client to the route (origin, login,
+// connection limits) and starts its session.
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.engine.ServeHTTP(w, req) }
+
+// A relay route answers a client refused for load in WebSocket terms.
+var _ front.BusyRefuser = (*Relay)(nil)
+
+// RefuseBusy implements front.BusyRefuser: a WebSocket client refused for
+// load is upgraded and closed with 1013 and a retry hint (see
+// bridge.Admission.RefuseBusy).
+func (r *Relay) RefuseBusy(w http.ResponseWriter, req *http.Request, b front.Busy) {
+	r.engine.RefuseBusy(w, req, b)
+}
+
+// Ready reports whether the broker accepts the route's credential
+// (broker.LoginCheck: a real login at most every 30 s, a dial every time).
+func (r *Relay) Ready(ctx context.Context) error { return r.engine.Ready(ctx) }
 
 // session is one client connection; fields under "read loop" belong to the
 // gws read goroutine.
@@ -325,7 +347,7 @@ func connackFor(v, reason byte) []byte {
 // allows and which saves a write per packet under load.
 func (s *session) fromBroker(b []byte, out *bridge.Outbox) (int, bool) {
 	o := &s.relay.opts
-	end, count, err := completePackets(b, s.relay.MaxBrokerBytes)
+	end, count, err := completePackets(b, s.relay.engine.MaxBrokerBytes)
 	if err != nil {
 		o.Log.Warn("mqtt broker sent an invalid packet", "route", o.Route, "backend", o.Backend, "error", err.Error())
 		s.finish(outcome.BrokerProtocolError, nil, "broker sent an invalid packet", bridge.CloseInternal)

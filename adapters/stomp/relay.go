@@ -8,11 +8,13 @@ package stomp
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"time"
 
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/outcome"
 	"github.com/wsbridge/wsbridge/validate"
 )
@@ -43,10 +45,11 @@ type Options struct {
 	MaxBrokerFrameBytes int
 }
 
-// Relay is the http.Handler for a STOMP relay route.
+// Relay is the http.Handler for a STOMP route, in relay mode or, with
+// Options.Broker, in translation mode.
 type Relay struct {
-	opts                                          Options
-	bridge.Engine[*session, *validate.STOMPFrame] // admits clients, relays their sessions, reports readiness
+	opts   Options
+	engine bridge.Engine[*session, *validate.STOMPFrame]
 }
 
 // NewRelay makes a relay handler.
@@ -64,17 +67,31 @@ func NewRelay(o Options) *Relay {
 		o.Broker = broker.NewShared(o.Broker) // subscribers of one topic share its subscription
 	}
 	r := &Relay{opts: o}
-	r.Engine = bridge.Engine[*session, *validate.STOMPFrame]{
+	r.engine = bridge.Engine[*session, *validate.STOMPFrame]{
 		Protocol: "stomp", Units: "frames", Route: &r.opts.RouteOptions, MaxBrokerBytes: o.MaxBrokerFrameBytes,
 		Open: (*session).open, Scan: (*session).scan, Partial: (*session).partial, Counts: isFrame,
 		Unit: (*session).unit, Reject: (*session).reject, Broker: (*session).fromBroker, End: (*session).end, Closed: (*session).closed,
 		Goodbye: outcome.Disconnected,
 	}
-	r.Init(Subprotocols, o.VHost, func() (*session, *bridge.RelaySession[*session, *validate.STOMPFrame]) {
+	r.engine.Init(Subprotocols, o.VHost, func() (*session, *bridge.RelaySession[*session, *validate.STOMPFrame]) {
 		s := &session{relay: r}
 		return s, &s.RelaySession
 	})
 	return r
+}
+
+// ServeHTTP admits a WebSocket client to the route (origin, login,
+// connection limits) and starts its session.
+func (r *Relay) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.engine.ServeHTTP(w, req) }
+
+// A relay route answers a client refused for load in WebSocket terms.
+var _ front.BusyRefuser = (*Relay)(nil)
+
+// RefuseBusy implements front.BusyRefuser: a WebSocket client refused for
+// load is upgraded and closed with 1013 and a retry hint (see
+// bridge.Admission.RefuseBusy).
+func (r *Relay) RefuseBusy(w http.ResponseWriter, req *http.Request, b front.Busy) {
+	r.engine.RefuseBusy(w, req, b)
 }
 
 // Ready reports whether the broker accepts the route's credential
@@ -84,7 +101,7 @@ func (r *Relay) Ready(ctx context.Context) error {
 	if r.opts.Broker != nil {
 		return r.opts.Broker.Ready(ctx)
 	}
-	return r.Engine.Ready(ctx)
+	return r.engine.Ready(ctx)
 }
 
 // clientMessage turns a validation error into an ERROR message header:

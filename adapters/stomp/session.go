@@ -172,7 +172,7 @@ func (s *session) connect(f *validate.STOMPFrame) bool {
 // client one per WebSocket message, all those of one read in one write.
 func (s *session) fromBroker(b []byte, out *bridge.Outbox) (int, bool) {
 	if s.brokerIn == nil {
-		max := s.relay.MaxBrokerBytes
+		max := s.relay.engine.MaxBrokerBytes
 		s.brokerIn = validate.NewSTOMPScanner(validate.STOMPLimits{MaxFrameBytes: max, MaxHeaders: 4096, MaxHeaderLineBytes: max}, true)
 	}
 	sc := s.brokerIn
