@@ -122,7 +122,12 @@ type wsConn struct {
 	draining   bool
 	peerClosed bool // the client's close frame has been seen
 
-	timer   *time.Timer // the message timeout; made on first use
+	timer *time.Timer // the message timeout; made on first use
+	// rest is what the message being assembled still needs, for the
+	// timer's goroutine: 0 when none is, -1 when that is not known yet
+	// (within a header, or more fragments to come), else the bytes left
+	// of its final frame.
+	rest    atomic.Int64
 	refused atomic.Bool
 	state   atomic.Uint32 // a connState; changed under mu
 	mu      sync.Mutex
@@ -250,6 +255,11 @@ func (c *wsConn) hold() *Refusal {
 		}
 		c.held += more
 	}
+	if c.cur.hn == 0 && c.cur.fin && c.cur.op < 8 && c.cur.left > 0 {
+		c.rest.Store(int64(c.cur.left))
+	} else {
+		c.rest.Store(-1)
+	}
 	if !c.timed && c.timeout > 0 {
 		c.timed = true
 		if c.timer == nil {
@@ -279,6 +289,7 @@ func (c *wsConn) charge() int64 {
 
 // release gives back what an incomplete message held.
 func (c *wsConn) release() {
+	c.rest.Store(0)
 	if c.timed {
 		c.timer.Stop()
 		c.timed = false
@@ -287,7 +298,19 @@ func (c *wsConn) release() {
 	c.held = 0
 }
 
+// timedOut refuses a message that did not complete in time, unless the
+// client has sent all of it and the gateway has not read it yet: a read
+// loop held up by a busy gateway (a slow handler, a starved core) is not
+// the client's trickle, so the message gets another quarter of the
+// timeout, and is refused then if its bytes are still missing.
 func (c *wsConn) timedOut() {
+	switch rest := c.rest.Load(); {
+	case rest == 0: // completed as the timer fired
+		return
+	case rest > 0 && int64(unreadBytes(c.Conn)) >= rest:
+		c.timer.Reset(c.timeout / 4)
+		return
+	}
 	c.fire(Refusal{Outcome: outcome.MessageTimeout, Code: ClosePolicy,
 		Reason: fmt.Sprintf("message not completed within %s (websocket.message_timeout)", c.timeout)})
 	// The read loop may be waiting for the rest of that message: wake it.

@@ -603,3 +603,54 @@ func TestStalledReaderEndsAsWriteTimeout(t *testing.T) {
 		t.Fatal("the stalled reader was not dropped")
 	}
 }
+
+// slowFirst is a counter session whose handler takes hold of the read
+// loop for its first message, as a busy gateway's would.
+type slowFirst struct {
+	counter
+	hold time.Duration
+	once sync.Once
+}
+
+func (s *slowFirst) OnMessage(b []byte) {
+	s.once.Do(func() { time.Sleep(s.hold) }) // the handler's work, not synchronisation
+	s.counter.OnMessage(b)
+}
+
+// A message the client has sent whole is not refused for the message
+// timeout because the gateway's read loop was held up elsewhere: the
+// client is not trickling, the gateway is slow. A message whose bytes
+// really are missing is still refused (TestMessageTimeout).
+func TestMessageTimeoutSparesAMessageTheGatewayHasNotRead(t *testing.T) {
+	o := DefaultWSOptions()
+	o.MessageTimeout = 200 * time.Millisecond
+	origins, _ := front.NewOrigins(nil)
+	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(10, 0),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Upgraders: NewUpgraders(Handler{}, o, nil, func() gws.SessionStorage {
+			return &slowFirst{hold: 4 * o.MessageTimeout}
+		})}
+	srv := &http.Server{Handler: a}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	r := dialRawWS(t, ln.Addr().String())
+	second := frame(true, 2, make([]byte, 3000))
+	// The first message whole and the second's start in one write, which
+	// the gateway reads together (its read buffer is 1 KiB): the second
+	// is begun, its timer armed, when the first one's handler holds the
+	// read loop. Its rest follows at once and waits in the kernel.
+	r.conn.Write(append(frame(true, 2, []byte("first")), second[:500]...))
+	r.conn.Write(second[500:])
+	r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for _, want := range []string{"got 5", "got 3000"} {
+		op, p, err := r.next()
+		if err != nil || op != 1 || string(p) != want {
+			t.Fatalf("want %q: got op %d %q %v", want, op, p, err)
+		}
+	}
+}
