@@ -59,9 +59,9 @@ func (o *RouteOptions) Admission(protocol string, subprotocols []string, newSess
 // protocol, accepts the route's credential (on vhost, where the protocol
 // has one). Without a credential it only dials.
 func (o *RouteOptions) LoginCheck(protocol, vhost string) *broker.LoginCheck {
-	return broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: protocol, Address: o.Address, VHost: vhost,
-		Credential: o.Credential, CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout,
-		Attempt: o.Login}, o.Log)
+	return broker.NewLoginCheck(broker.Login{Endpoint: broker.Endpoint{Address: o.Address, Credential: o.Credential,
+		CredentialHolder: o.CredentialHolder, DialTimeout: o.DialTimeout, TLS: o.TLS, Log: o.Log, Backend: o.Backend,
+		CredentialName: o.CredentialName}, Protocol: protocol, VHost: vhost, Attempt: o.Login})
 }
 
 // Dial connects one session to the broker.

@@ -2,8 +2,10 @@
 // the Broker and Subscription interfaces its terminating routes (sse, the
 // STOMP translate mode) consume, Message, the error classes callers
 // branch on (ErrUnavailable, ErrUnreachable, ErrTooLarge, ErrLoginRefused),
-// Shared (one upstream subscription per topic), and the login check that
-// readiness and the clients share (Login, LoginCheck, CredentialHolder).
+// Shared (one upstream subscription per topic), Endpoint (where a broker
+// is and how the gateway logs in to it, which every client's Options
+// embeds), and the login check that readiness and the clients share
+// (Login, LoginCheck, CredentialHolder).
 //
 // It imports no broker client library. Each client lives in a package of
 // its own beside it (natsbroker with the embedded NATS server, amqpbroker,

@@ -41,15 +41,6 @@ func (h *CredentialHolder) Load() *keyring.Credential {
 // Store replaces the credential for the logins to come.
 func (h *CredentialHolder) Store(c *keyring.Credential) { h.p.Store(c) }
 
-// HolderFor is h, or one that holds the fixed c for options that give no
-// holder.
-func HolderFor(h *CredentialHolder, c *keyring.Credential) *CredentialHolder {
-	if h != nil {
-		return h
-	}
-	return NewCredentialHolder(c, "")
-}
-
 // defaultFix is the WARN's hint when the holder has none of its own.
 const defaultFix = "store the broker's password for this user with `wsbridge keyring set %s -username USER -password-stdin -config FILE` " +
 	"(the -config the gateway runs with), then reload the gateway (SIGHUP); or fix the user on the broker"

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -49,23 +48,13 @@ type LoginFunc func(ctx context.Context, l Login, timeout time.Duration) (said s
 
 // Login is how the gateway logs in to one backend with its own
 // credential: what a readiness check and `wsbridge check -login` try.
+// Without a Credential (or a holder holding one) there is no login to
+// try, only a dial; Log is where a LoginCheck logs refusals.
 type Login struct {
-	Backend  string // the backend's name, for messages
+	Endpoint
 	Protocol string // amqp, stomp, mqtt or nats, for messages
-	Address  string // host:port
 	// VHost is the AMQP virtual host or the STOMP host header (default /).
 	VHost string
-	// Credential is what the gateway logs in with; nil: it sends none, and
-	// there is no login to try.
-	Credential *keyring.Credential
-	// CredentialHolder, when set, supersedes Credential: each login takes
-	// the credential it holds then, so that a keyring reload is tried at
-	// once.
-	CredentialHolder *CredentialHolder
-	// CredentialName is Credential's keyring entry, for the operator.
-	CredentialName string
-	TLS            *tls.Config   // reach the broker over TLS
-	DialTimeout    time.Duration // default 5s; ctx may shorten it
 	// Attempt is the client library's login for Protocol. Without one a
 	// login with a credential cannot be tried, and Try says so.
 	Attempt LoginFunc
@@ -198,7 +187,6 @@ const loginRetryInterval = time.Second
 // previous result, or that the check is still running.
 type LoginCheck struct {
 	login Login
-	log   *slog.Logger
 
 	mu      sync.Mutex
 	at      time.Time // when err was found
@@ -209,15 +197,10 @@ type LoginCheck struct {
 	running chan struct{}       // while a login runs; closed when it is done
 }
 
-// NewLoginCheck checks l, logging refusals to log.
-func NewLoginCheck(l Login, log *slog.Logger) *LoginCheck {
-	if log == nil {
-		log = slog.Default()
-	}
-	if l.DialTimeout <= 0 {
-		l.DialTimeout = DefaultDialTimeout
-	}
-	return &LoginCheck{login: l, log: log}
+// NewLoginCheck checks l, logging refusals to l.Log.
+func NewLoginCheck(l Login) *LoginCheck {
+	l.Endpoint = l.WithDefaults()
+	return &LoginCheck{login: l}
 }
 
 // ErrLoginCheckRunning is Ready's answer when the first login has not
@@ -324,7 +307,7 @@ func (c *LoginCheck) observe(cred *keyring.Credential, err error) {
 	}
 	c.mu.Unlock()
 	if warn {
-		c.log.Warn(c.login.Protocol+" broker refused the gateway's credential", "backend", c.login.Backend,
+		c.login.Log.Warn(c.login.Protocol+" broker refused the gateway's credential", "backend", c.login.Backend,
 			"keyring_entry", c.login.CredentialName, "address", c.login.Address, "broker_said", le.Said,
 			"fix", c.login.fix())
 	}

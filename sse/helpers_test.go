@@ -23,7 +23,7 @@ import (
 
 func natsBroker(t testing.TB) broker.Broker {
 	t.Helper()
-	b, err := natsbroker.New(natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
+	b, err := natsbroker.New(natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + brokertest.NATS(t)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func natsBroker(t testing.TB) broker.Broker {
 func amqpBroker(t testing.TB, addr string) broker.Broker {
 	t.Helper()
 	cred := brokertest.RabbitCredential(t)
-	b := amqpbroker.New(amqpbroker.Options{Address: addr, Credential: &cred, DialTimeout: time.Second})
+	b := amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: addr, Credential: &cred, DialTimeout: time.Second}})
 	t.Cleanup(func() { b.Close() })
 	return b
 }
@@ -45,13 +45,13 @@ func backends(t *testing.T) map[string]func(testing.TB) broker.Broker {
 		"nats": natsBroker,
 		"amqp": func(t testing.TB) broker.Broker { return amqpBroker(t, brokertest.RabbitAMQP(t)) },
 		"mqtt": func(t testing.TB) broker.Broker {
-			b := mqttbroker.New(mqttbroker.Options{Address: brokertest.Mosquitto(t)})
+			b := mqttbroker.New(mqttbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.Mosquitto(t)}})
 			t.Cleanup(func() { b.Close() })
 			return b
 		},
 		"stomp": func(t testing.TB) broker.Broker {
 			cred := brokertest.RabbitCredential(t)
-			b := stompbroker.New(stompbroker.Options{Address: brokertest.RabbitSTOMP(t), Credential: &cred})
+			b := stompbroker.New(stompbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitSTOMP(t), Credential: &cred}})
 			t.Cleanup(func() { b.Close() })
 			return b
 		},

@@ -334,14 +334,17 @@ func TestStreamsEndWhenBrokerDrops(t *testing.T) {
 		make func(addr string) broker.Broker
 	}{
 		"amqp": {brokertest.RabbitAMQP, func(a string) broker.Broker {
-			return amqpbroker.New(amqpbroker.Options{Address: a, Credential: &cred})
+			return amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: a, Credential: &cred}})
 		}},
-		"mqtt": {brokertest.Mosquitto, func(a string) broker.Broker { return mqttbroker.New(mqttbroker.Options{Address: a}) }},
+		"mqtt": {brokertest.Mosquitto, func(a string) broker.Broker {
+			return mqttbroker.New(mqttbroker.Options{Endpoint: broker.Endpoint{Address: a}})
+		}},
 		"stomp": {brokertest.RabbitSTOMP, func(a string) broker.Broker {
-			return stompbroker.New(stompbroker.Options{Address: a, Credential: &cred})
+			return stompbroker.New(stompbroker.Options{Endpoint: broker.Endpoint{Address: a, Credential: &cred}})
 		}},
 		"nats": {brokertest.NATS, func(a string) broker.Broker {
-			b, err := natsbroker.New(natsbroker.Options{URL: "nats://" + a, Log: slog.New(slog.DiscardHandler)})
+			b, err := natsbroker.New(natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + a,
+				Log: slog.New(slog.DiscardHandler)}})
 			if err != nil {
 				panic(err)
 			}

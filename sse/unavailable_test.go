@@ -143,7 +143,7 @@ func TestStreamsDuringAnOutageAreToldToComeBack(t *testing.T) {
 
 	t.Run("unreachable", func(t *testing.T) {
 		logs := &brokertest.Logs{}
-		b := broker.NewShared(amqpbroker.New(amqpbroker.Options{Address: brokertest.DeadAddr(t), Log: quiet}))
+		b := broker.NewShared(amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.DeadAddr(t), Log: quiet}}))
 		t.Cleanup(func() { b.Close() })
 		s := startHubWith(t, b, Options{SubscribeWait: wait, Backend: "rabbit"}, nil, logs)
 		const n = 5
@@ -167,7 +167,7 @@ func TestStreamsDuringAnOutageAreToldToComeBack(t *testing.T) {
 
 	t.Run("silent", func(t *testing.T) {
 		const dial = 3 * time.Second // the client's own bound, which the stream must not wait out
-		b := broker.NewShared(amqpbroker.New(amqpbroker.Options{Address: silentBroker(t), DialTimeout: dial, Log: quiet}))
+		b := broker.NewShared(amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: silentBroker(t), DialTimeout: dial, Log: quiet}}))
 		t.Cleanup(func() { b.Close() })
 		s := startHubWith(t, b, Options{SubscribeWait: wait, Backend: "rabbit"}, nil, io.Discard)
 		r := getRefusal(t, s.url+"/sse/"+uniqueTopic(t))
@@ -184,7 +184,7 @@ func TestStreamsDuringAnOutageAreToldToComeBack(t *testing.T) {
 		// password, some seconds after the attempt.
 		cred := &keyring.Credential{Username: "wsbridge-test-" + hex.EncodeToString(k[:4]), Password: keyring.NewSecret(password)}
 		logs := &brokertest.Logs{}
-		b := broker.NewShared(amqpbroker.New(amqpbroker.Options{Address: brokertest.RabbitAMQP(t), Credential: cred, Log: quiet}))
+		b := broker.NewShared(amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitAMQP(t), Credential: cred, Log: quiet}}))
 		t.Cleanup(func() { b.Close() })
 		s := startHubWith(t, b, Options{SubscribeWait: wait, Backend: "rabbit"}, nil, logs)
 		if r := getRefusal(t, s.url+"/sse/"+uniqueTopic(t)); r.event != "unavailable" || r.took > 2*wait {

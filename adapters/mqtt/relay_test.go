@@ -455,7 +455,7 @@ func TestRelayToEmbeddedNATSMQTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Shutdown)
-	n, err := natsbroker.New(natsbroker.Options{URL: "nats://" + e.Addr(), InProcess: e.Server()})
+	n, err := natsbroker.New(natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + e.Addr()}, InProcess: e.Server()})
 	if err != nil {
 		t.Fatal(err)
 	}

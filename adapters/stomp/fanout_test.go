@@ -27,20 +27,20 @@ func backends(t *testing.T) map[string]func(t *testing.T) broker.Broker {
 	cred := testCredential(t)
 	return map[string]func(t *testing.T) broker.Broker{
 		"nats": func(t *testing.T) broker.Broker {
-			n, err := natsbroker.New(natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
+			n, err := natsbroker.New(natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + brokertest.NATS(t)}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return n
 		},
 		"amqp": func(t *testing.T) broker.Broker {
-			return amqpbroker.New(amqpbroker.Options{Address: brokertest.RabbitAMQP(t), Credential: &cred})
+			return amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitAMQP(t), Credential: &cred}})
 		},
 		"mqtt": func(t *testing.T) broker.Broker {
-			return mqttbroker.New(mqttbroker.Options{Address: brokertest.Mosquitto(t)})
+			return mqttbroker.New(mqttbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.Mosquitto(t)}})
 		},
 		"stomp": func(t *testing.T) broker.Broker {
-			return stompbroker.New(stompbroker.Options{Address: brokerAddr(t), Credential: &cred})
+			return stompbroker.New(stompbroker.Options{Endpoint: broker.Endpoint{Address: brokerAddr(t), Credential: &cred}})
 		},
 	}
 }

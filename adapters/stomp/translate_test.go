@@ -25,7 +25,7 @@ func embeddedNATS(t testing.TB) *natsbroker.Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := natsbroker.New(natsbroker.Options{URL: "nats://" + e.Addr(), InProcess: e.Server()})
+	n, err := natsbroker.New(natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + e.Addr()}, InProcess: e.Server()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,14 +288,14 @@ func TestTranslateOnExternalBrokers(t *testing.T) {
 	cred := testCredential(t)
 	brokers := map[string]func(t *testing.T) broker.Broker{
 		"external nats": func(t *testing.T) broker.Broker {
-			n, err := natsbroker.New(natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
+			n, err := natsbroker.New(natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + brokertest.NATS(t)}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			return n
 		},
 		"amqp": func(t *testing.T) broker.Broker {
-			return amqpbroker.New(amqpbroker.Options{Address: brokertest.RabbitAMQP(t), Credential: &cred})
+			return amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitAMQP(t), Credential: &cred}})
 		},
 	}
 	for name, mk := range brokers {

@@ -6,39 +6,25 @@ package amqpbroker
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/wsbridge/wsbridge/broker"
-	"github.com/wsbridge/wsbridge/keyring"
 )
 
 // Options configure an AMQP 0-9-1 broker (RabbitMQ).
 type Options struct {
-	Address    string // host:port
-	VHost      string
-	Credential *keyring.Credential
-	// CredentialHolder, when set, supersedes Credential: each new
-	// connection logs in with the credential it holds then (a keyring
-	// reload reaches the next connection).
-	CredentialHolder *broker.CredentialHolder
-	// Exchange is the topic exchange topics are routing keys on.
-	Exchange    string
-	DialTimeout time.Duration
-	// TLS, when set, reaches the broker over TLS (amqps).
-	TLS *tls.Config
+	broker.Endpoint
+	VHost string // the virtual host (default /)
+	// Exchange is the topic exchange topics are routing keys on (default
+	// amq.topic).
+	Exchange string
 	// Prefetch bounds unacknowledged deliveries per subscription, so a
-	// subscription's buffer in the gateway is bounded too.
+	// subscription's buffer in the gateway is bounded too (default 256).
 	Prefetch int
-	Log      *slog.Logger
-	// Backend and CredentialName (Credential's keyring entry) name what
-	// to fix in the operator's log when the broker refuses the login.
-	Backend, CredentialName string
 }
 
 // Broker is a broker.Broker on amqp091-go. Topics are routing keys on a topic
@@ -64,15 +50,12 @@ func New(o Options) *Broker {
 	if o.VHost == "" {
 		o.VHost = "/"
 	}
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = broker.DefaultDialTimeout
-	}
 	if o.Prefetch <= 0 {
 		o.Prefetch = 256
 	}
-	o.CredentialHolder = broker.HolderFor(o.CredentialHolder, o.Credential)
-	return &Broker{o: o, login: broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: "amqp", Address: o.Address, VHost: o.VHost,
-		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout, Attempt: Login}, o.Log)}
+	o.Endpoint = o.WithDefaults()
+	return &Broker{o: o, login: broker.NewLoginCheck(broker.Login{Endpoint: o.Endpoint, Protocol: "amqp", VHost: o.VHost,
+		Attempt: Login})}
 }
 
 // connection returns the live connection, dialling if needed. Call with

@@ -19,17 +19,18 @@ func TestContract(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	brokertest.Run(t, brokertest.Harness{
 		New: func(t *testing.T) broker.Broker {
-			return amqpbroker.New(amqpbroker.Options{Address: brokertest.RabbitAMQP(t), Credential: &cred})
+			return amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitAMQP(t), Credential: &cred}})
 		},
 		At: func(t *testing.T, addr string) broker.Broker {
-			return amqpbroker.New(amqpbroker.Options{Address: addr, DialTimeout: time.Second})
+			return amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: addr, DialTimeout: time.Second}})
 		},
 		// RabbitMQ has no such user: it refuses as it does a wrong password.
 		Refusing: func(t *testing.T) (broker.Broker, string) {
 			user, password := brokertest.Stranger()
 			wrong := &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}
 			// The refusals' WARN lines are LoginCheck's, tested there.
-			return amqpbroker.New(amqpbroker.Options{Address: brokertest.RabbitAMQP(t), Credential: wrong, Log: slog.New(slog.DiscardHandler)}), password
+			return amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitAMQP(t),
+				Credential: wrong, Log: slog.New(slog.DiscardHandler)}}), password
 		},
 		ContentType: true,
 	})
@@ -39,15 +40,15 @@ func TestContract(t *testing.T) {
 func TestOverTLS(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	brokertest.RunTLS(t, func(t *testing.T, ca *brokertest.CA, conf *tls.Config) broker.Broker {
-		return amqpbroker.New(amqpbroker.Options{Address: brokertest.TLSProxy(t, ca, brokertest.RabbitAMQP(t)), Credential: &cred, TLS: conf, DialTimeout: 2 * time.Second})
+		return amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.TLSProxy(t, ca, brokertest.RabbitAMQP(t)), Credential: &cred, DialTimeout: 2 * time.Second, TLS: conf}})
 	})
 }
 
 // Against a RabbitMQ user made for the test.
 func TestLogin(t *testing.T) {
 	user, password := brokertest.RabbitUser(t)
-	brokertest.RunLogin(t, broker.Login{Backend: "rabbit", Protocol: "amqp", Address: brokertest.RabbitAMQP(t), CredentialName: "gw",
-		Attempt: amqpbroker.Login}, user, password, true)
+	brokertest.RunLogin(t, broker.Login{Endpoint: broker.Endpoint{Address: brokertest.RabbitAMQP(t), Backend: "rabbit",
+		CredentialName: "gw"}, Protocol: "amqp", Attempt: amqpbroker.Login}, user, password, true)
 }
 
 // TestAMQPUnsubscribeWhileDelivering provokes the TestContract/publish_and_subscribe
@@ -60,7 +61,7 @@ func TestLogin(t *testing.T) {
 // connection must live through all of them and still get messages.
 func TestAMQPUnsubscribeWhileDelivering(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
-	b := amqpbroker.New(amqpbroker.Options{Address: brokertest.RabbitAMQP(t), Credential: &cred})
+	b := amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitAMQP(t), Credential: &cred}})
 	t.Cleanup(func() { b.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -7,11 +7,9 @@ package mqttbroker
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,19 +23,7 @@ import (
 
 // Options configure an MQTT broker (Mosquitto, RabbitMQ's MQTT plugin).
 type Options struct {
-	Address    string // host:port
-	Credential *keyring.Credential
-	// CredentialHolder, when set, supersedes Credential: each new
-	// connection logs in with the credential it holds then (a keyring
-	// reload reaches the next connection).
-	CredentialHolder *broker.CredentialHolder
-	DialTimeout      time.Duration
-	// TLS, when set, reaches the broker over TLS (mqtts).
-	TLS *tls.Config
-	Log *slog.Logger
-	// Backend and CredentialName (Credential's keyring entry) name what
-	// to fix in the operator's log when the broker refuses the login.
-	Backend, CredentialName string
+	broker.Endpoint
 }
 
 // Broker is a broker.Broker on paho.mqtt.golang. Topic "a.b" is MQTT topic "a/b".
@@ -78,13 +64,7 @@ type mqttFilter struct {
 
 // New returns an MQTT broker; it connects on first use.
 func New(o Options) *Broker {
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = broker.DefaultDialTimeout
-	}
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
-	o.CredentialHolder = broker.HolderFor(o.CredentialHolder, o.Credential)
+	o.Endpoint = o.WithDefaults()
 	m := &Broker{o: o, lost: make(chan struct{}), filters: map[string]*mqttFilter{}}
 	var id [6]byte
 	rand.Read(id[:])
@@ -115,8 +95,7 @@ func New(o Options) *Broker {
 		return "", ""
 	})
 	m.c = mqtt.NewClient(opts)
-	m.login = broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: "mqtt", Address: o.Address,
-		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout, Attempt: Login}, o.Log)
+	m.login = broker.NewLoginCheck(broker.Login{Endpoint: o.Endpoint, Protocol: "mqtt", Attempt: Login})
 	return m
 }
 

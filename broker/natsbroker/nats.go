@@ -6,10 +6,8 @@ package natsbroker
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,25 +20,13 @@ import (
 
 // Options configure a NATS broker.
 type Options struct {
-	// URL is a nats:// URL or host:port.
-	URL        string
-	Credential *keyring.Credential
-	// CredentialHolder, when set, supersedes Credential: each new
-	// connection logs in with the credential it holds then (a keyring
-	// reload reaches the next connection).
-	CredentialHolder *broker.CredentialHolder
-	DialTimeout      time.Duration
-	// TLS, when set, requires TLS to the server.
-	TLS *tls.Config
+	// Endpoint's Address may be a nats:// URL as well as host:port.
+	broker.Endpoint
 	// PendingMessages bounds the messages a subscription may buffer in the
 	// gateway; beyond it NATS drops them and the loss is logged.
 	PendingMessages int
 	// InProcess, when set, connects to an embedded server without a socket.
 	InProcess nats.InProcessConnProvider
-	Log       *slog.Logger
-	// Backend and CredentialName (Credential's keyring entry) name what
-	// to fix in the operator's log when the broker refuses the login.
-	Backend, CredentialName string
 }
 
 // Broker is a broker.Broker on nats.go. Topics are subjects as they are.
@@ -62,19 +48,14 @@ type Broker struct {
 // the background; until then Publish and Subscribe return
 // broker.ErrUnavailable.
 func New(o Options) (*Broker, error) {
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = broker.DefaultDialTimeout
-	}
 	if o.PendingMessages <= 0 {
 		o.PendingMessages = 8192
 	}
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
-	o.CredentialHolder = broker.HolderFor(o.CredentialHolder, o.Credential)
-	addr := strings.TrimPrefix(o.URL, "nats://")
-	n := &Broker{o: o, addr: addr, closed: make(chan struct{}), login: broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: "nats",
-		Address: addr, CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, Attempt: Login}, o.Log)}
+	o.Endpoint = o.WithDefaults()
+	addr := strings.TrimPrefix(o.Address, "nats://")
+	l := broker.Login{Endpoint: o.Endpoint, Protocol: "nats", Attempt: Login}
+	l.Address = addr
+	n := &Broker{o: o, addr: addr, closed: make(chan struct{}), login: broker.NewLoginCheck(l)}
 	var once sync.Once
 	opts := []nats.Option{
 		nats.Name("wsbridge"),
@@ -115,9 +96,9 @@ func New(o Options) (*Broker, error) {
 	if o.TLS != nil {
 		opts = append(opts, nats.Secure(o.TLS))
 	}
-	nc, err := nats.Connect(o.URL, opts...)
+	nc, err := nats.Connect(o.Address, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("nats %s: %v", o.URL, err)
+		return nil, fmt.Errorf("nats %s: %v", o.Address, err)
 	}
 	n.nc = nc
 	return n, nil
@@ -227,7 +208,7 @@ func (n *Broker) Ready(context.Context) error {
 	if err := n.login.Refused(); err != nil {
 		return err
 	}
-	return fmt.Errorf("nats %s: not connected", n.o.URL)
+	return fmt.Errorf("nats %s: not connected", n.o.Address)
 }
 
 // Close implements broker.Broker.

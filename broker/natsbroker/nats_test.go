@@ -42,17 +42,18 @@ func startServer(t *testing.T, o *server.Options) *server.Server {
 func harness() brokertest.Harness {
 	return brokertest.Harness{
 		New: func(t *testing.T) broker.Broker {
-			return newBroker(t, natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
+			return newBroker(t, natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + brokertest.NATS(t)}})
 		},
 		At: func(t *testing.T, addr string) broker.Broker {
-			return newBroker(t, natsbroker.Options{URL: "nats://" + addr, DialTimeout: time.Second})
+			return newBroker(t, natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + addr, DialTimeout: time.Second}})
 		},
 		Refusing: func(t *testing.T) (broker.Broker, string) {
 			user, password := brokertest.Stranger()
 			ns := startServer(t, &server.Options{Username: user, Password: password})
 			wrong := &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}
 			// The refusals' WARN lines are LoginCheck's, tested there.
-			return newBroker(t, natsbroker.Options{URL: "nats://" + ns.Addr().String(), Credential: wrong, Log: slog.New(slog.DiscardHandler)}), password
+			return newBroker(t, natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + ns.Addr().String(),
+				Credential: wrong, Log: slog.New(slog.DiscardHandler)}}), password
 		},
 		ContentType: true,
 		Background:  true,
@@ -73,7 +74,7 @@ func TestEmbeddedContract(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(e.Shutdown)
-		return newBroker(t, natsbroker.Options{URL: "nats://" + e.Addr(), InProcess: e.Server()})
+		return newBroker(t, natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + e.Addr()}, InProcess: e.Server()})
 	}
 	brokertest.Run(t, h)
 }
@@ -83,13 +84,14 @@ func TestOverTLS(t *testing.T) {
 		certFile, keyFile := ca.ServerFiles(t, "nats")
 		cert, _ := tls.LoadX509KeyPair(certFile, keyFile)
 		s := startServer(t, &server.Options{TLS: true, TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
-		return newBroker(t, natsbroker.Options{URL: "nats://" + s.Addr().String(), TLS: conf, DialTimeout: 2 * time.Second})
+		return newBroker(t, natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + s.Addr().String(),
+			DialTimeout: 2 * time.Second, TLS: conf}})
 	})
 }
 
 func TestLogin(t *testing.T) {
 	user, password := brokertest.Stranger()
 	s := startServer(t, &server.Options{Username: user, Password: password})
-	brokertest.RunLogin(t, broker.Login{Backend: "nats", Protocol: "nats", Address: s.Addr().String(), CredentialName: "gw",
-		Attempt: natsbroker.Login}, user, password, false)
+	brokertest.RunLogin(t, broker.Login{Endpoint: broker.Endpoint{Address: s.Addr().String(), Backend: "nats",
+		CredentialName: "gw"}, Protocol: "nats", Attempt: natsbroker.Login}, user, password, false)
 }

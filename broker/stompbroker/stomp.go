@@ -19,25 +19,12 @@ import (
 	"github.com/go-stomp/stomp/v3"
 	stompframe "github.com/go-stomp/stomp/v3/frame"
 	"github.com/wsbridge/wsbridge/broker"
-	"github.com/wsbridge/wsbridge/keyring"
 )
 
 // Options configure a STOMP broker used through broker.Broker.
 type Options struct {
-	Address    string // host:port
-	VHost      string // CONNECT host; RabbitMQ reads it as the vhost
-	Credential *keyring.Credential
-	// CredentialHolder, when set, supersedes Credential: each new
-	// connection logs in with the credential it holds then (a keyring
-	// reload reaches the next connection).
-	CredentialHolder *broker.CredentialHolder
-	DialTimeout      time.Duration
-	// TLS, when set, reaches the broker over TLS (stomp+ssl).
-	TLS *tls.Config
-	Log *slog.Logger
-	// Backend and CredentialName (Credential's keyring entry) name what
-	// to fix in the operator's log when the broker refuses the login.
-	Backend, CredentialName string
+	broker.Endpoint
+	VHost string // CONNECT host; RabbitMQ reads it as the vhost (default /)
 }
 
 // Broker is a broker.Broker on go-stomp. Topic "x" is destination /topic/x;
@@ -54,18 +41,12 @@ type Broker struct {
 
 // New returns a STOMP broker; it connects on first use.
 func New(o Options) *Broker {
-	if o.DialTimeout <= 0 {
-		o.DialTimeout = broker.DefaultDialTimeout
-	}
+	o.Endpoint = o.WithDefaults()
 	if o.VHost == "" {
 		o.VHost = "/"
 	}
-	o.CredentialHolder = broker.HolderFor(o.CredentialHolder, o.Credential)
-	if o.Log == nil {
-		o.Log = slog.Default()
-	}
-	return &Broker{o: o, login: broker.NewLoginCheck(broker.Login{Backend: o.Backend, Protocol: "stomp", Address: o.Address, VHost: o.VHost,
-		CredentialHolder: o.CredentialHolder, CredentialName: o.CredentialName, TLS: o.TLS, DialTimeout: o.DialTimeout, Attempt: Login}, o.Log)}
+	return &Broker{o: o, login: broker.NewLoginCheck(broker.Login{Endpoint: o.Endpoint, Protocol: "stomp", VHost: o.VHost,
+		Attempt: Login})}
 }
 
 func (s *Broker) connection(ctx context.Context) (*stomp.Conn, chan struct{}, error) {

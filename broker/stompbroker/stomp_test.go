@@ -20,17 +20,19 @@ func TestContract(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	brokertest.Run(t, brokertest.Harness{
 		New: func(t *testing.T) broker.Broker {
-			return stompbroker.New(stompbroker.Options{Address: brokertest.RabbitSTOMP(t), Credential: &cred})
+			return stompbroker.New(stompbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitSTOMP(t),
+				Credential: &cred}})
 		},
 		At: func(t *testing.T, addr string) broker.Broker {
-			return stompbroker.New(stompbroker.Options{Address: addr, DialTimeout: time.Second})
+			return stompbroker.New(stompbroker.Options{Endpoint: broker.Endpoint{Address: addr, DialTimeout: time.Second}})
 		},
 		// RabbitMQ has no such user: it refuses as it does a wrong password.
 		Refusing: func(t *testing.T) (broker.Broker, string) {
 			user, password := brokertest.Stranger()
 			wrong := &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}
 			// The refusals' WARN lines are LoginCheck's, tested there.
-			return stompbroker.New(stompbroker.Options{Address: brokertest.RabbitSTOMP(t), Credential: wrong, Log: slog.New(slog.DiscardHandler)}), password
+			return stompbroker.New(stompbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitSTOMP(t),
+				Credential: wrong, Log: slog.New(slog.DiscardHandler)}}), password
 		},
 		ContentType: true,
 	})
@@ -40,15 +42,15 @@ func TestContract(t *testing.T) {
 func TestOverTLS(t *testing.T) {
 	cred := brokertest.RabbitCredential(t)
 	brokertest.RunTLS(t, func(t *testing.T, ca *brokertest.CA, conf *tls.Config) broker.Broker {
-		return stompbroker.New(stompbroker.Options{Address: brokertest.TLSProxy(t, ca, brokertest.RabbitSTOMP(t)), Credential: &cred, TLS: conf, DialTimeout: 2 * time.Second})
+		return stompbroker.New(stompbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.TLSProxy(t, ca, brokertest.RabbitSTOMP(t)), Credential: &cred, DialTimeout: 2 * time.Second, TLS: conf}})
 	})
 }
 
 // Against a RabbitMQ user made for the test.
 func TestLogin(t *testing.T) {
 	user, password := brokertest.RabbitUser(t)
-	brokertest.RunLogin(t, broker.Login{Backend: "rabbit", Protocol: "stomp", Address: brokertest.RabbitSTOMP(t), CredentialName: "gw",
-		Attempt: stompbroker.Login}, user, password, true)
+	brokertest.RunLogin(t, broker.Login{Endpoint: broker.Endpoint{Address: brokertest.RabbitSTOMP(t), Backend: "rabbit",
+		CredentialName: "gw"}, Protocol: "stomp", Attempt: stompbroker.Login}, user, password, true)
 }
 
 // What go-stomp itself reports about the gateway's connection (here a
@@ -67,8 +69,8 @@ func TestSTOMPClientLogsThroughTheGatewayLogger(t *testing.T) {
 	t.Cleanup(func() { log.SetOutput(prev); log.SetFlags(flags) })
 
 	var logs brokertest.Logs
-	b := stompbroker.New(stompbroker.Options{Address: tap.Addr(), Credential: &cred, Backend: "rabbit-stomp",
-		Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	b := stompbroker.New(stompbroker.Options{Endpoint: broker.Endpoint{Address: tap.Addr(), Credential: &cred,
+		Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), Backend: "rabbit-stomp"}})
 	t.Cleanup(func() { b.Close() })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -39,7 +39,8 @@ func hostileGateway(t *testing.T, budget int64) (string, string, *memory.Budget)
 		t.Fatal(err)
 	}
 	t.Cleanup(e.Shutdown)
-	nb, err := natsbroker.New(natsbroker.Options{URL: "nats://" + e.Addr(), InProcess: e.Server(), Log: log})
+	nb, err := natsbroker.New(natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + e.Addr(), Log: log},
+		InProcess: e.Server()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/wsbridge/wsbridge/adapters/stomp"
 	"github.com/wsbridge/wsbridge/admin"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
 	"github.com/wsbridge/wsbridge/front"
@@ -261,7 +262,7 @@ func TestMQTTPubSub(t *testing.T) {
 // SSE fan-out through wsbridge's hub on NATS: every stream gets every
 // message published over HTTP.
 func TestSSEFanout(t *testing.T) {
-	b, err := natsbroker.New(natsbroker.Options{URL: "nats://" + brokertest.NATS(t)})
+	b, err := natsbroker.New(natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + brokertest.NATS(t)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,8 +141,8 @@ func checkLogins(ctx context.Context, cfg *Config, kr *keyring.Keyring, e *env) 
 		if err != nil {
 			return fmt.Errorf("backend %q: %w", name, err)
 		}
-		l := broker.Login{Backend: name, Protocol: b.Protocol, Address: b.Address, VHost: b.VHost,
-			CredentialName: b.Credential, TLS: tls, DialTimeout: time.Duration(b.DialTimeout), Attempt: backendKindOf(b.Protocol).login}
+		l := broker.Login{Endpoint: broker.Endpoint{Address: b.Address, TLS: tls, DialTimeout: time.Duration(b.DialTimeout),
+			Backend: name, CredentialName: b.Credential}, Protocol: b.Protocol, VHost: b.VHost, Attempt: backendKindOf(b.Protocol).login}
 		if b.Credential != "" && kr != nil {
 			c, err := kr.Get(b.Credential)
 			if err != nil {

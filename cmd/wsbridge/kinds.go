@@ -49,24 +49,21 @@ type backendKind struct {
 // backendKinds in the order error messages list them.
 var backendKinds = []*backendKind{
 	{name: "stomp", login: stompbroker.Login, newBroker: func(e backendEnv) (broker.Broker, error) {
-		return stompbroker.New(stompbroker.Options{Address: e.spec.Address, VHost: e.spec.VHost, CredentialHolder: e.creds, TLS: e.tls,
-			DialTimeout: time.Duration(e.spec.DialTimeout), Log: e.log, Backend: e.name, CredentialName: e.spec.Credential}), nil
+		return stompbroker.New(stompbroker.Options{Endpoint: e.endpoint(), VHost: e.spec.VHost}), nil
 	}},
 	{name: "amqp", login: amqpbroker.Login, exchange: "amq.topic", newBroker: func(e backendEnv) (broker.Broker, error) {
-		return amqpbroker.New(amqpbroker.Options{Address: e.spec.Address, VHost: e.spec.VHost, CredentialHolder: e.creds, TLS: e.tls,
-			Exchange: e.spec.Exchange, DialTimeout: time.Duration(e.spec.DialTimeout), Log: e.log, Backend: e.name, CredentialName: e.spec.Credential}), nil
+		return amqpbroker.New(amqpbroker.Options{Endpoint: e.endpoint(), VHost: e.spec.VHost, Exchange: e.spec.Exchange}), nil
 	}},
 	{name: "nats", login: natsbroker.Login, embeddable: true, start: startEmbedded, newBroker: func(e backendEnv) (broker.Broker, error) {
-		o := natsbroker.Options{URL: "nats://" + e.spec.Address, CredentialHolder: e.creds, TLS: e.tls,
-			DialTimeout: time.Duration(e.spec.DialTimeout), Log: e.log, Backend: e.name, CredentialName: e.spec.Credential}
+		o := natsbroker.Options{Endpoint: e.endpoint()}
+		o.Address = "nats://" + e.spec.Address
 		if s := e.w.embedded[e.name]; s != nil {
-			o.URL, o.InProcess = "nats://"+s.Addr(), s.Server()
+			o.Address, o.InProcess = "nats://"+s.Addr(), s.Server()
 		}
 		return natsbroker.New(o)
 	}},
 	{name: "mqtt", login: mqttbroker.Login, newBroker: func(e backendEnv) (broker.Broker, error) {
-		return mqttbroker.New(mqttbroker.Options{Address: e.spec.Address, CredentialHolder: e.creds, TLS: e.tls,
-			DialTimeout: time.Duration(e.spec.DialTimeout), Log: e.log, Backend: e.name, CredentialName: e.spec.Credential}), nil
+		return mqttbroker.New(mqttbroker.Options{Endpoint: e.endpoint()}), nil
 	}},
 }
 
@@ -101,6 +98,12 @@ type backendEnv struct {
 	creds *broker.CredentialHolder // nil without a credential
 	tls   *tls.Config              // nil without backends.NAME.tls
 	log   *slog.Logger
+}
+
+// endpoint is where the backend's broker is and how its client logs in.
+func (e backendEnv) endpoint() broker.Endpoint {
+	return broker.Endpoint{Address: e.spec.Address, CredentialHolder: e.creds, TLS: e.tls,
+		DialTimeout: time.Duration(e.spec.DialTimeout), Log: e.log, Backend: e.name, CredentialName: e.spec.Credential}
 }
 
 // routeKind is one thing a route can serve, selected by its protocol and
