@@ -2,7 +2,8 @@
 // /debug/pprof/, a snapshot of the process's size under /debug/stats
 // (ReadStats), and POST /debug/gc. Profiles expose memory contents, so
 // the handler is served on its own listener, never next to the public
-// routes. Only cmd/wsbridge imports this package: importing
+// routes. Only cmd/wsbridge links this package (wsbench's tests use its
+// Stats type): importing
 // net/http/pprof registers its handlers on http.DefaultServeMux, which
 // no other binary or package should get.
 package admin

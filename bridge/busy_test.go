@@ -282,14 +282,14 @@ func (b *breacher) Begin(ws *gws.Conn, remote string, release func()) {
 }
 
 // A client whose session ends for a costly breach (a message too large, or
-// one not completed in time) costs its address BreachCost of its handshake
+// one not completed in time) costs its address front.BreachCost of its handshake
 // rate on top of the handshake: reconnecting to breach again soon finds
 // the address refused before the upgrade, with 1013 and a retry hint.
 // Clients that end cleanly cost one handshake each, and other addresses
 // are not touched.
 func TestBreachesSpendTheAddressHandshakeRate(t *testing.T) {
 	// One handshake a second, four at once: a breach costs two (the
-	// handshake and BreachCost's one token), a clean session one.
+	// handshake and front.BreachCost's one token), a clean session one.
 	s := front.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), front.ServerOptions{HandshakeRate: 1, HandshakeBurst: 4})
 	penalized := make(chan string, 16)
 	o := DefaultWSOptions()

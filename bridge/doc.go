@@ -13,9 +13,10 @@
 // encoders live in validate, its hooks in its adapter.
 //
 // It links no broker client library. It imports package broker (neutral,
-// SDK-free) for three things a route shares with its backend's Broker:
+// SDK-free) for what a route shares with its backend's Broker:
 // CredentialHolder (one per backend, which a keyring reload replaces for
 // the broker and the relay sessions alike), and LoginCheck with the
 // LoginFunc that RouteOptions.Login carries (a relay route's readiness,
-// whose login the wiring picks from the client packages).
+// whose login the wiring picks from the client packages), and the one
+// default dial timeout (DefaultDialTimeout).
 package bridge

@@ -1,10 +1,8 @@
 package bridge
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/memory"
 )
 
@@ -183,16 +180,4 @@ func (r *rawReader) attempt(fd uintptr) bool {
 func (u *Upstream) Close() {
 	u.conn.Close()
 	<-u.done
-}
-
-// DialCheck is a ReadyCheck that opens and closes a TCP connection to addr.
-func DialCheck(addr string) front.ReadyCheck {
-	return func(ctx context.Context) error {
-		var d net.Dialer
-		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			return fmt.Errorf("%s unreachable", addr)
-		}
-		return c.Close()
-	}
 }

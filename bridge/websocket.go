@@ -132,7 +132,7 @@ type Upgraders struct {
 	with         *gws.Upgrader
 	without      *gws.Upgrader
 	// BinaryOnly refuses a text message at its first frame's header, with
-	// OutcomeTextMessage and close 1003, for a protocol whose spec sends
+	// outcome.TextMessage and close 1003, for a protocol whose spec sends
 	// binary messages only (MQTT-6.0.0-1). Set it before serving.
 	BinaryOnly bool
 }

@@ -71,3 +71,12 @@ type Subscription interface {
 	Done() <-chan struct{}
 	Unsubscribe() error
 }
+
+// QueueSubscriber is a Broker with queue groups (consumer groups): each
+// message of a topic goes to one member of a group. It is optional; a
+// broker that has them (NATS does; Redis Streams and Kafka would) offers
+// them by implementing it, and STOMP translate mode's queue-group
+// subscriptions work on its backends.
+type QueueSubscriber interface {
+	QueueSubscribe(ctx context.Context, topic, group string, fn func(Message)) (Subscription, error)
+}

@@ -173,7 +173,7 @@ const LoginCheckInterval = 30 * time.Second
 // interval.
 const loginRetryInterval = time.Second
 
-// LoginCheck is a readiness check (bridge.ReadyCheck) that the broker accepts the gateway's
+// LoginCheck is a readiness check (front.ReadyCheck) that the broker accepts the gateway's
 // credential, with a real login at most once per LoginCheckInterval and
 // the result kept in between; every call still dials, so a broker gone
 // down shows at once. A refusal is logged at WARN with the backend and

@@ -200,9 +200,7 @@ var ErrNoQueueGroups = errors.New("queue groups need a NATS backend")
 // QueueSubscribe passes a queue-group subscription through: each member
 // is a subscriber of its own at the broker, and each message goes to one.
 func (s *Shared) QueueSubscribe(ctx context.Context, topic, group string, fn func(Message)) (Subscription, error) {
-	qs, ok := s.Broker.(interface {
-		QueueSubscribe(ctx context.Context, topic, group string, fn func(Message)) (Subscription, error)
-	})
+	qs, ok := s.Broker.(QueueSubscriber)
 	if !ok {
 		return nil, ErrNoQueueGroups
 	}

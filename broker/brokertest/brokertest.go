@@ -5,8 +5,9 @@
 // that cannot be reached skips the test locally, naming the variable to
 // set, and fails it under CI=true), makes throwaway brokers, users,
 // queues and CAs, cuts connections (TapProxy), and serves a gateway route
-// under test (serve.go; it and RunTLS import bridge, for its server and client TLS).
-// Tests of broker, its clients, bridge, adapters, sse and the commands
+// under test (serve.go, which imports bridge for its WebSocket options
+// and front for its server; RunTLS imports front for the client TLS).
+// Tests of the broker clients, front, adapters, sse and the commands
 // import it.
 package brokertest
 

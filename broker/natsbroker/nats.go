@@ -143,6 +143,8 @@ func (n *Broker) Subscribe(ctx context.Context, topic string, fn func(broker.Mes
 	return n.subscribe(ctx, topic, "", fn)
 }
 
+var _ broker.QueueSubscriber = (*Broker)(nil)
+
 // QueueSubscribe is Subscribe within a queue group: each message goes to
 // one member of the group.
 func (n *Broker) QueueSubscribe(ctx context.Context, topic, group string, fn func(broker.Message)) (broker.Subscription, error) {

@@ -156,15 +156,30 @@ type routeEnv struct {
 	policy *auth.Policy // nil: anonymous clients
 }
 
-// everyBackend is what the routes over a broker.Broker accept.
-var everyBackend = []string{"amqp", "nats", "mqtt", "stomp"}
+// everyBackend is what the routes over a broker.Broker accept: every
+// backend kind that builds one, so a fifth broker serves them as soon as
+// it is registered.
+var everyBackend = brokerKinds()
+
+// brokerKinds are the backend kinds that build a broker.Broker, but the
+// ones named in except.
+func brokerKinds(except ...string) []string {
+	var names []string
+	for _, k := range backendKinds {
+		if k.newBroker != nil && !slices.Contains(except, k.name) {
+			names = append(names, k.name)
+		}
+	}
+	return names
+}
 
 // routeKinds in the order error messages list their protocols.
 var routeKinds = []*routeKind{
 	{key: "stomp", accepts: []string{"stomp"}, relay: true, build: func(e routeEnv) (readyHandler, error) {
 		return newSTOMP(e, nil), nil
 	}},
-	{key: "stomp/translate", accepts: []string{"nats", "amqp", "mqtt"}, build: func(e routeEnv) (readyHandler, error) {
+	// A stomp backend is relayed to, never translated onto.
+	{key: "stomp/translate", accepts: brokerKinds("stomp"), build: func(e routeEnv) (readyHandler, error) {
 		bk, err := e.w.broker(e.route.Backend)
 		if err != nil {
 			return nil, err
