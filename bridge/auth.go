@@ -3,47 +3,13 @@ package bridge
 import (
 	"errors"
 	"log/slog"
-	"net/http"
 	"strings"
 	"time"
-
-	"github.com/wsbridge/wsbridge/outcome"
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
 )
-
-// Authenticate authenticates an HTTP request against p (nil: anonymous).
-// login says whether the protocol's own login may still prove the identity
-// later; then a request that carries nothing passes with a nil identity.
-// A password check refused because too many are in progress fails with
-// auth.ErrBusy (see front.BusyFor): nothing was checked.
-func Authenticate(r *http.Request, p *auth.Policy, login bool) (*auth.Identity, error) {
-	if p == nil {
-		return auth.Anonymous, nil
-	}
-	id, err := p.FromRequest(r, front.ClientIP(r))
-	if err == nil && id == nil && !(login && p.LoginAccepted()) {
-		err = p.Missing()
-	}
-	return id, err
-}
-
-// RefuseLogin answers a request Authenticate failed: 401 with the reason
-// and the scheme to use, or, for auth.ErrBusy, 429 with Retry-After.
-func RefuseLogin(w http.ResponseWriter, p *auth.Policy, err error) {
-	if b, busy := front.BusyFor(err); busy {
-		front.RefuseHTTP(w, b)
-		return
-	}
-	if p.Mode() == auth.ModeUsers {
-		w.Header().Set("WWW-Authenticate", `Basic realm="wsbridge", charset="UTF-8"`)
-	} else {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="wsbridge", error="invalid_token"`)
-	}
-	front.Error(w, http.StatusUnauthorized, "authentication failed: "+err.Error())
-}
 
 // Login settles the session's identity at the protocol's login (STOMP
 // CONNECT, MQTT CONNECT, AMQP start-ok) and stops the login deadline; once
@@ -65,21 +31,11 @@ func (s *Session) Login(user, password string) (*auth.Identity, error) {
 	id, err := p.FromLogin(s.client, user, password)
 	if err != nil {
 		s.adm.Log.Info(s.adm.Protocol+" authentication failed", "route", s.adm.Route, "remote", s.Remote,
-			"outcome", LoginOutcome(err), "reason", err.Error())
+			"outcome", front.LoginOutcome(err), "reason", err.Error())
 		return nil, err
 	}
 	s.Identity = id
 	return id, nil
-}
-
-// LoginOutcome names a failed login for logs: busy when it was refused
-// unchecked (auth.ErrBusy: the client should retry), unauthenticated
-// otherwise.
-func LoginOutcome(err error) outcome.Outcome {
-	if errors.Is(err, auth.ErrBusy) {
-		return outcome.Busy
-	}
-	return outcome.Unauthenticated
 }
 
 // LoginCloseCode is the WebSocket close code for a failed login: 1013 (try

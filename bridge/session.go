@@ -463,7 +463,7 @@ func (s *Session) refuse(r Refusal) {
 // OverBudget is the refusal of work the memory budget cannot hold.
 func OverBudget() Refusal {
 	return Refusal{Outcome: outcome.OverBudget, Code: CloseTryAgainLater,
-		Reason: "the gateway holds as much for its clients as it may (limits.memory_bytes); retry later"}
+		Reason: memory.OverBudgetReason}
 }
 
 // Outbox collects whole server WebSocket messages so that several go out

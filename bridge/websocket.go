@@ -355,15 +355,15 @@ func (a *Admission) admit(w http.ResponseWriter, r *http.Request) (*gws.Conn, *a
 		refused(slog.LevelWarn, b.Outcome, "reason", b.Reason, "retry", b.Retry)
 		return nil, nil, false
 	}
-	id, err := Authenticate(r, a.Auth, true)
+	id, err := front.Authenticate(r, a.Auth, true)
 	if b, busy := front.BusyFor(err); busy {
 		a.Upgraders.refuse(w, r, b, a.Conns)
 		refused(slog.LevelInfo, b.Outcome, "reason", b.Reason, "retry", b.Retry)
 		return nil, nil, false
 	}
 	if err != nil {
-		RefuseLogin(w, a.Auth, err)
-		refused(slog.LevelInfo, LoginOutcome(err), "reason", err.Error())
+		front.RefuseLogin(w, a.Auth, err)
+		refused(slog.LevelInfo, front.LoginOutcome(err), "reason", err.Error())
 		return nil, nil, false
 	}
 	ws, err := a.Upgraders.Upgrade(w, r)

@@ -3,7 +3,8 @@
 // route checks before it does its own work: the registry of live client
 // connections and its limits (Conns), the handshake rate per client
 // address, the client address behind trusted proxies (ClientIP), browser
-// origins (Origins), refusals for load that clients follow by themselves
+// origins (Origins), a request's credentials against the route's auth
+// policy (Authenticate, RefuseLogin), refusals for load that clients follow by themselves
 // (Busy, RetryHint, BusyRefuser), and TLS (CertReloader, ClientTLS).
 //
 // It links no WebSocket library and no broker client: the session

@@ -34,6 +34,11 @@ const DefaultBudgetBytes = 1 << 30
 // max_connections times this, 160 MiB at the default 10,000.
 const OwnBytes = 16 << 10
 
+// OverBudgetReason is what a client refused because the budget cannot
+// spare what it needs is told, whatever its protocol: the limit, its
+// config key, and that it may come back.
+const OverBudgetReason = "the gateway holds as much for its clients as it may (limits.memory_bytes); retry later"
+
 // NewBudget makes a budget of limit bytes.
 func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
 

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/auth"
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -63,7 +63,7 @@ func (h *Hub) PublishHandler(prefix string, p *auth.Policy) http.Handler {
 		}
 		if !h.o.Budget.Take(hold) {
 			w.Header().Set("Retry-After", strconv.Itoa(int(h.o.Retry.Seconds()+0.5)))
-			front.Error(w, http.StatusServiceUnavailable, bridge.OverBudget().Reason)
+			front.Error(w, http.StatusServiceUnavailable, memory.OverBudgetReason)
 			return
 		}
 		defer h.o.Budget.Give(hold)

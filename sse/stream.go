@@ -15,8 +15,8 @@ import (
 	"github.com/wsbridge/wsbridge/outcome"
 
 	"github.com/wsbridge/wsbridge/auth"
-	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/memory"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -112,13 +112,13 @@ func refuse(w http.ResponseWriter, event string, b front.Busy) {
 // topic (403); denials are logged with the identity and topic. A password
 // check refused unchecked gets 429, or, on a stream, refuseBusy.
 func (h *Hub) authorize(w http.ResponseWriter, r *http.Request, p *auth.Policy, act auth.Action, topics []string) (*auth.Identity, bool) {
-	id, err := bridge.Authenticate(r, p, false)
+	id, err := front.Authenticate(r, p, false)
 	if err != nil {
-		h.o.Log.Info("sse request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", bridge.LoginOutcome(err), "reason", err.Error())
+		h.o.Log.Info("sse request refused", "remote", r.RemoteAddr, "path", r.URL.Path, "outcome", front.LoginOutcome(err), "reason", err.Error())
 		if b, busy := front.BusyFor(err); busy && act == auth.Subscribe {
 			refuseBusy(w, b)
 		} else {
-			bridge.RefuseLogin(w, p, err)
+			front.RefuseLogin(w, p, err)
 		}
 		return nil, false
 	}
@@ -191,7 +191,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, names []string, expi
 	if h.shortOfBudget() {
 		// Logged once for the episode, as it began (see topic.deliver).
 		h.budgetRefused.Add(1)
-		refuseBusy(w, front.Busy{Outcome: outcome.OverBudget, Reason: bridge.OverBudget().Reason, Retry: front.RetryHint(0)})
+		refuseBusy(w, front.Busy{Outcome: outcome.OverBudget, Reason: memory.OverBudgetReason, Retry: front.RetryHint(0)})
 		return
 	}
 	c := newClient(h.o.ClientQueue)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -65,7 +66,7 @@ func (s *session) login(mechanism, response []byte) bool {
 		}
 	}
 	if _, err := s.Login(user, pass); err != nil {
-		s.closeConnection(bridge.LoginOutcome(err), err.Error(), bridge.LoginCloseCode(err), replyAccessRefused,
+		s.closeConnection(front.LoginOutcome(err), err.Error(), bridge.LoginCloseCode(err), replyAccessRefused,
 			"ACCESS_REFUSED - authentication failed: "+err.Error())
 		return false
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -69,7 +70,7 @@ func (s *session) login() bool {
 		if errors.Is(err, auth.ErrBusy) { // nothing was checked: say so, so the client retries
 			reason, rc = reasonServerBusy, returnUnavailableV311
 		}
-		s.refuseConnect(v, reason, rc, bridge.LoginOutcome(err), err.Error(), bridge.LoginCloseCode(err))
+		s.refuseConnect(v, reason, rc, front.LoginOutcome(err), err.Error(), bridge.LoginCloseCode(err))
 		return false
 	}
 	cred, err := s.BrokerCredential(s.relay.opts.Credential)

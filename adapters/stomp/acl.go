@@ -13,6 +13,7 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
@@ -25,7 +26,7 @@ func (s *session) login(f *validate.STOMPFrame) bool {
 	user, _ := f.Header("login") // CONNECT headers are not escaped
 	pass, _ := f.Header("passcode")
 	if _, err := s.Login(string(user), string(pass)); err != nil {
-		s.finish(bridge.LoginOutcome(err), "authentication failed", err.Error(), bridge.LoginCloseCode(err))
+		s.finish(front.LoginOutcome(err), "authentication failed", err.Error(), bridge.LoginCloseCode(err))
 		return false
 	}
 	cred, err := s.BrokerCredential(s.relay.opts.Credential)
