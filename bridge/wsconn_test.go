@@ -49,10 +49,17 @@ func serveCounter(t *testing.T, o WSOptions) string {
 
 func serveCounterRoute(t *testing.T, o WSOptions, binaryOnly bool) string {
 	t.Helper()
+	return serveSessions(t, o, binaryOnly, func() gws.SessionStorage { return &counter{} })
+}
+
+// serveSessions serves the sessions newSession makes with o, and returns
+// the address.
+func serveSessions(t *testing.T, o WSOptions, binaryOnly bool, newSession func() gws.SessionStorage) string {
+	t.Helper()
 	origins, _ := front.NewOrigins(nil)
 	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(100, 0),
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Upgraders: NewUpgraders(Handler{}, o, nil, func() gws.SessionStorage { return &counter{} })}
+		Upgraders: NewUpgraders(Handler{}, o, nil, newSession)}
 	a.Upgraders.BinaryOnly = binaryOnly
 	srv := &http.Server{Handler: a}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -624,21 +631,9 @@ func (s *slowFirst) OnMessage(b []byte) {
 func TestMessageTimeoutSparesAMessageTheGatewayHasNotRead(t *testing.T) {
 	o := DefaultWSOptions()
 	o.MessageTimeout = 200 * time.Millisecond
-	origins, _ := front.NewOrigins(nil)
-	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(10, 0),
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Upgraders: NewUpgraders(Handler{}, o, nil, func() gws.SessionStorage {
-			return &slowFirst{hold: 4 * o.MessageTimeout}
-		})}
-	srv := &http.Server{Handler: a}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	addr := serveSessions(t, o, false, func() gws.SessionStorage { return &slowFirst{hold: 4 * o.MessageTimeout} })
 
-	r := dialRawWS(t, ln.Addr().String())
+	r := dialRawWS(t, addr)
 	second := frame(true, 2, make([]byte, 3000))
 	// The first message whole and the second's start in one write, which
 	// the gateway reads together (its read buffer is 1 KiB): the second
