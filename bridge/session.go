@@ -11,11 +11,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/wsbridge/wsbridge/outcome"
-
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/memory"
+	"github.com/wsbridge/wsbridge/outcome"
 )
 
 // Session is the protocol-neutral part of one client WebSocket session,

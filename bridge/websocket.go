@@ -13,13 +13,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/wsbridge/wsbridge/outcome"
-
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/memory"
+	"github.com/wsbridge/wsbridge/outcome"
 )
 
 // WebSocket close codes the adapters send (RFC 6455 section 7.4.1).

@@ -7,9 +7,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/wsbridge/wsbridge/outcome"
-
 	"github.com/wsbridge/wsbridge/auth"
+	"github.com/wsbridge/wsbridge/outcome"
 )
 
 // Retry hints for a client refused for load. A crowd refused together

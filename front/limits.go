@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/wsbridge/wsbridge/outcome"
-
 	"golang.org/x/time/rate"
 )
 

@@ -12,11 +12,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/wsbridge/wsbridge/outcome"
-
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/memory"
+	"github.com/wsbridge/wsbridge/outcome"
 	"github.com/wsbridge/wsbridge/validate"
 )
 

@@ -15,13 +15,12 @@ import (
 	"sync/atomic"
 	"unicode/utf8"
 
-	"github.com/wsbridge/wsbridge/front"
-	"github.com/wsbridge/wsbridge/outcome"
-
 	"github.com/lxzan/gws"
 	"github.com/mochi-mqtt/server/v2/packets"
 	"github.com/wsbridge/wsbridge/bridge"
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/keyring"
+	"github.com/wsbridge/wsbridge/outcome"
 	"github.com/wsbridge/wsbridge/validate"
 )
 

@@ -8,12 +8,11 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/wsbridge/wsbridge/outcome"
-
 	"github.com/lxzan/gws"
 	"github.com/wsbridge/wsbridge/auth"
 	"github.com/wsbridge/wsbridge/bridge"
 	"github.com/wsbridge/wsbridge/front"
+	"github.com/wsbridge/wsbridge/outcome"
 	"github.com/wsbridge/wsbridge/validate"
 )
 
