@@ -122,7 +122,9 @@ type wsConn struct {
 	draining   bool
 	peerClosed bool // the client's close frame has been seen
 
-	timer *time.Timer // the message timeout; made on first use
+	// timer is the message timeout, made on first use; atomic because
+	// timedOut, on the timer's goroutine, re-arms it.
+	timer atomic.Pointer[time.Timer]
 	// rest is what the message being assembled still needs, for the
 	// timer's goroutine: 0 when none is, -1 when that is not known yet
 	// (within a header, or more fragments to come), else the bytes left
@@ -262,10 +264,10 @@ func (c *wsConn) hold() *Refusal {
 	}
 	if !c.timed && c.timeout > 0 {
 		c.timed = true
-		if c.timer == nil {
-			c.timer = time.AfterFunc(c.timeout, c.timedOut)
+		if t := c.timer.Load(); t != nil {
+			t.Reset(c.timeout)
 		} else {
-			c.timer.Reset(c.timeout)
+			c.timer.Store(time.AfterFunc(c.timeout, c.timedOut))
 		}
 	}
 	return nil
@@ -291,7 +293,7 @@ func (c *wsConn) charge() int64 {
 func (c *wsConn) release() {
 	c.rest.Store(0)
 	if c.timed {
-		c.timer.Stop()
+		c.timer.Load().Stop()
 		c.timed = false
 	}
 	c.budget.Give(c.held)
@@ -308,8 +310,10 @@ func (c *wsConn) timedOut() {
 	case rest == 0: // completed as the timer fired
 		return
 	case rest > 0 && int64(unreadBytes(c.Conn)) >= rest:
-		c.timer.Reset(c.timeout / 4)
-		return
+		if t := c.timer.Load(); t != nil {
+			t.Reset(c.timeout / 4)
+			return
+		}
 	}
 	c.fire(Refusal{Outcome: outcome.MessageTimeout, Code: ClosePolicy,
 		Reason: fmt.Sprintf("message not completed within %s (websocket.message_timeout)", c.timeout)})
