@@ -173,14 +173,23 @@ func (l *rateLimiter) allow(ip string) (bool, time.Duration) {
 
 // charge takes d's worth of ip's rate (at least one token, at most a
 // burst) whether or not it has them: the address's next handshakes wait
-// until its bucket has refilled past the debt.
+// until its bucket has refilled past the debt. The debt is at most one
+// burst, so that however many breaches come at once (a NAT's clients
+// timing out together on a bad link), the address is refused for at most
+// a burst's worth of its rate (10 s at the defaults).
 func (l *rateLimiter) charge(ip string, d time.Duration) {
 	if l == nil {
 		return
 	}
 	now := time.Now()
+	b := l.bucket(ip, now)
 	n := min(max(int(float64(l.every)*d.Seconds()), 1), l.burst)
-	l.bucket(ip, now).ReserveN(now, n)
+	if room := int(b.TokensAt(now)) + l.burst; room < n {
+		n = room
+	}
+	if n > 0 {
+		b.ReserveN(now, n)
+	}
 }
 
 // bucket is ip's limiter, made when ip has none.

@@ -141,3 +141,19 @@ func TestHandshakeTimeout(t *testing.T) {
 		t.Fatalf("closed after %s", d)
 	}
 }
+
+// Breaches charged to an address put it in debt, but never more than a
+// burst: it is refused until it has refilled, for a bounded time however
+// many breaches came at once.
+func TestBreachDebtIsBounded(t *testing.T) {
+	l := newRateLimiter(100, 1000)
+	for range 50 {
+		l.charge("192.0.2.1", BreachCost)
+	}
+	if ok, wait := l.allow("192.0.2.1"); ok || wait > 11*time.Second || wait < 9*time.Second {
+		t.Fatalf("after 50 breaches: allowed %v, wait %s; want refused for about 10 s (a burst at 100/s)", ok, wait)
+	}
+	if ok, _ := l.allow("192.0.2.2"); !ok {
+		t.Fatal("another address refused")
+	}
+}
