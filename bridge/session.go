@@ -313,7 +313,7 @@ func (s *Session) Ended(err error, clientOutcome outcome.Outcome) (why outcome.O
 	s.mu.Lock()
 	why, reason = s.outcome, s.reason
 	s.mu.Unlock()
-	if s.penalize != nil && (why == outcome.TooLarge || why == outcome.MessageTimeout) {
+	if s.penalize != nil && why.Breach() {
 		s.penalize(s.client)
 	}
 	return why, reason, time.Since(s.opened).Round(time.Millisecond)

@@ -32,6 +32,13 @@ func (o Outcome) Level() slog.Level {
 	return slog.LevelWarn
 }
 
+// Breach reports whether a session ending with o cost the gateway dearly
+// by the client's doing: a message too large (read up to the limit first,
+// when it came in fragments) or one not completed in time (memory held
+// for the whole timeout). The front charges the client's address for it
+// (front.BreachCost).
+func (o Outcome) Breach() bool { return o == TooLarge || o == MessageTimeout }
+
 // The outcomes. Each says when it happens and whose doing it is: the
 // client's, the broker's or the gateway's.
 const (
