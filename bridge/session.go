@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
 	"sync"
@@ -471,7 +472,14 @@ func OverBudget() Refusal {
 // the goroutine that fills it.
 type Outbox struct {
 	buf []byte
-	n   int // messages in buf
+	n   int // messages held
+	// A payload of outboxRefBytes or more is referenced, not copied into
+	// buf, where the connection can write several buffers in one go
+	// (writev): refs then holds buf's pieces and those payloads in order,
+	// and buf[:mark] is already in it. size counts every byte held.
+	refs net.Buffers
+	mark int
+	size int
 }
 
 // outboxFlushBytes is the size at which an Outbox should be sent before
@@ -481,9 +489,18 @@ const (
 	outboxKeepBytes  = 16 << 10
 )
 
+// outboxRefBytes is the payload size from which Add references a payload
+// instead of copying it: a 1 MiB broker message then goes out from the
+// broker read buffer it arrived in, where copying it into a buffer grown
+// by doubling cost some 3 MiB of allocation per message.
+const outboxRefBytes = 64 << 10
+
 // Add appends one unmasked, uncompressed message (RFC 6455 section 5.2;
-// under permessage-deflate RSV1 clear means not compressed).
+// under permessage-deflate RSV1 clear means not compressed). A payload of
+// outboxRefBytes or more may be referenced rather than copied: it must
+// stay unchanged until the outbox is sent.
 func (o *Outbox) Add(op gws.Opcode, payload []byte) {
+	start := len(o.buf)
 	o.buf = append(o.buf, 0x80|byte(op))
 	switch n := len(payload); {
 	case n < 126:
@@ -494,12 +511,43 @@ func (o *Outbox) Add(op gws.Opcode, payload []byte) {
 		o.buf = append(o.buf, 127)
 		o.buf = binary.BigEndian.AppendUint64(o.buf, uint64(n))
 	}
-	o.buf = append(o.buf, payload...)
+	o.size += len(o.buf) - start + len(payload)
 	o.n++
+	if len(payload) < outboxRefBytes {
+		o.buf = append(o.buf, payload...)
+		return
+	}
+	o.refs = append(o.refs, o.buf[o.mark:], payload)
+	o.mark = len(o.buf)
 }
 
 // Full reports whether the outbox should be sent before more is added.
-func (o *Outbox) Full() bool { return len(o.buf) >= outboxFlushBytes }
+func (o *Outbox) Full() bool { return o.size >= outboxFlushBytes }
+
+// writeTo writes what o holds to nc in one write: a single Write, or,
+// where payloads are referenced, one writev on the TCP connection under
+// the client's WebSocket (net.Buffers takes the connection's write lock
+// once, so gws's own writes cannot come between the pieces). Where there
+// is no such connection (TLS) the pieces are joined first.
+func (o *Outbox) writeTo(nc net.Conn) error {
+	if o.refs == nil {
+		_, err := nc.Write(o.buf)
+		return err
+	}
+	o.refs = append(o.refs, o.buf[o.mark:])
+	if wc, ok := nc.(*wsConn); ok {
+		if tc, ok := wc.Conn.(*net.TCPConn); ok {
+			_, err := o.refs.WriteTo(tc)
+			return err
+		}
+	}
+	joined := make([]byte, 0, o.size)
+	for _, b := range o.refs {
+		joined = append(joined, b...)
+	}
+	_, err := nc.Write(joined)
+	return err
+}
 
 // Send writes what the outbox holds in one write with the write timeout
 // and empties it. A net.Conn write is never interleaved with another, so
@@ -510,7 +558,7 @@ func (s *Session) Send(o *Outbox) bool {
 		return true
 	}
 	defer func() {
-		o.n = 0
+		o.n, o.size, o.mark, o.refs = 0, 0, 0, nil
 		if cap(o.buf) > outboxKeepBytes {
 			o.buf = nil
 		} else {
@@ -524,7 +572,7 @@ func (s *Session) Send(o *Outbox) bool {
 	}
 	nc := s.WS.NetConn()
 	nc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-	if _, err := nc.Write(o.buf); err != nil {
+	if err := o.writeTo(nc); err != nil {
 		s.SetOutcome(writeOutcome(err), err.Error())
 		nc.Close()
 		return false

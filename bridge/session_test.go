@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -363,4 +364,108 @@ func TestLoginDeadline(t *testing.T) {
 			time.Sleep(5 * time.Millisecond)
 		}
 	})
+}
+
+// Where the connection cannot write several buffers at once (TLS), an
+// outbox holding referenced payloads joins them and still writes once,
+// in order.
+func TestOutboxJoinsWhereItCannotWritev(t *testing.T) {
+	client, server := net.Pipe()
+	t.Cleanup(func() { client.Close(); server.Close() })
+	var out Outbox
+	big := strings.Repeat("b", outboxRefBytes)
+	out.Add(gws.OpcodeText, []byte("one"))
+	out.Add(gws.OpcodeBinary, []byte(big))
+	out.Add(gws.OpcodeText, []byte("two"))
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(client); got <- b }()
+	if err := out.writeTo(server); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+	b := <-got
+	frames := []struct {
+		op byte
+		p  string
+	}{{0x81, "one"}, {0x82, big}, {0x81, "two"}}
+	for _, f := range frames {
+		if len(b) < 2 || b[0] != f.op {
+			t.Fatalf("frame %q: header %x", f.p[:3], b[:min(len(b), 2)])
+		}
+		hl := 2
+		switch b[1] {
+		case 126:
+			hl = 4
+		case 127:
+			hl = 10
+		}
+		if string(b[hl:hl+len(f.p)]) != f.p {
+			t.Fatalf("frame %q: payload differs", f.p[:3])
+		}
+		b = b[hl+len(f.p):]
+	}
+	if len(b) != 0 {
+		t.Fatalf("%d bytes left over", len(b))
+	}
+}
+
+// BenchmarkOutboxLargeMessage sends one broker message of 64 B or 1 MiB
+// through an Outbox to a loopback TCP connection (as a relay does after a
+// read), against the copy-everything outbox it replaced, run alongside.
+func BenchmarkOutboxLargeMessage(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			io.Copy(io.Discard, c)
+		}
+	}()
+	tc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tc.Close()
+	nc := &wsConn{Conn: tc}
+	for _, size := range []int{64, 1 << 20} {
+		payload := make([]byte, size)
+		b.Run(fmt.Sprintf("%dB/outbox", size), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			var out Outbox
+			for b.Loop() {
+				out.Add(gws.OpcodeBinary, payload)
+				if err := out.writeTo(nc); err != nil {
+					b.Fatal(err)
+				}
+				out.n, out.size, out.mark, out.refs = 0, 0, 0, nil
+				if cap(out.buf) > outboxKeepBytes {
+					out.buf = nil
+				} else {
+					out.buf = out.buf[:0]
+				}
+			}
+		})
+		b.Run(fmt.Sprintf("%dB/copying", size), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			var buf []byte
+			for b.Loop() {
+				buf = append(buf, 0x82, 127)
+				buf = binary.BigEndian.AppendUint64(buf, uint64(size))
+				buf = append(buf, payload...)
+				if _, err := nc.Write(buf); err != nil {
+					b.Fatal(err)
+				}
+				if cap(buf) > outboxKeepBytes {
+					buf = nil
+				} else {
+					buf = buf[:0]
+				}
+			}
+		})
+	}
 }
