@@ -281,9 +281,10 @@ func (b *breacher) Begin(ws *gws.Conn, remote string, release func()) {
 	b.Start(ws, remote, release, b.o, func() {}, nil)
 }
 
-// A client whose session ends for a costly breach (a message too large, or
-// one not completed in time) costs its address front.BreachCost of its handshake
-// rate on top of the handshake: reconnecting to breach again soon finds
+// A client whose session ends for a costly breach (a message too large, one
+// not completed in time, or leaving while a message larger than the
+// connection's own allowance is incomplete) costs its address
+// front.BreachCost of its handshake rate on top of the handshake: reconnecting to breach again soon finds
 // the address refused before the upgrade, with 1013 and a retry hint.
 // Clients that end cleanly cost one handshake each, and other addresses
 // are not touched.
@@ -293,7 +294,7 @@ func TestBreachesSpendTheAddressHandshakeRate(t *testing.T) {
 	s := front.NewServer(slog.New(slog.NewTextHandler(io.Discard, nil)), front.ServerOptions{HandshakeRate: 1, HandshakeBurst: 4})
 	penalized := make(chan string, 16)
 	o := DefaultWSOptions()
-	o.MaxMessageBytes = 1 << 10
+	o.MaxMessageBytes = 64 << 10 // room for a message beyond memory.OwnBytes
 	o.MessageTimeout = 100 * time.Millisecond
 	o.Penalize = func(client string) {
 		s.Penalize(client)
@@ -328,6 +329,12 @@ func TestBreachesSpendTheAddressHandshakeRate(t *testing.T) {
 				t.Fatalf("closed with %d, want 1008", code)
 			}
 		}, true},
+		// Gone before the timeout, so that the session ends as
+		// client_closed: the memory was held all the same.
+		{"left mid-message", "127.0.0.13", func(t *testing.T, r *rawWS) {
+			r.conn.Write(append(header(true, 2, 32<<10), make([]byte, 1<<10)...))
+			r.conn.Close()
+		}, true},
 		{"clean close", "127.0.0.12", func(t *testing.T, r *rawWS) {
 			r.conn.Write(frame(true, 2, []byte("hello")))
 			r.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -345,8 +352,13 @@ func TestBreachesSpendTheAddressHandshakeRate(t *testing.T) {
 				c.session(t, r)
 				r.conn.Close()
 				if c.breach {
-					if got := <-penalized; got != c.from {
-						t.Fatalf("penalized %s, want %s", got, c.from)
+					select {
+					case got := <-penalized:
+						if got != c.from {
+							t.Fatalf("penalized %s, want %s", got, c.from)
+						}
+					case <-time.After(10 * time.Second):
+						t.Fatal("the session ended without charging its address")
 					}
 				}
 			}

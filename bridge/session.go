@@ -310,14 +310,29 @@ func (s *Session) Ended(err error, clientOutcome outcome.Outcome) (why outcome.O
 	}
 	s.KA.Stop()
 	s.stopTimers()
+	held := s.holdsPartial()
 	s.releasePending()
 	s.mu.Lock()
 	why, reason = s.outcome, s.reason
 	s.mu.Unlock()
-	if s.penalize != nil && why.Breach() {
+	if s.penalize != nil && (why.Breach() || held) {
 		s.penalize(s.client)
 	}
 	return why, reason, time.Since(s.opened).Round(time.Millisecond)
+}
+
+// holdsPartial reports whether the session ends holding budget for a
+// message or frame that never completed (beyond the connection's own
+// memory.OwnBytes): whatever ended it, that memory was held for nothing,
+// and a client that leaves just before websocket.message_timeout would
+// otherwise hold it again and again at the price of one handshake. Read
+// loop only (Ended runs there).
+func (s *Session) holdsPartial() bool {
+	if s.pendingHeld > 0 {
+		return true
+	}
+	wc, ok := s.WS.NetConn().(*wsConn)
+	return ok && wc.held > 0
 }
 
 // Release gives the connection's slot back to the registry; call it last.

@@ -80,8 +80,10 @@ type WSOptions struct {
 	Compression bool
 	// Penalize, when set, is told the address of a client whose session
 	// ended for a breach that cost the gateway dearly: a message too large
-	// (read up to the limit first, when it came in fragments) or one not
-	// completed in time (memory held for message_timeout). The server's
+	// (read up to the limit first, when it came in fragments), one not
+	// completed in time (memory held for message_timeout), or any end
+	// while a message or frame beyond memory.OwnBytes was still incomplete
+	// (memory held for nothing, however the session ended). The server's
 	// front charges the address's handshake rate for it (front.Server.Penalize),
 	// so that a client reconnecting to breach again and again costs a
 	// handshake refused, not a session.
