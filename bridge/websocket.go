@@ -73,6 +73,9 @@ type WSOptions struct {
 	// Budget, shared by every route, bounds the bytes held in messages
 	// being assembled, with everything else held for clients; nil: none.
 	Budget *memory.Budget
+	// Intake, shared by every route, is the rate at which large messages
+	// are taken in; nil: none.
+	Intake *Intake
 	// Linger, shared by every route, bounds the bytes a second drained
 	// in lingering closes; nil: none.
 	Linger *Linger

@@ -103,6 +103,7 @@ type wsConn struct {
 	maxMessage int64
 	timeout    time.Duration
 	budget     *memory.Budget
+	intake     *Intake
 	linger     *Linger
 	client     string // the client's address, for Linger
 	binaryOnly bool   // a text message is refused (Upgraders.BinaryOnly)
@@ -145,7 +146,7 @@ const (
 )
 
 func newWSConn(c net.Conn, o WSOptions) *wsConn {
-	return &wsConn{Conn: c, maxMessage: int64(o.MaxMessageBytes), timeout: o.MessageTimeout, budget: o.Budget, linger: o.Linger}
+	return &wsConn{Conn: c, maxMessage: int64(o.MaxMessageBytes), timeout: o.MessageTimeout, budget: o.Budget, intake: o.Intake, linger: o.Linger}
 }
 
 // Read passes the client's bytes to gws, following frame headers. A
@@ -251,11 +252,19 @@ func (c *wsConn) hold() *Refusal {
 		return nil
 	}
 	if more := c.charge() - c.held; more > 0 {
+		wait, cancel, ok := c.intake.book(more)
+		if !ok {
+			return &IntakeRefusal
+		}
 		if !c.budget.Take(more) {
+			cancel()
 			r := OverBudget()
 			return &r
 		}
 		c.held += more
+		// Its turn: the bytes stay in the kernel, and the client's
+		// sending waits on TCP, until then.
+		time.Sleep(wait)
 	}
 	if c.cur.hn == 0 && c.cur.fin && c.cur.op < 8 && c.cur.left > 0 {
 		c.rest.Store(int64(c.cur.left))

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -647,5 +648,58 @@ func TestMessageTimeoutSparesAMessageTheGatewayHasNotRead(t *testing.T) {
 		if err != nil || op != 1 || string(p) != want {
 			t.Fatalf("want %q: got op %d %q %v", want, op, p, err)
 		}
+	}
+}
+
+// Large messages are taken in at websocket.large_message_bytes_per_second:
+// past the intake's burst one waits its turn and then arrives whole, one
+// that would wait longer than maxIntakeWait is refused with 1013 naming
+// the key (the client reads it), and a small message never waits.
+func TestLargeMessagesTakeTheirTurn(t *testing.T) {
+	o := DefaultWSOptions()
+	o.MaxMessageBytes = 16 << 20
+	o.Budget = memory.NewBudget(64 << 20)
+	o.Intake = NewIntake(1 << 20) // its burst: 8 MiB
+	addr := serveCounter(t, o)
+
+	// The burst, taken by a message that is never finished.
+	first := dialRawWS(t, addr)
+	first.conn.Write(header(true, 2, 8<<20))
+	waitFor(t, func() bool { return o.Budget.Used() == 8<<20 })
+
+	// 1.5 MiB more: 1.5 s at 1 MiB/s.
+	const later = 3 << 19
+	waiting := dialRawWS(t, addr)
+	go func() {
+		waiting.conn.Write(frame(true, 2, make([]byte, later)))
+	}()
+	waitFor(t, func() bool { return o.Budget.Used() == 8<<20+later })
+
+	// 2 MiB after those: 3.5 s.
+	refused := dialRawWS(t, addr)
+	refused.conn.Write(header(true, 2, 2<<20))
+	refused.keepSending(t, make([]byte, 16<<10))
+	texts, code, reason := refused.untilClose(t)
+	if code != CloseTryAgainLater || !strings.Contains(reason, "websocket.large_message_bytes_per_second") || len(texts) != 1 {
+		t.Fatalf("closed with %d %q after %q, want 1013 naming websocket.large_message_bytes_per_second", code, reason, texts)
+	}
+
+	small := dialRawWS(t, addr)
+	msg := frame(true, 2, make([]byte, memory.OwnBytes))
+	small.conn.Write(msg[:len(msg)/2])
+	time.Sleep(50 * time.Millisecond) // pacing: the halves arrive in two reads
+	small.conn.Write(msg[len(msg)/2:])
+	small.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if op, p, err := small.next(); err != nil || op != 1 || string(p) != fmt.Sprint("got ", memory.OwnBytes) {
+		t.Fatalf("the small message: %d %q %v", op, p, err)
+	}
+	waiting.conn.SetReadDeadline(time.Now().Add(time.Millisecond))
+	if _, _, err := waiting.next(); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the large message was answered before the small one that came after it: %v", err)
+	}
+
+	waiting.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if op, p, err := waiting.next(); err != nil || op != 1 || string(p) != fmt.Sprint("got ", later) {
+		t.Fatalf("the message that waited its turn: %d %q %v", op, p, err)
 	}
 }

@@ -135,8 +135,10 @@ const (
 	// RateLimited (the gateway's doing): the client's address is over its
 	// handshake rate (limits.handshakes_per_second); told when to retry.
 	RateLimited Outcome = "rate_limited"
-	// Busy (the gateway's doing): the login was refused unchecked, too
-	// many being checked at once from the address or in all; told when to
+	// Busy (the gateway's doing): work the client asked for was refused
+	// unchecked, the gateway doing as much of it as it may: its login, too
+	// many being checked at once from the address or in all, or its large
+	// message, beyond websocket.large_message_bytes_per_second; told to
 	// retry.
 	Busy Outcome = "busy"
 )

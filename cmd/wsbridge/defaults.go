@@ -24,6 +24,7 @@ func (cfg *Config) checkSizes(c *checker) {
 	c.durIn("websocket.write_timeout", &ws.WriteTimeout, d.WriteTimeout, 100*time.Millisecond, 5*time.Minute)
 	c.durIn("websocket.handshake_timeout", &ws.HandshakeTimeout, d.HandshakeTimeout, 100*time.Millisecond, time.Minute)
 	c.durIn("websocket.message_timeout", &ws.MessageTimeout, d.MessageTimeout, 100*time.Millisecond, 10*time.Minute)
+	c.intIn("websocket.large_message_bytes_per_second", &ws.LargeMessageBytesPerSecond, bridge.DefaultIntakeBytesPerSecond, 1<<20, 1<<40)
 	c.intIn("websocket.linger_bytes_per_second", &ws.LingerBytesPerSecond, bridge.DefaultLingerBytesPerSecond, 64<<10, 1<<30)
 	// A pointer, so that an explicit 0 (the kernel's autotuning) differs
 	// from silence (the default).

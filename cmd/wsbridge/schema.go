@@ -138,6 +138,9 @@ type WebSocketConfig struct {
 	// LingerBytesPerSecond is the process-wide budget of lingering
 	// closes (bridge.Linger).
 	LingerBytesPerSecond int `yaml:"linger_bytes_per_second"`
+	// LargeMessageBytesPerSecond is the process-wide rate at which
+	// messages beyond memory.OwnBytes are taken in (bridge.Intake).
+	LargeMessageBytesPerSecond int `yaml:"large_message_bytes_per_second"`
 }
 
 // SSEConfig holds the settings of SSE streams and HTTP publishes.
