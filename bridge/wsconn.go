@@ -252,19 +252,16 @@ func (c *wsConn) hold() *Refusal {
 		return nil
 	}
 	if more := c.charge() - c.held; more > 0 {
-		wait, cancel, ok := c.intake.book(more)
-		if !ok {
+		// The bytes stay in the kernel, and the client's sending waits on
+		// TCP, until its turn.
+		if !c.intake.take(c.client, more) {
 			return &IntakeRefusal
 		}
 		if !c.budget.Take(more) {
-			cancel()
 			r := OverBudget()
 			return &r
 		}
 		c.held += more
-		// Its turn: the bytes stay in the kernel, and the client's
-		// sending waits on TCP, until then.
-		time.Sleep(wait)
 	}
 	if c.cur.hn == 0 && c.cur.fin && c.cur.op < 8 && c.cur.left > 0 {
 		c.rest.Store(int64(c.cur.left))

@@ -653,8 +653,8 @@ func TestMessageTimeoutSparesAMessageTheGatewayHasNotRead(t *testing.T) {
 
 // Large messages are taken in at websocket.large_message_bytes_per_second:
 // past the intake's burst one waits its turn and then arrives whole, one
-// that would wait longer than maxIntakeWait is refused with 1013 naming
-// the key (the client reads it), and a small message never waits.
+// whose turn does not come within maxIntakeWait is refused with 1013
+// naming the key (the client reads it), and a small message never waits.
 func TestLargeMessagesTakeTheirTurn(t *testing.T) {
 	o := DefaultWSOptions()
 	o.MaxMessageBytes = 16 << 20
@@ -667,22 +667,13 @@ func TestLargeMessagesTakeTheirTurn(t *testing.T) {
 	first.conn.Write(header(true, 2, 8<<20))
 	waitFor(t, func() bool { return o.Budget.Used() == 8<<20 })
 
-	// 1.5 MiB more: 1.5 s at 1 MiB/s.
+	// 1.5 MiB more: its turn 1.5 s later at 1 MiB/s.
 	const later = 3 << 19
 	waiting := dialRawWS(t, addr)
 	go func() {
 		waiting.conn.Write(frame(true, 2, make([]byte, later)))
 	}()
-	waitFor(t, func() bool { return o.Budget.Used() == 8<<20+later })
-
-	// 2 MiB after those: 3.5 s.
-	refused := dialRawWS(t, addr)
-	refused.conn.Write(header(true, 2, 2<<20))
-	refused.keepSending(t, make([]byte, 16<<10))
-	texts, code, reason := refused.untilClose(t)
-	if code != CloseTryAgainLater || !strings.Contains(reason, "websocket.large_message_bytes_per_second") || len(texts) != 1 {
-		t.Fatalf("closed with %d %q after %q, want 1013 naming websocket.large_message_bytes_per_second", code, reason, texts)
-	}
+	waitFor(t, func() bool { return o.Intake.Waiting() == 1 })
 
 	small := dialRawWS(t, addr)
 	msg := frame(true, 2, make([]byte, memory.OwnBytes))
@@ -698,8 +689,54 @@ func TestLargeMessagesTakeTheirTurn(t *testing.T) {
 		t.Fatalf("the large message was answered before the small one that came after it: %v", err)
 	}
 
+	// 4 MiB after those: its turn would come 4 s after the other's.
+	refused := dialRawWS(t, addr)
+	refused.conn.Write(header(true, 2, 4<<20))
+	refused.keepSending(t, make([]byte, 16<<10))
+	texts, code, reason := refused.untilClose(t)
+	if code != CloseTryAgainLater || !strings.Contains(reason, "websocket.large_message_bytes_per_second") || len(texts) != 1 {
+		t.Fatalf("closed with %d %q after %q, want 1013 naming websocket.large_message_bytes_per_second", code, reason, texts)
+	}
+
 	waiting.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if op, p, err := waiting.next(); err != nil || op != 1 || string(p) != fmt.Sprint("got ", later) {
 		t.Fatalf("the message that waited its turn: %d %q %v", op, p, err)
+	}
+	if n := o.Intake.Waiting(); n != 0 {
+		t.Fatalf("%d messages still waiting", n)
+	}
+}
+
+// Turns go to addresses in rotation: one address with many large messages
+// waiting, over many connections, does not make another address's
+// message wait behind all of them (first come first served, it would be
+// refused, its turn 2.5 s away); the address's own last one is refused.
+func TestIntakeTurnsRotateOverAddresses(t *testing.T) {
+	o := DefaultWSOptions()
+	o.MaxMessageBytes = 16 << 20
+	o.Budget = memory.NewBudget(64 << 20)
+	o.Intake = NewIntake(2 << 20) // its burst: 8 MiB; a 1 MiB turn each 0.5 s
+	addr := serveCounter(t, o)
+
+	first := dialRawWSFrom(t, addr, "127.0.0.2")
+	first.conn.Write(header(true, 2, 8<<20))
+	waitFor(t, func() bool { return o.Budget.Used() == 8<<20 })
+	var hog []*rawWS
+	for i := range 5 {
+		r := dialRawWSFrom(t, addr, "127.0.0.2")
+		r.conn.Write(header(true, 2, 1<<20))
+		r.keepSending(t, make([]byte, 16<<10))
+		hog = append(hog, r)
+		waitFor(t, func() bool { return o.Intake.Waiting() == i+1 })
+	}
+
+	other := dialRawWSFrom(t, addr, "127.0.0.3")
+	go other.conn.Write(frame(true, 2, make([]byte, 1<<20)))
+	other.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if op, p, err := other.next(); err != nil || op != 1 || string(p) != fmt.Sprint("got ", 1<<20) {
+		t.Fatalf("the other address's message: %d %q %v", op, p, err)
+	}
+	if _, code, reason := hog[4].untilClose(t); code != CloseTryAgainLater || !strings.Contains(reason, "websocket.large_message_bytes_per_second") {
+		t.Fatalf("the address's fifth waiting message: closed with %d %q, want 1013", code, reason)
 	}
 }
