@@ -2,8 +2,10 @@ package bridge
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/outcome"
 )
 
@@ -13,35 +15,44 @@ import (
 // faults of fresh memory), and on a small box sessions share one core: a
 // thousand clients sending 512 KiB at once held it for ~0.5 s, and every
 // other client's round trip waited that long (2,000 clients doing it
-// again and again put a well-behaved client's p99 at 22-270x alone; at
-// this rate ~5x, docs/benchmarks.md). 64 MiB/s is a 1 MiB message every
-// 16 ms, as fast as one real client sends them here (docs/sizes.md:
-// 15-18 ms a 1 MiB round trip).
+// again and again put a well-behaved client's p99 at 22-270x alone,
+// docs/benchmarks.md). The rate applies only past intakeLanes messages
+// being taken in at once, so a few clients sending large messages back to
+// back are not slowed by it.
 const DefaultIntakeBytesPerSecond = 64 << 20
+
+// intakeLanes is how many large messages may be taken in at once without
+// booking the rate: one client sending 1 MiB messages back to back went
+// at 198-288 a second, and at 69 a second when every message booked it.
+// A few clients holding the lanes with messages they never finish only
+// put everyone else on the rate.
+const intakeLanes = 8
 
 // maxIntakeWait is the longest a large message waits for its turn; a
 // client still waiting then is refused with 1013.
 const maxIntakeWait = 2 * time.Second
 
 // Intake is the process-wide rate at which the gateway takes in large
-// WebSocket messages: what a message being assembled beyond
-// memory.OwnBytes is charged to the memory budget is also booked here,
-// and the read of its bytes waits its turn, up to maxIntakeWait, with
-// them left in the kernel. Messages of at most memory.OwnBytes never wait,
-// so small messages keep their latency while others send large ones.
+// WebSocket messages once intakeLanes of them are being taken in: a
+// message beyond memory.OwnBytes books what it will hold of the memory
+// budget, and the read of its bytes waits its turn, up to maxIntakeWait,
+// with them left in the kernel. Only a message's first booking waits; what
+// its later fragments add is booked without waiting, so a message waits
+// once. Messages of at most memory.OwnBytes never wait.
 //
 // Turns go to client addresses in rotation, each address's messages in
 // order: an address sending many large messages at once, over many
 // connections, waits for its own, while a message from any other address
 // is next but a few (in first-come order, 128 connections of one address
-// would make every other address wait 2 s and be refused). A nil Intake
-// has no rate.
+// made every other address's message wait 2 s and be refused). A nil
+// Intake has no rate.
 type Intake struct {
 	rate  float64 // bytes a second
 	burst float64
+	lanes atomic.Int32 // messages being taken in on a lane
 
 	mu      sync.Mutex
-	tokens  float64 // bytes that may be taken in now
+	tokens  float64 // bytes that may be taken in now; below 0, owed
 	at      time.Time
 	queues  map[string][]*intakeWaiter // waiting messages per address
 	order   []string                   // addresses with waiting messages, in turn
@@ -54,26 +65,70 @@ type intakeWaiter struct {
 	ready chan struct{} // closed on its turn
 }
 
-// NewIntake makes an intake of bytesPerSecond, a quarter second of which
-// (at least 8 MiB, room for the largest message) may be taken at once.
-func NewIntake(bytesPerSecond int) *Intake {
-	burst := float64(max(bytesPerSecond/4, 8<<20))
+// NewIntake makes an intake of bytesPerSecond, of which a quarter second,
+// and at least what the largest message books (twice maxMessage, for a
+// fragmented one), may be taken at once.
+func NewIntake(bytesPerSecond, maxMessage int) *Intake {
+	burst := float64(max(bytesPerSecond/4, 2*maxMessage))
 	return &Intake{rate: float64(bytesPerSecond), burst: burst, tokens: burst, at: time.Now(), queues: map[string][]*intakeWaiter{}}
 }
 
-// IntakeRefusal is what a client whose large message does not get its
+// intakeRefusal is what a client whose large message does not get its
 // turn within maxIntakeWait is told.
-var IntakeRefusal = Refusal{Outcome: outcome.Busy, Code: CloseTryAgainLater,
-	Reason: "the gateway takes in as many large messages as it may (websocket.large_message_bytes_per_second); retry later"}
+func intakeRefusal() Refusal {
+	b := front.Busy{Reason: "too many large messages at once (websocket.large_message_bytes_per_second)", Retry: front.RetryHint(0)}
+	return Refusal{Outcome: outcome.Busy, Code: CloseTryAgainLater, Reason: b.CloseReason()}
+}
 
-// take waits for n bytes of a message from addr to have their turn. It
-// reports false when they did not within maxIntakeWait: then nothing is
-// taken. A message larger than the burst takes the whole burst.
-func (in *Intake) take(addr string, n int64) bool {
+// lane takes a lane if one is free; give it back with freeLane.
+func (in *Intake) lane() bool {
 	if in == nil {
 		return true
 	}
-	w := &intakeWaiter{n: min(float64(n), in.burst)}
+	if in.lanes.Add(1) <= intakeLanes {
+		return true
+	}
+	in.lanes.Add(-1)
+	return false
+}
+
+func (in *Intake) freeLane() {
+	if in != nil {
+		in.lanes.Add(-1)
+	}
+}
+
+// now takes n bytes of a message from addr if they may be taken in at
+// once: the tokens cover them and no message waits.
+func (in *Intake) now(n int64) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.refill(time.Now())
+	if w := in.size(n); in.waiting == 0 && in.tokens >= w {
+		in.tokens -= w
+		return true
+	}
+	return false
+}
+
+// owe books n more bytes of a message that has had its turn, without
+// waiting: the messages after it wait the longer.
+func (in *Intake) owe(n int64) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.refill(time.Now())
+	in.tokens = max(in.tokens-in.size(n), -in.burst)
+}
+
+// size is what n bytes book: a message larger than the burst books the
+// whole burst.
+func (in *Intake) size(n int64) float64 { return min(float64(n), in.burst) }
+
+// take waits for n bytes of a message from addr to have their turn. It
+// reports false when they did not within maxIntakeWait, or done was
+// closed first: then nothing is taken.
+func (in *Intake) take(addr string, n int64, done <-chan struct{}) bool {
+	w := &intakeWaiter{n: in.size(n)}
 	in.mu.Lock()
 	in.refill(time.Now())
 	if in.waiting == 0 && in.tokens >= w.n {
@@ -92,16 +147,22 @@ func (in *Intake) take(addr string, n int64) bool {
 
 	t := time.NewTimer(maxIntakeWait)
 	defer t.Stop()
+	closed := false
 	select {
 	case <-w.ready:
 		return true
 	case <-t.C:
+	case <-done:
+		closed = true
 	}
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	select {
 	case <-w.ready: // its turn came as the wait ended
-		return true
+		if closed {
+			in.tokens += w.n
+		}
+		return !closed
 	default:
 	}
 	q := in.queues[addr]
@@ -126,8 +187,10 @@ func (in *Intake) Waiting() int {
 }
 
 func (in *Intake) refill(now time.Time) {
-	in.tokens = min(in.burst, in.tokens+now.Sub(in.at).Seconds()*in.rate)
-	in.at = now
+	if now.After(in.at) {
+		in.tokens = min(in.burst, in.tokens+now.Sub(in.at).Seconds()*in.rate)
+		in.at = now
+	}
 }
 
 // grant gives turns, an address at a time, while the tokens cover the

@@ -104,6 +104,10 @@ type wsConn struct {
 	timeout    time.Duration
 	budget     *memory.Budget
 	intake     *Intake
+	// done is closed when the gateway closes the connection, to end a
+	// wait for the intake.
+	done       chan struct{}
+	stopped    bool // done is closed; under mu
 	linger     *Linger
 	client     string // the client's address, for Linger
 	binaryOnly bool   // a text message is refused (Upgraders.BinaryOnly)
@@ -118,7 +122,14 @@ type wsConn struct {
 	msgBytes   int64 // its declared length so far
 	fragmented bool  // it came in more than one frame
 	held       int64 // what it holds of the budget
-	timed      bool  // its timer is armed
+	lane       bool  // it is taken in on an intake lane
+	turned     bool  // it has had its intake turn
+	// carry is what a read held back from gws after whole messages, the
+	// start of a large message whose intake turn (turn bytes) is still to
+	// come, so that the messages before it do not wait with it.
+	carry      []byte
+	turn       int64
+	timed      bool // its timer is armed
 	pending    *Refusal
 	draining   bool
 	peerClosed bool // the client's close frame has been seen
@@ -146,7 +157,8 @@ const (
 )
 
 func newWSConn(c net.Conn, o WSOptions) *wsConn {
-	return &wsConn{Conn: c, maxMessage: int64(o.MaxMessageBytes), timeout: o.MessageTimeout, budget: o.Budget, intake: o.Intake, linger: o.Linger}
+	return &wsConn{Conn: c, maxMessage: int64(o.MaxMessageBytes), timeout: o.MessageTimeout, budget: o.Budget, intake: o.Intake, linger: o.Linger,
+		done: make(chan struct{})}
 }
 
 // Read passes the client's bytes to gws, following frame headers. A
@@ -159,6 +171,9 @@ func (c *wsConn) Read(p []byte) (int, error) {
 	}
 	if c.draining || c.refused.Load() || c.state.Load() != connOpen {
 		return 0, c.drain()
+	}
+	if c.carry != nil {
+		return c.readCarry(p)
 	}
 	var n int
 	var err error
@@ -225,10 +240,42 @@ func (c *wsConn) scan(b []byte) (int, *Refusal) {
 			}
 		}
 	}
-	if r := c.hold(); r != nil {
+	if r := c.hold(whole > 0); r != nil {
 		return whole, r
 	}
+	if c.turn > 0 {
+		c.carry = append(make([]byte, 0, len(b)-whole), b[whole:]...)
+		return whole, nil
+	}
 	return len(b), nil
+}
+
+// readCarry waits for the intake turn of the large message whose start a
+// read held back, then passes its bytes on.
+func (c *wsConn) readCarry(p []byte) (int, error) {
+	if more := c.turn; more > 0 {
+		c.turn = 0
+		if !c.intake.take(c.client, more, c.done) {
+			c.carry = nil
+			if c.state.Load() == connOpen {
+				c.fire(intakeRefusal())
+			}
+			return 0, c.drain()
+		}
+		c.turned = true
+		if !c.budget.Take(more) {
+			c.carry = nil
+			c.fire(OverBudget())
+			return 0, c.drain()
+		}
+		c.held += more
+		c.hold(false) // its timer
+	}
+	n := copy(p, c.carry)
+	if c.carry = c.carry[n:]; len(c.carry) == 0 {
+		c.carry = nil
+	}
+	return n, nil
 }
 
 // frameDone ends the current frame; it reports whether that leaves no
@@ -241,10 +288,12 @@ func (c *wsConn) frameDone() bool {
 }
 
 // hold settles what an incomplete message holds once a read has been
-// scanned: its declared length against the budget, and the time it has
-// to complete. A whole message holds nothing here: gws hands it over at
-// once.
-func (c *wsConn) hold() *Refusal {
+// scanned: its intake turn, its declared length against the budget, and
+// the time it has to complete. A whole message holds nothing here: gws
+// hands it over at once. When its turn must be waited for and defer is
+// set (whole messages came before it in the read), the wait is left to
+// the next read (turn).
+func (c *wsConn) hold(deferTurn bool) *Refusal {
 	if !c.inMsg {
 		if c.held > 0 || c.timed {
 			c.release()
@@ -253,9 +302,22 @@ func (c *wsConn) hold() *Refusal {
 	}
 	if more := c.charge() - c.held; more > 0 {
 		// The bytes stay in the kernel, and the client's sending waits on
-		// TCP, until its turn.
-		if !c.intake.take(c.client, more) {
-			return &IntakeRefusal
+		// TCP, until its turn. Only its first booking waits.
+		if !c.turned {
+			switch {
+			case c.intake.lane():
+				c.lane = true
+			case c.intake.now(more):
+			case deferTurn:
+				c.turn = more
+				return nil
+			case !c.intake.take(c.client, more, c.done):
+				r := intakeRefusal()
+				return &r
+			}
+			c.turned = true
+		} else if !c.lane {
+			c.intake.owe(more)
 		}
 		if !c.budget.Take(more) {
 			r := OverBudget()
@@ -297,6 +359,11 @@ func (c *wsConn) charge() int64 {
 
 // release gives back what an incomplete message held.
 func (c *wsConn) release() {
+	if c.lane {
+		c.intake.freeLane()
+		c.lane = false
+	}
+	c.turned = false
 	c.rest.Store(0)
 	if c.timed {
 		c.timer.Load().Stop()
@@ -379,6 +446,7 @@ func (c *wsConn) Close() error {
 	switch c.state.Load() {
 	case connOpen:
 		c.state.Store(connClosing)
+		c.stop()
 		if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
 		}
@@ -411,7 +479,16 @@ func (c *wsConn) closeSocket() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.state.Load() != connClosed {
+		c.stop()
 		c.state.Store(connClosed)
 		c.Conn.Close()
+	}
+}
+
+// stop closes done once; c.mu is held.
+func (c *wsConn) stop() {
+	if !c.stopped && c.done != nil {
+		c.stopped = true
+		close(c.done)
 	}
 }

@@ -651,21 +651,31 @@ func TestMessageTimeoutSparesAMessageTheGatewayHasNotRead(t *testing.T) {
 	}
 }
 
-// Large messages are taken in at websocket.large_message_bytes_per_second:
-// past the intake's burst one waits its turn and then arrives whole, one
-// whose turn does not come within maxIntakeWait is refused with 1013
-// naming the key (the client reads it), and a small message never waits.
+// fillLanes takes every intake lane with a 64 KiB message never finished,
+// and the intake's burst with one of burst bytes from from: large messages
+// after them book the rate.
+func fillLanes(t *testing.T, addr, from string, o WSOptions, burst int) {
+	t.Helper()
+	for range intakeLanes {
+		dialRawWSFrom(t, addr, from).conn.Write(header(true, 2, 64<<10))
+	}
+	waitFor(t, func() bool { return o.Budget.Used() == intakeLanes*64<<10 })
+	dialRawWSFrom(t, addr, from).conn.Write(header(true, 2, burst))
+	waitFor(t, func() bool { return o.Budget.Used() == intakeLanes*64<<10+int64(burst) })
+}
+
+// Large messages are taken in at websocket.large_message_bytes_per_second
+// once the intake's lanes are taken: past its burst one waits its turn
+// and then arrives whole, one whose turn does not come within
+// maxIntakeWait is refused with 1013 naming the key and a retry hint (the
+// client reads it), and a small message never waits.
 func TestLargeMessagesTakeTheirTurn(t *testing.T) {
 	o := DefaultWSOptions()
 	o.MaxMessageBytes = 16 << 20
 	o.Budget = memory.NewBudget(64 << 20)
-	o.Intake = NewIntake(1 << 20) // its burst: 8 MiB
+	o.Intake = NewIntake(1<<20, 4<<20) // its burst: 8 MiB
 	addr := serveCounter(t, o)
-
-	// The burst, taken by a message that is never finished.
-	first := dialRawWS(t, addr)
-	first.conn.Write(header(true, 2, 8<<20))
-	waitFor(t, func() bool { return o.Budget.Used() == 8<<20 })
+	fillLanes(t, addr, "127.0.0.1", o, 8<<20)
 
 	// 1.5 MiB more: its turn 1.5 s later at 1 MiB/s.
 	const later = 3 << 19
@@ -694,8 +704,8 @@ func TestLargeMessagesTakeTheirTurn(t *testing.T) {
 	refused.conn.Write(header(true, 2, 4<<20))
 	refused.keepSending(t, make([]byte, 16<<10))
 	texts, code, reason := refused.untilClose(t)
-	if code != CloseTryAgainLater || !strings.Contains(reason, "websocket.large_message_bytes_per_second") || len(texts) != 1 {
-		t.Fatalf("closed with %d %q after %q, want 1013 naming websocket.large_message_bytes_per_second", code, reason, texts)
+	if code != CloseTryAgainLater || !strings.Contains(reason, "websocket.large_message_bytes_per_second); retry in ") || len(texts) != 1 {
+		t.Fatalf("closed with %d %q after %q, want 1013 naming websocket.large_message_bytes_per_second and a retry hint", code, reason, texts)
 	}
 
 	waiting.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -707,6 +717,81 @@ func TestLargeMessagesTakeTheirTurn(t *testing.T) {
 	}
 }
 
+// A small message in the same read as the start of a large one that must
+// wait for its turn is not held back with it.
+func TestSmallMessageDoesNotWaitWithTheLargeOneAfterIt(t *testing.T) {
+	o := DefaultWSOptions()
+	o.MaxMessageBytes = 4 << 20
+	o.Budget = memory.NewBudget(64 << 20)
+	o.Intake = NewIntake(1<<20, 1<<20) // its burst: 2 MiB
+	addr := serveCounter(t, o)
+	fillLanes(t, addr, "127.0.0.1", o, 2<<20)
+
+	r := dialRawWS(t, addr)
+	r.conn.Write(append(frame(true, 2, []byte("small")), header(true, 2, 1<<20)...))
+	r.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond)) // the large one's turn: ~1 s
+	if op, p, err := r.next(); err != nil || op != 1 || string(p) != "got 5" {
+		t.Fatalf("the small message: %d %q %v", op, p, err)
+	}
+	if n := o.Intake.Waiting(); n != 1 {
+		t.Fatalf("%d messages waiting, want the large one", n)
+	}
+}
+
+// A few clients sending large messages back to back take the intake's
+// lanes and never book its rate: 20 MiB in 1 MiB messages from one client
+// all arrive, where at 1 MiB/s with an 8 MiB burst some would wait past
+// maxIntakeWait and be refused.
+func TestLargeMessagesOnALaneDoNotBookTheRate(t *testing.T) {
+	o := DefaultWSOptions()
+	o.Budget = memory.NewBudget(64 << 20)
+	o.Intake = NewIntake(1<<20, 4<<20)
+	addr := serveCounter(t, o)
+	r := dialRawWS(t, addr)
+	go func() {
+		for range 20 {
+			r.conn.Write(frame(true, 2, make([]byte, 1<<20)))
+		}
+	}()
+	r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for i := range 20 {
+		if op, p, err := r.next(); err != nil || op != 1 || string(p) != fmt.Sprint("got ", 1<<20) {
+			t.Fatalf("message %d: %d %q %v", i, op, p, err)
+		}
+	}
+}
+
+// A fragmented message waits for its turn once, at its first fragment:
+// what later fragments add is booked without waiting, so an honest
+// message sent at once is not timed out by waits for each fragment.
+func TestFragmentedMessageWaitsOnce(t *testing.T) {
+	o := DefaultWSOptions()
+	o.MaxMessageBytes = 4 << 20
+	o.Budget = memory.NewBudget(64 << 20)
+	o.MessageTimeout = time.Second
+	o.Intake = NewIntake(1<<20, 1<<20) // its burst: 2 MiB
+	addr := serveCounter(t, o)
+	fillLanes(t, addr, "127.0.0.1", o, 2<<20)
+
+	// 16 fragments of 64 KiB: booked twice over, 2 MiB, 2 s at 1 MiB/s
+	// if every fragment waited.
+	r := dialRawWS(t, addr)
+	chunk := make([]byte, 64<<10)
+	var msg []byte
+	for i := range 16 {
+		op := byte(0)
+		if i == 0 {
+			op = 2
+		}
+		msg = append(msg, frame(i == 15, op, chunk)...)
+	}
+	go r.conn.Write(msg)
+	r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if op, p, err := r.next(); err != nil || op != 1 || string(p) != fmt.Sprint("got ", 1<<20) {
+		t.Fatalf("the fragmented message: %d %q %v", op, p, err)
+	}
+}
+
 // Turns go to addresses in rotation: one address with many large messages
 // waiting, over many connections, does not make another address's
 // message wait behind all of them (first come first served, it would be
@@ -715,12 +800,9 @@ func TestIntakeTurnsRotateOverAddresses(t *testing.T) {
 	o := DefaultWSOptions()
 	o.MaxMessageBytes = 16 << 20
 	o.Budget = memory.NewBudget(64 << 20)
-	o.Intake = NewIntake(2 << 20) // its burst: 8 MiB; a 1 MiB turn each 0.5 s
+	o.Intake = NewIntake(2<<20, 4<<20) // its burst: 8 MiB; a 1 MiB turn each 0.5 s
 	addr := serveCounter(t, o)
-
-	first := dialRawWSFrom(t, addr, "127.0.0.2")
-	first.conn.Write(header(true, 2, 8<<20))
-	waitFor(t, func() bool { return o.Budget.Used() == 8<<20 })
+	fillLanes(t, addr, "127.0.0.2", o, 8<<20)
 	var hog []*rawWS
 	for i := range 5 {
 		r := dialRawWSFrom(t, addr, "127.0.0.2")

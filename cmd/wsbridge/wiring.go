@@ -158,7 +158,7 @@ func buildServer(cfg *Config, kr *keyring.Keyring, keyringFlag string, log *slog
 		LoginTimeout:     time.Duration(*cfg.Limits.LoginTimeout),
 		MessageTimeout:   time.Duration(cfg.WebSocket.MessageTimeout),
 		Budget:           g.budget,
-		Intake:           bridge.NewIntake(cfg.WebSocket.LargeMessageBytesPerSecond),
+		Intake:           bridge.NewIntake(cfg.WebSocket.LargeMessageBytesPerSecond, cfg.WebSocket.MaxMessageBytes),
 		Linger:           bridge.NewLinger(cfg.WebSocket.LingerBytesPerSecond),
 		Compression:      cfg.WebSocket.Compression,
 		Penalize:         g.srv.Penalize,
