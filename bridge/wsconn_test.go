@@ -723,19 +723,19 @@ func TestSmallMessageDoesNotWaitWithTheLargeOneAfterIt(t *testing.T) {
 	o := DefaultWSOptions()
 	o.MaxMessageBytes = 4 << 20
 	o.Budget = memory.NewBudget(64 << 20)
-	o.Intake = NewIntake(1<<20, 1<<20) // its burst: 2 MiB
+	o.Intake = NewIntake(256<<10, 1<<20) // its burst: 2 MiB
 	addr := serveCounter(t, o)
 	fillLanes(t, addr, "127.0.0.1", o, 2<<20)
 
 	r := dialRawWS(t, addr)
 	r.conn.Write(append(frame(true, 2, []byte("small")), header(true, 2, 1<<20)...))
-	r.conn.SetReadDeadline(time.Now().Add(500 * time.Millisecond)) // the large one's turn: ~1 s
+	r.conn.SetReadDeadline(time.Now().Add(time.Second)) // the large one's turn: 4 s (refused at 2 s)
 	if op, p, err := r.next(); err != nil || op != 1 || string(p) != "got 5" {
 		t.Fatalf("the small message: %d %q %v", op, p, err)
 	}
-	if n := o.Intake.Waiting(); n != 1 {
-		t.Fatalf("%d messages waiting, want the large one", n)
-	}
+	// The large one then waits (from the read after the one that held
+	// them both).
+	waitFor(t, func() bool { return o.Intake.Waiting() == 1 })
 }
 
 // A few clients sending large messages back to back take the intake's
@@ -820,5 +820,37 @@ func TestIntakeTurnsRotateOverAddresses(t *testing.T) {
 	}
 	if _, code, reason := hog[4].untilClose(t); code != CloseTryAgainLater || !strings.Contains(reason, "websocket.large_message_bytes_per_second") {
 		t.Fatalf("the address's fifth waiting message: closed with %d %q, want 1013", code, reason)
+	}
+}
+
+// One address may have intakeWaitersPerAddress messages waiting for their
+// turn (their bytes wait in the kernel, outside the budget); the next is
+// refused at once, while another address's message still waits its turn.
+func TestIntakeWaitersPerAddressAreBounded(t *testing.T) {
+	o := DefaultWSOptions()
+	o.Budget = memory.NewBudget(64 << 20)
+	o.MaxMessageBytes = 4 << 20
+	o.Intake = NewIntake(64<<10, 1<<20) // its burst: 2 MiB; a 1 MiB turn each 16 s
+	addr := serveCounter(t, o)
+	fillLanes(t, addr, "127.0.0.2", o, 2<<20)
+	for i := range intakeWaitersPerAddress {
+		dialRawWSFrom(t, addr, "127.0.0.2").conn.Write(header(true, 2, 1<<20))
+		waitFor(t, func() bool { return o.Intake.Waiting() == i+1 })
+	}
+	other := dialRawWSFrom(t, addr, "127.0.0.3")
+	other.conn.Write(header(true, 2, 1<<20))
+	waitFor(t, func() bool { return o.Intake.Waiting() == intakeWaitersPerAddress+1 })
+
+	start := time.Now()
+	over := dialRawWSFrom(t, addr, "127.0.0.2")
+	over.conn.Write(header(true, 2, 1<<20))
+	if _, code, reason := over.untilClose(t); code != CloseTryAgainLater || !strings.Contains(reason, "websocket.large_message_bytes_per_second") {
+		t.Fatalf("closed with %d %q, want 1013", code, reason)
+	}
+	if waited := time.Since(start); waited >= maxIntakeWait {
+		t.Fatalf("refused after %s, as a message whose turn did not come; want at once", waited)
+	}
+	if n := o.Intake.Waiting(); n != intakeWaitersPerAddress+1 {
+		t.Fatalf("%d messages waiting, want the %d before", n, intakeWaitersPerAddress+1)
 	}
 }
