@@ -651,17 +651,29 @@ func TestMessageTimeoutSparesAMessageTheGatewayHasNotRead(t *testing.T) {
 	}
 }
 
-// fillLanes takes every intake lane with a 64 KiB message never finished,
-// and the intake's burst with one of burst bytes from from: large messages
-// after them book the rate.
-func fillLanes(t *testing.T, addr, from string, o WSOptions, burst int) {
+// serveIntake serves counters behind an intake of rate bytes a second
+// for messages of up to maxMessage, and takes every lane with a 64 KiB
+// message never finished, and the intake's burst with one more, from
+// from: large messages after them book the rate. tweak, if set, changes
+// the options first.
+func serveIntake(t *testing.T, rate, maxMessage int, from string, tweak func(*WSOptions)) (string, WSOptions) {
 	t.Helper()
+	o := DefaultWSOptions()
+	o.Budget = memory.NewBudget(64 << 20)
+	o.Intake = NewIntake(rate, maxMessage)
+	burst := max(rate/4, 2*maxMessage)
+	o.MaxMessageBytes = burst
+	if tweak != nil {
+		tweak(&o)
+	}
+	addr := serveCounter(t, o)
 	for range intakeLanes {
 		dialRawWSFrom(t, addr, from).conn.Write(header(true, 2, 64<<10))
 	}
 	waitFor(t, func() bool { return o.Budget.Used() == intakeLanes*64<<10 })
 	dialRawWSFrom(t, addr, from).conn.Write(header(true, 2, burst))
 	waitFor(t, func() bool { return o.Budget.Used() == intakeLanes*64<<10+int64(burst) })
+	return addr, o
 }
 
 // Large messages are taken in at websocket.large_message_bytes_per_second
@@ -670,12 +682,7 @@ func fillLanes(t *testing.T, addr, from string, o WSOptions, burst int) {
 // maxIntakeWait is refused with 1013 naming the key and a retry hint (the
 // client reads it), and a small message never waits.
 func TestLargeMessagesTakeTheirTurn(t *testing.T) {
-	o := DefaultWSOptions()
-	o.MaxMessageBytes = 16 << 20
-	o.Budget = memory.NewBudget(64 << 20)
-	o.Intake = NewIntake(1<<20, 4<<20) // its burst: 8 MiB
-	addr := serveCounter(t, o)
-	fillLanes(t, addr, "127.0.0.1", o, 8<<20)
+	addr, o := serveIntake(t, 1<<20, 4<<20, "127.0.0.1", nil) // its burst: 8 MiB
 
 	// 1.5 MiB more: its turn 1.5 s later at 1 MiB/s.
 	const later = 3 << 19
@@ -720,12 +727,7 @@ func TestLargeMessagesTakeTheirTurn(t *testing.T) {
 // A small message in the same read as the start of a large one that must
 // wait for its turn is not held back with it.
 func TestSmallMessageDoesNotWaitWithTheLargeOneAfterIt(t *testing.T) {
-	o := DefaultWSOptions()
-	o.MaxMessageBytes = 4 << 20
-	o.Budget = memory.NewBudget(64 << 20)
-	o.Intake = NewIntake(256<<10, 1<<20) // its burst: 2 MiB
-	addr := serveCounter(t, o)
-	fillLanes(t, addr, "127.0.0.1", o, 2<<20)
+	addr, o := serveIntake(t, 256<<10, 1<<20, "127.0.0.1", nil) // its burst: 2 MiB
 
 	r := dialRawWS(t, addr)
 	r.conn.Write(append(frame(true, 2, []byte("small")), header(true, 2, 1<<20)...))
@@ -765,13 +767,7 @@ func TestLargeMessagesOnALaneDoNotBookTheRate(t *testing.T) {
 // what later fragments add is booked without waiting, so an honest
 // message sent at once is not timed out by waits for each fragment.
 func TestFragmentedMessageWaitsOnce(t *testing.T) {
-	o := DefaultWSOptions()
-	o.MaxMessageBytes = 4 << 20
-	o.Budget = memory.NewBudget(64 << 20)
-	o.MessageTimeout = time.Second
-	o.Intake = NewIntake(1<<20, 1<<20) // its burst: 2 MiB
-	addr := serveCounter(t, o)
-	fillLanes(t, addr, "127.0.0.1", o, 2<<20)
+	addr, _ := serveIntake(t, 1<<20, 1<<20, "127.0.0.1", func(o *WSOptions) { o.MessageTimeout = time.Second })
 
 	// 16 fragments of 64 KiB: booked twice over, 2 MiB, 2 s at 1 MiB/s
 	// if every fragment waited.
@@ -797,12 +793,7 @@ func TestFragmentedMessageWaitsOnce(t *testing.T) {
 // message wait behind all of them (first come first served, it would be
 // refused, its turn 2.5 s away); the address's own last one is refused.
 func TestIntakeTurnsRotateOverAddresses(t *testing.T) {
-	o := DefaultWSOptions()
-	o.MaxMessageBytes = 16 << 20
-	o.Budget = memory.NewBudget(64 << 20)
-	o.Intake = NewIntake(2<<20, 4<<20) // its burst: 8 MiB; a 1 MiB turn each 0.5 s
-	addr := serveCounter(t, o)
-	fillLanes(t, addr, "127.0.0.2", o, 8<<20)
+	addr, o := serveIntake(t, 2<<20, 4<<20, "127.0.0.2", nil) // its burst: 8 MiB; a 1 MiB turn each 0.5 s
 	var hog []*rawWS
 	for i := range 5 {
 		r := dialRawWSFrom(t, addr, "127.0.0.2")
@@ -827,12 +818,7 @@ func TestIntakeTurnsRotateOverAddresses(t *testing.T) {
 // turn (their bytes wait in the kernel, outside the budget); the next is
 // refused at once, while another address's message still waits its turn.
 func TestIntakeWaitersPerAddressAreBounded(t *testing.T) {
-	o := DefaultWSOptions()
-	o.Budget = memory.NewBudget(64 << 20)
-	o.MaxMessageBytes = 4 << 20
-	o.Intake = NewIntake(64<<10, 1<<20) // its burst: 2 MiB; a 1 MiB turn each 16 s
-	addr := serveCounter(t, o)
-	fillLanes(t, addr, "127.0.0.2", o, 2<<20)
+	addr, o := serveIntake(t, 64<<10, 1<<20, "127.0.0.2", nil) // its burst: 2 MiB; a 1 MiB turn each 16 s
 	for i := range intakeWaitersPerAddress {
 		dialRawWSFrom(t, addr, "127.0.0.2").conn.Write(header(true, 2, 1<<20))
 		waitFor(t, func() bool { return o.Intake.Waiting() == i+1 })
