@@ -195,7 +195,7 @@ func (c *wsConn) Read(p []byte) (int, error) {
 		c.pending = r // gws handles the messages before it first
 		return keep, nil
 	}
-	return n, err
+	return keep, err // keep < n: the rest is carried (readCarry)
 }
 
 // fire refuses the session once.
