@@ -217,6 +217,9 @@ func (c *wsConn) scan(b []byte) (int, *Refusal) {
 		case stepHeader:
 			if c.cur.op < 8 { // a data frame
 				if c.cur.op != 0 { // a new message (gws refuses one inside another)
+					if c.held > 0 || c.timed || c.lane { // the one before ended in this read
+						c.release()
+					}
 					c.inMsg, c.msgBytes, c.fragmented = true, 0, !c.cur.fin
 				}
 				if c.cur.op == 1 && c.binaryOnly {
