@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/wsbridge/wsbridge/front"
@@ -32,6 +31,19 @@ const intakeLanes = 8
 // client still waiting then is refused with 1013.
 const maxIntakeWait = 2 * time.Second
 
+// lanesPerAddress is how many lanes one address may hold: one address's 8
+// messages never finished (112 bytes of headers, renewed each
+// message_timeout) put every other client on the rate (one client's
+// pipelined 1 MiB messages: 823 a second with the lanes free, 72 with
+// them held).
+const lanesPerAddress = 2
+
+// maxIntakeWaiting bounds the messages waiting for their turn at once, from
+// all addresses: 64 addresses with 16 each took the machine's TCP memory to
+// 1,051 MiB. It is two seconds of turns for 1 MiB messages at four times
+// the default rate.
+const maxIntakeWaiting = 512
+
 // intakeWaitersPerAddress bounds the messages of one address waiting for
 // their turn at once; past it the next is refused at once. A waiting
 // message's bytes sit in the kernel's socket buffers, outside the budget:
@@ -56,15 +68,16 @@ const intakeWaitersPerAddress = 16
 type Intake struct {
 	rate  float64 // bytes a second
 	burst float64
-	lanes atomic.Int32 // messages being taken in on a lane
 
-	mu      sync.Mutex
-	tokens  float64 // bytes that may be taken in now; below 0, owed
-	at      time.Time
-	queues  map[string][]*intakeWaiter // waiting messages per address
-	order   []string                   // addresses with waiting messages, in turn
-	timer   *time.Timer                // armed while messages wait
-	waiting int
+	mu          sync.Mutex
+	lanes       int            // messages being taken in on a lane
+	laneHolders map[string]int // of them, per address
+	tokens      float64        // bytes that may be taken in now; below 0, owed
+	at          time.Time
+	queues      map[string][]*intakeWaiter // waiting messages per address
+	order       []string                   // addresses with waiting messages, in turn
+	timer       *time.Timer                // armed while messages wait
+	waiting     int
 }
 
 type intakeWaiter struct {
@@ -77,7 +90,8 @@ type intakeWaiter struct {
 // fragmented one), may be taken at once.
 func NewIntake(bytesPerSecond, maxMessage int) *Intake {
 	burst := float64(max(bytesPerSecond/4, 2*maxMessage))
-	return &Intake{rate: float64(bytesPerSecond), burst: burst, tokens: burst, at: time.Now(), queues: map[string][]*intakeWaiter{}}
+	return &Intake{rate: float64(bytesPerSecond), burst: burst, tokens: burst, at: time.Now(),
+		queues: map[string][]*intakeWaiter{}, laneHolders: map[string]int{}}
 }
 
 // intakeRefusal is what a client whose large message does not get its
@@ -87,21 +101,31 @@ func intakeRefusal() Refusal {
 	return Refusal{Outcome: outcome.Busy, Code: CloseTryAgainLater, Reason: b.CloseReason()}
 }
 
-// lane takes a lane if one is free; give it back with freeLane.
-func (in *Intake) lane() bool {
+// lane takes a lane for a message from addr if one is free and addr
+// holds fewer than lanesPerAddress; give it back with freeLane.
+func (in *Intake) lane(addr string) bool {
 	if in == nil {
 		return true
 	}
-	if in.lanes.Add(1) <= intakeLanes {
-		return true
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.lanes >= intakeLanes || in.laneHolders[addr] >= lanesPerAddress {
+		return false
 	}
-	in.lanes.Add(-1)
-	return false
+	in.lanes++
+	in.laneHolders[addr]++
+	return true
 }
 
-func (in *Intake) freeLane() {
-	if in != nil {
-		in.lanes.Add(-1)
+func (in *Intake) freeLane(addr string) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.lanes--
+	if in.laneHolders[addr]--; in.laneHolders[addr] <= 0 {
+		delete(in.laneHolders, addr)
 	}
 }
 
@@ -143,7 +167,7 @@ func (in *Intake) take(addr string, n int64, done <-chan struct{}) bool {
 		in.mu.Unlock()
 		return true
 	}
-	if len(in.queues[addr]) >= intakeWaitersPerAddress {
+	if len(in.queues[addr]) >= intakeWaitersPerAddress || in.waiting >= maxIntakeWaiting {
 		in.mu.Unlock()
 		return false
 	}

@@ -308,7 +308,7 @@ func (c *wsConn) hold(deferTurn bool) *Refusal {
 		// TCP, until its turn. Only its first booking waits.
 		if !c.turned {
 			switch {
-			case c.intake.lane():
+			case c.intake.lane(c.client):
 				c.lane = true
 			case c.intake.now(more):
 			case deferTurn:
@@ -363,7 +363,7 @@ func (c *wsConn) charge() int64 {
 // release gives back what an incomplete message held.
 func (c *wsConn) release() {
 	if c.lane {
-		c.intake.freeLane()
+		c.intake.freeLane(c.client)
 		c.lane = false
 	}
 	c.turned = false

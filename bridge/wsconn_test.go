@@ -653,8 +653,8 @@ func TestMessageTimeoutSparesAMessageTheGatewayHasNotRead(t *testing.T) {
 
 // serveIntake serves counters behind an intake of rate bytes a second
 // for messages of up to maxMessage, and takes every lane with a 64 KiB
-// message never finished, and the intake's burst with one more, from
-// from: large messages after them book the rate. tweak, if set, changes
+// message never finished (from addresses 127.0.1.x), and the intake's
+// burst with one more, from from: large messages after them book the rate. tweak, if set, changes
 // the options first.
 func serveIntake(t *testing.T, rate, maxMessage int, from string, tweak func(*WSOptions)) (string, WSOptions) {
 	t.Helper()
@@ -667,8 +667,8 @@ func serveIntake(t *testing.T, rate, maxMessage int, from string, tweak func(*WS
 		tweak(&o)
 	}
 	addr := serveCounter(t, o)
-	for range intakeLanes {
-		dialRawWSFrom(t, addr, from).conn.Write(header(true, 2, 64<<10))
+	for i := range intakeLanes {
+		dialRawWSFrom(t, addr, laneAddr(i)).conn.Write(header(true, 2, 64<<10))
 	}
 	waitFor(t, func() bool { return o.Budget.Used() == intakeLanes*64<<10 })
 	dialRawWSFrom(t, addr, from).conn.Write(header(true, 2, burst))

@@ -80,6 +80,7 @@ func TestConfigErrorsNameFileLineAndReason(t *testing.T) {
 		{"admin on a public address", "admin: {listen: \"0.0.0.0:9090\"}\n" + ok, []string{"c.yaml:1: admin.listen", "loopback"}},
 		{"admin not host:port", "admin: {listen: \"9090\"}\n" + ok, []string{"c.yaml:1: admin.listen"}},
 		{"amqp route without a broker login", "backends:\n  r:\n    protocol: amqp\n    address: h:1\nroutes:\n  - {path: /amqp, protocol: amqp, backend: r}\n", []string{"c.yaml:6: routes.0.backend", "backends.r.credential"}},
+		{"large messages slower than the largest can go", ok + "websocket:\n  large_message_bytes_per_second: 2097152\n", []string{"c.yaml:10: websocket.large_message_bytes_per_second: 2097152 is less than 4 x websocket.max_message_bytes"}},
 		{"flush interval too long", ok + "sse:\n  flush_interval: 2s\n", []string{"c.yaml:10: sse.flush_interval: 2s is out of range"}},
 		{"stream queue under a KiB", ok + "sse:\n  client_queue_bytes: 100\n", []string{"c.yaml:10: sse.client_queue_bytes: 100 is out of range"}},
 		{"ring under a KiB", ok + "sse:\n  replay_bytes: 100\n", []string{"c.yaml:10: sse.replay_bytes: 100 is out of range"}},

@@ -25,6 +25,11 @@ func (cfg *Config) checkSizes(c *checker) {
 	c.durIn("websocket.handshake_timeout", &ws.HandshakeTimeout, d.HandshakeTimeout, 100*time.Millisecond, time.Minute)
 	c.durIn("websocket.message_timeout", &ws.MessageTimeout, d.MessageTimeout, 100*time.Millisecond, 10*time.Minute)
 	c.intIn("websocket.large_message_bytes_per_second", &ws.LargeMessageBytesPerSecond, bridge.DefaultIntakeBytesPerSecond, 1<<20, 1<<40)
+	// Below it the largest message, fragmented (booked twice), could not
+	// have its turn within the 2 s it may wait, even alone.
+	if r, m := ws.LargeMessageBytesPerSecond, ws.MaxMessageBytes; r < 4*m {
+		c.fail("websocket.large_message_bytes_per_second", "%d is less than 4 x websocket.max_message_bytes (%d): the largest message could not be taken in within 2 s", r, 4*m)
+	}
 	c.intIn("websocket.linger_bytes_per_second", &ws.LingerBytesPerSecond, bridge.DefaultLingerBytesPerSecond, 64<<10, 1<<30)
 	// A pointer, so that an explicit 0 (the kernel's autotuning) differs
 	// from silence (the default).
