@@ -129,13 +129,17 @@ func (in *Intake) freeLane(addr string) {
 	}
 }
 
-// now takes n bytes of a message from addr if they may be taken in at
-// once: the tokens cover them and no message waits.
+// now takes n bytes of a message if they may be taken in at once: the
+// tokens cover them and no message waits.
 func (in *Intake) now(n int64) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
+	return in.nowLocked(in.size(n))
+}
+
+func (in *Intake) nowLocked(w float64) bool {
 	in.refill(time.Now())
-	if w := in.size(n); in.waiting == 0 && in.tokens >= w {
+	if in.waiting == 0 && in.tokens >= w {
 		in.tokens -= w
 		return true
 	}
@@ -161,9 +165,7 @@ func (in *Intake) size(n int64) float64 { return min(float64(n), in.burst) }
 func (in *Intake) take(addr string, n int64, done <-chan struct{}) bool {
 	w := &intakeWaiter{n: in.size(n)}
 	in.mu.Lock()
-	in.refill(time.Now())
-	if in.waiting == 0 && in.tokens >= w.n {
-		in.tokens -= w.n
+	if in.nowLocked(w.n) {
 		in.mu.Unlock()
 		return true
 	}

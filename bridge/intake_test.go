@@ -9,26 +9,20 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/lxzan/gws"
-	"github.com/wsbridge/wsbridge/front"
 	"github.com/wsbridge/wsbridge/memory"
 )
 
 // hasher answers each message with its length and the start of its
 // SHA-256, so that a test sees a message corrupted or reordered; "bye"
 // makes the gateway close the session.
-type hasher struct{ Session }
+type hasher struct{ counter }
 
-func (h *hasher) GoAway(string) { h.Finish("shutdown", "", CloseGoingAway, 0, nil) }
 func (h *hasher) OnMessage(b []byte) {
 	if string(b) == "bye" {
 		h.Finish("normal", "bye", 1000, 0, nil)
@@ -36,50 +30,24 @@ func (h *hasher) OnMessage(b []byte) {
 	}
 	h.Write(gws.OpcodeText, []byte(digest(b)))
 }
-func (h *hasher) Refuse(r Refusal) {
-	h.Finish(r.Outcome, r.Reason, r.Code, gws.OpcodeText, []byte("refused: "+r.Reason))
-}
-func (h *hasher) OnClose(err error) {
-	h.Ended(err, "client_closed")
-	h.Release()
-}
-func (h *hasher) Begin(ws *gws.Conn, remote string, release func()) {
-	h.Start(ws, remote, release, DefaultWSOptions(), func() {}, nil)
-}
 
 func digest(b []byte) string {
 	s := sha256.Sum256(b)
 	return fmt.Sprintf("%d:%s", len(b), hex.EncodeToString(s[:8]))
 }
 
-// serveReview serves newSession's sessions with o, up to conns at once.
-func serveReview(t *testing.T, o WSOptions, conns int, newSession func() gws.SessionStorage) string {
-	t.Helper()
-	origins, _ := front.NewOrigins(nil)
-	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(conns, 0),
-		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Upgraders: NewUpgraders(Handler{}, o, nil, newSession)}
-	srv := &http.Server{Handler: a}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().String()
-}
-
-// tokens is what the intake may take in now.
 // laneAddr is the source address of the i-th of intakeLanes lane holders:
 // lanesPerAddress from each.
 func laneAddr(i int) string { return fmt.Sprintf("127.0.1.%d", 1+i/lanesPerAddress) }
 
+// laneCount is how many lanes are taken now.
 func (in *Intake) laneCount() int {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.lanes
 }
 
+// tokensNow is what the intake may take in now.
 func (in *Intake) tokensNow() float64 {
 	in.mu.Lock()
 	defer in.mu.Unlock()
@@ -203,7 +171,7 @@ func carryStream(t *testing.T, in *Intake) {
 	o := DefaultWSOptions()
 	o.Budget = memory.NewBudget(64 << 20)
 	o.Intake = in
-	addr := serveReview(t, o, 100, func() gws.SessionStorage { return &hasher{} })
+	addr := serveSessions(t, o, false, func() gws.SessionStorage { return &hasher{} })
 	for i := range intakeLanes {
 		dialRawWSFrom(t, addr, laneAddr(i)).conn.Write(header(true, 2, 64<<10))
 	}
@@ -257,7 +225,7 @@ func TestIntakeLanesAndBudgetComeBack(t *testing.T) {
 	o.MessageTimeout = 3 * time.Second
 	o.MaxMessageBytes = 4 << 20
 	o.Intake = NewIntake(1<<20, 1<<20) // burst 2 MiB
-	addr := serveReview(t, o, 200, func() gws.SessionStorage { return &hasher{} })
+	addr := serveSessions(t, o, false, func() gws.SessionStorage { return &hasher{} })
 
 	var closes sync.WaitGroup
 	expectClose := func(r *rawWS, what string) {
@@ -380,7 +348,7 @@ func TestIntakeCarryDesyncsTheCursorFromGWS(t *testing.T) {
 	o.Budget = memory.NewBudget(64 << 20)
 	o.MessageTimeout = time.Second
 	o.Intake = NewIntake(1<<20, o.MaxMessageBytes) // burst 2.125 MiB
-	addr := serveReview(t, o, 100, func() gws.SessionStorage { return &hasher{} })
+	addr := serveSessions(t, o, false, func() gws.SessionStorage { return &hasher{} })
 	for i := range intakeLanes {
 		dialRawWSFrom(t, addr, laneAddr(i)).conn.Write(frame(false, 2, make([]byte, 20<<10)))
 	}

@@ -58,7 +58,7 @@ func serveCounterRoute(t *testing.T, o WSOptions, binaryOnly bool) string {
 func serveSessions(t *testing.T, o WSOptions, binaryOnly bool, newSession func() gws.SessionStorage) string {
 	t.Helper()
 	origins, _ := front.NewOrigins(nil)
-	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(100, 0),
+	a := &Admission{Protocol: "test", Route: "/", Origins: origins, Conns: front.NewConns(256, 0),
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Upgraders: NewUpgraders(Handler{}, o, nil, newSession)}
 	a.Upgraders.BinaryOnly = binaryOnly
