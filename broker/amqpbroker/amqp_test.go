@@ -12,7 +12,6 @@ import (
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/amqpbroker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
-	"github.com/wsbridge/wsbridge/keyring"
 )
 
 func TestContract(t *testing.T) {
@@ -26,8 +25,7 @@ func TestContract(t *testing.T) {
 		},
 		// RabbitMQ has no such user: it refuses as it does a wrong password.
 		Refusing: func(t *testing.T) (broker.Broker, string) {
-			user, password := brokertest.Stranger()
-			wrong := &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}
+			wrong, password := brokertest.WrongLogin()
 			// The refusals' WARN lines are LoginCheck's, tested there.
 			return amqpbroker.New(amqpbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitAMQP(t),
 				Credential: wrong, Log: slog.New(slog.DiscardHandler)}}), password

@@ -525,3 +525,11 @@ func Stranger() (user, password string) {
 	rand.Read(b[:])
 	return "wsbridge-test-" + hex.EncodeToString(b[:4]), hex.EncodeToString(b[4:])
 }
+
+// WrongLogin is a credential no broker accepts: a Stranger's user with
+// another password than the one it returns, which no log, error or client
+// may ever show.
+func WrongLogin() (wrong *keyring.Credential, password string) {
+	user, password := Stranger()
+	return &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}, password
+}

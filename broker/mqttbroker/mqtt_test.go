@@ -9,7 +9,6 @@ import (
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/mqttbroker"
-	"github.com/wsbridge/wsbridge/keyring"
 )
 
 func TestContract(t *testing.T) {
@@ -22,9 +21,8 @@ func TestContract(t *testing.T) {
 		},
 		// A Mosquitto of the test's own: the shared one admits anyone.
 		Refusing: func(t *testing.T) (broker.Broker, string) {
-			user, password := brokertest.Stranger()
-			addr := brokertest.MosquittoWithPasswords(t, map[string]string{user: password})
-			wrong := &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}
+			wrong, password := brokertest.WrongLogin()
+			addr := brokertest.MosquittoWithPasswords(t, map[string]string{wrong.Username: password})
 			// The refusals' WARN lines are LoginCheck's, tested there.
 			return mqttbroker.New(mqttbroker.Options{Endpoint: broker.Endpoint{Address: addr, Credential: wrong,
 				Log: slog.New(slog.DiscardHandler)}}), password

@@ -10,7 +10,6 @@ import (
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/natsbroker"
-	"github.com/wsbridge/wsbridge/keyring"
 )
 
 func newBroker(t *testing.T, o natsbroker.Options) broker.Broker {
@@ -48,9 +47,8 @@ func harness() brokertest.Harness {
 			return newBroker(t, natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + addr, DialTimeout: time.Second}})
 		},
 		Refusing: func(t *testing.T) (broker.Broker, string) {
-			user, password := brokertest.Stranger()
-			ns := startServer(t, &server.Options{Username: user, Password: password})
-			wrong := &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}
+			wrong, password := brokertest.WrongLogin()
+			ns := startServer(t, &server.Options{Username: wrong.Username, Password: password})
 			// The refusals' WARN lines are LoginCheck's, tested there.
 			return newBroker(t, natsbroker.Options{Endpoint: broker.Endpoint{Address: "nats://" + ns.Addr().String(),
 				Credential: wrong, Log: slog.New(slog.DiscardHandler)}}), password

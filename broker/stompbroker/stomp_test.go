@@ -13,7 +13,6 @@ import (
 	"github.com/wsbridge/wsbridge/broker"
 	"github.com/wsbridge/wsbridge/broker/brokertest"
 	"github.com/wsbridge/wsbridge/broker/stompbroker"
-	"github.com/wsbridge/wsbridge/keyring"
 )
 
 func TestContract(t *testing.T) {
@@ -28,8 +27,7 @@ func TestContract(t *testing.T) {
 		},
 		// RabbitMQ has no such user: it refuses as it does a wrong password.
 		Refusing: func(t *testing.T) (broker.Broker, string) {
-			user, password := brokertest.Stranger()
-			wrong := &keyring.Credential{Username: user, Password: keyring.NewSecret("not-" + password)}
+			wrong, password := brokertest.WrongLogin()
 			// The refusals' WARN lines are LoginCheck's, tested there.
 			return stompbroker.New(stompbroker.Options{Endpoint: broker.Endpoint{Address: brokertest.RabbitSTOMP(t),
 				Credential: wrong, Log: slog.New(slog.DiscardHandler)}}), password
