@@ -258,7 +258,7 @@ func TestIntakeLanesAndBudgetComeBack(t *testing.T) {
 	expectClose(over, "over the budget on a lane")
 	big := dialRawWSFrom(t, addr, "127.0.2.2") // 2 lanes an address
 	big.conn.Write(frame(false, 2, make([]byte, 20<<10)))
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // pacing: the next fragment in a read of its own
 	big.conn.Write(header(true, 0, 5<<20)) // too large
 	expectClose(big, "too large at a later fragment")
 	slow := dialRawWSFrom(t, addr, "127.0.2.3") // 2 lanes an address
@@ -266,10 +266,8 @@ func TestIntakeLanesAndBudgetComeBack(t *testing.T) {
 	expectClose(slow, "timed out")
 	gone := dialRawWSFrom(t, addr, "127.0.2.3") // 2 lanes an address
 	gone.conn.Write(header(true, 2, 64<<10))
-	time.Sleep(50 * time.Millisecond)
-	if n := o.Intake.laneCount(); n != 4 { // r1, r2, slow, gone: over and big are refused
-		t.Errorf("%d lanes taken, want 4", n)
-	}
+	// r1, r2, slow, gone: over and big are refused and gave theirs back.
+	waitFor(t, func() bool { return o.Intake.laneCount() == 4 })
 	gone.conn.Close()
 	r1.conn.Close()
 	r2.conn.Close()
@@ -365,7 +363,7 @@ func TestIntakeCarryDesyncsTheCursorFromGWS(t *testing.T) {
 	first := append(frame(true, 2, []byte("small")), header(true, 2, L)...)
 	first = append(first, payload[:m]...)
 	r.conn.Write(first)
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // pacing: first arrives as one read, the rest after
 	go r.conn.Write(payload[m:])
 
 	r.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
