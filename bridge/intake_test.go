@@ -258,7 +258,7 @@ func TestIntakeLanesAndBudgetComeBack(t *testing.T) {
 	expectClose(over, "over the budget on a lane")
 	big := dialRawWSFrom(t, addr, "127.0.2.2") // 2 lanes an address
 	big.conn.Write(frame(false, 2, make([]byte, 20<<10)))
-	time.Sleep(20 * time.Millisecond) // pacing: the next fragment in a read of its own
+	time.Sleep(20 * time.Millisecond)      // pacing: the next fragment in a read of its own
 	big.conn.Write(header(true, 0, 5<<20)) // too large
 	expectClose(big, "too large at a later fragment")
 	slow := dialRawWSFrom(t, addr, "127.0.2.3") // 2 lanes an address
